@@ -1,0 +1,135 @@
+"""Command line: everything the app can do, `python -m qcore ...` can do.
+
+    python -m qcore models
+    python -m qcore train NAME [--epochs N] [--seed S] [--out-dir DIR]
+    python -m qcore evaluate [--model NAME] [--data NAME] [--eval-size N]
+    python -m qcore calibrate [--model NAME] [--data NAME] --methods max,percentile:99.99,entropy,mse
+                              [--bits 8] [--calib-size N] [--eval-size N] --out FILE.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2, no traceback."""
+
+
+def _cmd_models(args) -> int:
+    from qcore.models import DEFAULT_MODEL, list_models
+
+    print(f"{'':2}{'name':22}{'family':13}{'input':14}{'classes':>8}  description")
+    for spec in list_models():
+        mark = "* " if spec.name == DEFAULT_MODEL else "  "
+        shape = "x".join(str(d) for d in spec.input_shape)
+        print(f"{mark}{spec.name:22}{spec.family:13}{shape:14}{len(spec.class_names):>8}  {spec.description}")
+    print("\n* default model. Built-in checkpoints live in assets/ (python -m qcore train NAME rebuilds one).")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from qcore.models import BUILTIN
+    from qcore.train import train_builtin
+
+    if args.name not in BUILTIN:
+        raise CliError(f"only built-in models can be trained: {', '.join(BUILTIN)}")
+    record = train_builtin(args.name, epochs=args.epochs, out_dir=Path(args.out_dir), seed=args.seed)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from qcore.data import eval_subset
+    from qcore.evaluate import evaluate
+    from qcore.experiments import check_compatible, default_data
+    from qcore.models import load_model
+
+    loaded = load_model(args.model, weights=args.weights)
+    data = eval_subset(args.data or default_data(loaded), args.eval_size, args.seed)
+    check_compatible(loaded, data)
+    result = evaluate(loaded.module, loaded.spec.preprocess, data)
+    print(f"{loaded.name} on {data.name} ({len(data)} images): top-1 {result.top1:.4f}  top-5 {result.top5:.4f}")
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from qcore.experiments import compare_methods, parse_methods
+
+    try:
+        methods = parse_methods(args.methods)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    report = compare_methods(
+        model=args.model, data=args.data, methods=methods, bits=args.bits, weight_bits=args.weight_bits,
+        granularity=args.granularity, calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed,
+        weights=args.weights, progress=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(f"{report['model']} on {report['data']}: FP32 top-1 {report['fp32_accuracy']:.4f}")
+    print(f"{'method':22}{'accuracy':>10}{'agreement':>11}")
+    for row in report["methods"]:
+        print(f"{row['method']:22}{row['accuracy']:>10.4f}{row['agreement']:>11.4f}")
+    print(f"statistics pass {report['stats_pass_seconds']:.2f} s, FP32 pass {report['fp32_pass_seconds']:.2f} s")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from qcore.models import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(prog="python -m qcore", description="Quantization Explorer engine")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("models", help="list the registered models").set_defaults(fn=_cmd_models)
+
+    t = sub.add_parser("train", help="train a built-in model and write its checkpoint")
+    t.add_argument("name")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out-dir", default="assets")
+    t.set_defaults(fn=_cmd_train)
+
+    def common(sp):
+        sp.add_argument("--model", default=DEFAULT_MODEL)
+        sp.add_argument("--weights", default=None, help="a local weights file for the model")
+        sp.add_argument("--data", default=None, help="fashion-mnist, cifar10 or imagefolder:PATH")
+        sp.add_argument("--eval-size", type=int, default=None, help="evaluation images (default: all)")
+        sp.add_argument("--seed", type=int, default=0)
+
+    e = sub.add_parser("evaluate", help="FP32 accuracy of a model")
+    common(e)
+    e.set_defaults(fn=_cmd_evaluate)
+
+    c = sub.add_parser("calibrate", help="one statistics pass, then accuracy per calibration method")
+    common(c)
+    c.add_argument("--methods", default="max,percentile:99.99,entropy,mse")
+    c.add_argument("--bits", type=int, default=8, help="activation bits")
+    c.add_argument("--weight-bits", type=int, default=8)
+    c.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
+    c.add_argument("--calib-size", type=int, default=512)
+    c.add_argument("--out", default=None)
+    c.set_defaults(fn=_cmd_calibrate, eval_size=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from qcore.data import DataUnavailable
+    from qcore.models import ModelUnavailable
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (CliError, DataUnavailable, ModelUnavailable, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

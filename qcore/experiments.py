@@ -1,0 +1,132 @@
+"""Whole experiments built from the engine's parts, shared by the CLI, the app and the benchmarks.
+
+`compare_methods` is the calibration experiment: one statistics pass, then every range method
+applied to those same statistics and evaluated end to end against FP32.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from qcore.calibration import parse_method
+from qcore.data import ImageSet, calibration_subset, eval_subset
+from qcore.evaluate import batches, evaluate
+from qcore.models import LoadedModel, load_model
+from qcore.qconfig import QuantConfig
+from qcore.quantsim import QuantSim
+
+__all__ = ["parse_methods", "default_data", "check_compatible", "timed_pass", "compare_methods"]
+
+
+def parse_methods(text: str) -> list[str]:
+    """'max,percentile:99.99,entropy' -> validated method list (duplicates dropped, order kept)."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if not methods:
+        raise ValueError("give at least one calibration method")
+    for m in methods:
+        parse_method(m)
+    return list(dict.fromkeys(methods))
+
+
+def default_data(loaded: LoadedModel) -> str:
+    """The dataset a model is evaluated on when none is named."""
+    if loaded.spec.dataset == "fashion-mnist":
+        return "fashion-mnist"
+    raise ValueError(
+        f"{loaded.name} classifies {loaded.spec.dataset} images: choose a dataset with those classes "
+        "(e.g. imagefolder:PATH with ImageNet synset-named folders)"
+    )
+
+
+def check_compatible(loaded: LoadedModel, data: ImageSet) -> None:
+    """Refuse to score a model on data whose labels mean something else."""
+    spec = loaded.spec
+    if spec.dataset == "fashion-mnist" and data.name != "fashion-mnist":
+        raise ValueError(f"{spec.name} was trained on Fashion-MNIST; {data.name} has different classes")
+    if spec.dataset == "imagenet" and len(data.class_names) != 1000:
+        raise ValueError(
+            f"{spec.name} predicts the 1000 ImageNet classes; {data.name} has {len(data.class_names)} classes. "
+            "Name the image folders by ImageNet synset id (n01440764, ...) to evaluate it."
+        )
+    if int(data.labels.max()) >= len(spec.class_names):
+        raise ValueError(f"{data.name} has labels up to {int(data.labels.max())}; {spec.name} has {len(spec.class_names)} classes")
+
+
+@torch.no_grad()
+def timed_pass(fn: Callable[[torch.Tensor], object], xs: list[torch.Tensor]) -> float:
+    """Seconds to run `fn` over pre-built batches (preprocessing excluded)."""
+    start = time.perf_counter()
+    for x in xs:
+        fn(x)
+    return time.perf_counter() - start
+
+
+def compare_methods(
+    model: str | LoadedModel,
+    data: str | None = None,
+    methods: list[str] = ("max", "percentile:99.99", "entropy", "mse"),
+    bits: int = 8,
+    weight_bits: int = 8,
+    granularity: str = "channel",
+    calib_size: int = 512,
+    eval_size: int | None = None,
+    seed: int = 0,
+    weights: str | None = None,
+    config: QuantConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Accuracy and FP32 agreement of every calibration method, from one statistics pass."""
+    say = progress or (lambda msg: None)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, weights=weights)
+    data_name = data or default_data(loaded)
+    calib = calibration_subset(data_name, calib_size, seed)
+    evald = eval_subset(data_name, eval_size, seed)
+    check_compatible(loaded, evald)
+    if config is None:
+        config = QuantConfig().with_default(act_bits=bits, weight_bits=weight_bits, weight_granularity=granularity)
+    pre = loaded.spec.preprocess
+
+    say(f"FP32 evaluation on {len(evald)} images")
+    fp32 = evaluate(loaded.module, pre, evald)
+    sim = QuantSim(loaded.module, config)
+    calib_batches = list(batches(calib.images, pre))
+    say(f"statistics pass over {len(calib)} calibration images")
+    fp32_seconds = timed_pass(loaded.module, calib_batches)
+    start = time.perf_counter()
+    sim.collect_stats(calib_batches)
+    stats_seconds = time.perf_counter() - start
+
+    rows = []
+    for m in methods:
+        say(f"evaluating {m}")
+        start = time.perf_counter()
+        sim.apply_ranges(method=m)
+        result = evaluate(sim, pre, evald)
+        rows.append({
+            "method": m,
+            "accuracy": result.top1,
+            "top5": result.top5,
+            "agreement": result.agreement_with(fp32),
+            "seconds": round(time.perf_counter() - start, 3),
+        })
+    return {
+        "model": loaded.name,
+        "data": data_name,
+        "calib_size": len(calib),
+        "eval_size": len(evald),
+        "seed": seed,
+        "act_bits": config.default.act_bits,
+        "weight_bits": config.default.weight_bits,
+        "granularity": config.default.weight_granularity,
+        "fp32_accuracy": fp32.top1,
+        "fp32_top5": fp32.top5,
+        "methods": rows,
+        "stats_pass_seconds": round(stats_seconds, 4),
+        "fp32_pass_seconds": round(fp32_seconds, 4),
+        "quantizers": len(sim.points),
+        "unsupported_layers": sim.unsupported,
+        "config": config.to_dict(),
+    }

@@ -1,0 +1,47 @@
+"""Fold BatchNorm into the preceding convolution, as deployed INT8 models do.
+
+Weights must be quantized after folding: BN's per-channel scale changes each output channel's
+weight range, which is exactly what per-tensor quantization then trips over.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+__all__ = ["fold_conv_bn", "fold_bn_in_graph"]
+
+
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Rewrite `conv` in place so that conv'(x) == bn(conv(x)) in eval mode."""
+    inv_std = torch.rsqrt(bn.running_var + bn.eps)
+    gamma = bn.weight if bn.affine else torch.ones_like(bn.running_mean)
+    beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    factor = gamma * inv_std
+    conv.weight.mul_(factor.reshape(-1, *([1] * (conv.weight.dim() - 1))))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    new_bias = (bias - bn.running_mean) * factor + beta
+    conv.bias = nn.Parameter(new_bias, requires_grad=conv.weight.requires_grad)
+
+
+def fold_bn_in_graph(gm: fx.GraphModule) -> list[str]:
+    """Fold every BatchNorm2d whose input is a Conv2d used only by it; returns the folded BN names."""
+    modules = dict(gm.named_modules())
+    folded = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
+            continue
+        prev = node.args[0]
+        if not (isinstance(prev, fx.Node) and prev.op == "call_module" and isinstance(modules.get(prev.target), nn.Conv2d)):
+            continue
+        if len(prev.users) != 1:
+            continue
+        fold_conv_bn(modules[prev.target], modules[node.target])
+        node.replace_all_uses_with(prev)
+        gm.graph.erase_node(node)
+        folded.append(node.target)
+    gm.graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return folded

@@ -1,0 +1,336 @@
+"""QuantSim: a float model plus weight and activation quantizers, built from a `QuantConfig`.
+
+The model is deep-copied and traced with torch.fx (the caller's model is never touched), BN is
+folded into convs, every Conv2d/Linear is wrapped with a weight quantizer, and activation
+quantizers are inserted where a deployed INT8 model requantizes:
+- the model input;
+- each Conv2d/Linear output, after its ReLU/ReLU6 when one directly follows (INT8 kernels fuse
+  conv + relu and quantize once);
+- each residual add (after its ReLU when fused);
+- each activation INT8 kernels do not fuse (GELU, SiLU, Hardswish, Sigmoid, ...).
+
+Conv/Linear quantizers take the layer's module name ("layers.0.conv1"), so one per-layer config
+entry covers both its weights and its output. Other points take their module name, or the graph
+node name for functions ("add_1").
+
+Lifecycle: `collect_stats(batches)` runs one pass in observe mode and keeps a `TensorStats` per
+activation quantizer; `apply_ranges()` turns them into clip ranges with each layer's method (or
+one method for all) and switches to quantized mode. Ranges can be re-applied any number of times
+without another pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from qcore.calibration import RangeResult, compute_range
+from qcore.fakequant import fake_cast, fake_quantize_scheme
+from qcore.fold import fold_bn_in_graph
+from qcore.qconfig import LayerConfig, QuantConfig
+from qcore.qparams import QScheme, compute_qparams, minmax
+from qcore.stats import TensorStats
+
+__all__ = ["QuantSim", "ActQuantizer", "QuantWeightLayer", "QuantPoint", "TraceError"]
+
+FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
+FUSED_FUNCTIONS = (F.relu, torch.relu, F.relu6)
+UNFUSED_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, nn.Mish, nn.LeakyReLU, nn.ELU)
+UNFUSED_FUNCTIONS = (F.gelu, F.silu, F.hardswish, torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh)
+ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
+WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+
+
+class TraceError(RuntimeError):
+    """The model cannot be traced by torch.fx, so quantizers cannot be placed."""
+
+
+@dataclass(frozen=True)
+class QuantPoint:
+    """One activation quantizer: its name, what produces it, and the layer it belongs to."""
+
+    name: str
+    kind: str  # "input", "conv", "linear", "add", "act"
+    module_type: str
+
+
+class ActQuantizer(nn.Module):
+    """Observes (collects stats), fake-quantizes, or passes through one activation tensor."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.mode = "float"  # "float", "observe" or "quant"
+        self.stats = TensorStats(name)
+        self.scheme: QScheme | None = None
+        self.dtype = "fp32"
+        self.range: RangeResult | None = None
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("zero_point", torch.zeros((), dtype=torch.int32))
+        self.capture: list | None = None  # set by QuantSim.capture(): (name, tensor) appended here
+
+    def set_range(self, result: RangeResult | None, scheme: QScheme | None, dtype: str) -> None:
+        self.range, self.scheme, self.dtype = result, scheme, dtype
+        if result is not None and scheme is not None:
+            scale, zp = compute_qparams(result.clip_min, result.clip_max, scheme)
+            self.scale, self.zero_point = scale.reshape(()), zp.reshape(())
+
+    def forward(self, x):
+        if self.mode == "observe":
+            self.stats.update(x)
+            out = x
+        elif self.mode == "quant" and self.dtype == "int":
+            out = fake_quantize_scheme(x, self.scale, self.zero_point, self.scheme)
+        elif self.mode == "quant" and self.dtype in ("fp16", "bf16"):
+            out = fake_cast(x, self.dtype)
+        else:
+            out = x
+        if self.capture is not None:
+            self.capture.append((self.name, x.detach(), out.detach()))
+        return out
+
+
+class QuantWeightLayer(nn.Module):
+    """A Conv2d or Linear whose weight is fake-quantized (or cast) on the way in."""
+
+    def __init__(self, layer: nn.Module, name: str):
+        super().__init__()
+        self.layer = layer
+        self.name = name
+        self.cfg: LayerConfig | None = None
+        self.enabled = False
+        self._cached: torch.Tensor | None = None
+
+    def configure(self, cfg: LayerConfig) -> None:
+        self.cfg = cfg
+        self.enabled = cfg.quantizes_weight
+        self._cached = None
+
+    @property
+    def weight_scheme(self) -> QScheme:
+        return self.cfg.weight_scheme()
+
+    def quantized_weight(self) -> torch.Tensor:
+        w = self.layer.weight
+        if not self.enabled:
+            return w
+        if self._cached is not None and not torch.is_grad_enabled():
+            return self._cached
+        if self.cfg.weight_dtype == "int":
+            scheme = self.weight_scheme
+            if scheme.granularity == "group" and w.shape[1] % scheme.group_size:
+                raise ValueError(
+                    f"{self.name}: {w.shape[1]} input channels do not divide into groups of {scheme.group_size}"
+                )
+            lo, hi = minmax(w.detach(), scheme)
+            scale, zp = compute_qparams(lo, hi, scheme)
+            wq = fake_quantize_scheme(w, scale, zp, scheme)
+        else:
+            wq = fake_cast(w, self.cfg.weight_dtype)
+        if not torch.is_grad_enabled():
+            self._cached = wq
+        return wq
+
+    def forward(self, x):
+        w = self.quantized_weight()
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, w, self.layer.bias)
+        return F.linear(x, w, self.layer.bias)
+
+
+def _is_tensor_add(node: fx.Node) -> bool:
+    if node.op == "call_function" and node.target in ADD_FUNCTIONS:
+        return sum(isinstance(a, fx.Node) for a in node.args) == 2
+    return node.op == "call_method" and node.target in ("add", "add_") and len(node.args) >= 2 and isinstance(node.args[1], fx.Node)
+
+
+def _is_fused_act(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), FUSED_ACTIVATIONS)
+    return node.op == "call_function" and node.target in FUSED_FUNCTIONS
+
+
+def _is_unfused_act(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), UNFUSED_ACTIVATIONS)
+    return node.op == "call_function" and node.target in UNFUSED_FUNCTIONS
+
+
+class QuantSim(nn.Module):
+    """A quantization-simulated copy of `model` driven by `config`."""
+
+    def __init__(self, model: nn.Module, config: QuantConfig | None = None):
+        super().__init__()
+        self.config = config or QuantConfig()
+        model = copy.deepcopy(model).eval()
+        try:
+            gm = fx.symbolic_trace(model)
+        except Exception as exc:
+            raise TraceError(
+                f"{type(model).__name__} cannot be traced by torch.fx ({type(exc).__name__}: {exc}); "
+                "quantization simulation needs a traceable nn.Module"
+            ) from None
+        self.folded_bn = fold_bn_in_graph(gm) if self.config.fold_bn else []
+        self.points: list[QuantPoint] = []
+        self.weight_layers: dict[str, QuantWeightLayer] = {}
+        self.unsupported: list[str] = []
+        self._insert_quantizers(gm)
+        self.model = gm
+        self.stats: dict[str, TensorStats] = {}
+        self.configure(self.config)
+
+    # --- graph surgery ------------------------------------------------------------------------
+    def _insert_quantizers(self, gm: fx.GraphModule) -> None:
+        modules = dict(gm.named_modules())
+        self.quantizers = nn.ModuleDict()
+        gm.add_module("quantizers", self.quantizers)  # graph nodes call "quantizers.qN"
+        used_names: set[str] = set()
+
+        def add_point(after: fx.Node, name: str, kind: str, mtype: str) -> None:
+            base, i = name, 1
+            while name in used_names:
+                i += 1
+                name = f"{base}#{i}"
+            used_names.add(name)
+            key = f"q{len(self.points)}"
+            self.quantizers[key] = ActQuantizer(name)
+            with gm.graph.inserting_after(after):
+                qnode = gm.graph.call_module(f"quantizers.{key}", (after,))
+            after.replace_all_uses_with(qnode, delete_user_cb=lambda u: u is not qnode)
+            self.points.append(QuantPoint(name, kind, mtype))
+
+        for node in list(gm.graph.nodes):
+            if node.op == "placeholder":
+                add_point(node, "input", "input", "input")
+            elif node.op == "call_module" and isinstance(modules.get(node.target), WEIGHT_LAYERS):
+                layer = modules[node.target]
+                wrapped = QuantWeightLayer(layer, node.target)
+                self.weight_layers[node.target] = wrapped
+                parent, _, attr = node.target.rpartition(".")
+                setattr(gm.get_submodule(parent) if parent else gm, attr, wrapped)
+                users = list(node.users)
+                after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node
+                kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
+                add_point(after, node.target, kind, type(layer).__name__)
+            elif _is_tensor_add(node):
+                users = list(node.users)
+                after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node
+                add_point(after, node.name, "add", "add")
+            elif _is_unfused_act(node, modules):
+                mtype = type(modules[node.target]).__name__ if node.op == "call_module" else node.target.__name__
+                add_point(node, node.target if node.op == "call_module" else node.name, "act", mtype)
+        for name, mod in modules.items():
+            if name and not list(mod.children()) and any(True for _ in mod.parameters(recurse=False)):
+                if not isinstance(mod, (*WEIGHT_LAYERS, nn.BatchNorm2d)):
+                    self.unsupported.append(f"{name} ({type(mod).__name__})")
+        gm.graph.lint()
+        gm.recompile()
+
+    # --- configuration ------------------------------------------------------------------------
+    def quantizer(self, name: str) -> ActQuantizer:
+        for q in self.quantizers.values():
+            if q.name == name:
+                return q
+        raise KeyError(f"no quantizer named {name!r}")
+
+    def layer_names(self) -> list[str]:
+        return [p.name for p in self.points]
+
+    def configure(self, config: QuantConfig) -> None:
+        """Apply a (new) config: weight quantizers now; activation ranges on the next apply_ranges."""
+        self.config = config
+        for name, wl in self.weight_layers.items():
+            wl.configure(config.for_layer(name))
+        if self.stats:
+            self.apply_ranges()
+
+    # --- calibration --------------------------------------------------------------------------
+    @torch.no_grad()
+    def collect_stats(self, batches: Iterable[torch.Tensor]) -> dict[str, TensorStats]:
+        """One pass over the calibration batches, collecting statistics at every quantizer.
+
+        Weights are quantized during the pass, as in deployment, so later layers see the
+        activations the quantized model will produce from its own weights.
+        """
+        for q in self.quantizers.values():
+            q.stats = TensorStats(q.name)
+            q.mode = "observe"
+        n = 0
+        try:
+            for x in batches:
+                self.model(x)
+                n += len(x)
+        finally:
+            for q in self.quantizers.values():
+                q.mode = "float"
+        if n == 0:
+            raise ValueError("calibration needs at least one image")
+        self.stats = {q.name: q.stats for q in self.quantizers.values()}
+        return self.stats
+
+    def apply_ranges(self, method: str | None = None, ranges: dict[str, RangeResult] | None = None) -> dict[str, RangeResult]:
+        """Set every activation quantizer's range and switch to quantized mode.
+
+        By default each layer uses its config's act_method; `method` overrides it for all layers,
+        `ranges` supplies precomputed ranges by name. Layers configured as float stay float.
+        """
+        if not self.stats:
+            raise RuntimeError("collect_stats() must run before ranges can be applied")
+        applied = {}
+        for q in self.quantizers.values():
+            cfg = self.config.for_layer(q.name)
+            if not cfg.quantizes_act:
+                q.set_range(None, None, "fp32")
+                q.mode = "float"
+                continue
+            q.mode = "quant"
+            if cfg.act_dtype != "int":
+                q.set_range(None, None, cfg.act_dtype)
+                continue
+            scheme = cfg.act_scheme(self.config.reduce_range)
+            if ranges is not None and q.name in ranges:
+                result = ranges[q.name]
+            else:
+                result = compute_range(self.stats[q.name], method or cfg.act_method, scheme)
+            q.set_range(result, scheme, "int")
+            applied[q.name] = result
+        return applied
+
+    @contextmanager
+    def disabled(self):
+        """Run the graph in float (folded BN, no quantizers): numerically the FP32 model."""
+        modes = {k: q.mode for k, q in self.quantizers.items()}
+        weights = {k: w.enabled for k, w in self.weight_layers.items()}
+        try:
+            for q in self.quantizers.values():
+                q.mode = "float"
+            for w in self.weight_layers.values():
+                w.enabled = False
+            yield self
+        finally:
+            for k, q in self.quantizers.items():
+                q.mode = modes[k]
+            for k, w in self.weight_layers.items():
+                w.enabled = weights[k]
+
+    @contextmanager
+    def capture(self):
+        """Record (name, input, output) at every quantizer during the forward passes inside."""
+        records: list = []
+        for q in self.quantizers.values():
+            q.capture = records
+        try:
+            yield records
+        finally:
+            for q in self.quantizers.values():
+                q.capture = None
+
+    def forward(self, x):
+        return self.model(x)
