@@ -204,11 +204,14 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def _finish(spec: ModelSpec, module: nn.Module, info: dict | None = None) -> LoadedModel:
-    module.eval()
+    try:
+        module.eval()
+    except NotImplementedError:  # torch.export programs are already in inference form
+        pass
     for p in module.parameters():
         p.requires_grad_(False)
     params = sum(p.numel() for p in module.parameters())
-    macs = count_macs(module, spec.input_shape) if isinstance(module, nn.Module) else 0
+    macs = count_macs(module, spec.input_shape)
     return LoadedModel(spec, module, params, macs, info or {})
 
 
@@ -365,7 +368,12 @@ def load_user_model(
         try:
             out = module(torch.zeros(1, *shape))
         except Exception as exc:
-            raise ModelUnavailable(f"{path.name} failed on a {tuple(shape)} input: {type(exc).__name__}: {exc}") from None
+            hint = ""
+            if fmt == "pt2" and "Guard failed" in str(exc):
+                hint = " Export it with a dynamic batch: dynamic_shapes={'x': {0: torch.export.Dim.AUTO}}."
+            raise ModelUnavailable(
+                f"{path.name} failed on a batch-1 {tuple(shape)} input: {type(exc).__name__}: {exc}.{hint}"
+            ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise ModelUnavailable(f"{path.name} must return class logits of shape (N, classes)")
     n_classes = out.shape[1]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import operator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import torch
@@ -125,6 +125,9 @@ class QuantWeightLayer(nn.Module):
             return self._cached
         if self.cfg.weight_dtype == "int":
             scheme = self.weight_scheme
+            if scheme.granularity == "group" and w.shape[1] <= scheme.group_size:
+                # One group spans every input (stems, depthwise convs): that is per-channel.
+                scheme = replace(scheme, granularity="channel", axis=0, group_size=0)
             if scheme.granularity == "group" and w.shape[1] % scheme.group_size:
                 raise ValueError(
                     f"{self.name}: {w.shape[1]} input channels do not divide into groups of {scheme.group_size}"
