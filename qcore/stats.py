@@ -78,14 +78,18 @@ class TensorStats:
     def update(self, x: torch.Tensor) -> None:
         """Add one batch. NaN/inf are counted apart and kept out of the histogram."""
         x = x.detach().float().flatten()
-        finite = torch.isfinite(x)
-        if not bool(finite.all()):
-            self.nonfinite += int((~finite).sum())
-            x = x[finite]
         if x.numel() == 0:
             return
         lo, hi = torch.aminmax(x)
         lo, hi = float(lo), float(hi)
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # NaN propagates, inf shows: rare path
+            finite = torch.isfinite(x)
+            self.nonfinite += int((~finite).sum())
+            x = x[finite]
+            if x.numel() == 0:
+                return
+            lo, hi = torch.aminmax(x)
+            lo, hi = float(lo), float(hi)
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self.count += x.numel()
         self._cover(self.min, self.max)

@@ -1,0 +1,20 @@
+"""Quantization Explorer: the Streamlit entry point.
+
+Thin by design: pages read widgets, call qcore, and draw. This file sets up the page, the
+sidebar every page shares, and navigation over the scripts in pages/.
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="Quantization Explorer", page_icon="🔬", layout="wide")
+
+from pages._ui import sidebar  # noqa: E402  (set_page_config must come first)
+
+pages = {
+    "Explore": [
+        st.Page("pages/model.py", title="Model", icon="🧠", default=True),
+    ],
+}
+nav = st.navigation(pages)
+sidebar()
+nav.run()

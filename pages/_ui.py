@@ -1,0 +1,93 @@
+"""UI helpers shared by every page: the sidebar, cached engine calls, and error display.
+
+Cached models are shared by every browser session (st.cache_resource), so nothing here or in
+the pages may mutate them; experiments work on copies made inside qcore (QuantSim deep-copies).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import streamlit as st
+
+from qcore.data import DataUnavailable, ImageSet, eval_subset
+from qcore.evaluate import EvalResult, evaluate
+from qcore.experiments import check_compatible, default_data
+from qcore.models import DEFAULT_MODEL, LoadedModel, ModelUnavailable, list_models, load_model
+
+USER_ERRORS = (ModelUnavailable, DataUnavailable, ValueError, FileNotFoundError)
+
+DEFAULTS = {"model": DEFAULT_MODEL, "data": "", "eval_size": 10_000, "seed": 0}
+
+
+def settings() -> dict:
+    """The shared sidebar's current values (defaults before the sidebar has drawn)."""
+    return {k: st.session_state.get(k, v) for k, v in DEFAULTS.items()}
+
+
+def sidebar() -> None:
+    """Widgets shared by every page; their values live in st.session_state."""
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    specs = {s.name: s for s in list_models()}
+    with st.sidebar:
+        st.header("Model and data")
+        st.selectbox(
+            "Model", list(specs), key="model",
+            format_func=lambda n: f"{n} ({specs[n].family})",
+            help="Built-in models are trained on Fashion-MNIST and ship with the app; torchvision models "
+                 "need their ImageNet weights in the torch hub cache (or a download when online).",
+        )
+        st.text_input(
+            "Dataset", key="data", placeholder="default for the model",
+            help="fashion-mnist, cifar10, or imagefolder:/path/to/folder (sub-folder per class; "
+                 "ImageNet synset names such as n01440764 map to ImageNet classes).",
+        )
+        st.number_input("Evaluation images", min_value=1, max_value=100_000, step=500, key="eval_size")
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
+
+
+@st.cache_resource(show_spinner="Loading model ...", max_entries=8)
+def cached_model(name: str) -> LoadedModel:
+    return load_model(name)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_eval_set(name: str, size: int, seed: int) -> ImageSet:
+    return eval_subset(name, size, seed)
+
+
+@st.cache_resource
+def _shared_results() -> dict:
+    """Finished FP32 evaluations shared by all sessions (immutable results, keyed by inputs)."""
+    return {}
+
+
+def fp32_eval(loaded: LoadedModel, data_name: str, size: int, seed: int) -> EvalResult:
+    """FP32 accuracy of the model on the evaluation subset, with a progress bar the first time."""
+    store = _shared_results()
+    key = (loaded.name, data_name, size, seed)
+    if key not in store:
+        data = cached_eval_set(data_name, size, seed)
+        check_compatible(loaded, data)
+        bar = st.progress(0.0, text=f"FP32 evaluation of {loaded.name} on {len(data)} images")
+        result = evaluate(loaded.module, loaded.spec.preprocess, data, progress=lambda f: bar.progress(f))
+        bar.empty()
+        while len(store) >= 32:
+            store.pop(next(iter(store)))
+        store[key] = result
+    return store[key]
+
+
+def data_name_for(loaded: LoadedModel) -> str:
+    return settings()["data"].strip() or default_data(loaded)
+
+
+@contextmanager
+def user_errors():
+    """Show qcore's user-facing errors as messages, never as tracebacks."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        st.error(str(exc))
+        st.stop()

@@ -1,0 +1,41 @@
+"""AppTest: the app's shell and the model page, run in-process without a browser."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def run_app(**state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+@pytest.mark.slow
+def test_model_page_shows_measured_accuracy_and_predictions():
+    at = run_app(eval_size=500)
+    assert not at.exception
+    assert not at.error
+    labels = {m.label: m.value for m in at.metric}
+    top1 = float(labels["FP32 top-1"].rstrip("%")) / 100
+    assert 0.85 < top1 <= 1.0
+    assert labels["Parameters"].replace(",", "").isdigit()
+    assert at.sidebar.selectbox[0].value == "fm_resnet"
+    shown = " ".join(md.value for md in at.markdown)
+    assert "true:" in shown and ("✅" in shown)
+
+
+def test_unavailable_model_is_a_message_not_a_traceback():
+    at = run_app(model="resnet18", eval_size=10)
+    assert not at.exception
+    assert at.error and "resnet18" in at.error[0].value and "weights" in at.error[0].value
+
+
+def test_bad_dataset_is_a_message():
+    at = run_app(data="imagefolder:/definitely/not/here", eval_size=10)
+    assert not at.exception
+    assert at.error and "does not exist" in at.error[0].value
