@@ -75,6 +75,7 @@ class ActQuantizer(nn.Module):
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("zero_point", torch.zeros((), dtype=torch.int32))
         self.capture: list | None = None  # set by QuantSim.capture(): (name, tensor) appended here
+        self.torch_ops: str | None = None  # "u8"/"s8": use torch's fake-quant ops (ONNX Q/DQ export)
 
     def set_range(self, result: RangeResult | None, scheme: QScheme | None, dtype: str) -> None:
         self.range, self.scheme, self.dtype = result, scheme, dtype
@@ -86,6 +87,8 @@ class ActQuantizer(nn.Module):
         if self.mode == "observe":
             self.stats.update(x)
             out = x
+        elif self.mode == "quant" and self.dtype == "int" and self.torch_ops:
+            out = self._torch_fake_quant(x)
         elif self.mode == "quant" and self.dtype == "int":
             out = fake_quantize_scheme(x, self.scale, self.zero_point, self.scheme)
         elif self.mode == "quant" and self.dtype in ("fp16", "bf16"):
@@ -95,6 +98,19 @@ class ActQuantizer(nn.Module):
         if self.capture is not None:
             self.capture.append((self.name, x.detach(), out.detach()))
         return out
+
+
+    def _torch_fake_quant(self, x):
+        """The same grid through torch's op, which ONNX export turns into QuantizeLinear/DequantizeLinear.
+
+        "s8" moves an unsigned 8-bit grid to int8 (zero-point - 128): identical values, signed storage.
+        """
+        qmin, qmax, zp = self.scheme.qmin, self.scheme.qmax, int(self.zero_point)
+        if self.torch_ops == "s8" and qmin == 0:
+            qmin, qmax, zp = qmin - 128, qmax - 128, zp - 128
+        elif self.torch_ops == "u8" and qmin < 0:
+            qmin, qmax, zp = qmin + 128, qmax + 128, zp + 128
+        return torch.fake_quantize_per_tensor_affine(x, float(self.scale), zp, qmin, qmax)
 
 
 class QuantWeightLayer(nn.Module):
@@ -107,6 +123,7 @@ class QuantWeightLayer(nn.Module):
         self.cfg: LayerConfig | None = None
         self.enabled = False
         self._cached: torch.Tensor | None = None
+        self.torch_ops = False  # True while exporting to ONNX
 
     def configure(self, cfg: LayerConfig) -> None:
         self.cfg = cfg
@@ -141,8 +158,27 @@ class QuantWeightLayer(nn.Module):
             self._cached = wq
         return wq
 
+    def export_weight(self) -> torch.Tensor:
+        """The quantized weight as torch's per-channel int8 fake-quant op, for ONNX Q/DQ export.
+
+        Weights of fewer bits lie on a grid int8 holds exactly (same scale), so they export as
+        int8 weights with the lower-bit values.
+        """
+        w = self.layer.weight.detach()
+        if not self.enabled:
+            return w
+        scheme = self.weight_scheme
+        if scheme.granularity == "group" or not scheme.symmetric or self.cfg.weight_dtype != "int":
+            raise ValueError(f"{self.name}: only symmetric per-tensor or per-channel integer weights deploy as INT8")
+        lo, hi = minmax(w, scheme)
+        scale, zp = compute_qparams(lo, hi, scheme)
+        if scheme.granularity == "tensor":
+            scale, zp = scale.expand(w.shape[0]).contiguous(), zp.expand(w.shape[0]).contiguous()
+        wq = fake_quantize_scheme(w, scale, zp, replace(scheme, granularity="channel", axis=0))
+        return torch.fake_quantize_per_channel_affine(wq, scale, zp, 0, -128, 127)
+
     def forward(self, x):
-        w = self.quantized_weight()
+        w = self.export_weight() if self.torch_ops else self.quantized_weight()
         if isinstance(self.layer, nn.Conv2d):
             return self.layer._conv_forward(x, w, self.layer.bias)
         return F.linear(x, w, self.layer.bias)
@@ -334,6 +370,26 @@ class QuantSim(nn.Module):
         finally:
             for q in self.quantizers.values():
                 q.capture = None
+
+    @contextmanager
+    def torch_fake_quant(self, activations: str = "u8"):
+        """Run every quantizer through torch's own fake-quant ops, bit-exact with ours, so that
+        torch.onnx.export writes QuantizeLinear/DequantizeLinear pairs with exactly these ranges.
+        `activations` is "u8" or "s8" (the same grid stored as int8)."""
+        for q in self.quantizers.values():
+            if q.mode == "quant" and q.dtype == "int" and q.scheme.bits != 8:
+                raise ValueError(f"{q.name}: {q.scheme.bits}-bit activations have no INT8 kernel; use 8 bits or float")
+        try:
+            for q in self.quantizers.values():
+                q.torch_ops = activations
+            for w in self.weight_layers.values():
+                w.torch_ops = True
+            yield self
+        finally:
+            for q in self.quantizers.values():
+                q.torch_ops = None
+            for w in self.weight_layers.values():
+                w.torch_ops = False
 
     def forward(self, x):
         return self.model(x)
