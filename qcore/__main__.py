@@ -5,6 +5,7 @@
     python -m qcore evaluate [--model NAME] [--data NAME] [--eval-size N]
     python -m qcore calibrate [--model NAME] [--data NAME] --methods max,percentile:99.99,entropy,mse
                               [--bits 8] [--calib-size N] [--eval-size N] --out FILE.json
+    python -m qcore deploy [--model NAME] [--backend auto|x86|ort] [--config FILE.json] --out DIR
 """
 
 from __future__ import annotations
@@ -82,6 +83,36 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
+def _cmd_deploy(args) -> int:
+    from qcore.deploy import deploy
+    from qcore.qconfig import QuantConfig
+
+    config = QuantConfig.from_json(Path(args.config).read_text()) if args.config else None
+    report = deploy(
+        model=args.model, config=config, backend=args.backend, out_dir=args.out, data=args.data,
+        calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed, threads=args.threads,
+        iters=args.iters, batch_sizes=(1, args.batch), weights=args.weights,
+        progress=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(f"{report['model']}: FP32 {_pct(report['fp32_accuracy'])}, simulation {_pct(report['simulation_accuracy'])}, "
+          f"INT8 ({report['backend']}) {_pct(report['int8_accuracy'])}, "
+          f"top-1 agreement with simulation {_pct(report['agreement_with_simulation'])}")
+    for batch, paths in report["latency_ms"].items():
+        print(f"\n{batch.replace('_', ' ')}: median ms (p10-p90)")
+        for name, t in paths.items():
+            print(f"  {name:13}{t['median_ms']:9.3f}  ({t['p10_ms']:.3f}-{t['p90_ms']:.3f})")
+    print(f"\nspeedup of {report['backend']} vs fastest FP32 ({report['fastest_fp32']}): "
+          + ", ".join(f"batch {b}: {s:.2f}x" for b, s in report["speedup_vs_fastest_fp32_by_batch"].items()))
+    for line in report["diagnosis"]:
+        print(f"- {line}")
+    print(f"wrote {', '.join(report['files'])} to {args.out}")
+    return 0
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.2%}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from qcore.models import DEFAULT_MODEL
 
@@ -116,7 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib-size", type=int, default=512)
     c.add_argument("--out", default=None)
     c.set_defaults(fn=_cmd_calibrate, eval_size=None)
+
+    d = sub.add_parser("deploy", help="real INT8 models from a config: accuracy, agreement, latency, files")
+    common(d)
+    d.add_argument("--backend", default="auto", choices=["auto", "x86", "ort"])
+    d.add_argument("--config", default=None, help="a QuantConfig JSON file (default: W8A8 per-channel, max)")
+    d.add_argument("--calib-size", type=int, default=512)
+    d.add_argument("--batch", type=int, default=32, help="the larger batch timed besides batch 1")
+    d.add_argument("--threads", type=int, default=torch_threads())
+    d.add_argument("--iters", type=int, default=30)
+    d.add_argument("--out", required=True, help="output directory")
+    d.set_defaults(fn=_cmd_deploy)
     return p
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ __all__ = [
     "load_model",
     "load_user_model",
     "count_macs",
+    "finish_loading",
 ]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -203,7 +204,7 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(total)
 
 
-def _finish(spec: ModelSpec, module: nn.Module, info: dict | None = None) -> LoadedModel:
+def finish_loading(spec: ModelSpec, module: nn.Module, info: dict | None = None) -> LoadedModel:
     try:
         module.eval()
     except NotImplementedError:  # torch.export programs are already in inference form
@@ -257,7 +258,7 @@ def _load_builtin(spec: ModelSpec, weights: Path | None) -> LoadedModel:
     meta = path.with_suffix(".json")
     if meta.is_file():
         info = json.loads(meta.read_text())
-    return _finish(spec, module, info)
+    return finish_loading(spec, module, info)
 
 
 def torchvision_weight_paths(name: str) -> list[Path]:
@@ -274,7 +275,7 @@ def _load_torchvision(spec: ModelSpec, weights: Path | None, download: bool) -> 
     if found is not None:
         state = _unwrap_state_dict(_safe_torch_load(found))
         _load_state_dict_into(module, state, found.name)
-        return _finish(spec, module, {"weights": str(found)})
+        return finish_loading(spec, module, {"weights": str(found)})
     if weights is not None:
         raise ModelUnavailable(f"Weights file {weights} does not exist")
     if not download:
@@ -286,7 +287,7 @@ def _load_torchvision(spec: ModelSpec, weights: Path | None, download: bool) -> 
             f"Downloading {spec.name} weights failed ({type(exc).__name__}). " + _offline_message(spec.name, candidates)
         ) from None
     module.load_state_dict(state)
-    return _finish(spec, module, {"weights": "downloaded"})
+    return finish_loading(spec, module, {"weights": "downloaded"})
 
 
 def _offline_message(name: str, candidates: list[Path]) -> str:
@@ -385,7 +386,7 @@ def load_user_model(
         tuple(names), base.dataset if base and names == base.class_names else "user", str(path),
         lambda: module, 0,
     )
-    return _finish(spec, module, {"format": fmt})
+    return finish_loading(spec, module, {"format": fmt})
 
 
 def _build_for_state(base: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -66,5 +67,11 @@ def dynamic_runner(fp32_path: Path, out_dir: Path, threads: int) -> Runner:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     path = Path(out_dir) / "model_dynamic_int8.onnx"
-    quantize_dynamic(str(fp32_path), str(path), weight_type=QuantType.QInt8, per_channel=False)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs advice on the root logger
+    try:
+        quantize_dynamic(str(fp32_path), str(path), weight_type=QuantType.QInt8, per_channel=False)
+    finally:
+        root.setLevel(level)
     return ort_runner("ort_dynamic", "dynamic", path, threads)

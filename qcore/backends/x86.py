@@ -20,8 +20,9 @@ import torch
 from torch import fx, nn
 
 from qcore.backends.common import Runner
+from qcore.calibration import compute_range
 
-__all__ = ["x86_runner", "float_graph", "dynamic_x86_runner"]
+__all__ = ["x86_runner", "float_graph", "dynamic_x86_runner", "save_torchscript"]
 
 PASS_THROUGH_MODULES = (nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.Flatten,
                         nn.Dropout, nn.Identity, nn.Hardtanh)
@@ -36,6 +37,7 @@ def _quiet():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="torch.ao")
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace/save/freeze
         yield
 
 
@@ -123,13 +125,19 @@ def x86_runner(sim, input_shape: tuple[int, ...], threads: int) -> Runner:
         modules = dict(prepared.named_modules(remove_duplicate=False))
         ranges = {q.name: q.range for q in sim.quantizers.values() if q.mode == "quant" and q.range is not None}
         points = set(sim.layer_names())
-        unmapped = []
+        unmapped, requantized = [], []
         for node in prepared.graph.nodes:
             if node.op != "call_module" or "activation_post_process" not in str(node.target):
                 continue
             obs = prepared.get_submodule(node.target)  # shared observers are listed once in named_modules
             source = _producer(node.args[0], modules, points)
             rng = ranges.get(source)
+            if rng is None and source in sim.stats:
+                # A float layer feeding an INT8 one: x86 kernels need an INT8 input, so quantize it
+                # with the default method from the same statistics (the simulation leaves it float).
+                scheme = sim.config.default.act_scheme(sim.config.reduce_range)
+                rng = compute_range(sim.stats[source], sim.config.default.act_method, scheme)
+                requantized.append(source)
             if rng is None:
                 unmapped.append(f"{node.args[0].name} (-> {source})")
                 continue
@@ -153,16 +161,25 @@ def x86_runner(sim, input_shape: tuple[int, ...], threads: int) -> Runner:
         else:
             continue
         ops[key] = ops.get(key, 0) + 1
-    float_ops = [f"{name} ({type(m).__name__})" for name, m in quantized.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
+    float_ops = []
+    for node in quantized.graph.nodes:
+        if node.op == "call_module":
+            mod = qmodules[node.target]
+            float_compute = isinstance(mod, (nn.Conv2d, nn.Linear)) or any(isinstance(c, (nn.Conv2d, nn.Linear)) for c in mod.children())
+            if float_compute and ".quantized" not in type(mod).__module__:
+                float_ops.append(f"{node.target} ({type(mod).__name__})")
     transitions = sum(n for k, n in ops.items() if k in ("quantize_per_tensor", "dequantize"))
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return scripted(x)
 
-    engine = torch.backends.quantized.engine
+    notes = [f"quantized engine: {torch.backends.quantized.engine}"]
+    if requantized:
+        notes.append("x86 quantizes the outputs of float layers that feed INT8 layers (the simulation keeps them "
+                     "float): " + ", ".join(sorted(set(requantized))))
     return Runner("x86", "int8", run, buf.getbuffer().nbytes, None, ops, float_ops, transitions,
-                  notes=[f"quantized engine: {engine}"], artifact=scripted)
+                  notes=notes, artifact=scripted)
 
 
 def dynamic_x86_runner(model: nn.Module, threads: int) -> Runner:
@@ -182,3 +199,9 @@ def dynamic_x86_runner(model: nn.Module, threads: int) -> Runner:
     convs = sum(isinstance(m, nn.Conv2d) for m in qmodel.modules())
     return Runner("x86_dynamic", "dynamic", run, buf.getbuffer().nbytes, None, {},
                   [f"{convs} Conv2d stay float"] if convs else [], 0)
+
+
+def save_torchscript(scripted, path) -> None:
+    """Write the INT8 TorchScript model; torch.jit.load(path) runs it without this project."""
+    with _quiet():
+        torch.jit.save(scripted, str(path))

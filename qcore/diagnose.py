@@ -1,0 +1,64 @@
+"""Why is INT8 not faster? Reasons a user can act on, derived from measurements and the graph."""
+
+from __future__ import annotations
+
+__all__ = ["diagnose"]
+
+
+def diagnose(report: dict) -> list[str]:
+    """Plain-language findings for a deploy/bench report (empty when INT8 is clearly faster).
+
+    Looks at: the CPU's INT8 instructions, the model's arithmetic per image, the batch size, the
+    quantize/dequantize transitions and float ops left in the INT8 graph, S8S8 activations on
+    x86, and reduce_range.
+    """
+    findings: list[str] = []
+    cpu = report.get("machine", {})
+    best = report.get("best_int8")
+    by_batch = report.get("latency_ms", {})
+    speedups = report.get("speedup_vs_fastest_fp32_by_batch", {})
+    b1 = speedups.get("1")
+    if not cpu.get("avx512") and not cpu.get("avx2"):
+        findings.append("This CPU has neither AVX2 nor AVX-512: INT8 kernels fall back to slow reference code.")
+    elif not cpu.get("vnni"):
+        findings.append(
+            "This CPU has no VNNI: each INT8 multiply-accumulate takes three instructions instead of one, so "
+            "INT8 gains are small; reduce_range is needed to avoid overflow."
+        )
+    macs = report.get("macs", 0)
+    if b1 is not None and b1 < 1.2:
+        if macs and macs < 30e6:
+            findings.append(
+                f"The model does only {macs / 1e6:.1f} M multiply-accumulates per image: at batch 1 the time goes to "
+                "per-operator overhead (quantize/dequantize, dispatch), not arithmetic. INT8 pays off at larger batches "
+                "or on larger models."
+            )
+        big = [b for b, s in speedups.items() if b != "1" and s >= 1.2]
+        if big:
+            findings.append(f"At batch {', '.join(big)} INT8 is faster: batch your requests if latency allows.")
+    by_path = report.get("speedup_by_path", {})
+    for name, info in report.get("int8_paths", {}).items():
+        if by_path.get(name, 0.0) >= 1.2:
+            continue  # this path is fast: nothing to explain
+        transitions = info.get("transitions", 0)
+        float_ops = info.get("float_ops", [])
+        if transitions > 6:
+            findings.append(
+                f"{name}: {transitions} quantize/dequantize ops stay in the graph (float layers from partial "
+                "quantization, or ops without an INT8 kernel such as GELU/SiLU); each costs a pass over the tensor. "
+                "Keep float layers adjacent, or quantize them."
+            )
+        if float_ops:
+            findings.append(f"{name} still runs in float: {', '.join(float_ops[:6])}.")
+    s8 = report.get("speedup_by_path", {}).get("ort_s8s8")
+    u8 = report.get("speedup_by_path", {}).get("ort_u8s8")
+    if s8 is not None and u8 is not None and s8 < 0.8 * u8:
+        findings.append(
+            f"ONNX Runtime S8S8 (int8 activations) runs at {s8:.2f}x vs {u8:.2f}x for U8S8: x86 INT8 kernels "
+            "want uint8 activations; use U8S8."
+        )
+    if report.get("config", {}).get("reduce_range") and cpu.get("vnni"):
+        findings.append("reduce_range is on, but this CPU has VNNI: it only costs accuracy here; turn it off.")
+    if by_batch and best and b1 is not None and b1 >= 1.2 and not findings:
+        findings.append(f"INT8 ({best}) is {b1:.2f}x faster than the fastest FP32 path at batch 1.")
+    return findings
