@@ -14,6 +14,9 @@ pages = {
     "Explore": [
         st.Page("pages/model.py", title="Model", icon="🧠", default=True),
     ],
+    "Ship": [
+        st.Page("pages/deploy.py", title="Deploy INT8", icon="🚀"),
+    ],
 }
 nav = st.navigation(pages)
 sidebar()

@@ -107,10 +107,10 @@ def bench_latency(
 
     threads = threads or torch.get_num_threads()
     loaded, calib_batches, _, _, _ = prepare_inputs(model or DEFAULT_MODEL, random_weights, None, 256, 1, seed, None,
-                                                    lambda m: print(m, file=sys.stderr))
+                                                    lambda m, fraction=None: print(m, file=sys.stderr))
     sim = calibrated_sim(loaded, QuantConfig(), calib_batches)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, int8, _, notes = build_paths(loaded, sim, "auto", Path(out_dir or tmp), threads, lambda m: None,
+        fp32, int8, _, notes = build_paths(loaded, sim, "auto", Path(out_dir or tmp), threads, lambda m, fraction=None: None,
                                            variants=False)
         x = torch.randn(batch, *loaded.spec.input_shape, generator=torch.Generator().manual_seed(seed))
         timed = measure_interleaved({**{f"fp32:{n}": r.run for n, r in fp32.items()},

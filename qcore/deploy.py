@@ -27,6 +27,7 @@ from qcore.data import calibration_subset, eval_subset
 from qcore.diagnose import diagnose
 from qcore.evaluate import DEFAULT_BATCH, EvalResult, batches, evaluate, sqnr_db
 from qcore.experiments import check_compatible, default_data
+from qcore.jobs import MACHINE_LOCK
 from qcore.latency import measure_interleaved
 from qcore.models import LoadedModel, finish_loading, get_spec, load_model
 from qcore.qconfig import QuantConfig
@@ -159,7 +160,7 @@ def deploy(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Build, check, time and export real INT8 models; returns (and writes) report.json."""
-    say = progress or (lambda msg: None)
+    say = progress or (lambda msg, fraction=None: None)
     start_all = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,16 +170,18 @@ def deploy(
     )
     shape = loaded.spec.input_shape
 
-    say("calibrating (one statistics pass)")
+    say("calibrating (one statistics pass)", 0.02)
     sim = calibrated_sim(loaded, config, calib_batches)
     fp32_paths, int8_paths, other_paths, notes = build_paths(loaded, sim, backend, out_dir, threads, say)
 
-    say("evaluating every path")
+    say("evaluating every path", 0.3)
     sim_logits = _logits(sim, eval_batches)
     fp32_logits = _logits(loaded.module, eval_batches)
     sim_eval, fp32_eval = _scores(sim_logits, labels), _scores(fp32_logits, labels)
     paths_report = {}
-    for name, runner in {**fp32_paths, **int8_paths, **other_paths}.items():
+    everything = {**fp32_paths, **int8_paths, **other_paths}
+    for name, runner in everything.items():
+        say(f"evaluating {name}", 0.3 + 0.2 * len(paths_report) / len(everything))
         logits = _logits(runner, eval_batches)
         entry = {
             "kind": runner.kind,
@@ -193,13 +196,18 @@ def deploy(
         paths_report[name] = entry
 
     latency: dict[str, dict] = {}
-    everything = {**fp32_paths, **int8_paths, **other_paths}
-    for b in batch_sizes:
-        say(f"timing {len(everything)} paths at batch {b} ({iters} interleaved rounds)")
+    for i, b in enumerate(batch_sizes):
+        share = 0.5 / len(batch_sizes)
+        say(f"timing {len(everything)} paths at batch {b} ({iters} interleaved rounds)", 0.5 + i * share)
         x = torch.cat(eval_batches)[:b] if not random_weights else torch.randn(b, *shape)
         if len(x) < b:
             x = x.repeat((b + len(x) - 1) // len(x), 1, 1, 1)[:b]
-        timed = measure_interleaved({n: r.run for n, r in everything.items()}, x, threads, warmup, iters)
+        with MACHINE_LOCK:  # never time while another job (training, another deploy) uses the cores
+            timed = measure_interleaved(
+                {n: r.run for n, r in everything.items()}, x, threads, warmup, iters,
+                progress=lambda f, b=b, base=0.5 + i * share: say(f"timing batch {b}: {round(f * iters)}/{iters} rounds",
+                                                                   base + f * share),
+            )
         latency[f"batch_{b}"] = {n: t.to_dict() for n, t in timed.items()}
 
     def speedups(b: int) -> dict[str, float]:
@@ -242,6 +250,7 @@ def deploy(
     report["diagnosis"] = diagnose(report)
     files = _export(int8_paths, out_dir)
     report["files"] = files
+    report["out_dir"] = str(out_dir)
     report["seconds"] = round(time.perf_counter() - start_all, 1)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

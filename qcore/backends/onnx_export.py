@@ -25,7 +25,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, *input_shape)
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
         torch.onnx.export(
             model, (example,), str(path), opset_version=OPSET, dynamo=False,
             input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},

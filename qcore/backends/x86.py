@@ -38,6 +38,7 @@ def _quiet():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="torch.ao")
         warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace/save/freeze
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
 
 

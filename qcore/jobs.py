@@ -1,0 +1,91 @@
+"""Long work in a background thread that never touches streamlit.
+
+A `Job` runs `fn(job)`; the function reports progress with `job.update(fraction, message)`,
+which also raises `Cancelled` once `job.cancel()` was called, so cancelling takes effect at the
+next progress report. Pages poll `job.snapshot()` (a plain dict, read under the lock).
+
+`MACHINE_LOCK` is one process-wide lock: latency measurements and training hold it so that
+timings are never taken while another job is using the cores.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+__all__ = ["Cancelled", "Job", "MACHINE_LOCK"]
+
+MACHINE_LOCK = threading.Lock()
+LOG_LINES = 100
+
+
+class Cancelled(Exception):
+    """Raised inside a job's function when the job was cancelled."""
+
+
+class Job:
+    """A cancellable background computation with lock-guarded progress, log, result and error."""
+
+    def __init__(self, name: str, fn: Callable[["Job"], Any], user_errors: tuple[type[BaseException], ...] = ()):
+        self.name = name
+        self._fn = fn
+        self._user_errors = user_errors
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._state = {"status": "pending", "progress": 0.0, "message": "", "log": [], "result": None,
+                       "error": None, "started": None, "finished": None}
+        self._thread = threading.Thread(target=self._run, name=f"job:{name}", daemon=True)
+
+    def start(self) -> "Job":
+        with self._lock:
+            self._state["status"], self._state["started"] = "running", time.time()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            result = self._fn(self)
+            final = {"status": "done", "result": result, "progress": 1.0}
+        except Cancelled:
+            final = {"status": "cancelled"}
+        except self._user_errors as exc:
+            final = {"status": "failed", "error": str(exc)}
+        except Exception as exc:  # unexpected: keep the type and the last frame for the message
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            final = {"status": "failed", "error": f"{type(exc).__name__}: {exc} ({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})"}
+        with self._lock:
+            self._state.update(final, finished=time.time())
+
+    def update(self, fraction: float | None = None, message: str | None = None) -> None:
+        """Report progress (0..1) and/or a message; raises Cancelled if the job was cancelled."""
+        if self._cancel.is_set():
+            raise Cancelled()
+        with self._lock:
+            if fraction is not None:
+                self._state["progress"] = max(0.0, min(1.0, float(fraction)))
+            if message:
+                self._state["message"] = message
+                log = self._state["log"]
+                log.append((round(time.time() - (self._state["started"] or time.time()), 1), message))
+                del log[:-LOG_LINES]
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {**self._state, "log": list(self._state["log"]), "name": self.name}
+
+    @property
+    def done(self) -> bool:
+        return self.snapshot()["status"] in ("done", "failed", "cancelled")
+
+    def wait(self, timeout: float | None = None) -> dict:
+        self._thread.join(timeout)
+        return self.snapshot()

@@ -1,0 +1,61 @@
+"""AppTest of the deploy page with a finished job (a real deploy of a tiny model) in session state."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from qcore.jobs import Job
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory):
+    from qcore.deploy import deploy
+    from qcore.models import ModelSpec, finish_loading, get_spec
+
+    base = get_spec("fm_resnet")
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    spec = ModelSpec("tiny", "user", "tiny", (1, 28, 28), base.preprocess, base.class_names, "fashion-mnist", "test",
+                     lambda: net)
+    out = tmp_path_factory.mktemp("deploy")
+    report = deploy(finish_loading(spec, net), out_dir=out, calib_size=20, eval_size=50, iters=5, warmup=1,
+                    batch_sizes=(1, 8), threads=1)
+    job = Job("deploy", lambda j: report).start()
+    job.wait()
+    return job
+
+
+@pytest.mark.slow
+def test_deploy_page_shows_results_of_a_finished_job(finished_job):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["deploy_job"] = finished_job
+    at.switch_page("pages/deploy.py").run()
+    assert not at.exception
+    labels = [m.label for m in at.metric]
+    assert "Agreement with simulation" in labels and "Speedup at batch 1" in labels
+    assert len(at.dataframe) == 1
+    assert any("Diagnosis" in h.value for h in at.subheader)
+
+
+def test_deploy_page_without_a_job_invites_a_run():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/deploy.py").run()
+    assert not at.exception
+    assert any("Build and measure" in i.value for i in at.info)
+
+
+def test_failed_job_shows_its_message():
+    at = AppTest.from_file(APP, default_timeout=60)
+
+    def boom(job):
+        raise ValueError("the config file names layer 'nope' which the model does not have")
+
+    job = Job("deploy", boom, (ValueError,)).start()
+    job.wait()
+    at.session_state["deploy_job"] = job
+    at.switch_page("pages/deploy.py").run()
+    assert not at.exception
+    assert at.error and "nope" in at.error[0].value
