@@ -13,6 +13,7 @@ from pages._ui import sidebar  # noqa: E402  (set_page_config must come first)
 pages = {
     "Explore": [
         st.Page("pages/model.py", title="Model", icon="🧠", default=True),
+        st.Page("pages/calibration.py", title="Calibration", icon="📊"),
     ],
     "Ship": [
         st.Page("pages/deploy.py", title="Deploy INT8", icon="🚀"),

@@ -13,12 +13,13 @@ import torch
 
 from qcore.calibration import parse_method
 from qcore.data import ImageSet, calibration_subset, eval_subset
-from qcore.evaluate import batches, evaluate
+from qcore.evaluate import batches, evaluate, layer_errors
 from qcore.models import LoadedModel, load_model
 from qcore.qconfig import QuantConfig
 from qcore.quantsim import QuantSim
 
-__all__ = ["parse_methods", "default_data", "check_compatible", "timed_pass", "compare_methods"]
+__all__ = ["parse_methods", "default_data", "check_compatible", "timed_pass", "compare_methods", "calibration_study",
+           "weight_ranges"]
 
 
 def parse_methods(text: str) -> list[str]:
@@ -129,4 +130,81 @@ def compare_methods(
         "quantizers": len(sim.points),
         "unsupported_layers": sim.unsupported,
         "config": config.to_dict(),
+    }
+
+
+MAX_WEIGHT_SAMPLE = 100_000
+
+
+def weight_ranges(sim: QuantSim) -> dict[str, dict]:
+    """Per-output-channel min/max of every (BN-folded) Conv2d/Linear weight, as deployed."""
+    out = {}
+    for name, wl in sim.weight_layers.items():
+        w = wl.layer.weight.detach()
+        flat = w.reshape(w.shape[0], -1)
+        values = w.flatten()
+        if values.numel() > MAX_WEIGHT_SAMPLE:  # a fixed random sample is plenty for a distribution plot
+            values = values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))[:MAX_WEIGHT_SAMPLE]]
+        out[name] = {"min": flat.min(1).values.tolist(), "max": flat.max(1).values.tolist(), "values": values.tolist()}
+    return out
+
+
+def calibration_study(
+    model: str | LoadedModel,
+    data: str | None = None,
+    methods: list[str] = ("max", "percentile:99.99", "entropy", "mse"),
+    act_bits: tuple[int, ...] = (8, 6, 4),
+    weight_bits: int = 8,
+    granularity: str = "channel",
+    symmetric: bool = False,
+    calib_size: int = 512,
+    eval_size: int | None = 2000,
+    seed: int = 0,
+    progress: Callable[[str, float | None], None] | None = None,
+) -> dict:
+    """Everything the calibration page shows, from ONE statistics pass.
+
+    Returns the QuantSim (its `.stats` hold every histogram), the ranges every method picks per
+    layer, accuracy and FP32 agreement per method and activation bit width, and per-layer SQNR
+    per method at the first bit width.
+    """
+    say = progress or (lambda msg, fraction=None: None)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    data_name = data or default_data(loaded)
+    calib = calibration_subset(data_name, calib_size, seed)
+    evald = eval_subset(data_name, eval_size, seed)
+    check_compatible(loaded, evald)
+    pre = loaded.spec.preprocess
+    config = QuantConfig().with_default(act_bits=act_bits[0], weight_bits=weight_bits, weight_granularity=granularity,
+                                        act_symmetric=symmetric)
+    sim = QuantSim(loaded.module, config)
+    calib_batches = list(batches(calib.images, pre))
+    say(f"statistics pass over {len(calib)} images", 0.0)
+    start = time.perf_counter()
+    sim.collect_stats(calib_batches, progress=lambda n: say(f"statistics pass: {n}/{len(calib)} images", 0.2 * n / len(calib)))
+    stats_seconds = time.perf_counter() - start
+    say("FP32 evaluation", 0.2)
+    fp32 = evaluate(loaded.module, pre, evald)
+    runs = [(m, b) for b in act_bits for m in methods]
+    rows, ranges, sqnr = [], {}, {}
+    probe = calib_batches[0][:64]
+    for i, (m, b) in enumerate(runs):
+        say(f"evaluating {m} at {b}-bit activations ({i + 1}/{len(runs)})", 0.25 + 0.75 * i / len(runs))
+        sim.configure(config.with_default(act_bits=b))
+        applied = sim.apply_ranges(method=m)
+        result = evaluate(sim, pre, evald)
+        rows.append({"method": m, "act_bits": b, "accuracy": result.top1, "agreement": result.agreement_with(fp32)})
+        if b == act_bits[0]:
+            ranges[m] = {name: r.to_dict() for name, r in applied.items()}
+            sqnr[m] = {name: e["sqnr_db"] for name, e in layer_errors(sim, probe).items()}
+    sim.configure(config)
+    sim.apply_ranges(method=methods[0])
+    say("done", 1.0)
+    return {
+        "model": loaded.name, "data": data_name, "calib_size": len(calib), "eval_size": len(evald),
+        "fp32_accuracy": fp32.top1, "methods": list(methods), "act_bits": list(act_bits),
+        "weight_bits": weight_bits, "granularity": granularity, "symmetric": symmetric,
+        "accuracy": rows, "ranges": ranges, "layer_sqnr_db": sqnr,
+        "points": [{"name": p.name, "kind": p.kind, "type": p.module_type} for p in sim.points],
+        "weights": weight_ranges(sim), "stats_pass_seconds": round(stats_seconds, 3), "sim": sim,
     }

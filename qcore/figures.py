@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-__all__ = ["PATH_COLORS", "latency_figure", "speedup_figure"]
+__all__ = ["PATH_COLORS", "METHOD_COLORS", "method_color", "latency_figure", "speedup_figure", "histogram_figure",
+           "channel_range_figure", "overview_figure", "accuracy_figure"]
 
 PATH_COLORS = {"fp32": "#7f7f7f", "int8": "#1f77b4", "dynamic": "#ff7f0e", "bf16": "#2ca02c", "fp16": "#9467bd"}
 
@@ -40,4 +41,89 @@ def speedup_figure(speedups: dict[str, float], kinds: dict[str, str], baseline: 
     ))
     fig.add_hline(y=1.0, line_dash="dash", annotation_text=f"fastest FP32 ({baseline})")
     fig.update_layout(yaxis_title="speedup vs fastest FP32", height=360, margin=dict(l=10, r=10, t=30, b=40))
+    return fig
+
+
+METHOD_COLORS = {"max": "#d62728", "percentile": "#2ca02c", "entropy": "#9467bd", "mse": "#ff7f0e"}
+
+
+def method_color(method: str) -> str:
+    """The colour of a calibration method, the same on every page ('percentile:99.9' -> percentile's)."""
+    return METHOD_COLORS.get(method.split(":")[0], "#17becf")
+
+
+def histogram_figure(edges, counts, ranges: dict[str, dict], title: str, log_y: bool = False, max_bars: int = 256) -> go.Figure:
+    """A tensor's calibration histogram with every method's clip range drawn in that method's colour.
+
+    `edges`/`counts` come straight from the collected statistics; bins are merged (summed) to at
+    most `max_bars` bars for drawing. `ranges` maps method -> {clip_min, clip_max}.
+    """
+    import numpy as np
+
+    edges, counts = np.asarray(edges, dtype=float), np.asarray(counts, dtype=float)
+    factor = max(1, int(np.ceil(len(counts) / max_bars)))
+    if factor > 1:
+        pad = (-len(counts)) % factor
+        counts = np.concatenate([counts, np.zeros(pad)]).reshape(-1, factor).sum(1)
+        edges = np.concatenate([edges[:-1:factor], [edges[-1] + pad * (edges[1] - edges[0])]])
+    centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    fig = go.Figure(go.Bar(x=centers, y=counts, width=widths, marker_color="#8c9bb0", name="values",
+                           hovertemplate="[%{x:.4g}] %{y:.0f}<extra></extra>"))
+    top = counts.max() if len(counts) else 1
+    for i, (method, r) in enumerate(ranges.items()):
+        color = method_color(method)
+        for j, x in enumerate((r["clip_min"], r["clip_max"])):
+            fig.add_trace(go.Scatter(x=[x, x], y=[0, top * (1.05 + 0.04 * i)], mode="lines",
+                                     line=dict(color=color, width=2, dash="solid" if j else "dot"),
+                                     name=method, legendgroup=method, showlegend=j == 1,
+                                     hovertemplate=f"{method}: {x:.4g}<extra></extra>"))
+    fig.update_layout(title=title, bargap=0, height=380, margin=dict(l=10, r=10, t=50, b=40),
+                      xaxis_title="value", yaxis_title="count", yaxis_type="log" if log_y else "linear",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def channel_range_figure(mins: list[float], maxs: list[float], title: str) -> go.Figure:
+    """Per-output-channel weight ranges: when they differ by orders of magnitude, per-tensor fails."""
+    idx = list(range(len(mins)))
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=idx, y=maxs, name="max", marker_color="#1f77b4"))
+    fig.add_trace(go.Bar(x=idx, y=mins, name="min", marker_color="#aec7e8"))
+    fig.update_layout(title=title, barmode="overlay", height=320, xaxis_title="output channel",
+                      yaxis_title="weight value", margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def overview_figure(ranges: dict[str, dict[str, dict]], sqnr: dict[str, dict[str, float]], layers: list[str]) -> go.Figure:
+    """All layers at once: each method's clip range (top) and the SQNR it gives at each layer (bottom)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=("clip range per layer", "output SQNR per layer (dB, higher is better)"))
+    for method, per_layer in ranges.items():
+        color = method_color(method)
+        lo = [per_layer[n]["clip_min"] if n in per_layer else None for n in layers]
+        hi = [per_layer[n]["clip_max"] if n in per_layer else None for n in layers]
+        fig.add_trace(go.Scatter(x=layers, y=hi, mode="markers+lines", name=method, legendgroup=method,
+                                 line=dict(color=color)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=layers, y=lo, mode="markers", name=method, legendgroup=method, showlegend=False,
+                                 marker=dict(color=color, symbol="triangle-down")), row=1, col=1)
+        s = sqnr.get(method, {})
+        fig.add_trace(go.Scatter(x=layers, y=[s.get(n) for n in layers], mode="markers+lines", name=method,
+                                 legendgroup=method, showlegend=False, line=dict(color=color)), row=2, col=1)
+    fig.update_layout(height=620, margin=dict(l=10, r=10, t=40, b=120), clickmode="event+select")
+    fig.update_xaxes(tickangle=-60)
+    return fig
+
+
+def accuracy_figure(rows: list[dict], fp32_accuracy: float) -> go.Figure:
+    """End-to-end top-1 per method and activation bit width, with the FP32 accuracy as a line."""
+    fig = go.Figure()
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = [r for r in rows if r["method"] == method]
+        fig.add_trace(go.Bar(x=[f"A{r['act_bits']}" for r in pts], y=[r["accuracy"] * 100 for r in pts], name=method,
+                             marker_color=method_color(method),
+                             text=[f"{r['accuracy']:.1%}" for r in pts], textposition="outside"))
+    fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text=f"FP32 {fp32_accuracy:.2%}")
+    fig.update_layout(barmode="group", yaxis_title="top-1 %", height=380, margin=dict(l=10, r=10, t=30, b=40))
     return fig

@@ -25,7 +25,7 @@ import copy
 import operator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -292,7 +292,7 @@ class QuantSim(nn.Module):
 
     # --- calibration --------------------------------------------------------------------------
     @torch.no_grad()
-    def collect_stats(self, batches: Iterable[torch.Tensor]) -> dict[str, TensorStats]:
+    def collect_stats(self, batches: Iterable[torch.Tensor], progress: Callable[[int], None] | None = None) -> dict[str, TensorStats]:
         """One pass over the calibration batches, collecting statistics at every quantizer.
 
         Weights are quantized during the pass, as in deployment, so later layers see the
@@ -306,6 +306,8 @@ class QuantSim(nn.Module):
             for x in batches:
                 self.model(x)
                 n += len(x)
+                if progress:
+                    progress(n)
         finally:
             for q in self.quantizers.values():
                 q.mode = "float"

@@ -142,13 +142,9 @@ def test_diagnosis_names_a_cpu_without_vnni():
 @pytest.mark.slow
 def test_deploy_on_a_tiny_model_reports_everything(tmp_path, tiny_fashion_mnist):
     from qcore.deploy import deploy
-    from qcore.models import ModelSpec, finish_loading, get_spec
+    from tests.helpers import tiny_fashion_model
 
-    base = get_spec("fm_resnet")
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
-    spec = ModelSpec("tiny", "user", "tiny", (1, 28, 28), base.preprocess, base.class_names, "fashion-mnist", "test",
-                     lambda: net)
-    report = deploy(finish_loading(spec, net), out_dir=tmp_path, calib_size=20, eval_size=20, iters=5, warmup=1,
+    report = deploy(tiny_fashion_model(), out_dir=tmp_path, calib_size=20, eval_size=20, iters=5, warmup=1,
                     batch_sizes=(1, 8), threads=1)
     assert set(report["files"]) == {"model_int8.onnx", "model_int8_x86.pt", "report.json"}
     assert {"eager", "ort", "ort_u8s8", "ort_s8s8", "x86", "ort_dynamic", "x86_dynamic"} <= set(report["paths"])

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from torch import nn
 
 from qcore.jobs import Job
+from tests.helpers import tiny_fashion_model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -14,14 +14,9 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 @pytest.fixture(scope="module")
 def finished_job(tmp_path_factory):
     from qcore.deploy import deploy
-    from qcore.models import ModelSpec, finish_loading, get_spec
 
-    base = get_spec("fm_resnet")
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
-    spec = ModelSpec("tiny", "user", "tiny", (1, 28, 28), base.preprocess, base.class_names, "fashion-mnist", "test",
-                     lambda: net)
     out = tmp_path_factory.mktemp("deploy")
-    report = deploy(finish_loading(spec, net), out_dir=out, calib_size=20, eval_size=50, iters=5, warmup=1,
+    report = deploy(tiny_fashion_model(), out_dir=out, calib_size=20, eval_size=50, iters=5, warmup=1,
                     batch_sizes=(1, 8), threads=1)
     job = Job("deploy", lambda j: report).start()
     job.wait()

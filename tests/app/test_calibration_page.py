@@ -1,0 +1,45 @@
+"""AppTest of the calibration page with a finished calibration study in session state."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from qcore.jobs import Job
+from tests.helpers import tiny_fashion_model
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def finished_study():
+    from qcore.experiments import calibration_study
+
+    study = calibration_study(tiny_fashion_model(), calib_size=64, eval_size=100)
+    job = Job("calibration", lambda j: study).start()
+    job.wait()
+    return job
+
+
+def test_calibration_page_draws_histograms_tables_and_accuracy(finished_study):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["calibration_job"] = finished_study
+    at.switch_page("pages/calibration.py").run()
+    assert not at.exception and not at.error
+    layer_box = at.selectbox(key="calib_layer")
+    assert layer_box.options[0].startswith("input")
+    tables = at.dataframe
+    assert len(tables) == 2  # accuracy per method x bits, and the per-layer method table
+    methods = list(tables[1].value["method"])
+    assert methods == ["max", "percentile:99.99", "entropy", "mse"]
+    layer_box.set_value("0").run()  # the conv layer: its weights section appears
+    assert not at.exception
+    assert any("Weights of this layer" in h.value for h in at.subheader)
+    assert tables[1].value["clip max"].max() > 0
+
+
+def test_calibration_page_before_a_run():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/calibration.py").run()
+    assert not at.exception
+    assert any("Run calibration" in i.value for i in at.info)
