@@ -6,18 +6,23 @@ the pages may mutate them; experiments work on copies made inside qcore (QuantSi
 
 from __future__ import annotations
 
+import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 import streamlit as st
 
-from qcore.data import DataUnavailable, ImageSet, eval_subset
+from qcore.data import DataUnavailable, ImageSet, data_dir, eval_subset
 from qcore.evaluate import EvalResult, evaluate
 from qcore.experiments import check_compatible, default_data
 from qcore.models import DEFAULT_MODEL, LoadedModel, ModelUnavailable, list_models, load_model
 
 USER_ERRORS = (ModelUnavailable, DataUnavailable, ValueError, FileNotFoundError)
 
-DEFAULTS = {"model": DEFAULT_MODEL, "data": "", "eval_size": 10_000, "seed": 0}
+DEFAULTS = {
+    "model": DEFAULT_MODEL, "data": "", "calib_size": 512, "eval_size": 10_000, "seed": 0,
+    "weight_bits": 8, "act_bits": 8, "granularity": "channel", "symmetric": False,
+}
 
 
 def settings() -> dict:
@@ -29,7 +34,15 @@ def sidebar() -> None:
     """Widgets shared by every page; their values live in st.session_state."""
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
+    # uploads ask for a new model/dataset; widget values can only change before the widgets draw
+    if "pending_model" in st.session_state:
+        st.session_state["model"] = st.session_state.pop("pending_model")
+    if "pending_data" in st.session_state:
+        st.session_state["data"] = st.session_state.pop("pending_data")
     specs = {s.name: s for s in list_models()}
+    specs.update({name: m.spec for name, m in user_models().items()})
+    if st.session_state["model"] not in specs:
+        st.session_state["model"] = DEFAULT_MODEL
     with st.sidebar:
         st.header("Model and data")
         st.selectbox(
@@ -43,13 +56,52 @@ def sidebar() -> None:
             help="fashion-mnist, cifar10, or imagefolder:/path/to/folder (sub-folder per class; "
                  "ImageNet synset names such as n01440764 map to ImageNet classes).",
         )
-        st.number_input("Evaluation images", min_value=1, max_value=100_000, step=500, key="eval_size")
+        st.number_input("Calibration images", min_value=1, max_value=60_000, step=128, key="calib_size",
+                        help="From the train split, chosen by the seed")
+        st.number_input("Evaluation images", min_value=1, max_value=100_000, step=500, key="eval_size",
+                        help="From the test split, chosen by the seed")
         st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
+        st.header("Quantization")
+        st.select_slider("Weight bits", options=[2, 3, 4, 5, 6, 7, 8], key="weight_bits")
+        st.select_slider("Activation bits", options=[2, 3, 4, 5, 6, 7, 8], key="act_bits")
+        st.radio("Weight granularity", ["channel", "tensor"], key="granularity", horizontal=True,
+                 help="One scale per output channel, or one for the whole tensor")
+        st.toggle("Symmetric activations", key="symmetric",
+                  help="Off: asymmetric uint8-style (what x86 and ONNX Runtime U8S8 run)")
+
+
+def base_config():
+    """The QuantConfig the sidebar describes (every layer alike; pages refine it)."""
+    from qcore.qconfig import QuantConfig
+
+    s = settings()
+    return QuantConfig().with_default(weight_bits=int(s["weight_bits"]), act_bits=int(s["act_bits"]),
+                                      weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"]))
 
 
 @st.cache_resource(show_spinner="Loading model ...", max_entries=8)
 def cached_model(name: str) -> LoadedModel:
+    """Registry models, shared by every session: read-only (qcore copies before changing)."""
     return load_model(name)
+
+
+def user_models() -> dict[str, LoadedModel]:
+    """Models this session uploaded (never shared with other sessions)."""
+    return st.session_state.setdefault("user_models", {})
+
+
+def upload_dir() -> Path:
+    """This session's folder for uploaded files, under the data directory."""
+    sid = st.session_state.setdefault("upload_id", uuid.uuid4().hex[:12])
+    path = data_dir() / "uploads" / sid
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def current_model() -> LoadedModel:
+    """The model chosen in the sidebar: an uploaded one, or a cached registry model."""
+    name = settings()["model"]
+    return user_models().get(name) or cached_model(name)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -66,7 +118,8 @@ def _shared_results() -> dict:
 def fp32_eval(loaded: LoadedModel, data_name: str, size: int, seed: int) -> EvalResult:
     """FP32 accuracy of the model on the evaluation subset, with a progress bar the first time."""
     store = _shared_results()
-    key = (loaded.name, data_name, size, seed)
+    identity = loaded.info.get("sha256", loaded.name)  # uploads may share a file name, never a hash
+    key = (identity, data_name, size, seed)
     if key not in store:
         data = cached_eval_set(data_name, size, seed)
         check_compatible(loaded, data)

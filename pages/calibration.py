@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._ui import USER_ERRORS, settings
+from pages._ui import USER_ERRORS, current_model, settings, user_errors
 from qcore.calibration import compute_range
 from qcore.figures import accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure
 from qcore.jobs import Job
@@ -21,14 +21,15 @@ st.caption(
 )
 
 s = settings()
+with user_errors():
+    loaded = current_model()
 with st.form("calibration_form"):
-    c1, c2, c3, c4 = st.columns(4)
-    calib_size = c1.number_input("Calibration images", min_value=1, max_value=60_000, value=512)
-    eval_size = c2.number_input("Evaluation images", min_value=50, max_value=10_000, value=min(2000, int(s["eval_size"])),
+    c1, c2 = st.columns([1, 3])
+    eval_size = c1.number_input("Evaluation images", min_value=50, max_value=10_000, value=min(2000, int(s["eval_size"])),
                                 help="Accuracy is measured for 4 methods x 3 bit widths; fewer images = faster")
-    weight_bits = c3.selectbox("Weight bits", [8, 6, 4], help="Per-layer weights, symmetric")
-    granularity = c4.selectbox("Weight granularity", ["channel", "tensor"])
-    symmetric = c1.toggle("Symmetric activations", value=False)
+    c2.caption(f"Model **{s['model']}**, {s['calib_size']} calibration images, W{s['weight_bits']} per-{s['granularity']} "
+               f"weights, {'symmetric' if s['symmetric'] else 'asymmetric'} activations at {s['act_bits']}, 6 and 4 bits "
+               "(change these in the sidebar).")
     go = st.form_submit_button("Run calibration", type="primary")
 
 job: Job | None = st.session_state.get(JOB_KEY)
@@ -36,8 +37,10 @@ if go:
     if job is not None and not job.done:
         st.warning("A calibration run is already going; cancel it first.")
     else:
-        kwargs = dict(model=s["model"], data=s["data"] or None, calib_size=int(calib_size), eval_size=int(eval_size),
-                      weight_bits=int(weight_bits), granularity=granularity, symmetric=symmetric, seed=int(s["seed"]))
+        bits = tuple(dict.fromkeys([int(s["act_bits"]), 8, 6, 4]))[:3]
+        kwargs = dict(model=loaded, data=s["data"] or None, calib_size=int(s["calib_size"]), eval_size=int(eval_size),
+                      weight_bits=int(s["weight_bits"]), granularity=s["granularity"], symmetric=bool(s["symmetric"]),
+                      seed=int(s["seed"]), act_bits=bits)
 
         def work(j: Job):
             from qcore.experiments import calibration_study

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import USER_ERRORS, settings
+from pages._ui import USER_ERRORS, base_config, current_model, settings, user_errors
 from qcore.figures import latency_figure, speedup_figure
 from qcore.jobs import Job
 from qcore.qconfig import QuantConfig
@@ -23,14 +23,15 @@ st.caption(
 )
 
 s = settings()
+with user_errors():
+    loaded = current_model()
 with st.form("deploy_form"):
     c1, c2, c3, c4 = st.columns(4)
     backend = c1.selectbox("Backend", ["auto", "ort", "x86"], help="auto builds both and picks the fastest")
     method = c2.selectbox("Calibration method", ["max", "percentile:99.99", "entropy", "mse"])
     batch = c3.number_input("Larger batch", min_value=2, max_value=512, value=32)
     iters = c4.number_input("Timed rounds", min_value=5, max_value=500, value=30)
-    calib_size = c1.number_input("Calibration images", min_value=1, max_value=60_000, value=512)
-    config_file = c2.file_uploader("Config JSON (optional)", type=["json"],
+    config_file = c1.file_uploader("Config JSON (optional)", type=["json"],
                                    help="A QuantConfig exported from the sensitivity page or written by hand")
     start = st.form_submit_button("Build and measure", type="primary")
 
@@ -40,14 +41,16 @@ if start:
         st.warning("A deploy run is already going; cancel it first.")
     else:
         try:
-            config = QuantConfig.from_json(config_file.getvalue().decode()) if config_file else QuantConfig()
-            config = config.with_default(act_method=method) if not config_file else config
+            if config_file:
+                config = QuantConfig.from_json(config_file.getvalue().decode())
+            else:
+                config = base_config().with_default(act_method=method)
         except (ValueError, UnicodeDecodeError) as exc:
             st.error(f"The config file is not valid: {exc}")
             st.stop()
         out_dir = Path("out") / "deploy" / st.session_state.setdefault("run_dir", uuid.uuid4().hex[:8])
-        kwargs = dict(model=s["model"], config=config, backend=backend, out_dir=out_dir, data=s["data"] or None,
-                      calib_size=int(calib_size), eval_size=int(s["eval_size"]), seed=int(s["seed"]),
+        kwargs = dict(model=loaded, config=config, backend=backend, out_dir=out_dir, data=s["data"] or None,
+                      calib_size=int(s["calib_size"]), eval_size=int(s["eval_size"]), seed=int(s["seed"]),
                       batch_sizes=(1, int(batch)), iters=int(iters))
 
         def work(j: Job):

@@ -274,3 +274,40 @@ def calibration_subset(name: str, size: int, seed: int = 0) -> ImageSet:
 def eval_subset(name: str, size: int | None, seed: int = 0) -> ImageSet:
     """Evaluation images: from the test split."""
     return subset(load_dataset(name, "test"), size, seed)
+
+
+MAX_ARCHIVE_MB = float(os.environ.get("QX_MAX_ARCHIVE_MB", "1024"))
+
+
+def extract_image_archive(archive: str | Path, dest: str | Path, max_mb: float = MAX_ARCHIVE_MB) -> Path:
+    """Safely unpack a .zip of class folders and return the folder that holds the class folders.
+
+    Refuses absolute paths and '..' (zip-slip), and archives that would unpack to more than
+    `max_mb`. A single top-level folder (photos.zip -> photos/cat, photos/dog) is looked through.
+    """
+    import zipfile
+
+    archive, dest = Path(archive), Path(dest)
+    if not zipfile.is_zipfile(archive):
+        raise DataUnavailable(f"{archive.name} is not a .zip archive")
+    with zipfile.ZipFile(archive) as zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        total = sum(m.file_size for m in members)
+        if total > max_mb * 2**20:
+            raise DataUnavailable(f"{archive.name} unpacks to {total / 2**20:.0f} MB; the limit is {max_mb:.0f} MB")
+        for m in members:
+            parts = Path(m.filename).parts
+            if Path(m.filename).is_absolute() or ".." in parts:
+                raise DataUnavailable(f"{archive.name} contains an unsafe path: {m.filename}")
+        dest.mkdir(parents=True, exist_ok=True)
+        for m in members:
+            if "__MACOSX" in Path(m.filename).parts:
+                continue
+            zf.extract(m, dest)
+    root = dest
+    while True:
+        entries = [p for p in root.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+        if len(entries) == 1 and entries[0].is_dir() and any(c.is_dir() for c in entries[0].iterdir()):
+            root = entries[0]  # photos.zip -> photos/cat, photos/dog: the classes are one level down
+        else:
+            return root

@@ -12,6 +12,7 @@ Weights never come from a pickle that can run code: every checkpoint goes throug
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -40,6 +41,7 @@ __all__ = [
     "load_user_model",
     "count_macs",
     "finish_loading",
+    "layer_table",
 ]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -185,23 +187,34 @@ def get_spec(name: str) -> ModelSpec:
 
 def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass at batch 1, counted for Conv2d and Linear."""
-    total = 0
+    return sum(row["macs"] for row in layer_table(module, input_shape))
 
-    def hook(mod, inp, out):
-        nonlocal total
+
+def layer_table(module: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
+    """One row per leaf layer, in execution order: name, type, output shape, parameters, MACs."""
+    rows: list[dict] = []
+
+    def hook(mod, inp, out, name):
+        macs = 0
         if isinstance(mod, nn.Conv2d):
-            total += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+            macs = out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
         elif isinstance(mod, nn.Linear):
-            total += out.numel() * mod.in_features
+            macs = out.numel() * mod.in_features
+        shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+        rows.append({"layer": name, "type": type(mod).__name__, "output_shape": "x".join(map(str, shape)),
+                     "params": sum(p.numel() for p in mod.parameters(recurse=False)), "macs": int(macs)})
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    if isinstance(module, torch.jit.ScriptModule):
+        return []  # TorchScript hides its layers from hooks
+    handles = [m.register_forward_hook(lambda mod, i, o, n=n or type(m).__name__: hook(mod, i, o, n))
+               for n, m in module.named_modules() if not list(m.children())]
     try:
         with torch.no_grad():
             module(torch.zeros(1, *input_shape))
     finally:
         for h in handles:
             h.remove()
-    return int(total)
+    return rows
 
 
 def finish_loading(spec: ModelSpec, module: nn.Module, info: dict | None = None) -> LoadedModel:
@@ -386,7 +399,7 @@ def load_user_model(
         tuple(names), base.dataset if base and names == base.class_names else "user", str(path),
         lambda: module, 0,
     )
-    return finish_loading(spec, module, {"format": fmt})
+    return finish_loading(spec, module, {"format": fmt, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
 
 
 def _build_for_state(base: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -148,3 +148,41 @@ def test_cifar10_offline_gives_a_clear_message(tmp_path, monkeypatch):
 def test_unknown_dataset_name():
     with pytest.raises(ValueError, match="Unknown dataset"):
         data.load_dataset("mnist-but-not")
+
+
+def _zip(path, files: dict):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _png_bytes():
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_image_archive_is_unpacked_and_looked_through(tmp_path):
+    png = _png_bytes()
+    archive = _zip(tmp_path / "photos.zip", {"photos/cat/1.png": png, "photos/dog/1.png": png})
+    root = data.extract_image_archive(archive, tmp_path / "out")
+    assert sorted(p.name for p in root.iterdir()) == ["cat", "dog"]
+    assert load_image_folder(root, size=8).class_names == ("cat", "dog")
+
+
+def test_zip_slip_and_oversized_archives_are_refused(tmp_path):
+    evil = _zip(tmp_path / "evil.zip", {"../escape.png": b"x"})
+    with pytest.raises(DataUnavailable, match="unsafe path"):
+        data.extract_image_archive(evil, tmp_path / "out")
+    assert not (tmp_path / "escape.png").exists()
+    big = _zip(tmp_path / "big.zip", {"a/b.png": b"\0" * (2 * 2**20)})
+    with pytest.raises(DataUnavailable, match="limit is 1 MB"):
+        data.extract_image_archive(big, tmp_path / "out2", max_mb=1)
+    (tmp_path / "not.zip").write_bytes(b"plain")
+    with pytest.raises(DataUnavailable, match="not a .zip"):
+        data.extract_image_archive(tmp_path / "not.zip", tmp_path / "out3")
