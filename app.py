@@ -6,17 +6,17 @@ sidebar every page shares, and navigation over the scripts in pages/.
 
 import streamlit as st
 
-st.set_page_config(page_title="Quantization Explorer", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="Quantization Explorer", page_icon=":material/tune:", layout="wide")
 
 from pages._ui import sidebar  # noqa: E402  (set_page_config must come first)
 
 pages = {
     "Explore": [
-        st.Page("pages/model.py", title="Model", icon="🧠", default=True),
-        st.Page("pages/calibration.py", title="Calibration", icon="📊"),
+        st.Page("pages/model.py", title="Model", icon=":material/neurology:", default=True),
+        st.Page("pages/calibration.py", title="Calibration", icon=":material/bar_chart:"),
     ],
     "Ship": [
-        st.Page("pages/deploy.py", title="Deploy INT8", icon="🚀"),
+        st.Page("pages/deploy.py", title="Deploy INT8", icon=":material/rocket_launch:"),
     ],
 }
 nav = st.navigation(pages)

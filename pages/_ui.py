@@ -144,3 +144,45 @@ def user_errors():
     except USER_ERRORS as exc:
         st.error(str(exc))
         st.stop()
+
+
+def start_job(key: str, name: str, work) -> None:
+    """Start `work(job)` in the background under session key `key`, unless one is still running."""
+    from qcore.jobs import Job
+
+    job = st.session_state.get(key)
+    if job is not None and not job.done:
+        st.warning("A run is already going; cancel it first.")
+        return
+    st.session_state[key] = Job(name, work, USER_ERRORS).start()
+
+
+def job_result(key: str, idle_message: str):
+    """Show the job under `key`: an invitation, live progress with Cancel, or its error.
+
+    Returns the finished job's result, or None (the caller then draws nothing more). While the job
+    runs, a fragment polls it every second and reruns the page once when it ends.
+    """
+    job = st.session_state.get(key)
+    if job is None:
+        st.info(idle_message)
+        return None
+    snap = job.snapshot()
+    if snap["status"] == "running":
+
+        @st.fragment(run_every=1.0)
+        def poll():
+            now = job.snapshot()
+            if now["status"] != "running":
+                st.rerun()
+            st.progress(now["progress"], text=now["message"] or "starting ...")
+            if st.button("Cancel", key=f"cancel_{key}"):
+                job.cancel()
+
+        poll()
+        return None
+    if snap["status"] == "cancelled":
+        st.warning("Cancelled.")
+    elif snap["status"] == "failed":
+        st.error(snap["error"])
+    return snap["result"] if snap["status"] == "done" else None

@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._ui import USER_ERRORS, current_model, settings, user_errors
+from pages._ui import current_model, job_result, settings, start_job, user_errors
 from qcore.calibration import compute_range
 from qcore.figures import accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure
-from qcore.jobs import Job
 from qcore.qparams import QScheme
 
 JOB_KEY = "calibration_job"
@@ -32,52 +31,22 @@ with st.form("calibration_form"):
                "(change these in the sidebar).")
     go = st.form_submit_button("Run calibration", type="primary")
 
-job: Job | None = st.session_state.get(JOB_KEY)
 if go:
-    if job is not None and not job.done:
-        st.warning("A calibration run is already going; cancel it first.")
-    else:
-        bits = tuple(dict.fromkeys([int(s["act_bits"]), 8, 6, 4]))[:3]
-        kwargs = dict(model=loaded, data=s["data"] or None, calib_size=int(s["calib_size"]), eval_size=int(eval_size),
-                      weight_bits=int(s["weight_bits"]), granularity=s["granularity"], symmetric=bool(s["symmetric"]),
-                      seed=int(s["seed"]), act_bits=bits)
+    bits = tuple(dict.fromkeys([int(s["act_bits"]), 8, 6, 4]))[:3]
+    kwargs = dict(model=loaded, data=s["data"] or None, calib_size=int(s["calib_size"]), eval_size=int(eval_size),
+                  weight_bits=int(s["weight_bits"]), granularity=s["granularity"], symmetric=bool(s["symmetric"]),
+                  seed=int(s["seed"]), act_bits=bits)
 
-        def work(j: Job):
-            from qcore.experiments import calibration_study
+    def work(j):
+        from qcore.experiments import calibration_study
 
-            return calibration_study(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
+        return calibration_study(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
 
-        job = Job("calibration", work, USER_ERRORS).start()
-        st.session_state[JOB_KEY] = job
+    start_job(JOB_KEY, "calibration", work)
 
-running = job is not None and not job.done
-
-
-@st.fragment(run_every=1.0 if running else None)
-def job_status():
-    snap = job.snapshot()
-    if snap["status"] != "running":
-        st.rerun()
-    st.progress(snap["progress"], text=snap["message"] or "starting ...")
-    if st.button("Cancel", key="cancel_calibration"):
-        job.cancel()
-
-
-snap = job.snapshot() if job is not None else None
-if job is None:
-    st.info("Press **Run calibration** to collect statistics for the model chosen in the sidebar.")
+r = job_result(JOB_KEY, "Press **Run calibration** to collect statistics for the model chosen in the sidebar.")
+if r is None:
     st.stop()
-if running:
-    job_status()
-    st.stop()
-if snap["status"] == "cancelled":
-    st.warning("Cancelled.")
-    st.stop()
-if snap["status"] == "failed":
-    st.error(snap["error"])
-    st.stop()
-
-r = snap["result"]
 sim = r["sim"]
 st.caption(f"{r['model']} on {r['data']}: {r['calib_size']} calibration images (train split), statistics pass "
            f"{r['stats_pass_seconds']:.2f} s; accuracy on {r['eval_size']} test images.")
@@ -134,3 +103,29 @@ if weights:
     st.caption(f"The widest channel's range is {spread:.1f}x the median channel's. With per-tensor weights every "
                "channel shares the widest range, so narrow channels keep only a few quantization levels; per-channel "
                "scales fix that (the MobileNetV2-style model's depthwise layers show it best).")
+
+if any(p["type"] in ("GELU", "SiLU", "Hardswish", "Mish") for p in r["points"]):
+    st.subheader("Clipping the activation function (GELU10)")
+    st.caption("GELU and SiLU are unbounded above, so a few large outputs stretch the quantization range and every "
+               "other value loses resolution. Clamping the activation's output (GELU10: to [-10, 10]) bounds the "
+               "range before calibration. This re-runs calibration on a clipped copy and compares max and "
+               "percentile calibration with and without the clamp.")
+    c1, c2 = st.columns([3, 1])
+    bound = c1.slider("Clip bound", min_value=0.5, max_value=20.0, value=10.0, step=0.5)
+    if c2.button("Run clipping experiment"):
+        clip_kwargs = dict(model=loaded, bound=float(bound), act_bits=int(r["act_bits"][0]), calib_size=int(s["calib_size"]),
+                           eval_size=int(r["eval_size"]), seed=int(s["seed"]), data=s["data"] or None)
+
+        def clip_work(j):
+            from qcore.experiments import clipping_experiment
+
+            return clipping_experiment(**clip_kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
+
+        start_job("clipping_job", "clipping", clip_work)
+    clip = job_result("clipping_job", "Choose a bound and run the experiment.")
+    if clip is not None:
+        df = pd.DataFrame(clip["rows"])
+        st.dataframe(df.pivot(index="method", columns="model", values="accuracy").style.format("{:.2%}"), width="stretch")
+        fp = df.groupby("model")["fp32_accuracy"].first()
+        st.caption(f"Clamped {clip['clipped_activations']} activations to ±{clip['bound']:g}; FP32 accuracy "
+                   + ", ".join(f"{k}: {v:.2%}" for k, v in fp.items()) + f"; {clip['act_bits']}-bit activations.")

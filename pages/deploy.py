@@ -9,9 +9,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import USER_ERRORS, base_config, current_model, settings, user_errors
+from pages._ui import base_config, current_model, job_result, settings, start_job, user_errors
 from qcore.figures import latency_figure, speedup_figure
-from qcore.jobs import Job
 from qcore.qconfig import QuantConfig
 
 JOB_KEY = "deploy_job"
@@ -35,58 +34,29 @@ with st.form("deploy_form"):
                                    help="A QuantConfig exported from the sensitivity page or written by hand")
     start = st.form_submit_button("Build and measure", type="primary")
 
-job: Job | None = st.session_state.get(JOB_KEY)
 if start:
-    if job is not None and not job.done:
-        st.warning("A deploy run is already going; cancel it first.")
-    else:
-        try:
-            if config_file:
-                config = QuantConfig.from_json(config_file.getvalue().decode())
-            else:
-                config = base_config().with_default(act_method=method)
-        except (ValueError, UnicodeDecodeError) as exc:
-            st.error(f"The config file is not valid: {exc}")
-            st.stop()
-        out_dir = Path("out") / "deploy" / st.session_state.setdefault("run_dir", uuid.uuid4().hex[:8])
-        kwargs = dict(model=loaded, config=config, backend=backend, out_dir=out_dir, data=s["data"] or None,
-                      calib_size=int(s["calib_size"]), eval_size=int(s["eval_size"]), seed=int(s["seed"]),
-                      batch_sizes=(1, int(batch)), iters=int(iters))
+    try:
+        if config_file:
+            config = QuantConfig.from_json(config_file.getvalue().decode())
+        else:
+            config = base_config().with_default(act_method=method)
+    except (ValueError, UnicodeDecodeError) as exc:
+        st.error(f"The config file is not valid: {exc}")
+        st.stop()
+    out_dir = Path("out") / "deploy" / st.session_state.setdefault("run_dir", uuid.uuid4().hex[:8])
+    kwargs = dict(model=loaded, config=config, backend=backend, out_dir=out_dir, data=s["data"] or None,
+                  calib_size=int(s["calib_size"]), eval_size=int(s["eval_size"]), seed=int(s["seed"]),
+                  batch_sizes=(1, int(batch)), iters=int(iters))
 
-        def work(j: Job):
-            from qcore.deploy import deploy
+    def work(j):
+        from qcore.deploy import deploy
 
-            return deploy(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
+        return deploy(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
 
-        job = Job("deploy", work, USER_ERRORS).start()
-        st.session_state[JOB_KEY] = job
+    start_job(JOB_KEY, "deploy", work)
 
-
-running = job is not None and not job.done
-
-
-@st.fragment(run_every=1.0 if running else None)
-def job_status():
-    """Polls the running job; once it ends, reruns the page so the results draw once."""
-    snap = job.snapshot()
-    if snap["status"] != "running":
-        st.rerun()
-    st.progress(snap["progress"], text=snap["message"] or "starting ...")
-    if st.button("Cancel", key="cancel_deploy"):
-        job.cancel()
-
-
-snap = job.snapshot() if job is not None else None
-if job is None:
-    st.info("Choose a method and press **Build and measure**.")
-elif running:
-    job_status()
-elif snap["status"] == "cancelled":
-    st.warning("Cancelled.")
-elif snap["status"] == "failed":
-    st.error(snap["error"])
-if snap and snap["status"] == "done":
-    r = snap["result"]
+r = job_result(JOB_KEY, "Choose a method and press **Build and measure**.")
+if r is not None:
     cols = st.columns(5)
     pct = lambda x: "n/a" if x is None else f"{x:.2%}"  # noqa: E731
     cols[0].metric("FP32 top-1", pct(r["fp32_accuracy"]))

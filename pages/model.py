@@ -48,8 +48,8 @@ for i in range(n_show):
     with cols[i % 6]:
         st.image(picture, width=112, clamp=True)
         true_name = data.class_names[true] if true < len(data.class_names) else str(true)
-        st.markdown(f"{'✅' if pred == true else '❌'} **{spec.class_names[pred]}**  \n<small>true: {true_name}</small>",
-                    unsafe_allow_html=True)
+        mark = ":green[**✓**]" if pred == true else ":red[**✗**]"
+        st.markdown(f"{mark} **{spec.class_names[pred]}**  \n<small>true: {true_name}</small>", unsafe_allow_html=True)
 
 with st.expander("Architecture: every layer, its output shape, parameters and MACs"):
     rows = layer_table(loaded.module, spec.input_shape)

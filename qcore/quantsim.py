@@ -40,8 +40,8 @@ from qcore.stats import TensorStats
 
 __all__ = ["QuantSim", "ActQuantizer", "QuantWeightLayer", "QuantPoint", "TraceError"]
 
-FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
-FUSED_FUNCTIONS = (F.relu, torch.relu, F.relu6)
+FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # clamps: folded into the requantization
+FUSED_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.hardtanh, torch.clamp)
 UNFUSED_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, nn.Mish, nn.LeakyReLU, nn.ELU)
 UNFUSED_FUNCTIONS = (F.gelu, F.silu, F.hardswish, torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh)
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
@@ -264,7 +264,9 @@ class QuantSim(nn.Module):
                 add_point(after, node.name, "add", "add")
             elif _is_unfused_act(node, modules):
                 mtype = type(modules[node.target]).__name__ if node.op == "call_module" else node.target.__name__
-                add_point(node, node.target if node.op == "call_module" else node.name, "act", mtype)
+                users = list(node.users)
+                after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node  # e.g. GELU10
+                add_point(after, node.target if node.op == "call_module" else node.name, "act", mtype)
         for name, mod in modules.items():
             if name and not list(mod.children()) and any(True for _ in mod.parameters(recurse=False)):
                 if not isinstance(mod, (*WEIGHT_LAYERS, nn.BatchNorm2d)):

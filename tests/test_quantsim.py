@@ -206,3 +206,20 @@ def test_torchvision_models_simulate(name):
     sim.apply_ranges()
     with torch.no_grad():
         assert torch.isfinite(sim(x)).all()
+
+
+def test_clipped_activations_are_quantized_after_the_clamp():
+    from qcore.experiments import clip_activations
+    from qcore.models import finish_loading, get_spec
+
+    spec = get_spec("fm_gelunet")
+    torch.manual_seed(0)
+    loaded = finish_loading(spec, randomized(spec.build()))
+    clipped = clip_activations(loaded, 0.5)
+    sim = QuantSim(clipped.module)
+    stats = sim.collect_stats([inputs(16)])
+    acts = [p.name for p in sim.points if p.kind == "act"]
+    assert acts and all(stats[a].max <= 0.5 + 1e-6 for a in acts)
+    assert not any(isinstance(m, nn.Hardtanh) for m in loaded.module.modules())  # the original is untouched
+    with pytest.raises(ValueError, match="no GELU"):
+        clip_activations(finish_loading(get_spec("fm_resnet"), get_spec("fm_resnet").build()), 10)
