@@ -14,6 +14,7 @@ pages = {
     "Explore": [
         st.Page("pages/model.py", title="Model", icon=":material/neurology:", default=True),
         st.Page("pages/calibration.py", title="Calibration", icon=":material/bar_chart:"),
+        st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
     ],
     "Ship": [
         st.Page("pages/deploy.py", title="Deploy INT8", icon=":material/rocket_launch:"),

@@ -186,3 +186,16 @@ def job_result(key: str, idle_message: str):
     elif snap["status"] == "failed":
         st.error(snap["error"])
     return snap["result"] if snap["status"] == "done" else None
+
+
+@st.cache_resource(show_spinner="Collecting activation statistics ...", max_entries=8,
+                   hash_funcs={LoadedModel: lambda m: m.info.get("sha256", m.name)})
+def layer_stats(loaded: LoadedModel, data: str | None, seed: int, images: int = 64):
+    """A small statistics pass (shared, read-only) for pages that illustrate with real activations."""
+    from qcore.data import calibration_subset
+    from qcore.evaluate import batches
+    from qcore.quantsim import QuantSim
+
+    calib = calibration_subset(data or default_data(loaded), images, seed)
+    sim = QuantSim(loaded.module)
+    return sim, sim.collect_stats(list(batches(calib.images, loaded.spec.preprocess)))

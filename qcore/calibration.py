@@ -23,7 +23,7 @@ import torch
 from qcore.qparams import QScheme, compute_qparams
 from qcore.stats import Histogram, TensorStats
 
-__all__ = ["METHODS", "RangeResult", "parse_method", "quant_error", "compute_range", "compute_ranges"]
+__all__ = ["METHODS", "RangeResult", "parse_method", "quant_error", "candidate_errors", "compute_range", "compute_ranges"]
 
 METHODS = ("max", "percentile", "entropy", "mse")
 DEFAULT_PERCENTILE = 99.99
@@ -73,7 +73,7 @@ def _representable(scale: torch.Tensor, zero_point: torch.Tensor, scheme: QSchem
     return (scheme.qmin - zp) * s, (scheme.qmax - zp) * s
 
 
-def _errors(hist: Histogram, clip_min: torch.Tensor, clip_max: torch.Tensor, scheme: QScheme):
+def candidate_errors(hist: Histogram, clip_min: torch.Tensor, clip_max: torch.Tensor, scheme: QScheme):
     """Clipping and rounding error for a batch of candidate ranges (1-D tensors)."""
     scale, zp = compute_qparams(clip_min, clip_max, scheme)
     lo, hi = _representable(scale, zp, scheme)
@@ -89,7 +89,7 @@ def _errors(hist: Histogram, clip_min: torch.Tensor, clip_max: torch.Tensor, sch
 
 def quant_error(stats: TensorStats, clip_min: float, clip_max: float, scheme: QScheme) -> tuple[float, float]:
     """(clipping error, rounding error) of quantizing the collected values with this clip range."""
-    c, r, _, _ = _errors(stats.histogram(), torch.tensor([clip_min]), torch.tensor([clip_max]), scheme)
+    c, r, _, _ = candidate_errors(stats.histogram(), torch.tensor([clip_min]), torch.tensor([clip_max]), scheme)
     return float(c[0]), float(r[0])
 
 
@@ -98,7 +98,7 @@ def _result(method: str, stats: TensorStats, lo: float, hi: float, scheme: QSche
     if scheme.symmetric:
         t = max(-lo, hi)
         lo, hi = (-t, t) if scheme.signed or stats.min < 0 else (0.0, t)
-    c, r, scale, zp = _errors(stats.histogram(), torch.tensor([lo]), torch.tensor([hi]), scheme)
+    c, r, scale, zp = candidate_errors(stats.histogram(), torch.tensor([lo]), torch.tensor([hi]), scheme)
     return RangeResult(method, float(lo), float(hi), float(scale[0]), int(zp[0]), float(c[0]), float(r[0]))
 
 
@@ -179,7 +179,7 @@ def _mse(stats: TensorStats, scheme: QScheme) -> tuple[float, float]:
     hist = stats.histogram()
     lo0, hi0 = min(stats.min, 0.0), max(stats.max, 0.0)
     alphas = torch.linspace(1.0 / MSE_CANDIDATES, 1.0, MSE_CANDIDATES, dtype=torch.float64)
-    c, r, _, _ = _errors(hist, (alphas * lo0).float(), (alphas * hi0).float(), scheme)
+    c, r, _, _ = candidate_errors(hist, (alphas * lo0).float(), (alphas * hi0).float(), scheme)
     best = int(torch.argmin(c + r))
     return float(alphas[best] * lo0), float(alphas[best] * hi0)
 
