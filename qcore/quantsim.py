@@ -158,15 +158,14 @@ class QuantWeightLayer(nn.Module):
             self._cached = wq
         return wq
 
-    def export_weight(self) -> torch.Tensor:
-        """The quantized weight as torch's per-channel int8 fake-quant op, for ONNX Q/DQ export.
+    @torch.no_grad()
+    def int8_weight(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(quantized weight values, per-channel scale, zero-point) on an int8 grid, as constants.
 
-        Weights of fewer bits lie on a grid int8 holds exactly (same scale), so they export as
+        Weights of fewer bits lie on a grid int8 holds exactly (same scale), so they deploy as
         int8 weights with the lower-bit values.
         """
         w = self.layer.weight.detach()
-        if not self.enabled:
-            return w
         scheme = self.weight_scheme
         if scheme.granularity == "group" or not scheme.symmetric or self.cfg.weight_dtype != "int":
             raise ValueError(f"{self.name}: only symmetric per-tensor or per-channel integer weights deploy as INT8")
@@ -175,7 +174,13 @@ class QuantWeightLayer(nn.Module):
         if scheme.granularity == "tensor":
             scale, zp = scale.expand(w.shape[0]).contiguous(), zp.expand(w.shape[0]).contiguous()
         wq = fake_quantize_scheme(w, scale, zp, replace(scheme, granularity="channel", axis=0))
-        return torch.fake_quantize_per_channel_affine(wq, scale, zp, 0, -128, 127)
+        return wq.clone(), scale.clone(), zp.clone()
+
+    def export_weight(self) -> torch.Tensor:
+        """The weight through torch's per-channel int8 fake-quant op (ONNX export: Q/DQ on a constant)."""
+        if not self.enabled:
+            return self.layer.weight
+        return torch.fake_quantize_per_channel_affine(self.export_w, self.export_scale, self.export_zp, 0, -128, 127)
 
     def forward(self, x):
         w = self.export_weight() if self.torch_ops else self.quantized_weight()
@@ -388,12 +393,19 @@ class QuantSim(nn.Module):
                 q.torch_ops = activations
             for w in self.weight_layers.values():
                 w.torch_ops = True
+                # computed before tracing starts and held as buffers, so an export writes them as
+                # initializers with QuantizeLinear/DequantizeLinear on top (constants would be folded)
+                if w.enabled:
+                    for name, t in zip(("export_w", "export_scale", "export_zp"), w.int8_weight()):
+                        w.register_buffer(name, t)
             yield self
         finally:
             for q in self.quantizers.values():
                 q.torch_ops = None
             for w in self.weight_layers.values():
                 w.torch_ops = False
+                for name in ("export_w", "export_scale", "export_zp"):
+                    w._buffers.pop(name, None)
 
     def forward(self, x):
         return self.model(x)

@@ -11,15 +11,18 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 
-__all__ = ["export_onnx", "export_qdq"]
+__all__ = ["export_onnx", "export_qdq", "store_int8_weights"]
 
 OPSET = 17
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, fold_constants: bool = True) -> Path:
     """Write `model` to `path` with a dynamic batch dimension ("x" -> "logits")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,13 +30,73 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
         torch.onnx.export(
-            model, (example,), str(path), opset_version=OPSET, dynamo=False,
+            model, (example,), str(path), opset_version=OPSET, dynamo=False, do_constant_folding=fold_constants,
             input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
         )
     return path
 
 
 def export_qdq(sim, input_shape: tuple[int, ...], path: Path, activations: str = "u8") -> Path:
-    """Write the calibrated QuantSim as a QDQ ONNX model (uint8 or int8 activations, int8 weights)."""
+    """Write the calibrated QuantSim as a QDQ ONNX model (uint8 or int8 activations, int8 weights).
+
+    The exporter's constant folding would turn weight Q -> DQ back into a float weight, so it is
+    off; `store_int8_weights` then folds each weight QuantizeLinear into an int8 initializer.
+    """
     with sim.torch_fake_quant(activations):
-        return export_onnx(sim, input_shape, path)
+        export_onnx(sim, input_shape, path, fold_constants=False)
+    store_int8_weights(path)
+    return path
+
+
+def store_int8_weights(path: Path) -> None:
+    """Replace QuantizeLinear(constant float weight) by the int8 tensor it produces.
+
+    The weights are already on their grid, so round(w / scale) + zero_point is exact; the file
+    then holds int8 weights (a quarter of the float size) feeding DequantizeLinear, the form
+    ONNX Runtime fuses into QLinearConv / QLinearMatMul.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:  # constants, and casts of constants (how the exporter writes scales)
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in consts:  # the exporter's de-duplicated tensors
+            consts[node.output[0]] = consts[node.input[0]]
+        elif node.op_type == "Cast" and node.input[0] in consts:
+            to = next(a.i for a in node.attribute if a.name == "to")
+            consts[node.output[0]] = consts[node.input[0]].astype(onnx.helper.tensor_dtype_to_np_dtype(to))
+    replaced = {}
+    for node in list(graph.node):
+        if node.op_type != "QuantizeLinear" or node.input[0] not in consts or consts[node.input[0]].ndim < 2:
+            continue
+        w, scale, zp = (consts[n] for n in node.input[:3])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.round(w / scale.reshape(shape)) + zp.reshape(shape).astype(np.int32), -128, 127).astype(zp.dtype)
+        name = node.output[0] + "_int8"
+        graph.initializer.append(numpy_helper.from_array(q, name))
+        replaced[node.output[0]] = name
+        graph.node.remove(node)
+    for node in graph.node:
+        for i, inp in enumerate(node.input):
+            if inp in replaced:
+                node.input[i] = replaced[inp]
+    _drop_dead_nodes(graph)
+    onnx.save(model, str(path))
+
+
+def _drop_dead_nodes(graph) -> None:
+    """Remove Constant/Cast/Identity nodes and initializers nothing reads any more."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {inp for node in graph.node for inp in node.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("Constant", "Cast", "Identity")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            for init in [i for i in graph.initializer if i.name not in used]:
+                graph.initializer.remove(init)
+            return
+        for node in dead:
+            graph.node.remove(node)

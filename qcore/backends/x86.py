@@ -53,7 +53,7 @@ def float_graph(sim) -> fx.GraphModule:
         layer = copy.deepcopy(gm.get_submodule(name).layer)
         if wl.enabled and wl.cfg.weight_bits < 8:
             with torch.no_grad():
-                layer.weight.copy_(wl.export_weight())  # lower-bit grid values, held in int8 by x86
+                layer.weight.copy_(wl.int8_weight()[0])  # lower-bit grid values, held in int8 by x86
         parent, _, attr = name.rpartition(".")
         setattr(gm.get_submodule(parent) if parent else gm, attr, layer)
     del gm.quantizers

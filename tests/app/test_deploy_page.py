@@ -27,7 +27,7 @@ def finished_job(tmp_path_factory):
 def test_deploy_page_shows_results_of_a_finished_job(finished_job):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["deploy_job"] = finished_job
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("views/deploy.py").run()
     assert not at.exception
     labels = [m.label for m in at.metric]
     assert "Agreement with simulation" in labels and "Speedup at batch 1" in labels
@@ -37,7 +37,7 @@ def test_deploy_page_shows_results_of_a_finished_job(finished_job):
 
 def test_deploy_page_without_a_job_invites_a_run():
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("views/deploy.py").run()
     assert not at.exception
     assert any("Build and measure" in i.value for i in at.info)
 
@@ -51,6 +51,6 @@ def test_failed_job_shows_its_message():
     job = Job("deploy", boom, (ValueError,)).start()
     job.wait()
     at.session_state["deploy_job"] = job
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("views/deploy.py").run()
     assert not at.exception
     assert at.error and "nope" in at.error[0].value

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, current_model, job_result, settings, start_job, user_errors
+from views._ui import base_config, current_model, job_result, settings, start_job, user_errors
 from qcore.figures import latency_figure, speedup_figure
 from qcore.qconfig import QuantConfig
 

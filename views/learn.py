@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._ui import current_model, layer_stats, settings, user_errors
+from views._ui import current_model, layer_stats, settings, user_errors
 from qcore import learn
 
 st.title("Learn: how quantization works")

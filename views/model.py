@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from pages._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_for, fp32_eval, settings, upload_dir,
+from views._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_for, fp32_eval, settings, upload_dir,
                        user_errors, user_models)
 from qcore.data import extract_image_archive
 from qcore.models import BUILTIN, TORCHVISION, layer_table, load_user_model

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._ui import current_model, job_result, settings, start_job, user_errors
+from views._ui import current_model, job_result, settings, start_job, user_errors
 from qcore.calibration import compute_range
 from qcore.figures import accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure
 from qcore.qparams import QScheme

@@ -1,0 +1,73 @@
+"""The pages driven in a real browser: calibration and deploy runs, the learn page, a bad upload."""
+
+import pytest
+
+from tests.e2e.conftest import ROOT, wait_idle
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    wait_idle(page)
+
+
+def shot(page, name: str) -> None:
+    (ROOT / "logs").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "logs" / f"e2e-{name}.png"), full_page=True)
+
+
+def test_calibration_run_shows_histogram_and_accuracy(app_url, page):
+    page.goto(f"{app_url}/calibration")
+    wait_idle(page)
+    set_number(page, "Calibration images", 128)
+    page.get_by_label("Evaluation images", exact=True).last.fill("200")
+    page.get_by_role("button", name="Run calibration").click()
+    page.wait_for_selector("text=End-to-end accuracy per method", timeout=300_000)
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.locator(".js-plotly-plot").count() >= 3  # accuracy, overview, histogram
+    assert page.get_by_text("percentile:99.99").count() > 0
+    shot(page, "calibration")
+
+
+def test_deploy_run_shows_latency_and_diagnosis(app_url, page):
+    page.goto(f"{app_url}/deploy")
+    wait_idle(page)
+    set_number(page, "Evaluation images", 300)
+    page.get_by_label("Timed rounds").fill("5")
+    page.get_by_role("button", name="Build and measure").click()
+    page.wait_for_selector("text=Diagnosis", timeout=400_000)
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    shot(page, "deploy")
+    speed = page.locator("[data-testid='stMetric']", has_text="Speedup at batch 1")
+    assert speed.locator("[data-testid='stMetricValue']").inner_text().endswith("x")
+    assert page.locator("[data-testid='stDownloadButton']").count() == 3
+
+
+def test_learn_page(app_url, page):
+    page.goto(f"{app_url}/learn")
+    page.wait_for_selector("text=The affine mapping", timeout=120_000)
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.locator(".js-plotly-plot").count() >= 3
+    shot(page, "learn")
+
+
+def test_bad_model_upload_is_a_message(app_url, page, tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"this is not a checkpoint")
+    page.goto(app_url)
+    page.wait_for_selector("text=Your own model or images", timeout=180_000)
+    wait_idle(page)
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(junk))
+    wait_idle(page)
+    page.get_by_label("Architecture (for a state_dict)").click()
+    page.get_by_role("option", name="fm_gelunet").click()
+    wait_idle(page)
+    page.get_by_role("button", name="Load model").click()
+    page.wait_for_selector("text=cannot be loaded safely", timeout=60_000)
+    assert page.locator("[data-testid='stException']").count() == 0
