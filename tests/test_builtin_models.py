@@ -45,3 +45,17 @@ def test_loaded_models_are_read_only():
     assert all(not p.requires_grad for p in loaded.module.parameters())
     with torch.no_grad():
         assert loaded.module(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BUILTIN))
+def test_real_int8_matches_the_simulation(name, tmp_path):
+    """Each built-in converts on both backends; INT8 accuracy within 0.5 points of the simulation."""
+    from qcore.deploy import deploy
+
+    report = deploy(name, out_dir=tmp_path, eval_size=1000, iters=3, warmup=1, batch_sizes=(1,))
+    for path in ("ort_u8s8", "x86"):
+        entry = report["paths"][path]
+        assert abs(entry["accuracy"] - report["simulation_accuracy"]) <= 0.005, (path, entry)
+        assert entry["agreement_with_simulation"] >= 0.99, (path, entry)
+    assert report["int8_accuracy"] >= report["fp32_accuracy"] - 0.01
