@@ -6,6 +6,7 @@
     python -m qcore calibrate [--model NAME] [--data NAME] --methods max,percentile:99.99,entropy,mse
                               [--bits 8] [--calib-size N] [--eval-size N] --out FILE.json
     python -m qcore deploy [--model NAME] [--backend auto|x86|ort] [--config FILE.json] --out DIR
+    python -m qcore sensitivity [--model NAME] [--eval-size N] [--budget 0.01] --out FILE.json
 """
 
 from __future__ import annotations
@@ -109,6 +110,33 @@ def _cmd_deploy(args) -> int:
     return 0
 
 
+def _cmd_sensitivity(args) -> int:
+    from qcore.qconfig import QuantConfig
+    from qcore.sensitivity import greedy_fallback, prepare, sweep
+
+    config = QuantConfig.from_json(Path(args.config).read_text()) if args.config else None
+    say = lambda msg, fraction=None: print(f"\r{msg:70}", end="", file=sys.stderr)  # noqa: E731
+    p = prepare(args.model, config, args.data, args.calib_size, args.eval_size, args.seed)
+    report = sweep(p, progress=say)
+    print(file=sys.stderr)
+    if args.budget is not None:
+        report["greedy"] = greedy_fallback(p, report, budget=args.budget, progress=say)
+        print(file=sys.stderr)
+    print(f"{report['model']}: FP32 {report['fp32_accuracy']:.4f}, all quantized {report['base_accuracy']:.4f} "
+          f"({report['eval_size']} images, {report['seconds']:.1f} s)")
+    print(f"{'layer':28}{'only this':>11}{'all but this':>14}{'SQNR dB':>9}")
+    for row in sorted(report["layers"], key=lambda r: r["all_but_this"], reverse=True):
+        print(f"{row['name']:28}{row['only_this_quantized']:>11.4f}{row['all_but_this']:>14.4f}{row['sqnr_db']:>9.1f}")
+    if "greedy" in report:
+        g = report["greedy"]
+        print(f"greedy fallback (budget {g['budget']:.3f}): {'met' if g['met'] else 'NOT met'} with "
+              f"{len(g['float_layers'])} float layer(s): {', '.join(g['float_layers']) or 'none'}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{x:.2%}"
 
@@ -158,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--iters", type=int, default=30)
     d.add_argument("--out", required=True, help="output directory")
     d.set_defaults(fn=_cmd_deploy)
+
+    sn = sub.add_parser("sensitivity", help="per-layer two-sided sensitivity sweep (and greedy float fallback)")
+    common(sn)
+    sn.add_argument("--config", default=None, help="base QuantConfig JSON (default: W8A8 per-channel, max)")
+    sn.add_argument("--calib-size", type=int, default=512)
+    sn.add_argument("--budget", type=float, default=None, help="accuracy drop allowed vs FP32, e.g. 0.01")
+    sn.add_argument("--out", required=True)
+    sn.set_defaults(fn=_cmd_sensitivity, eval_size=1000)
     return p
 
 

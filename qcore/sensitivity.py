@@ -1,0 +1,170 @@
+"""Per-layer sensitivity, greedy float fallback, and the accuracy vs measured-latency trade-off.
+
+Two-sided protocol (as AIMET's quant analyzer): for every layer i,
+- `only_this_quantized`: accuracy with layer i alone quantized (how much error i injects);
+- `all_but_this`: accuracy with every layer quantized except i (how much keeping i in float saves);
+plus the SQNR/MSE/cosine of layer i's own output when it alone is quantized.
+
+One statistics pass serves the whole sweep: ranges are computed once and reused by every
+evaluation. Each evaluation is an independent job (a config in, metrics out: `evaluate_config`),
+so a sweep can be spread over processes or machines later. Inputs are preprocessed once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from qcore.calibration import RangeResult
+from qcore.data import calibration_subset, eval_subset
+from qcore.evaluate import batches, output_errors
+from qcore.experiments import check_compatible, default_data
+from qcore.models import LoadedModel, load_model
+from qcore.qconfig import QuantConfig
+from qcore.quantsim import QuantSim
+
+__all__ = ["Prepared", "prepare", "evaluate_config", "sweep", "greedy_fallback", "only_layers", "float_layers"]
+
+
+@dataclass
+class Prepared:
+    """Everything evaluations share: the calibrated sim, its ranges, inputs, labels and FP32 results."""
+
+    loaded: LoadedModel
+    sim: QuantSim
+    ranges: dict[str, RangeResult]
+    xs: list[torch.Tensor]
+    labels: torch.Tensor
+    fp32_preds: torch.Tensor
+    fp32_accuracy: float
+    base_config: QuantConfig
+    data: str
+
+
+def only_layers(config: QuantConfig, names: list[str], layers: list[str]) -> QuantConfig:
+    """`config` with every layer disabled except `names`."""
+    out = config
+    for name in layers:
+        out = out.with_layer(name, enabled=name in names)
+    return out
+
+
+def float_layers(config: QuantConfig, names: list[str]) -> QuantConfig:
+    """`config` with `names` kept in float."""
+    for name in names:
+        config = config.with_layer(name, enabled=False)
+    return config
+
+
+@torch.no_grad()
+def _predict(model, xs: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([model(x).argmax(1) for x in xs])
+
+
+def prepare(
+    model: str | LoadedModel,
+    config: QuantConfig | None = None,
+    data: str | None = None,
+    calib_size: int = 512,
+    eval_size: int | None = 1000,
+    seed: int = 0,
+) -> Prepared:
+    """Load, run the one statistics pass, compute every layer's range, and run FP32 once."""
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    config = config or QuantConfig()
+    data_name = data or default_data(loaded)
+    calib = calibration_subset(data_name, calib_size, seed)
+    evald = eval_subset(data_name, eval_size, seed)
+    check_compatible(loaded, evald)
+    pre = loaded.spec.preprocess
+    sim = QuantSim(loaded.module, config)
+    sim.collect_stats(list(batches(calib.images, pre)))
+    ranges = sim.apply_ranges()
+    xs = list(batches(evald.images, pre, 500))
+    fp32_preds = _predict(loaded.module, xs)
+    acc = float((fp32_preds == evald.labels).float().mean())
+    return Prepared(loaded, sim, ranges, xs, evald.labels, fp32_preds, acc, config, data_name)
+
+
+def evaluate_config(p: Prepared, config: QuantConfig) -> dict:
+    """One independent evaluation: accuracy and FP32 agreement of `config` with the shared ranges."""
+    p.sim.configure(config)
+    p.sim.apply_ranges(ranges=p.ranges)
+    preds = _predict(p.sim, p.xs)
+    return {"accuracy": float((preds == p.labels).float().mean()),
+            "agreement": float((preds == p.fp32_preds).float().mean())}
+
+
+def sweep(p: Prepared, progress: Callable[[str, float | None], None] | None = None) -> dict:
+    """The two-sided sweep over every layer, plus each layer's isolated output error."""
+    say = progress or (lambda msg, fraction=None: None)
+    start = time.perf_counter()
+    layers = p.sim.layer_names()
+    base = evaluate_config(p, p.base_config)
+    probe = p.xs[0][:128]
+    rows = []
+    for i, name in enumerate(layers):
+        say(f"layer {i + 1}/{len(layers)}: {name}", i / len(layers))
+        only = evaluate_config(p, only_layers(p.base_config, [name], layers))
+        with p.sim.disabled(), p.sim.capture() as ref:
+            p.sim(probe)
+        with p.sim.capture() as out:
+            p.sim(probe)
+        ref_out = next(o for n, _, o in ref if n == name)
+        q_out = next(o for n, _, o in out if n == name)
+        errors = output_errors(ref_out, q_out)
+        but = evaluate_config(p, float_layers(p.base_config, [name]))
+        kind = next(pt.kind for pt in p.sim.points if pt.name == name)
+        rows.append({"name": name, "kind": kind, "only_this_quantized": only["accuracy"], "all_but_this": but["accuracy"],
+                     "sqnr_db": errors["sqnr_db"], "mse": errors["mse"], "cosine": errors["cosine"]})
+    p.sim.configure(p.base_config)
+    p.sim.apply_ranges(ranges=p.ranges)
+    say("done", 1.0)
+    return {"model": p.loaded.name, "data": p.data, "eval_size": len(p.labels), "fp32_accuracy": p.fp32_accuracy,
+            "base_accuracy": base["accuracy"], "base_agreement": base["agreement"],
+            "config": p.base_config.to_dict(), "layers": rows, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def greedy_fallback(
+    p: Prepared,
+    sweep_report: dict,
+    budget: float = 0.01,
+    max_float: int | None = None,
+    latency: Callable[[QuantConfig], float] | None = None,
+    progress: Callable[[str, float | None], None] | None = None,
+) -> dict:
+    """Keep the most sensitive layers in float until accuracy is within `budget` of FP32.
+
+    Layers are ranked by how much keeping each alone in float recovers (`all_but_this` minus the
+    base accuracy), ties broken by the worst isolated SQNR. Returns the cumulative curve (accuracy
+    after each added float layer; measured latency too when `latency(config)` is given) and the
+    first config that meets the budget.
+    """
+    say = progress or (lambda msg, fraction=None: None)
+    base = sweep_report["base_accuracy"]
+    ranked = sorted(sweep_report["layers"], key=lambda r: (-(r["all_but_this"] - base), r["sqnr_db"]))
+    target = p.fp32_accuracy - budget
+    limit = len(ranked) if max_float is None else min(max_float, len(ranked))
+    chosen: list[str] = []
+    config = p.base_config
+    point = {"float_layers": [], "accuracy": base}
+    if latency:
+        point["latency_ms"] = latency(config)
+    curve = [point]
+    met = base >= target
+    while not met and len(chosen) < limit:
+        chosen.append(ranked[len(chosen)]["name"])
+        say(f"{len(chosen)} float layer(s): {chosen[-1]}", len(chosen) / limit)
+        config = float_layers(p.base_config, chosen)
+        point = {"float_layers": list(chosen), "accuracy": evaluate_config(p, config)["accuracy"]}
+        if latency:
+            point["latency_ms"] = latency(config)
+        curve.append(point)
+        met = point["accuracy"] >= target
+    p.sim.configure(p.base_config)
+    p.sim.apply_ranges(ranges=p.ranges)
+    return {"budget": budget, "target_accuracy": target, "met": met, "float_layers": chosen,
+            "config": float_layers(p.base_config, chosen).to_dict(), "curve": curve}
