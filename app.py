@@ -16,6 +16,7 @@ pages = {
     "Explore": [
         st.Page("views/model.py", title="Model", icon=":material/neurology:", default=True),
         st.Page("views/calibration.py", title="Calibration", icon=":material/bar_chart:"),
+        st.Page("views/sensitivity.py", title="Sensitivity", icon=":material/tune:"),
         st.Page("views/learn.py", title="Learn", icon=":material/school:"),
     ],
     "Ship": [

@@ -26,7 +26,8 @@ from qcore.models import LoadedModel, load_model
 from qcore.qconfig import QuantConfig
 from qcore.quantsim import QuantSim
 
-__all__ = ["Prepared", "prepare", "evaluate_config", "sweep", "greedy_fallback", "only_layers", "float_layers"]
+__all__ = ["Prepared", "prepare", "evaluate_config", "sweep", "greedy_fallback", "only_layers", "float_layers",
+           "weight_bytes", "latency_probe"]
 
 
 @dataclass
@@ -168,3 +169,46 @@ def greedy_fallback(
     p.sim.apply_ranges(ranges=p.ranges)
     return {"budget": budget, "target_accuracy": target, "met": met, "float_layers": chosen,
             "config": float_layers(p.base_config, chosen).to_dict(), "curve": curve}
+
+
+def weight_bytes(p: Prepared, config: QuantConfig) -> int:
+    """Model weight storage under `config`: bits per weight for quantized layers, 4 bytes for float ones."""
+    total = 0
+    for name, wl in p.sim.weight_layers.items():
+        cfg = config.for_layer(name)
+        n = wl.layer.weight.numel()
+        bits = cfg.weight_bits if cfg.quantizes_weight and cfg.weight_dtype == "int" else (
+            16 if cfg.quantizes_weight else 32)
+        total += n * bits // 8 + (wl.layer.bias.numel() * 4 if wl.layer.bias is not None else 0)
+    return total
+
+
+def latency_probe(p: Prepared, out_dir, threads: int = 2, iters: int = 20, warmup: int = 3):
+    """A function config -> measured batch-1 latency (ms) of the real ONNX Runtime INT8 model.
+
+    Each call exports the config's INT8 model and times it interleaved with the FP32 ONNX Runtime
+    model in this process; partial quantization pays for its quantize/dequantize transitions here.
+    """
+    from pathlib import Path
+
+    from qcore.backends import ort as ort_backend
+    from qcore.jobs import MACHINE_LOCK
+    from qcore.latency import measure_interleaved
+
+    out_dir = Path(out_dir)
+    shape = p.loaded.spec.input_shape
+    fp32 = ort_backend.fp32_runner(p.loaded.module, shape, out_dir, threads)
+    x = p.xs[0][:1]
+    fp32_ms: list[float] = []
+
+    def measure(config: QuantConfig) -> float:
+        p.sim.configure(config)
+        p.sim.apply_ranges(ranges=p.ranges)
+        int8 = ort_backend.int8_runner(p.sim, shape, out_dir, threads)
+        with MACHINE_LOCK:
+            timed = measure_interleaved({"fp32": fp32.run, "int8": int8.run}, x, threads, warmup, iters)
+        fp32_ms.append(timed["fp32"].median_ms)
+        return timed["int8"].median_ms
+
+    measure.fp32_ms = fp32_ms  # FP32 medians from the same rounds, for speedup ratios
+    return measure

@@ -58,6 +58,8 @@ st.dataframe(acc.rename(columns=lambda b: f"A{b} top-1").style.format("{:.2%}"),
 
 st.subheader("All layers")
 layers = [p["name"] for p in r["points"]]
+if st.session_state.get("calib_layer_request") in layers:  # a click on another page asked for this layer
+    st.session_state["calib_layer"] = st.session_state.pop("calib_layer_request")
 event = st.plotly_chart(overview_figure(r["ranges"], r["layer_sqnr_db"], layers), key="overview",
                         on_select="rerun", selection_mode="points")
 picked = None

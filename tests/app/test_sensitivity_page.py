@@ -1,0 +1,50 @@
+"""AppTest of the sensitivity page with a finished sweep of a tiny model in session state."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from qcore.jobs import Job
+from tests.helpers import tiny_fashion_model
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def finished_sweep():
+    from qcore.sensitivity import prepare, sweep
+
+    p = prepare(tiny_fashion_model(), calib_size=32, eval_size=64)
+    result = {"prepared": p, "report": sweep(p)}
+    job = Job("sensitivity", lambda j: result).start()
+    job.wait()
+    return job
+
+
+def open_page(job) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["sensitivity_job"] = job
+    at.switch_page("views/sensitivity.py").run()
+    return at
+
+
+def test_sweep_results_chart_table_and_grid(finished_sweep):
+    at = open_page(finished_sweep)
+    assert not at.exception and not at.error
+    labels = {m.label for m in at.metric}
+    assert {"FP32 top-1", "All layers quantized", "Layers"} <= labels
+    assert len(at.dataframe) >= 1
+
+
+@pytest.mark.slow
+def test_re_measure_gives_accuracy_and_real_latency(finished_sweep):
+    at = open_page(finished_sweep)
+    next(b for b in at.button if b.label.startswith("Re-measure")).click().run()
+    job = at.session_state["measure_job"]
+    snap = job.wait(120)
+    assert snap["status"] == "done", snap["error"]
+    at.run()
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["INT8 latency (ONNX Runtime, batch 1)"].endswith("ms")
+    assert labels["Speedup vs FP32 ONNX Runtime"].endswith("x")
