@@ -1,9 +1,10 @@
 """Quantize-dequantize ("fake quantization") with a straight-through gradient.
 
 Forward: `(clamp(round(x * (1 / scale)) + zero_point, qmin, qmax) - zero_point) * scale`, with
-round-half-to-even and the float32 reciprocal, which is exactly what torch's
-`fake_quantize_per_tensor_affine` / `fake_quantize_per_channel_affine` kernels compute; the tests
-check bit-exactness. Unlike those, this one also does per-group scales and any bit width.
+round-half-to-even and the float32 reciprocal. `fake_quantize_reference` spells the formula out;
+torch's `fake_quantize_per_tensor_affine` / `fake_quantize_per_channel_affine` kernels compute it
+bit for bit (the tests check that), so per-tensor and per-channel quantization run on them, and
+the reference serves per-group scales.
 
 Backward (straight-through estimator): the gradient passes unchanged where the value was inside
 the clip range and is zero where it was clipped, as in torch's kernels.
@@ -17,7 +18,7 @@ import torch
 
 from qcore.qparams import QScheme, group_view
 
-__all__ = ["fake_quantize", "fake_quantize_scheme", "fake_cast", "quantize_to_int"]
+__all__ = ["fake_quantize", "fake_quantize_reference", "fake_quantize_scheme", "fake_cast", "quantize_to_int"]
 
 
 class _FakeQuantSTE(torch.autograd.Function):
@@ -40,15 +41,31 @@ def _broadcast(param: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
     return param.reshape(shape)
 
 
-def fake_quantize(
+def fake_quantize_reference(
     x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, axis: int | None = None
 ) -> torch.Tensor:
-    """Fake-quantize `x`; per-tensor when `axis` is None, else one scale per slice along `axis`."""
+    """The formula itself, op by op (what per-group quantization runs, and what the tests pin
+    torch's fused kernels to)."""
     scale = torch.as_tensor(scale, dtype=torch.float32)
     zero_point = torch.as_tensor(zero_point).to(torch.float32)
     if axis is not None and scale.numel() > 1:
         scale, zero_point = _broadcast(scale, x, axis), _broadcast(zero_point, x, axis)
     return _FakeQuantSTE.apply(x, scale, zero_point, qmin, qmax)
+
+
+def fake_quantize(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, axis: int | None = None
+) -> torch.Tensor:
+    """Fake-quantize `x`; per-tensor when `axis` is None, else one scale per slice along `axis`.
+
+    Runs torch's fused kernels, which compute the reference formula bit for bit (tested) in one
+    pass instead of six, with the same straight-through gradient.
+    """
+    scale = torch.as_tensor(scale, dtype=torch.float32)
+    zero_point = torch.as_tensor(zero_point).to(torch.int32)
+    if axis is not None and scale.numel() > 1:
+        return torch.fake_quantize_per_channel_affine(x, scale.reshape(-1), zero_point.reshape(-1), axis, qmin, qmax)
+    return torch.fake_quantize_per_tensor_affine(x, scale.reshape(()), zero_point.reshape(()), qmin, qmax)
 
 
 def fake_quantize_scheme(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, scheme: QScheme) -> torch.Tensor:

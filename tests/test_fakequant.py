@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from qcore.fakequant import fake_cast, fake_quantize, fake_quantize_scheme, quantize_to_int
+from qcore.fakequant import fake_cast, fake_quantize, fake_quantize_reference, fake_quantize_scheme, quantize_to_int
 from qcore.qparams import QScheme, compute_qparams, minmax
 
 
@@ -12,9 +12,10 @@ def test_per_tensor_bit_exact_with_torch(qmin, qmax):
         x = torch.randn(4096, generator=g) * float(torch.rand(1, generator=g) * 20)
         scale = float(torch.rand(1, generator=g)) * 0.2 + 1e-5
         zp = int(torch.randint(qmin, qmax + 1, (1,), generator=g))
-        ours = fake_quantize(x, torch.tensor(scale), torch.tensor(zp), qmin, qmax)
+        ours = fake_quantize_reference(x, torch.tensor(scale), torch.tensor(zp), qmin, qmax)
         ref = torch.fake_quantize_per_tensor_affine(x, scale, zp, qmin, qmax)
         assert torch.equal(ours, ref)
+        assert torch.equal(fake_quantize(x, torch.tensor(scale), torch.tensor(zp), qmin, qmax), ref)
 
 
 @pytest.mark.parametrize("axis", [0, 1, 3])
@@ -24,14 +25,16 @@ def test_per_channel_bit_exact_with_torch(axis, symmetric):
     x = torch.randn(8, 6, 5, 4, generator=g) * torch.rand(8, 6, 5, 4, generator=g) * 10
     scheme = QScheme(8, symmetric, True, granularity="channel", axis=axis)
     scale, zp = compute_qparams(*minmax(x, scheme), scheme)
-    ours = fake_quantize_scheme(x, scale, zp, scheme)
+    ours = fake_quantize_reference(x, scale, zp, scheme.qmin, scheme.qmax, axis=axis)
     ref = torch.fake_quantize_per_channel_affine(x, scale, zp, axis, scheme.qmin, scheme.qmax)
     assert torch.equal(ours, ref)
+    assert torch.equal(fake_quantize_scheme(x, scale, zp, scheme), ref)
 
 
-def test_straight_through_gradient_masks_clipped_values():
+@pytest.mark.parametrize("fq", [fake_quantize, fake_quantize_reference])
+def test_straight_through_gradient_masks_clipped_values(fq):
     x = torch.tensor([-10.0, -0.5, 0.0, 0.26, 10.0], requires_grad=True)
-    y = fake_quantize(x, torch.tensor(0.01), torch.tensor(0), -128, 127)
+    y = fq(x, torch.tensor(0.01), torch.tensor(0), -128, 127)
     y.sum().backward()
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
     ref_x = x.detach().clone().requires_grad_(True)

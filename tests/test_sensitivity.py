@@ -47,7 +47,7 @@ def test_sweep_covers_every_layer_with_both_signals(prepared):
 
 @pytest.mark.slow
 def test_sweep_finds_a_layer_ruined_by_weight_outliers():
-    """Scale one channel of a trained layer by 100 and undo it in the next layer: FP32 is unchanged,
+    """Scale one channel of a trained layer by 1000 and undo it in the next layer: FP32 is unchanged,
     but per-tensor weights of that layer lose every other channel. The sweep must single it out."""
     import copy
 
@@ -57,9 +57,9 @@ def test_sweep_finds_a_layer_ruined_by_weight_outliers():
     module = copy.deepcopy(loaded.module)
     block = module.layers[2]  # conv1 -> bn1 -> relu -> conv2
     with torch.no_grad():
-        block.bn1.weight[0] *= 100
-        block.bn1.bias[0] *= 100
-        block.conv2.weight[:, 0] /= 100
+        block.bn1.weight[0] *= 1000
+        block.bn1.bias[0] *= 1000
+        block.conv2.weight[:, 0] /= 1000
     damaged = finish_loading(loaded.spec, module)
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
