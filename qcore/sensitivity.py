@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch import fx
 
 from qcore.calibration import RangeResult
 from qcore.data import calibration_subset, eval_subset
@@ -86,7 +87,7 @@ def prepare(
     ranges = sim.apply_ranges()
     xs = list(batches(evald.images, pre, 500))
     fp32_preds = _predict(loaded.module, xs)
-    acc = float((fp32_preds == evald.labels).float().mean())
+    acc = int((fp32_preds == evald.labels).sum()) / len(evald.labels)
     return Prepared(loaded, sim, ranges, xs, evald.labels, fp32_preds, acc, config, data_name)
 
 
@@ -95,36 +96,114 @@ def evaluate_config(p: Prepared, config: QuantConfig) -> dict:
     p.sim.configure(config)
     p.sim.apply_ranges(ranges=p.ranges)
     preds = _predict(p.sim, p.xs)
-    return {"accuracy": float((preds == p.labels).float().mean()),
-            "agreement": float((preds == p.fp32_preds).float().mean())}
+    n = len(p.labels)
+    return {"accuracy": int((preds == p.labels).sum()) / n, "agreement": int((preds == p.fp32_preds).sum()) / n}
 
 
-def sweep(p: Prepared, progress: Callable[[str, float | None], None] | None = None) -> dict:
-    """The two-sided sweep over every layer, plus each layer's isolated output error."""
+def _layer_starts(sim: QuantSim) -> dict[str, int]:
+    """For each layer, the index of its first graph node (its conv/linear, add or activation);
+    everything before that node is the same as in the reference run the sweep reuses."""
+    nodes = list(sim.model.graph.nodes)
+    starts = {}
+    for point in sim.points:
+        for i, node in enumerate(nodes):
+            if (node.op == "call_module" and node.target == point.name) or (
+                node.op == "call_function" and node.name == point.name
+            ):
+                starts[point.name] = i
+                break
+        else:
+            starts[point.name] = 0  # the input, or a name we cannot place: run from the start
+    return starts
+
+
+class _PrefixCache:
+    """Runs the sim's graph on one batch, keeping every node's value, then re-runs it from any node on
+    with the values before that node taken from the kept run (torch.fx.Interpreter's initial_env)."""
+
+    def __init__(self, sim: QuantSim, x: torch.Tensor):
+        self.sim = sim
+        self.nodes = list(sim.model.graph.nodes)
+        interp = fx.Interpreter(sim.model, garbage_collect_values=False)
+        with torch.no_grad():
+            interp.run(x)
+        self.env = interp.env
+        self.x = x
+
+    @torch.no_grad()
+    def run_from(self, start: int) -> torch.Tensor:
+        initial = {n: self.env[n] for n in self.nodes[:start]}
+        return fx.Interpreter(self.sim.model).run(self.x, initial_env=initial)
+
+
+def _count_correct(p: Prepared, layers: list[str], reference: QuantConfig, variant, disabled: bool) -> dict[str, int]:
+    """Correct predictions per layer for `variant(name)` configs, reusing the `reference` run's prefix."""
+    starts = _layer_starts(p.sim)
+    correct = dict.fromkeys(layers, 0)
+    offset = 0
+    for x in p.xs:
+        y = p.labels[offset: offset + len(x)]
+        offset += len(x)
+        p.sim.configure(reference)
+        p.sim.apply_ranges(ranges=p.ranges)
+        if disabled:
+            with p.sim.disabled():
+                cache = _PrefixCache(p.sim, x)
+        else:
+            cache = _PrefixCache(p.sim, x)
+        for name in layers:
+            p.sim.configure(variant(name))
+            p.sim.apply_ranges(ranges=p.ranges)
+            correct[name] += int((cache.run_from(starts[name]).argmax(1) == y).sum())
+        del cache
+    return correct
+
+
+def sweep(p: Prepared, progress: Callable[[str, float | None], None] | None = None, reuse_prefix: bool = True) -> dict:
+    """The two-sided sweep over every layer, plus each layer's isolated output error.
+
+    With `reuse_prefix`, each evaluation starts at its layer: for "only this layer quantized"
+    everything before it is the cached FP32 run, for "all but this" the cached all-quantized run,
+    so a sweep costs about half of 2 x layers full evaluations. Results are identical either way.
+    """
     say = progress or (lambda msg, fraction=None: None)
     start = time.perf_counter()
     layers = p.sim.layer_names()
     base = evaluate_config(p, p.base_config)
+    n = len(p.labels)
+    if reuse_prefix:
+        say("only one layer quantized, each layer in turn", 0.05)
+        only = _count_correct(p, layers, p.base_config, lambda name: only_layers(p.base_config, [name], layers), True)
+        say("all layers quantized but one, each layer in turn", 0.5)
+        but = _count_correct(p, layers, p.base_config, lambda name: float_layers(p.base_config, [name]), False)
+        only_acc = {k: v / n for k, v in only.items()}
+        but_acc = {k: v / n for k, v in but.items()}
+    else:
+        only_acc, but_acc = {}, {}
+        for i, name in enumerate(layers):
+            say(f"layer {i + 1}/{len(layers)}: {name}", 0.9 * i / len(layers))
+            only_acc[name] = evaluate_config(p, only_layers(p.base_config, [name], layers))["accuracy"]
+            but_acc[name] = evaluate_config(p, float_layers(p.base_config, [name]))["accuracy"]
+    say("output error of each layer alone", 0.95)
     probe = p.xs[0][:128]
     rows = []
-    for i, name in enumerate(layers):
-        say(f"layer {i + 1}/{len(layers)}: {name}", i / len(layers))
-        only = evaluate_config(p, only_layers(p.base_config, [name], layers))
+    for name in layers:
+        p.sim.configure(only_layers(p.base_config, [name], layers))
+        p.sim.apply_ranges(ranges=p.ranges)
         with p.sim.disabled(), p.sim.capture() as ref:
             p.sim(probe)
         with p.sim.capture() as out:
             p.sim(probe)
-        ref_out = next(o for n, _, o in ref if n == name)
-        q_out = next(o for n, _, o in out if n == name)
+        ref_out = next(o for q, _, o in ref if q == name)
+        q_out = next(o for q, _, o in out if q == name)
         errors = output_errors(ref_out, q_out)
-        but = evaluate_config(p, float_layers(p.base_config, [name]))
         kind = next(pt.kind for pt in p.sim.points if pt.name == name)
-        rows.append({"name": name, "kind": kind, "only_this_quantized": only["accuracy"], "all_but_this": but["accuracy"],
+        rows.append({"name": name, "kind": kind, "only_this_quantized": only_acc[name], "all_but_this": but_acc[name],
                      "sqnr_db": errors["sqnr_db"], "mse": errors["mse"], "cosine": errors["cosine"]})
     p.sim.configure(p.base_config)
     p.sim.apply_ranges(ranges=p.ranges)
     say("done", 1.0)
-    return {"model": p.loaded.name, "data": p.data, "eval_size": len(p.labels), "fp32_accuracy": p.fp32_accuracy,
+    return {"model": p.loaded.name, "data": p.data, "eval_size": n, "fp32_accuracy": p.fp32_accuracy,
             "base_accuracy": base["accuracy"], "base_agreement": base["agreement"],
             "config": p.base_config.to_dict(), "layers": rows, "seconds": round(time.perf_counter() - start, 2)}
 

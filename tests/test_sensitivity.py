@@ -103,3 +103,12 @@ def test_cli_writes_the_contract(tmp_path):
     report = json.loads(out.read_text())
     assert {"model", "base_accuracy", "fp32_accuracy", "layers", "seconds"} <= set(report)
     assert {"name", "only_this_quantized", "all_but_this", "sqnr_db"} <= set(report["layers"][0])
+
+
+def test_reusing_the_prefix_gives_the_same_sweep(tiny_fashion_mnist):
+    from tests.helpers import tiny_fashion_model
+
+    p = prepare(tiny_fashion_model(), QuantConfig().with_default(weight_bits=3, act_bits=3), calib_size=40, eval_size=20)
+    fast, slow = sweep(p, reuse_prefix=True), sweep(p, reuse_prefix=False)
+    for a, b in zip(fast["layers"], slow["layers"]):
+        assert a == b
