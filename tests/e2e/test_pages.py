@@ -71,3 +71,15 @@ def test_bad_model_upload_is_a_message(app_url, page, tmp_path):
     page.get_by_role("button", name="Load model").click()
     page.wait_for_selector("text=cannot be loaded safely", timeout=60_000)
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_sensitivity_sweep_in_the_browser(app_url, page):
+    page.goto(f"{app_url}/sensitivity")
+    wait_idle(page)
+    page.get_by_label("Evaluation images", exact=True).last.fill("100")
+    page.get_by_role("button", name="Run sensitivity sweep").click()
+    page.wait_for_selector("text=Your partial / mixed-precision config", timeout=400_000)
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.locator(".js-plotly-plot").count() >= 1
+    shot(page, "sensitivity")
