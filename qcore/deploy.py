@@ -152,15 +152,16 @@ def deploy(
     eval_size: int | None = None,
     seed: int = 0,
     batch_sizes: tuple[int, ...] = (1, 32),
-    threads: int = 2,
+    threads: int | None = None,
     iters: int = 30,
     warmup: int = 5,
     weights: str | None = None,
     random_weights: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> dict:
     """Build, check, time and export real INT8 models; returns (and writes) report.json."""
     say = progress or (lambda msg, fraction=None: None)
+    threads = threads or torch.get_num_threads()
     start_all = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
