@@ -228,6 +228,7 @@ class QuantSim(nn.Module):
         self._insert_quantizers(gm)
         self.model = gm
         self.stats: dict[str, TensorStats] = {}
+        self._range_cache: dict[tuple, RangeResult] = {}
         self.configure(self.config)
 
     # --- graph surgery ------------------------------------------------------------------------
@@ -321,6 +322,7 @@ class QuantSim(nn.Module):
         if n == 0:
             raise ValueError("calibration needs at least one image")
         self.stats = {q.name: q.stats for q in self.quantizers.values()}
+        self._range_cache = {}
         return self.stats
 
     def apply_ranges(self, method: str | None = None, ranges: dict[str, RangeResult] | None = None) -> dict[str, RangeResult]:
@@ -346,7 +348,10 @@ class QuantSim(nn.Module):
             if ranges is not None and q.name in ranges:
                 result = ranges[q.name]
             else:
-                result = compute_range(self.stats[q.name], method or cfg.act_method, scheme)
+                key = (q.name, method or cfg.act_method, scheme)
+                if key not in self._range_cache:  # entropy/mse searches are worth computing once
+                    self._range_cache[key] = compute_range(self.stats[q.name], key[1], scheme)
+                result = self._range_cache[key]
             q.set_range(result, scheme, "int")
             applied[q.name] = result
         return applied
