@@ -27,6 +27,9 @@ def session(path: Path, threads: int, optimized_path: Path | None = None) -> ort
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    # Idle ORT threads must not spin: latency is timed with other runtimes interleaved, and
+    # spinning threads would steal the cores from whichever path runs next.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
