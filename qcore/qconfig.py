@@ -37,7 +37,9 @@ class LayerConfig:
         for what in ("weight", "act"):
             if getattr(self, f"{what}_dtype") not in DTYPES:
                 raise ValueError(f"{what}_dtype must be one of {DTYPES}, not {getattr(self, f'{what}_dtype')!r}")
-        self.weight_scheme()  # validates bits, granularity, group size
+        if not isinstance(self.weight_bits, int) or not 2 <= self.weight_bits <= 8:
+            raise ValueError(f"weight_bits must be an integer from 2 to 8, not {self.weight_bits!r}")
+        self.weight_scheme()  # validates granularity and group size
         self.act_scheme(False)
         parse_method(self.act_method)
 

@@ -28,7 +28,8 @@ EPS = torch.finfo(torch.float32).eps
 class QScheme:
     """How one tensor is quantized: plain data, so configs serialize to JSON.
 
-    bits: 2..8 integer bits. signed: int8-style [-2^(b-1), 2^(b-1)-1] versus uint8-style
+    bits: 2..16 integer bits (INT8 kernels take 8 or fewer; 16-bit activations, "A16", are
+    simulated for mixed precision). signed: int8-style [-2^(b-1), 2^(b-1)-1] versus uint8-style
     [0, 2^b - 1]. reduce_range: drop one bit of range (x86 fbgemm's guard against int16
     accumulator overflow without VNNI). granularity: 'tensor', 'channel' (one scale per slice
     along `axis`) or 'group' (one scale per `group_size` consecutive elements along `axis`
@@ -44,8 +45,8 @@ class QScheme:
     group_size: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
-            raise ValueError(f"bits must be an integer from 2 to 8, not {self.bits!r}")
+        if not isinstance(self.bits, int) or not 2 <= self.bits <= 16:
+            raise ValueError(f"bits must be an integer from 2 to 16, not {self.bits!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, not {self.granularity!r}")
         if self.granularity == "group" and self.group_size < 1:

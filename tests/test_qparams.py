@@ -7,13 +7,13 @@ from qcore.qparams import QScheme, compute_qparams, group_view, minmax, qrange
 
 @pytest.mark.parametrize("bits,signed,reduce,expected", [
     (8, True, False, (-128, 127)), (8, False, False, (0, 255)), (8, False, True, (0, 127)),
-    (4, True, False, (-8, 7)), (2, False, False, (0, 3)), (7, True, True, (-32, 31)),
+    (4, True, False, (-8, 7)), (2, False, False, (0, 3)), (7, True, True, (-32, 31)), (16, False, False, (0, 65535)),
 ])
 def test_qrange(bits, signed, reduce, expected):
     assert qrange(bits, signed, reduce) == expected
 
 
-@pytest.mark.parametrize("bits", [1, 9, 0, 16])
+@pytest.mark.parametrize("bits", [1, 17, 0, 32])
 def test_bits_out_of_range_are_refused(bits):
     with pytest.raises(ValueError, match="bits"):
         QScheme(bits=bits)

@@ -223,3 +223,13 @@ def test_clipped_activations_are_quantized_after_the_clamp():
     assert not any(isinstance(m, nn.Hardtanh) for m in loaded.module.modules())  # the original is untouched
     with pytest.raises(ValueError, match="no GELU"):
         clip_activations(finish_loading(get_spec("fm_resnet"), get_spec("fm_resnet").build()), 10)
+
+
+def test_sixteen_bit_activations_are_nearly_lossless(resnet):
+    x = inputs()
+    sim = QuantSim(resnet, QuantConfig().with_default(act_bits=16))
+    sim.collect_stats([x])
+    sim.apply_ranges()
+    with torch.no_grad():
+        assert sqnr_db(resnet(x), sim(x)) > 40
+    assert sim.quantizer("input").scheme.qmax == 65535

@@ -74,10 +74,12 @@ st.dataframe(df.rename(columns={"only_this_quantized": "only this quantized", "a
                                 "sqnr_db": "SQNR dB"}), hide_index=True, width="stretch")
 
 st.subheader("Your partial / mixed-precision config")
+st.caption("int8: W8A8. int4 weights: 4-bit weights (deploy on an INT8 grid). A16: 16-bit activations, simulated only "
+           "(no CPU kernel: the accuracy is real, the INT8 latency re-measure refuses it). float: the layer stays FP32.")
 grid = pd.DataFrame({"layer": df["name"], "kind": df["kind"], "precision": "int8"})
 edited = st.data_editor(grid, hide_index=True, width="stretch", key="precision_grid", disabled=["layer", "kind"],
                         column_config={"precision": st.column_config.SelectboxColumn(
-                            "precision", options=["int8", "int4 weights", "float"], required=True)})
+                            "precision", options=["int8", "int4 weights", "A16 activations", "float"], required=True)})
 
 
 def config_from_grid(table: pd.DataFrame) -> QuantConfig:
@@ -87,6 +89,8 @@ def config_from_grid(table: pd.DataFrame) -> QuantConfig:
             cfg = cfg.with_layer(row["layer"], enabled=False)
         elif row["precision"] == "int4 weights" and row["kind"] in ("conv", "linear"):
             cfg = cfg.with_layer(row["layer"], weight_bits=4)
+        elif row["precision"] == "A16 activations":
+            cfg = cfg.with_layer(row["layer"], act_bits=16)
     return cfg
 
 
