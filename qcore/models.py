@@ -370,12 +370,12 @@ def load_user_model(
         except Exception as exc:
             raise ModelUnavailable(f"{path.name} could not be loaded as {fmt}: {type(exc).__name__}: {exc}") from None
     else:
+        state = _unwrap_state_dict(_safe_torch_load(path))  # refuse unsafe or junk files first
         if base is None:
             raise ModelUnavailable(
                 f"{path.name} is a state_dict: choose the architecture it belongs to ({', '.join(BUILTIN)}, "
                 f"{', '.join(TORCHVISION)})"
             )
-        state = _unwrap_state_dict(_safe_torch_load(path))
         module = _build_for_state(base, state)
         _load_state_dict_into(module, state, path.name)
     with torch.no_grad():
