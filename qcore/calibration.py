@@ -2,9 +2,9 @@
 
 - `max`: the observed [min, max]; nothing is clipped, rounding error is largest.
 - `percentile:P`: the P-th percentile of |x| (symmetric) or the (100-P)-th and P-th (asymmetric).
-- `entropy`: TensorRT's KL-divergence search: the |x| threshold whose quantized distribution
-  loses the least information relative to the original (2^(bits-1) levels, 2^bits when the data
-  and the scheme are both one-sided).
+- `entropy`: TensorRT's KL-divergence search: the threshold whose quantized distribution loses
+  the least information relative to the original; on |x| with 2^(bits-1) levels for symmetric
+  grids, and from the data's minimum upwards with 2^bits levels for asymmetric ones.
 - `mse`: the clip, scaled down from max, that minimises clipping plus rounding error.
 
 Each returns a `RangeResult` with the clip range, the scale and zero-point it implies, and the
@@ -153,26 +153,40 @@ def _kl_threshold_bins(hist: np.ndarray, levels: int) -> int:
     return best_i
 
 
-def _entropy(stats: TensorStats, scheme: QScheme) -> tuple[float, float]:
-    folded = stats.histogram().folded().trimmed()
-    counts = folded.counts.numpy()
-    start = folded.k0  # bins below k0 are empty; keep them so thresholds count from 0
-    counts = np.concatenate([np.zeros(start), counts])
-    width = folded.width
+def _merged(counts: np.ndarray) -> tuple[np.ndarray, int]:
+    """Merge bin pairs until at most ENTROPY_MAX_BINS remain (exact on the grid); returns the factor."""
     factor = 1
-    while len(counts) > ENTROPY_MAX_BINS:  # merge bin pairs: exact on the zero-anchored grid
+    while len(counts) > ENTROPY_MAX_BINS:
         counts = np.add.reduceat(counts, np.arange(0, len(counts), 2))
         factor *= 2
+    return counts, factor
+
+
+def _flatten_first(counts: np.ndarray) -> np.ndarray:
+    """The first bin holds every value piled up at the low end (exact zeros after ReLU, the background
+    of normalized images) and dwarfs the rest; the KL search would then favour tiny thresholds.
+    Like NVIDIA's pytorch-quantization, give it its neighbour's count."""
+    counts = counts.copy()
     if len(counts) > 1:
-        # After ReLU the first |x| bin holds every exact zero and dwarfs the rest, and the KL
-        # search then favours tiny thresholds; like NVIDIA's pytorch-quantization, flatten it.
-        counts = counts.copy()
         counts[0] = counts[1]
-    one_sided = stats.min >= 0 and not (scheme.symmetric and scheme.signed)
-    levels = 2**scheme.bits if one_sided else 2 ** (scheme.bits - 1)
-    t = _kl_threshold_bins(counts, levels) * width * factor
-    t = min(t, stats.absmax)
-    return max(stats.min, -t), min(stats.max, t)
+    return counts
+
+
+def _entropy(stats: TensorStats, scheme: QScheme) -> tuple[float, float]:
+    hist = stats.histogram()
+    if scheme.symmetric:
+        # TensorRT's search on |x| with 2^(bits-1) levels (2^bits when data and grid are one-sided)
+        folded = hist.folded().trimmed()
+        counts, factor = _merged(np.concatenate([np.zeros(folded.k0), folded.counts.numpy()]))
+        one_sided = stats.min >= 0 and not scheme.signed
+        levels = 2**scheme.bits if one_sided else 2 ** (scheme.bits - 1)
+        t = min(_kl_threshold_bins(_flatten_first(counts), levels) * folded.width * factor, stats.absmax)
+        return max(stats.min, -t), min(stats.max, t)
+    # An asymmetric grid starts at the data's minimum: search the upper threshold over the distance
+    # from it with all 2^bits levels (after ReLU the minimum is 0: the usual one-sided search).
+    counts, factor = _merged(hist.counts.numpy())
+    t = float(hist.edges[0]) + _kl_threshold_bins(_flatten_first(counts), 2**scheme.bits) * hist.width * factor
+    return stats.min, min(stats.max, t)
 
 
 def _mse(stats: TensorStats, scheme: QScheme) -> tuple[float, float]:

@@ -110,3 +110,13 @@ def test_relu_entropy_is_not_fooled_by_the_zero_spike():
     x = torch.relu(torch.randn(200_000, generator=torch.Generator().manual_seed(4)))
     r = compute_range(stats_of(x), "entropy", ASYM)
     assert r.clip_max > 2.5  # without flattening the zero bin the KL search picks ~2.0
+
+
+def test_asymmetric_entropy_is_not_fooled_by_a_pile_up_at_the_minimum():
+    """Normalized images: half the pixels are background at the minimum (-0.81). Folding |x| made the
+    KL search clip every bright pixel at 0.81; the asymmetric search keeps the bright range."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.cat([torch.full((100_000,), -0.81), torch.rand(100_000, generator=g) * 2.83 - 0.81])
+    r = compute_range(stats_of(x), "entropy", ASYM)
+    assert r.clip_min == pytest.approx(-0.81, abs=1e-3)
+    assert r.clip_max > 1.5

@@ -45,7 +45,6 @@ def test_calibrate_on_the_default_model_writes_the_contract(tmp_path):
     rows = {row["method"]: row for row in report["methods"]}
     for row in rows.values():
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["agreement"] <= 1.0
-    for method in ("max", "percentile:99.99", "mse"):  # W8A8 per-channel barely moves with these
+    for method in ("max", "percentile:99.99", "entropy", "mse"):  # W8A8 per-channel barely moves
         assert rows[method]["accuracy"] > report["fp32_accuracy"] - 0.015, rows[method]
-    # entropy (TensorRT's KL search) clips this model's residual-branch tails: it may lose more
     assert "max" in proc.stdout and "percentile:99.99" in proc.stdout  # the printed table
