@@ -77,3 +77,10 @@ def page(browser):
 def wait_idle(page, timeout_ms: int = 180_000) -> None:
     """Wait until the script run finished (Streamlit's own e2e suite waits on this attribute)."""
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
+
+
+def wait_count(page, selector: str, n: int, timeout_ms: int = 120_000) -> None:
+    """Wait until at least n elements match: the browser renders heavy widgets (plotly, tables)
+    a while after the script run ends, longer when the machine is busy."""
+    page.wait_for_function("([s, n]) => document.querySelectorAll(s).length >= n", arg=[selector, n],
+                           timeout=timeout_ms)

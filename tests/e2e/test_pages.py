@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.e2e.conftest import ROOT, wait_idle
+from tests.e2e.conftest import ROOT, wait_count, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def test_calibration_run_shows_histogram_and_accuracy(app_url, page):
     page.wait_for_selector("text=End-to-end accuracy per method", timeout=300_000)
     wait_idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
-    assert page.locator(".js-plotly-plot").count() >= 3  # accuracy, overview, histogram
+    wait_count(page, ".js-plotly-plot", 3)  # accuracy, overview, histogram
     assert page.get_by_text("percentile:99.99").count() > 0
     shot(page, "calibration")
 
@@ -45,7 +45,7 @@ def test_deploy_run_shows_latency_and_diagnosis(app_url, page):
     shot(page, "deploy")
     speed = page.locator("[data-testid='stMetric']", has_text="Speedup at batch 1")
     assert speed.locator("[data-testid='stMetricValue']").inner_text().endswith("x")
-    assert page.locator("[data-testid='stDownloadButton']").count() == 3
+    wait_count(page, "[data-testid='stDownloadButton']", 3)
 
 
 def test_learn_page(app_url, page):
@@ -53,7 +53,7 @@ def test_learn_page(app_url, page):
     page.wait_for_selector("text=The affine mapping", timeout=120_000)
     wait_idle(page)
     assert page.locator("[data-testid='stException']").count() == 0
-    assert page.locator(".js-plotly-plot").count() >= 3
+    wait_count(page, ".js-plotly-plot", 3)
     shot(page, "learn")
 
 
@@ -79,5 +79,5 @@ def test_sensitivity_sweep_in_the_browser(app_url, page):
     wait_idle(page)
     shot(page, "sensitivity")
     assert page.locator("[data-testid='stException']").count() == 0
-    assert page.locator("[data-testid='stPlotlyChart']").count() >= 1
+    wait_count(page, "[data-testid='stPlotlyChart']", 1)
     assert page.locator("[data-testid='stMetric']", has_text="All layers quantized").count() == 1

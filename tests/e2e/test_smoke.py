@@ -1,6 +1,6 @@
 import pytest
 
-from tests.e2e.conftest import ROOT, wait_idle
+from tests.e2e.conftest import ROOT, wait_count, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -13,6 +13,6 @@ def test_app_opens_on_the_model_page_with_accuracy(app_url, page):
     metric = page.locator("[data-testid='stMetric']", has_text="FP32 top-1")
     value = metric.locator("[data-testid='stMetricValue']").inner_text()
     assert value.endswith("%") and 85.0 < float(value.rstrip("%")) <= 100.0
-    assert page.locator("img").count() >= 12  # the sample predictions
+    wait_count(page, "img", 12)  # the sample predictions
     (ROOT / "logs").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "logs" / "e2e-model-page.png"), full_page=True)
