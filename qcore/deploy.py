@@ -25,7 +25,7 @@ from qcore.backends.common import Runner
 from qcore.bench import cpu_features
 from qcore.data import calibration_subset, eval_subset
 from qcore.diagnose import diagnose
-from qcore.evaluate import DEFAULT_BATCH, EvalResult, batches, evaluate, sqnr_db
+from qcore.evaluate import DEFAULT_BATCH, EvalResult, batches, sqnr_db
 from qcore.experiments import check_compatible, default_data
 from qcore.jobs import MACHINE_LOCK
 from qcore.latency import measure_interleaved
