@@ -7,6 +7,8 @@
                               [--bits 8] [--calib-size N] [--eval-size N] --out FILE.json
     python -m qcore deploy [--model NAME] [--backend auto|x86|ort] [--config FILE.json] --out DIR
     python -m qcore sensitivity [--model NAME] [--eval-size N] [--budget 0.01] --out FILE.json
+    python -m qcore qat [--model NAME] [--weight-bits 4] [--act-bits 8] [--minutes M | --steps N]
+                        [--range-mode fixed|observe|learn] --out FILE.json
 """
 
 from __future__ import annotations
@@ -137,6 +139,41 @@ def _cmd_sensitivity(args) -> int:
     return 0
 
 
+def _cmd_qat(args) -> int:
+    from qcore.qat import QATRecipe, run_qat
+    from qcore.qconfig import QuantConfig
+
+    if args.config:
+        config = QuantConfig.from_json(Path(args.config).read_text())
+    else:
+        config = QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
+                                            weight_granularity=args.granularity, act_method=args.method)
+    recipe = QATRecipe(steps=args.steps, minutes=None if args.steps else (args.minutes or 2.0), epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, range_mode=args.range_mode, freeze_after=args.freeze_after)
+    out = Path(args.out)
+    files_dir = out.with_suffix("")
+
+    def on_metric(row):
+        if row["kind"] == "epoch":
+            int8 = f", INT8 {_pct(row.get('int8_accuracy'))} at {row['int8_latency_ms']:.3f} ms" if "int8_latency_ms" in row else ""
+            print(f"\repoch {row['epoch']} (step {row['step']}): fake-quant {_pct(row['fake_quant_accuracy'])}{int8}{'':20}",
+                  file=sys.stderr)
+
+    report = run_qat(args.model, config, recipe, args.data, args.calib_size, args.monitor_size, args.eval_size,
+                     args.seed, files_dir, progress=lambda msg, fraction=None: print(f"\r{msg:70}", end="", file=sys.stderr),
+                     on_metric=on_metric)
+    report.pop("sim")
+    print(file=sys.stderr)
+    print(f"{report['model']} ({report['eval_images']} test images): FP32 {_pct(report['fp32_accuracy'])}, "
+          f"PTQ {_pct(report['ptq_accuracy'])}, QAT {_pct(report['qat_accuracy'])}, QAT INT8 {_pct(report['int8_accuracy'])}")
+    print(f"fine-tune {report['steps']} steps in {report['seconds']:.1f} s; a fake-quant step costs "
+          f"{report['step_overhead_vs_fp32']:.2f}x a FP32 step")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out} and {', '.join(report['files'])} in {files_dir}")
+    return 0
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{x:.2%}"
 
@@ -194,6 +231,26 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--budget", type=float, default=None, help="accuracy drop allowed vs FP32, e.g. 0.01")
     sn.add_argument("--out", required=True)
     sn.set_defaults(fn=_cmd_sensitivity, eval_size=1000)
+
+    q = sub.add_parser("qat", help="quantization-aware fine-tune: PTQ vs QAT vs real INT8")
+    common(q)
+    q.add_argument("--config", default=None, help="a QuantConfig JSON file (overrides the bit options)")
+    q.add_argument("--weight-bits", type=int, default=4)
+    q.add_argument("--act-bits", type=int, default=8)
+    q.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
+    q.add_argument("--method", default="max", help="activation calibration method")
+    budget = q.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=None, help="fine-tune time budget (default 2)")
+    budget.add_argument("--steps", type=int, default=None)
+    q.add_argument("--epochs", type=int, default=3, help="evaluation rounds the run is split into")
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--lr", type=float, default=None, help="default: 1%% of the model's training rate")
+    q.add_argument("--range-mode", default="fixed", choices=["fixed", "observe", "learn"])
+    q.add_argument("--freeze-after", type=int, default=50, help="observe mode: steps before ranges freeze")
+    q.add_argument("--calib-size", type=int, default=512)
+    q.add_argument("--monitor-size", type=int, default=2000, help="test images scored after every epoch")
+    q.add_argument("--out", required=True, help="the JSON report; model files go to a folder of the same name")
+    q.set_defaults(fn=_cmd_qat)
     return p
 
 

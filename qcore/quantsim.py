@@ -22,6 +22,7 @@ without another pass.
 from __future__ import annotations
 
 import copy
+import math
 import operator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -76,6 +77,7 @@ class ActQuantizer(nn.Module):
         self.register_buffer("zero_point", torch.zeros((), dtype=torch.int32))
         self.capture: list | None = None  # set by QuantSim.capture(): (name, tensor) appended here
         self.torch_ops: str | None = None  # "u8"/"s8": use torch's fake-quant ops (ONNX Q/DQ export)
+        self.learned_scale: nn.Parameter | None = None  # QAT with learned clip ranges (LSQ)
 
     def set_range(self, result: RangeResult | None, scheme: QScheme | None, dtype: str) -> None:
         self.range, self.scheme, self.dtype = result, scheme, dtype
@@ -83,12 +85,23 @@ class ActQuantizer(nn.Module):
             scale, zp = compute_qparams(result.clip_min, result.clip_max, scheme)
             self.scale, self.zero_point = scale.reshape(()), zp.reshape(())
 
+    def set_qparams(self, scale: float, zero_point: int, method: str) -> None:
+        """Fix this quantizer's grid to `scale`/`zero_point` (ranges found by QAT rather than by a
+        calibration method); the clip range follows from the grid, the error estimates are unknown."""
+        qmin, qmax = self.scheme.qmin, self.scheme.qmax
+        self.range = RangeResult(method, (qmin - zero_point) * scale, (qmax - zero_point) * scale, scale,
+                                 int(zero_point), math.nan, math.nan)
+        self.scale = torch.tensor(float(scale))
+        self.zero_point = torch.tensor(int(zero_point), dtype=torch.int32)
+
     def forward(self, x):
         if self.mode == "observe":
             self.stats.update(x)
             out = x
         elif self.mode == "quant" and self.dtype == "int" and self.torch_ops:
             out = self._torch_fake_quant(x)
+        elif self.mode == "quant" and self.dtype == "int" and self.learned_scale is not None:
+            out = self._learned_fake_quant(x)
         elif self.mode == "quant" and self.dtype == "int":
             out = fake_quantize_scheme(x, self.scale, self.zero_point, self.scheme)
         elif self.mode == "quant" and self.dtype in ("fp16", "bf16"):
@@ -99,6 +112,12 @@ class ActQuantizer(nn.Module):
             self.capture.append((self.name, x.detach(), out.detach()))
         return out
 
+    def _learned_fake_quant(self, x):
+        """LSQ (Esser et al. 2020): the scale gets a gradient, scaled by 1/sqrt(features * qmax)."""
+        grad_factor = 1.0 / math.sqrt(max(1, x[0].numel()) * self.scheme.qmax)
+        zp = self.zero_point.to(torch.float32).reshape(1)
+        return torch._fake_quantize_learnable_per_tensor_affine(
+            x, self.learned_scale, zp, self.scheme.qmin, self.scheme.qmax, grad_factor)
 
     def _torch_fake_quant(self, x):
         """The same grid through torch's op, which ONNX export turns into QuantizeLinear/DequantizeLinear.
@@ -355,6 +374,11 @@ class QuantSim(nn.Module):
             q.set_range(result, scheme, "int")
             applied[q.name] = result
         return applied
+
+    def weights_changed(self) -> None:
+        """Forget cached quantized weights: call after an optimizer step changed the float weights."""
+        for w in self.weight_layers.values():
+            w._cached = None
 
     @contextmanager
     def disabled(self):
