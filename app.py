@@ -17,6 +17,7 @@ pages = {
         st.Page("views/model.py", title="Model", icon=":material/neurology:", default=True),
         st.Page("views/calibration.py", title="Calibration", icon=":material/bar_chart:"),
         st.Page("views/sensitivity.py", title="Sensitivity", icon=":material/tune:"),
+        st.Page("views/qat.py", title="QAT", icon=":material/model_training:"),
         st.Page("views/learn.py", title="Learn", icon=":material/school:"),
     ],
     "Ship": [

@@ -8,7 +8,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 __all__ = ["PATH_COLORS", "METHOD_COLORS", "method_color", "latency_figure", "speedup_figure", "histogram_figure",
-           "channel_range_figure", "overview_figure", "accuracy_figure"]
+           "channel_range_figure", "overview_figure", "accuracy_figure", "qat_accuracy_figure", "qat_curve_figure"]
 
 PATH_COLORS = {"fp32": "#7f7f7f", "int8": "#1f77b4", "dynamic": "#ff7f0e", "bf16": "#2ca02c", "fp16": "#9467bd"}
 
@@ -126,4 +126,36 @@ def accuracy_figure(rows: list[dict], fp32_accuracy: float) -> go.Figure:
                              text=[f"{r['accuracy']:.1%}" for r in pts], textposition="outside"))
     fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text=f"FP32 {fp32_accuracy:.2%}")
     fig.update_layout(barmode="group", yaxis_title="top-1 %", height=380, margin=dict(l=10, r=10, t=30, b=40))
+    return fig
+
+
+def qat_accuracy_figure(epochs: list[dict]) -> go.Figure:
+    """Fake-quant and real INT8 accuracy after each QAT epoch (epoch 0 = PTQ), against FP32 and PTQ lines."""
+    fig = go.Figure()
+    x = [r["epoch"] for r in epochs]
+    fig.add_trace(go.Scatter(x=x, y=[r["fake_quant_accuracy"] for r in epochs], mode="lines+markers",
+                             name="fake-quant (simulation)", line_color="#d62728"))
+    int8 = [r for r in epochs if r.get("int8_accuracy") is not None]
+    if int8:
+        fig.add_trace(go.Scatter(x=[r["epoch"] for r in int8], y=[r["int8_accuracy"] for r in int8],
+                                 mode="lines+markers", name="real INT8 (ONNX Runtime)", line_color=PATH_COLORS["int8"],
+                                 customdata=[r["int8_latency_ms"] for r in int8],
+                                 hovertemplate="epoch %{x}: %{y:.2%}, %{customdata:.3f} ms at batch 1<extra></extra>"))
+    if epochs:
+        fig.add_hline(y=epochs[0]["fp32_accuracy"], line_dash="dash", line_color=PATH_COLORS["fp32"],
+                      annotation_text="FP32", annotation_position="bottom right")
+        fig.add_hline(y=epochs[0]["ptq_accuracy"], line_dash="dot", line_color="#ff7f0e",
+                      annotation_text="PTQ", annotation_position="top right")
+    fig.update_layout(title="Accuracy per epoch (epoch 0 = PTQ, before fine-tuning)", xaxis_title="epoch",
+                      yaxis_title="top-1", yaxis_tickformat=".1%", xaxis=dict(dtick=1), height=380,
+                      margin=dict(l=10, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def qat_curve_figure(steps: list[dict], key: str, title: str, log_y: bool = False) -> go.Figure:
+    """One per-step quantity of a QAT run (loss or learning rate) against the step."""
+    fig = go.Figure(go.Scatter(x=[r["step"] for r in steps], y=[r[key] for r in steps], mode="lines",
+                               line_color="#9467bd" if key == "lr" else "#1f77b4", name=key))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_type="log" if log_y else "linear", height=300,
+                      margin=dict(l=10, r=10, t=50, b=40))
     return fig

@@ -2,7 +2,8 @@
 
 A `Job` runs `fn(job)`; the function reports progress with `job.update(fraction, message)`,
 which also raises `Cancelled` once `job.cancel()` was called, so cancelling takes effect at the
-next progress report. Pages poll `job.snapshot()` (a plain dict, read under the lock).
+next progress report. Metric rows streamed with `job.emit(row)` (loss per step, accuracy per
+epoch) collect in order. Pages poll `job.snapshot()` (a plain dict, read under the lock).
 
 `MACHINE_LOCK` is one process-wide lock: latency measurements and training hold it so that
 timings are never taken while another job is using the cores.
@@ -35,7 +36,7 @@ class Job:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._state = {"status": "pending", "progress": 0.0, "message": "", "log": [], "result": None,
-                       "error": None, "started": None, "finished": None}
+                       "error": None, "started": None, "finished": None, "metrics": []}
         self._thread = threading.Thread(target=self._run, name=f"job:{name}", daemon=True)
 
     def start(self) -> "Job":
@@ -71,6 +72,13 @@ class Job:
                 log.append((round(time.time() - (self._state["started"] or time.time()), 1), message))
                 del log[:-LOG_LINES]
 
+    def emit(self, row: dict) -> None:
+        """Append one metric row (a plain dict) to the job's stream; raises Cancelled like update."""
+        if self._cancel.is_set():
+            raise Cancelled()
+        with self._lock:
+            self._state["metrics"].append(dict(row))
+
     def cancel(self) -> None:
         self._cancel.set()
 
@@ -80,7 +88,8 @@ class Job:
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {**self._state, "log": list(self._state["log"]), "name": self.name}
+            return {**self._state, "log": list(self._state["log"]), "metrics": list(self._state["metrics"]),
+                    "name": self.name}
 
     @property
     def done(self) -> bool:

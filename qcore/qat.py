@@ -419,7 +419,10 @@ def _final_report(loaded, sim, ptq_sim, probe: _Int8Probe, final_set, monitor_se
     ptq_runner = probe.build(ptq_sim, "ptq") if qat_runner is not None else None
 
     def acc(model, what, known):
-        return known if same_set else _accuracy(model, xs, labels, lambda m: say(m, 0.92), what)
+        """The number already measured on this set, or a fresh evaluation."""
+        if same_set and known is not None:
+            return known
+        return _accuracy(model, xs, labels, lambda m: say(m, 0.92), what)
 
     out = {
         "fp32_accuracy": acc(loaded.module, "FP32 (final)", first["fp32_accuracy"]),

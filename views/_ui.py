@@ -157,11 +157,12 @@ def start_job(key: str, name: str, work) -> None:
     st.session_state[key] = Job(name, work, USER_ERRORS).start()
 
 
-def job_result(key: str, idle_message: str):
+def job_result(key: str, idle_message: str, live=None):
     """Show the job under `key`: an invitation, live progress with Cancel, or its error.
 
     Returns the finished job's result, or None (the caller then draws nothing more). While the job
-    runs, a fragment polls it every second and reruns the page once when it ends.
+    runs, a fragment polls it every second, draws `live(snapshot)` (e.g. charts of the metrics
+    streamed so far) and reruns the page once when the job ends.
     """
     job = st.session_state.get(key)
     if job is None:
@@ -178,6 +179,8 @@ def job_result(key: str, idle_message: str):
             st.progress(now["progress"], text=now["message"] or "starting ...")
             if st.button("Cancel", key=f"cancel_{key}"):
                 job.cancel()
+            if live is not None:
+                live(now)
 
         poll()
         return None

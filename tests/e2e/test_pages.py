@@ -81,3 +81,20 @@ def test_sensitivity_sweep_in_the_browser(app_url, page):
     assert page.locator("[data-testid='stException']").count() == 0
     wait_count(page, "[data-testid='stPlotlyChart']", 1)
     assert page.locator("[data-testid='stMetric']", has_text="All layers quantized").count() == 1
+
+
+def test_qat_run_in_the_browser_draws_its_charts(app_url, page):
+    page.goto(f"{app_url}/qat")
+    wait_idle(page)
+    set_number(page, "Calibration images", 128)
+    set_number(page, "Evaluation images", 200)
+    page.locator("[data-testid='stRadio']", has_text="Budget").get_by_text("steps", exact=True).click()
+    page.get_by_label("Minutes or steps", exact=True).fill("4")
+    page.get_by_label("Epochs (evaluation rounds)", exact=True).fill("1")
+    page.get_by_role("button", name="Start fine-tuning").click()
+    page.wait_for_selector("text=QAT real INT8 top-1", timeout=400_000)
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    wait_count(page, ".js-plotly-plot", 3)  # accuracy per epoch, loss, learning rate
+    wait_count(page, "[data-testid='stDownloadButton']", 3)
+    shot(page, "qat")

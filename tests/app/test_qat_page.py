@@ -1,0 +1,86 @@
+"""AppTest of the QAT page: a finished real run, a running job with streamed metrics, a cancelled one."""
+
+import threading
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from qcore.jobs import Job
+from qcore.qat import QATRecipe
+from tests.helpers import tiny_fashion_model
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory):
+    from qcore.qat import run_qat
+
+    out = tmp_path_factory.mktemp("qat")
+    recipe = QATRecipe(steps=4, minutes=None, epochs=2, batch_size=16, latency_iters=3, log_every=1)
+    report = run_qat(tiny_fashion_model(), recipe=recipe, calib_size=32, eval_size=100, final_eval_size=100, out_dir=out)
+    job = Job("qat", lambda j: report).start()
+    job.wait()
+    return job
+
+
+def _page(job=None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    if job is not None:
+        at.session_state["qat_job"] = job
+    at.switch_page("views/qat.py").run()
+    assert not at.exception
+    return at
+
+
+@pytest.mark.slow
+def test_finished_run_shows_comparison_charts_and_downloads(finished_job):
+    at = _page(finished_job)
+    labels = [m.label for m in at.metric]
+    assert {"FP32 top-1", "PTQ top-1", "QAT top-1", "QAT real INT8 top-1", "Step cost vs FP32"} <= set(labels)
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["FP32", "PTQ", "QAT"]
+    assert table["batch-1 ms (ONNX Runtime)"].notna().all()  # measured, not left blank
+    assert len(at.get("plotly_chart")) == 3  # accuracy per epoch, loss, learning rate
+
+
+def test_running_job_draws_the_metrics_streamed_so_far():
+    release = threading.Event()
+    rows = [{"kind": "epoch", "epoch": 0, "step": 0, "fake_quant_accuracy": 0.8, "fp32_accuracy": 0.9, "ptq_accuracy": 0.8},
+            {"kind": "step", "step": 1, "loss": 0.5, "lr": 1e-5}, {"kind": "step", "step": 2, "loss": 0.4, "lr": 5e-6}]
+
+    def work(job):
+        for row in rows:
+            job.emit(row)
+        job.update(0.5, "epoch 1/3, step 2/10")
+        release.wait(30)
+
+    job = Job("qat", work).start()
+    try:
+        while len(job.snapshot()["metrics"]) < 3:
+            pass
+        at = _page(job)
+        assert len(at.get("plotly_chart")) == 3
+        assert any("Cancel" in b.label for b in at.button)
+    finally:
+        release.set()
+        job.wait(5)
+
+
+def test_cancelled_run_keeps_its_curves():
+    def work(job):
+        job.emit({"kind": "epoch", "epoch": 0, "step": 0, "fake_quant_accuracy": 0.8, "fp32_accuracy": 0.9, "ptq_accuracy": 0.8})
+        job.cancel()
+        job.update(0.1, "stopping")
+
+    job = Job("qat", work).start()
+    job.wait(5)
+    at = _page(job)
+    assert at.warning and "Cancelled" in at.warning[0].value
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_page_without_a_job_invites_a_run():
+    at = _page()
+    assert any("Start fine-tuning" in i.value for i in at.info)
