@@ -22,6 +22,7 @@ pages = {
     ],
     "Ship": [
         st.Page("views/deploy.py", title="Deploy INT8", icon=":material/rocket_launch:"),
+        st.Page("views/history.py", title="History", icon=":material/history:"),
     ],
 }
 nav = st.navigation(pages)

@@ -7,6 +7,7 @@
                               [--bits 8] [--calib-size N] [--eval-size N] --out FILE.json
     python -m qcore deploy [--model NAME] [--backend auto|x86|ort] [--config FILE.json] --out DIR
     python -m qcore sensitivity [--model NAME] [--eval-size N] [--budget 0.01] --out FILE.json
+    python -m qcore history [--kind K] [--model M] [--compare ID,ID] [--delete ID,ID] [--export csv|json --out F]
     python -m qcore qat [--model NAME] [--weight-bits 4] [--act-bits 8] [--minutes M | --steps N]
                         [--range-mode fixed|observe|learn] --out FILE.json
 """
@@ -79,6 +80,7 @@ def _cmd_calibrate(args) -> int:
     for row in report["methods"]:
         print(f"{row['method']:22}{row['accuracy']:>10.4f}{row['agreement']:>11.4f}")
     print(f"statistics pass {report['stats_pass_seconds']:.2f} s, FP32 pass {report['fp32_pass_seconds']:.2f} s")
+    _remember("calibration", report)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -109,6 +111,7 @@ def _cmd_deploy(args) -> int:
     for line in report["diagnosis"]:
         print(f"- {line}")
     print(f"wrote {', '.join(report['files'])} to {args.out}")
+    _remember("deploy", report)
     return 0
 
 
@@ -136,6 +139,7 @@ def _cmd_sensitivity(args) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
+    _remember("sensitivity", report)
     return 0
 
 
@@ -171,7 +175,65 @@ def _cmd_qat(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out} and {', '.join(report['files'])} in {files_dir}")
+    _remember("qat", report)
     return 0
+
+
+HEADLINE = ("fp32_accuracy", "simulation_accuracy", "base_accuracy", "ptq_accuracy", "qat_accuracy", "int8_accuracy",
+            "speedup_vs_fastest_fp32")
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CliError(f"run ids are numbers separated by commas, not {text!r}") from None
+
+
+def _cmd_history(args) -> int:
+    from qcore import history
+
+    if args.delete:
+        n = history.delete_runs(_ids(args.delete))
+        print(f"deleted {n} run(s) from {history.db_path()}")
+        return 0
+    runs = history.get_runs(_ids(args.compare)) if args.compare else history.list_runs(args.kind, args.model)
+    if args.export:
+        if not args.out:
+            raise CliError("--export needs --out FILE")
+        text = history.to_csv(runs) if args.export == "csv" else history.to_json(runs)
+        Path(args.out).write_text(text)
+        print(f"wrote {len(runs)} run(s) to {args.out}")
+        return 0
+    if not runs:
+        print(f"no runs in {history.db_path()}" + (" match" if args.kind or args.model else ""))
+        return 0
+    if args.compare:
+        rows = history.flat_rows(runs)
+        names = [c for row in rows for c in row if c not in ("id",)]
+        for col in dict.fromkeys(names):
+            print(f"{col:44}" + "".join(f"{_cell(row.get(col)):>16}" for row in rows))
+        return 0
+    print(f"{'id':>5}  {'time':19}  {'kind':12}{'model':18}{'data':16}  headline")
+    for row in history.flat_rows(runs):
+        head = ", ".join(f"{k.replace('_accuracy', '')} {_cell(row[k])}" for k in HEADLINE if k in row)
+        print(f"{row['id']:>5}  {row['time']:19}  {row['kind']:12}{row['model'][:17]:18}{str(row['data'])[:15]:16}  {head}")
+    print(f"{len(runs)} run(s) in {history.db_path()}")
+    return 0
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+    return "" if v is None else str(v)[:15]
+
+
+def _remember(kind: str, report: dict) -> None:
+    from qcore.history import remember
+
+    run_id = remember(kind, report, say=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    if run_id is not None:
+        print(f"saved as run {run_id} in the history (python -m qcore history)")
 
 
 def _pct(x) -> str:
@@ -231,6 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--budget", type=float, default=None, help="accuracy drop allowed vs FP32, e.g. 0.01")
     sn.add_argument("--out", required=True)
     sn.set_defaults(fn=_cmd_sensitivity, eval_size=1000)
+
+    h = sub.add_parser("history", help="stored runs: list, compare, delete, export")
+    h.add_argument("--kind", choices=["calibration", "sensitivity", "deploy", "qat"], default=None)
+    h.add_argument("--model", default=None, help="model name contains this")
+    h.add_argument("--compare", default=None, help="run ids side by side, e.g. 3,7")
+    h.add_argument("--delete", default=None, help="run ids to delete, e.g. 3,7")
+    h.add_argument("--export", choices=["csv", "json"], default=None)
+    h.add_argument("--out", default=None)
+    h.set_defaults(fn=_cmd_history)
 
     q = sub.add_parser("qat", help="quantization-aware fine-tune: PTQ vs QAT vs real INT8")
     common(q)

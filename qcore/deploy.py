@@ -221,6 +221,9 @@ def deploy(
     best = max(int8_paths, key=lambda n: by_path[n]) if int8_paths else None
     report = {
         "model": loaded.name,
+        "model_id": loaded.info["sha256"][:16],
+        "seed": seed,
+        "calib_size": calib_size,
         "data": data_name,
         "random_weights": random_weights,
         "backend": best,

@@ -116,6 +116,7 @@ def compare_methods(
         })
     return {
         "model": loaded.name,
+        "model_id": loaded.info["sha256"][:16],
         "data": data_name,
         "calib_size": len(calib),
         "eval_size": len(evald),
@@ -255,7 +256,8 @@ def calibration_study(
     sim.apply_ranges(method=methods[0])
     say("done", 1.0)
     return {
-        "model": loaded.name, "data": data_name, "calib_size": len(calib), "eval_size": len(evald),
+        "model": loaded.name, "model_id": loaded.info["sha256"][:16], "data": data_name, "calib_size": len(calib),
+        "eval_size": len(evald), "seed": seed,
         "fp32_accuracy": fp32.top1, "methods": list(methods), "act_bits": list(act_bits),
         "weight_bits": weight_bits, "granularity": granularity, "symmetric": symmetric,
         "accuracy": rows, "ranges": ranges, "layer_sqnr_db": sqnr,

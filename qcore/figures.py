@@ -8,7 +8,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 __all__ = ["PATH_COLORS", "METHOD_COLORS", "method_color", "latency_figure", "speedup_figure", "histogram_figure",
-           "channel_range_figure", "overview_figure", "accuracy_figure", "qat_accuracy_figure", "qat_curve_figure"]
+           "channel_range_figure", "overview_figure", "accuracy_figure", "qat_accuracy_figure", "qat_curve_figure",
+           "runs_compare_figure"]
 
 PATH_COLORS = {"fp32": "#7f7f7f", "int8": "#1f77b4", "dynamic": "#ff7f0e", "bf16": "#2ca02c", "fp16": "#9467bd"}
 
@@ -158,4 +159,16 @@ def qat_curve_figure(steps: list[dict], key: str, title: str, log_y: bool = Fals
                                line_color="#9467bd" if key == "lr" else "#1f77b4", name=key))
     fig.update_layout(title=title, xaxis_title="step", yaxis_type="log" if log_y else "linear", height=300,
                       margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def runs_compare_figure(rows: list[dict], metrics: list[str]) -> go.Figure:
+    """Stored runs side by side: one group of bars per metric, one bar per run."""
+    fig = go.Figure()
+    for row in rows:
+        label = f"#{row['id']} {row['kind']} {row['model']}"
+        fig.add_trace(go.Bar(name=label, x=metrics, y=[row.get(m) for m in metrics],
+                             hovertemplate=label + "<br>%{x}: %{y:.4g}<extra></extra>"))
+    fig.update_layout(barmode="group", title="Runs compared", height=420, margin=dict(l=10, r=10, t=50, b=40),
+                      legend=dict(orientation="h", y=-0.25))
     return fig

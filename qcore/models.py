@@ -224,9 +224,25 @@ def finish_loading(spec: ModelSpec, module: nn.Module, info: dict | None = None)
         pass
     for p in module.parameters():
         p.requires_grad_(False)
+    state = module.state_dict()
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"{spec.name}: the weights contain NaN or inf values (in {', '.join(bad[:5])}"
+                         f"{' and more' if len(bad) > 5 else ''}); such a model cannot be evaluated or quantized")
     params = sum(p.numel() for p in module.parameters())
     macs = count_macs(module, spec.input_shape)
-    return LoadedModel(spec, module, params, macs, info or {})
+    info = dict(info or {})
+    info.setdefault("sha256", weights_digest(state))
+    return LoadedModel(spec, module, params, macs, info)
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors' names and bytes: the model's identity whatever file it came from."""
+    h = hashlib.sha256()
+    for name, t in state.items():
+        h.update(name.encode())
+        h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:

@@ -384,6 +384,9 @@ def run_qat(
     files.append("qat_config.json")
     report = {
         "model": loaded.name,
+        "model_id": loaded.info["sha256"][:16],
+        "seed": seed,
+        "calib_size": calib_size,
         "data": data_name,
         "config": config.to_dict(),
         "recipe": {**asdict(recipe), "lr": lr, "steps": total},

@@ -44,6 +44,8 @@ class Prepared:
     fp32_accuracy: float
     base_config: QuantConfig
     data: str
+    seed: int = 0
+    calib_size: int = 0
 
 
 def only_layers(config: QuantConfig, names: list[str], layers: list[str]) -> QuantConfig:
@@ -88,7 +90,7 @@ def prepare(
     xs = list(batches(evald.images, pre, 500))
     fp32_preds = _predict(loaded.module, xs)
     acc = int((fp32_preds == evald.labels).sum()) / len(evald.labels)
-    return Prepared(loaded, sim, ranges, xs, evald.labels, fp32_preds, acc, config, data_name)
+    return Prepared(loaded, sim, ranges, xs, evald.labels, fp32_preds, acc, config, data_name, seed, len(calib))
 
 
 def evaluate_config(p: Prepared, config: QuantConfig) -> dict:
@@ -203,7 +205,8 @@ def sweep(p: Prepared, progress: Callable[[str, float | None], None] | None = No
     p.sim.configure(p.base_config)
     p.sim.apply_ranges(ranges=p.ranges)
     say("done", 1.0)
-    return {"model": p.loaded.name, "data": p.data, "eval_size": n, "fp32_accuracy": p.fp32_accuracy,
+    return {"model": p.loaded.name, "model_id": p.loaded.info["sha256"][:16], "data": p.data,
+            "seed": p.seed, "calib_size": p.calib_size, "eval_size": n, "fp32_accuracy": p.fp32_accuracy,
             "base_accuracy": base["accuracy"], "base_agreement": base["agreement"],
             "config": p.base_config.to_dict(), "layers": rows, "seconds": round(time.perf_counter() - start, 2)}
 

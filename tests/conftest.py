@@ -24,6 +24,14 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
 
 
+@pytest.fixture(autouse=True)
+def private_history(tmp_path_factory, monkeypatch):
+    """Each test writes its runs to its own history file, never to the user's data directory."""
+    path = tmp_path_factory.mktemp("history") / "history.sqlite"
+    monkeypatch.setenv("QX_HISTORY_DB", str(path))
+    return path
+
+
 def write_idx(path, array: np.ndarray) -> None:
     """Write a uint8 array as a gzipped IDX file, the format Fashion-MNIST ships in."""
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)

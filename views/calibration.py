@@ -40,7 +40,11 @@ if go:
     def work(j):
         from qcore.experiments import calibration_study
 
-        return calibration_study(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
+        from qcore.history import remember
+
+        result = calibration_study(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
+        remember("calibration", result, say=lambda msg: j.update(None, msg))
+        return result
 
     start_job(JOB_KEY, "calibration", work)
 

@@ -51,7 +51,11 @@ if start:
     def work(j):
         from qcore.deploy import deploy
 
-        return deploy(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
+        from qcore.history import remember
+
+        report = deploy(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
+        remember("deploy", report, say=lambda msg: j.update(None, msg))
+        return report
 
     start_job(JOB_KEY, "deploy", work)
 

@@ -85,7 +85,11 @@ if start:
     def work(j):
         from qcore.qat import run_qat
 
-        return run_qat(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg), on_metric=j.emit)
+        from qcore.history import remember
+
+        report = run_qat(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg), on_metric=j.emit)
+        remember("qat", report, say=lambda msg: j.update(None, msg))
+        return report
 
     start_job(JOB_KEY, "qat", work)
 

@@ -34,11 +34,14 @@ if go_sweep:
               eval_size=int(eval_size), seed=int(s["seed"]))
 
     def work(j):
+        from qcore.history import remember
         from qcore.sensitivity import prepare, sweep
 
         j.update(0.0, "calibrating (one statistics pass)")
         p = prepare(**kw)
-        return {"prepared": p, "report": sweep(p, progress=lambda msg, f=None: j.update(f, msg))}
+        report = sweep(p, progress=lambda msg, f=None: j.update(f, msg))
+        remember("sensitivity", report, say=lambda msg: j.update(None, msg))
+        return {"prepared": p, "report": report}
 
     start_job(JOB, "sensitivity", work)
 
