@@ -152,7 +152,7 @@ def _cmd_qat(args) -> int:
     else:
         config = QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
                                             weight_granularity=args.granularity, act_method=args.method)
-    recipe = QATRecipe(steps=args.steps, minutes=None if args.steps else (args.minutes or 2.0), epochs=args.epochs,
+    recipe = QATRecipe(steps=args.steps, minutes=None if args.steps is not None else (args.minutes or 2.0), epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, range_mode=args.range_mode, freeze_after=args.freeze_after)
     out = Path(args.out)
     files_dir = out.with_suffix("")
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (CliError, DataUnavailable, ModelUnavailable, ValueError) as exc:
+    except (CliError, DataUnavailable, ModelUnavailable, ValueError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

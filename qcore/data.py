@@ -268,11 +268,15 @@ def subset(ds: ImageSet, size: int | None, seed: int = 0) -> ImageSet:
 
 def calibration_subset(name: str, size: int, seed: int = 0) -> ImageSet:
     """Calibration images: from the train split, so evaluation never sees them."""
+    if size is not None and size < 1:
+        raise ValueError(f"calibration needs at least one image, not {size}")
     return subset(load_dataset(name, "train"), size, seed)
 
 
 def eval_subset(name: str, size: int | None, seed: int = 0) -> ImageSet:
     """Evaluation images: from the test split."""
+    if size is not None and size < 1:
+        raise ValueError(f"evaluation needs at least one image, not {size}")
     return subset(load_dataset(name, "test"), size, seed)
 
 

@@ -174,6 +174,8 @@ def deploy(
     say("calibrating (one statistics pass)", 0.02)
     sim = calibrated_sim(loaded, config, calib_batches)
     fp32_paths, int8_paths, other_paths, notes = build_paths(loaded, sim, backend, out_dir, threads, say)
+    if sim.unsupported_note():
+        notes.append(sim.unsupported_note())
 
     say("evaluating every path", 0.3)
     sim_logits = _logits(sim, eval_batches)

@@ -263,4 +263,5 @@ def calibration_study(
         "accuracy": rows, "ranges": ranges, "layer_sqnr_db": sqnr,
         "points": [{"name": p.name, "kind": p.kind, "type": p.module_type} for p in sim.points],
         "weights": weight_ranges(sim), "stats_pass_seconds": round(stats_seconds, 3), "sim": sim,
+        "unsupported_layers": sim.unsupported,
     }

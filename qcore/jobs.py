@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-__all__ = ["Cancelled", "Job", "MACHINE_LOCK"]
+__all__ = ["Cancelled", "Job", "JobReaper", "MACHINE_LOCK"]
 
 MACHINE_LOCK = threading.Lock()
 LOG_LINES = 100
@@ -98,3 +98,56 @@ class Job:
     def wait(self, timeout: float | None = None) -> dict:
         self._thread.join(timeout)
         return self.snapshot()
+
+
+class JobReaper:
+    """Cancels the jobs of owners that are gone (a browser session closed), after a grace period.
+
+    `is_alive(owner)` answers whether an owner is still there; it is asked every `interval`
+    seconds from one daemon thread. An owner has to stay gone for `grace` seconds, so a browser
+    that reconnects after a network hiccup keeps its jobs.
+    """
+
+    def __init__(self, is_alive: Callable[[str], bool], grace: float = 30.0, interval: float = 2.0):
+        self._is_alive = is_alive
+        self.grace, self.interval = grace, interval
+        self._lock = threading.Lock()
+        self._jobs: list[tuple[str, Job]] = []
+        self._gone_since: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+
+    def track(self, owner: str, job: Job) -> None:
+        with self._lock:
+            self._jobs.append((owner, job))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="job-reaper", daemon=True)
+                self._thread.start()
+
+    def sweep(self, now: float | None = None) -> list[Job]:
+        """One check; returns the jobs it cancelled."""
+        now = time.time() if now is None else now
+        cancelled = []
+        with self._lock:
+            self._jobs = [(o, j) for o, j in self._jobs if not j.done]
+            owners = {o for o, _ in self._jobs}
+        for owner in owners:
+            if self._is_alive(owner):
+                self._gone_since.pop(owner, None)
+                continue
+            since = self._gone_since.setdefault(owner, now)
+            if now - since >= self.grace:
+                for o, job in list(self._jobs):
+                    if o == owner and not job.cancelled:
+                        job.cancel()
+                        cancelled.append(job)
+        for owner in set(self._gone_since) - owners:
+            self._gone_since.pop(owner)
+        return cancelled
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            try:
+                self.sweep()
+            except Exception:  # the reaper must outlive a failing liveness check
+                pass

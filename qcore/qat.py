@@ -323,7 +323,8 @@ def run_qat(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     observers = _RangeObservers(sim) if recipe.range_mode == "observe" and recipe.freeze_after > 0 else None
 
-    history, steps_log, notes = [row0], [], []
+    history, steps_log = [row0], []
+    notes = [sim.unsupported_note()] if sim.unsupported_note() else []
     train_start = time.perf_counter()
     perm, pos, running, last_runner = torch.randperm(len(train), generator=gen), 0, [], None
     step, epoch = 0, 0

@@ -306,6 +306,12 @@ class QuantSim(nn.Module):
                 return q
         raise KeyError(f"no quantizer named {name!r}")
 
+    def unsupported_note(self) -> str | None:
+        """A sentence for reports when some layers have no quantizer and stay in float."""
+        if not self.unsupported:
+            return None
+        return (f"left in float, no quantizer for these layer types: {', '.join(self.unsupported)}")
+
     def layer_names(self) -> list[str]:
         return [p.name for p in self.points]
 

@@ -208,7 +208,7 @@ def sweep(p: Prepared, progress: Callable[[str, float | None], None] | None = No
     return {"model": p.loaded.name, "model_id": p.loaded.info["sha256"][:16], "data": p.data,
             "seed": p.seed, "calib_size": p.calib_size, "eval_size": n, "fp32_accuracy": p.fp32_accuracy,
             "base_accuracy": base["accuracy"], "base_agreement": base["agreement"],
-            "config": p.base_config.to_dict(), "layers": rows, "seconds": round(time.perf_counter() - start, 2)}
+            "config": p.base_config.to_dict(), "layers": rows, "unsupported_layers": p.sim.unsupported, "seconds": round(time.perf_counter() - start, 2)}
 
 
 def greedy_fallback(

@@ -20,6 +20,7 @@ import torch
 
 __all__ = ["STORE_BINS", "TensorStats", "Histogram"]
 
+MAX_MAGNITUDE = 1e30  # beyond this, histogram edges (bins x width) overflow float32
 STORE_BINS = 4096
 
 
@@ -90,6 +91,10 @@ class TensorStats:
                 return
             lo, hi = torch.aminmax(x)
             lo, hi = float(lo), float(hi)
+        if max(-lo, hi) > MAX_MAGNITUDE:
+            raise FloatingPointError(
+                f"activations at {self.name} reach {lo if -lo > hi else hi:.3g}: values this large overflow float32 "
+                "arithmetic and cannot be quantized meaningfully (check the model's weights and input scaling)")
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self.count += x.numel()
         self._cover(self.min, self.max)

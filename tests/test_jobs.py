@@ -46,3 +46,34 @@ def test_errors_become_messages(exc, expected):
 
     snap = Job("t", work, user_errors=(ValueError,)).start().wait(5)
     assert snap["status"] == "failed" and expected in snap["error"]
+
+
+def test_reaper_cancels_jobs_of_owners_gone_longer_than_the_grace():
+    import threading
+
+    from qcore.jobs import Job, JobReaper
+
+    alive = {"a": True, "b": True}
+    reaper = JobReaper(lambda o: alive[o], grace=10, interval=3600)
+    stop = threading.Event()
+
+    def work(job):
+        while not stop.wait(0.01):
+            job.update(None)
+
+    ja, jb = Job("a", work).start(), Job("b", work).start()
+    reaper.track("a", ja)
+    reaper.track("b", jb)
+    try:
+        alive["b"] = False
+        assert reaper.sweep(now=100.0) == []  # gone, but within the grace period
+        alive["b"] = True
+        assert reaper.sweep(now=105.0) == []  # came back (a reconnect): the clock restarts
+        alive["b"] = False
+        assert reaper.sweep(now=106.0) == []
+        assert reaper.sweep(now=116.5) == [jb]
+        assert jb.wait(5)["status"] == "cancelled"
+        assert ja.snapshot()["status"] == "running"
+    finally:
+        stop.set()
+        ja.wait(5)

@@ -17,7 +17,7 @@ from qcore.evaluate import EvalResult, evaluate
 from qcore.experiments import check_compatible, default_data
 from qcore.models import DEFAULT_MODEL, LoadedModel, ModelUnavailable, list_models, load_model
 
-USER_ERRORS = (ModelUnavailable, DataUnavailable, ValueError, FileNotFoundError)
+USER_ERRORS = (ModelUnavailable, DataUnavailable, ValueError, FileNotFoundError, FloatingPointError)
 
 DEFAULTS = {
     "model": DEFAULT_MODEL, "data": "", "calib_size": 512, "eval_size": 10_000, "seed": 0,
@@ -146,15 +146,35 @@ def user_errors():
         st.stop()
 
 
+@st.cache_resource
+def _reaper():
+    """One per process: cancels the jobs of browser sessions that closed (after a grace period)."""
+    from streamlit.runtime import Runtime
+
+    from qcore.jobs import JobReaper
+
+    def alive(session_id: str) -> bool:
+        return not Runtime.exists() or Runtime.instance().is_active_session(session_id)
+
+    return JobReaper(alive)
+
+
 def start_job(key: str, name: str, work) -> None:
-    """Start `work(job)` in the background under session key `key`, unless one is still running."""
+    """Start `work(job)` in the background under session key `key`, unless one is still running.
+    The job is cancelled if this browser session goes away."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
     from qcore.jobs import Job
 
     job = st.session_state.get(key)
     if job is not None and not job.done:
         st.warning("A run is already going; cancel it first.")
         return
-    st.session_state[key] = Job(name, work, USER_ERRORS).start()
+    job = Job(name, work, USER_ERRORS).start()
+    st.session_state[key] = job
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        _reaper().track(ctx.session_id, job)
 
 
 def job_result(key: str, idle_message: str, live=None):

@@ -54,6 +54,9 @@ if r is None:
 sim = r["sim"]
 st.caption(f"{r['model']} on {r['data']}: {r['calib_size']} calibration images (train split), statistics pass "
            f"{r['stats_pass_seconds']:.2f} s; accuracy on {r['eval_size']} test images.")
+if r.get("unsupported_layers"):
+    st.warning(f"Left in float, no quantizer for these layer types: {', '.join(r['unsupported_layers'])}. "
+               "Every number below quantizes the rest of the model.")
 
 st.subheader("End-to-end accuracy per method and activation bit width")
 st.plotly_chart(accuracy_figure(r["accuracy"], r["fp32_accuracy"]), key="acc")

@@ -54,6 +54,8 @@ c[0].metric("FP32 top-1", f"{rep['fp32_accuracy']:.2%}")
 c[1].metric("All layers quantized", f"{rep['base_accuracy']:.2%}", f"{(rep['base_accuracy'] - rep['fp32_accuracy']) * 100:+.2f} pts")
 c[2].metric("Layers", len(rep["layers"]))
 c[3].metric("Sweep time", f"{rep['seconds']:.0f} s", help=f"{2 * len(rep['layers']) + 1} evaluations of {rep['eval_size']} images")
+if rep.get("unsupported_layers"):
+    st.warning(f"Left in float, no quantizer for these layer types: {', '.join(rep['unsupported_layers'])}.")
 
 df = pd.DataFrame(rep["layers"])
 fig = go.Figure()
