@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 # report keys that are large (per-layer ranges, histograms, weights) or not data (live objects)
 BULKY = {"sim", "prepared", "weights", "ranges", "layer_sqnr_db", "points", "losses", "int8_paths"}
+# numbers that say which run it was, not how it went (kept in data_id / details instead)
+IDENTITY = {"seed", "threads", "calib_size", "eval_size", "eval_images", "monitor_images", "iters"}
 COLUMNS = ("id", "kind", "created", "model", "model_id", "data", "data_id", "config", "metrics", "timings", "details")
 
 
@@ -66,7 +68,7 @@ def _number(v) -> bool:
 
 def metrics_of(kind: str, report: dict) -> dict[str, float]:
     """The run's scalar results, flattened so that runs of one kind line up column by column."""
-    out = {k: v for k, v in report.items() if _number(v) and not k.endswith("seconds") and k not in ("seed", "threads")}
+    out = {k: v for k, v in report.items() if _number(v) and not k.endswith("seconds") and k not in IDENTITY}
     if kind == "calibration":
         rows = report.get("accuracy") if isinstance(report.get("accuracy"), list) else report.get("methods", [])
         for row in rows:

@@ -40,7 +40,7 @@ if len(chosen) >= 2:
     flat = history.flat_rows(chosen)
     side = pd.DataFrame(flat).set_index("id").T
     side.columns = [f"#{c}" for c in side.columns]
-    st.dataframe(side.astype(str), width="stretch")
+    st.dataframe(side.map(lambda v: "" if v is None or v != v else str(v)), width="stretch")
     numeric = [c for c in pd.DataFrame(flat).columns
                if c not in ("id", "seed", "eval_size") and pd.api.types.is_numeric_dtype(pd.DataFrame(flat)[c])]
     default = [m for m in numeric if "accuracy" in m][:6] or numeric[:4]

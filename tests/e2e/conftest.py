@@ -23,14 +23,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
+def app_history(tmp_path_factory) -> Path:
+    """The history file the app under test writes (never the user's)."""
+    return tmp_path_factory.mktemp("e2e-history") / "history.sqlite"
+
+
+@pytest.fixture(scope="session")
+def app_url(app_history):
     port = _free_port()
     log = open(ROOT / "logs" / "e2e-streamlit.log", "w") if (ROOT / "logs").is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1",
-             "QX_HISTORY_DB": str(tmp_path_factory.mktemp("e2e-history") / "history.sqlite")},
+             "QX_HISTORY_DB": str(app_history)},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60

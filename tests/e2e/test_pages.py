@@ -98,3 +98,26 @@ def test_qat_run_in_the_browser_draws_its_charts(app_url, page):
     wait_count(page, ".js-plotly-plot", 3)  # accuracy per epoch, loss, learning rate
     wait_count(page, "[data-testid='stDownloadButton']", 3)
     shot(page, "qat")
+
+
+def test_history_lists_and_compares_runs(app_url, app_history, page):
+    """Two stored runs (plus any the tests above made) are listed; ticking two rows compares them."""
+    from qcore import history
+    from tests.test_history import DEPLOY, STUDY
+
+    history.record("deploy", DEPLOY, path=app_history)
+    history.record("calibration", STUDY, path=app_history)
+    page.goto(f"{app_url}/history")
+    wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    wait_count(page, "[data-testid='stDataFrame']", 1)
+    wait_count(page, "[data-testid='stDownloadButton']", 2)
+    assert page.get_by_text("run(s). Select rows").count() == 1
+    grid = page.locator("[data-testid='stDataFrame']").first.bounding_box()
+    for row in (1, 2):  # tick the selection boxes of the first two rows (the grid is a canvas)
+        page.mouse.click(grid["x"] + 16, grid["y"] + 35 * row + 17)
+        wait_idle(page)
+    page.wait_for_selector("text=Side by side", timeout=60_000)
+    wait_count(page, ".js-plotly-plot", 1)
+    assert page.locator("[data-testid='stException']").count() == 0
+    shot(page, "history")
