@@ -53,6 +53,10 @@ def check_compatible(loaded: LoadedModel, data: ImageSet) -> None:
             f"{spec.name} predicts the 1000 ImageNet classes; {data.name} has {len(data.class_names)} classes. "
             "Name the image folders by ImageNet synset id (n01440764, ...) to evaluate it."
         )
+    h, w = data.images.shape[-2:]
+    want = spec.input_shape[1:]
+    if spec.preprocess.crop is None and (h, w) != tuple(want):
+        raise ValueError(f"{data.name} has {h}x{w} images; {spec.name} takes {want[0]}x{want[1]} inputs")
     if int(data.labels.max()) >= len(spec.class_names):
         raise ValueError(f"{data.name} has labels up to {int(data.labels.max())}; {spec.name} has {len(spec.class_names)} classes")
 

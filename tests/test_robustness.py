@@ -153,3 +153,19 @@ def test_training_waits_while_a_latency_measurement_holds_the_machine(tiny_fashi
         assert snap["status"] == "running"
         assert not any(m["kind"] == "step" for m in snap["metrics"])  # no training step while the lock is held
     assert job.wait(60)["status"] == "done"
+
+
+def test_images_of_the_wrong_size_are_a_message():
+    from qcore.data import ImageSet
+    from qcore.experiments import check_compatible
+    from qcore.models import ModelSpec
+
+    base = get_spec("fm_resnet")
+    net = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))
+    spec = ModelSpec("net32", "user", "32x32 net", (1, 32, 32), base.preprocess, base.class_names, "user", "test",
+                     lambda: net)
+    loaded = finish_loading(spec, net)
+    odd = ImageSet("imagefolder:/x", torch.zeros(4, 3, 256, 256, dtype=torch.uint8), torch.zeros(4, dtype=torch.long),
+                   tuple("abcd"))
+    with pytest.raises(ValueError, match="has 256x256 images; net32 takes 32x32 inputs"):
+        check_compatible(loaded, odd)
