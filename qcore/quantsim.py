@@ -38,6 +38,7 @@ from qcore.fold import fold_bn_in_graph
 from qcore.qconfig import LayerConfig, QuantConfig
 from qcore.qparams import QScheme, compute_qparams, minmax
 from qcore.stats import TensorStats
+from qcore.tracing import symbolic_trace
 
 __all__ = ["QuantSim", "ActQuantizer", "QuantWeightLayer", "QuantPoint", "TraceError"]
 
@@ -234,7 +235,7 @@ class QuantSim(nn.Module):
         self.config = config or QuantConfig()
         model = copy.deepcopy(model).eval()
         try:
-            gm = fx.symbolic_trace(model)
+            gm = symbolic_trace(model)
         except Exception as exc:
             raise TraceError(
                 f"{type(model).__name__} cannot be traced by torch.fx ({type(exc).__name__}: {exc}); "

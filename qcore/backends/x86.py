@@ -21,6 +21,7 @@ from torch import fx, nn
 
 from qcore.backends.common import Runner
 from qcore.calibration import compute_range
+from qcore.tracing import exclusive_tracing
 
 __all__ = ["x86_runner", "float_graph", "dynamic_x86_runner", "save_torchscript"]
 
@@ -122,7 +123,8 @@ def x86_runner(sim, input_shape: tuple[int, ...], threads: int) -> Runner:
 
         torch.backends.quantized.engine = "x86"
         example = (torch.zeros(1, *input_shape),)
-        prepared = prepare_fx(float_graph(sim), _qconfig_mapping(sim), example)
+        with exclusive_tracing():  # prepare_fx traces: keep other threads' forward passes safe
+            prepared = prepare_fx(float_graph(sim), _qconfig_mapping(sim), example)
         modules = dict(prepared.named_modules(remove_duplicate=False))
         ranges = {q.name: q.range for q in sim.quantizers.values() if q.mode == "quant" and q.range is not None}
         points = set(sim.layer_names())
