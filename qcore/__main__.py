@@ -97,7 +97,7 @@ def _cmd_deploy(args) -> int:
         model=args.model, config=config, backend=args.backend, out_dir=args.out, data=args.data,
         calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed, threads=args.threads,
         iters=args.iters, batch_sizes=(1, args.batch), weights=args.weights,
-        progress=lambda msg, fraction=None: print(f"\r{msg:70}", end="" if "rounds" in msg else "\n", file=sys.stderr),
+        progress=lambda msg, fraction=None: print(f"\r{msg:70}", end="" if " calls" in msg else "\n", file=sys.stderr),
     )
     print(f"{report['model']}: FP32 {_pct(report['fp32_accuracy'])}, simulation {_pct(report['simulation_accuracy'])}, "
           f"INT8 ({report['backend']}) {_pct(report['int8_accuracy'])}, "

@@ -76,9 +76,12 @@ def build_paths(
             r = ort_backend.int8_runner(sim, shape, out_dir, threads, acts)
             int8[r.name] = r
     if backend in ("auto", "x86"):
-        say("building PyTorch x86 INT8 (torch.ao FX)")
+        say("building PyTorch INT8 (torch.ao FX; x86 and oneDNN engines)")
         try:
-            int8["x86"] = x86_backend.x86_runner(sim, shape, threads)
+            for engine, name in (("x86", "x86"), ("onednn", "x86_onednn")):
+                int8[name] = x86_backend.x86_runner(sim, shape, threads, engine)
+                int8[name].name = name
+            torch.backends.quantized.engine = "x86"  # the default again; built models keep their own kernels
         except ValueError as exc:
             if backend == "x86":
                 raise
@@ -201,14 +204,14 @@ def deploy(
     latency: dict[str, dict] = {}
     for i, b in enumerate(batch_sizes):
         share = 0.5 / len(batch_sizes)
-        say(f"timing {len(everything)} paths at batch {b} ({iters} interleaved rounds)", 0.5 + i * share)
+        say(f"timing {len(everything)} paths at batch {b} ({iters} interleaved calls each)", 0.5 + i * share)
         x = torch.cat(eval_batches)[:b] if not random_weights else torch.randn(b, *shape)
         if len(x) < b:
             x = x.repeat((b + len(x) - 1) // len(x), 1, 1, 1)[:b]
         with MACHINE_LOCK:  # never time while another job (training, another deploy) uses the cores
             timed = measure_interleaved(
                 {n: r.run for n, r in everything.items()}, x, threads, warmup, iters,
-                progress=lambda f, b=b, base=0.5 + i * share: say(f"timing batch {b}: {round(f * iters)}/{iters} rounds",
+                progress=lambda f, b=b, base=0.5 + i * share: say(f"timing batch {b}: {round(f * iters)}/{iters} calls",
                                                                    base + f * share),
             )
         latency[f"batch_{b}"] = {n: t.to_dict() for n, t in timed.items()}

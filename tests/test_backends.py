@@ -48,9 +48,10 @@ def test_both_backends_reproduce_the_simulation(net, tmp_path):
     # same grids; integer kernels may round a tie the other way now and then
     assert (out - ref).abs().max() <= 3 * step + 1e-6
     assert torch.isclose(out, ref, atol=1e-5).float().mean() >= 0.9
-    x86 = x86_backend.x86_runner(sim, SHAPE, threads=1)
-    assert (x86(x).argmax(1) == ref.argmax(1)).float().mean() >= 0.9
-    assert (x86(x) - ref).abs().max() < 0.1 * ref.abs().max()
+    for engine in ("x86", "onednn"):
+        x86 = x86_backend.x86_runner(sim, SHAPE, threads=1, engine=engine)
+        assert (x86(x).argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+        assert (x86(x) - ref).abs().max() < 0.1 * ref.abs().max()
 
 
 def test_s8s8_is_the_same_grid_as_u8s8(small_resnet, tmp_path):
@@ -156,3 +157,22 @@ def test_deploy_on_a_tiny_model_reports_everything(tmp_path, tiny_fashion_mnist)
     if report["speedup_vs_fastest_fp32"] < 1.2:
         assert any("multiply-accumulates" in d for d in report["diagnosis"])
     assert (tmp_path / "report.json").is_file()
+
+
+def test_relu6_becomes_a_fusable_relu_only_where_the_range_makes_it_exact():
+    torch.manual_seed(0)
+    sim, x = calibrated(randomized(FMMobileNetV2()))
+    graph = x86_backend.float_graph(sim)
+    assert not any(isinstance(m, nn.ReLU6) for m in graph.modules())
+    runner = x86_backend.x86_runner(sim, SHAPE, threads=1)
+    assert runner.ops.get("int8 ConvReLU2d", 0) > 0 and "hardtanh" not in str(runner.ops)
+    with torch.no_grad():
+        ref = sim(x)
+    assert (runner(x) - ref).abs().max() < 0.1 * ref.abs().max()
+    # ranges reaching past 6 keep the ReLU6 (there it still clips)
+    from dataclasses import replace
+
+    for q in sim.quantizers.values():
+        if q.range is not None:
+            q.range = replace(q.range, clip_max=max(q.range.clip_max, 7.0))
+    assert any(isinstance(m, nn.ReLU6) for m in x86_backend.float_graph(sim).modules())

@@ -29,7 +29,8 @@ with st.form("deploy_form"):
     backend = c1.selectbox("Backend", ["auto", "ort", "x86"], help="auto builds both and picks the fastest")
     method = c2.selectbox("Calibration method", ["max", "percentile:99.99", "entropy", "mse"])
     batch = c3.number_input("Larger batch", min_value=2, max_value=512, value=32)
-    iters = c4.number_input("Timed rounds", min_value=5, max_value=500, value=30)
+    iters = c4.number_input("Timed calls per path", min_value=5, max_value=500, value=30,
+                            help="Interleaved with the other paths, in bursts whose first call is not timed")
     config_file = c1.file_uploader("Config JSON (optional)", type=["json"],
                                    help="A QuantConfig exported from the sensitivity page or written by hand")
     start = st.form_submit_button("Build and measure", type="primary")

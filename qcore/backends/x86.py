@@ -43,9 +43,32 @@ def _quiet():
         yield
 
 
+def _relu6_as_relu(gm: fx.GraphModule) -> int:
+    """Turn ReLU6 into ReLU where the quantizer right after it clips within [0, 6] anyway.
+
+    Exact: values above 6 lie above the clip range and quantize to its top either way. It pays:
+    x86 fuses conv + ReLU into one INT8 kernel, while ReLU6 runs as a separate op after each conv
+    (about a sixth of MobileNetV2's INT8 time at batch 1)."""
+    modules = dict(gm.named_modules())
+    changed = 0
+    for node in list(gm.graph.nodes):
+        if not (node.op == "call_module" and str(node.target).startswith("quantizers.")):
+            continue
+        q, src = modules[node.target], node.args[0]
+        if q.mode != "quant" or q.range is None or not (0.0 <= q.range.clip_min and q.range.clip_max <= 6.0):
+            continue
+        is_relu6 = (src.op == "call_module" and isinstance(modules.get(src.target), nn.ReLU6)) or (
+            src.op == "call_function" and src.target is torch.nn.functional.relu6)
+        if is_relu6 and len(src.users) == 1:
+            src.op, src.target, src.args, src.kwargs = "call_function", torch.nn.functional.relu, (src.args[0],), {}
+            changed += 1
+    return changed
+
+
 def float_graph(sim) -> fx.GraphModule:
     """A float copy of the QuantSim's graph: folded BN, weights as simulated, no quantizers."""
     gm = copy.deepcopy(sim.model)
+    _relu6_as_relu(gm)
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and str(node.target).startswith("quantizers."):
             node.replace_all_uses_with(node.args[0])
@@ -58,6 +81,7 @@ def float_graph(sim) -> fx.GraphModule:
         parent, _, attr = name.rpartition(".")
         setattr(gm.get_submodule(parent) if parent else gm, attr, layer)
     del gm.quantizers
+    gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()
     for p in gm.parameters():
@@ -115,13 +139,16 @@ def _check_deployable(sim) -> None:
                          "weights; not deployable: " + ", ".join(bad[:8]))
 
 
-def x86_runner(sim, input_shape: tuple[int, ...], threads: int) -> Runner:
-    """Convert the calibrated QuantSim into a torch.ao x86 INT8 model with the sim's ranges."""
+def x86_runner(sim, input_shape: tuple[int, ...], threads: int, engine: str = "x86") -> Runner:
+    """Convert the calibrated QuantSim into a torch.ao INT8 model with the sim's ranges.
+
+    `engine` is torch's quantized engine: "x86" (fbgemm with oneDNN for some ops) or "onednn"
+    (oneDNN throughout, which uses AMX tiles for INT8 where the CPU has them)."""
     _check_deployable(sim)
     with _quiet():
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-        torch.backends.quantized.engine = "x86"
+        torch.backends.quantized.engine = engine
         example = (torch.zeros(1, *input_shape),)
         with exclusive_tracing():  # prepare_fx traces: keep other threads' forward passes safe
             prepared = prepare_fx(float_graph(sim), _qconfig_mapping(sim), example)

@@ -37,7 +37,7 @@ def test_deploy_run_shows_latency_and_diagnosis(app_url, page):
     page.goto(f"{app_url}/deploy")
     wait_idle(page)
     set_number(page, "Evaluation images", 300)
-    page.get_by_label("Timed rounds").fill("5")
+    page.get_by_label("Timed calls per path", exact=True).fill("5")
     page.get_by_role("button", name="Build and measure").click()
     page.wait_for_selector("text=Diagnosis", timeout=400_000)
     wait_idle(page)
