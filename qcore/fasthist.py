@@ -1,0 +1,123 @@
+"""Exact histogram counts for the calibration pass, about 3x faster than torch.histc.
+
+The statistics pass spends most of its extra time binning activations. `csrc/zero_anchored_hist.c`
+bins on the zero-anchored power-of-two grid `stats.py` uses (bin = floor(x / width) - k0, exact in
+float) with no division per value. It is plain C, compiled on first use with the system C compiler
+(a fraction of a second, no torch headers) into a per-user cache, loaded with ctypes, and run on
+one chunk per torch thread (ctypes releases the GIL). Without a compiler, `counts` returns None
+and the caller uses torch.histc: slower, and its division by the range places a value lying exactly
+on a bin edge in the neighbouring bin now and then (a few counts per million).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+__all__ = ["counts", "available"]
+
+SOURCE = Path(__file__).with_name("csrc") / "zero_anchored_hist.c"
+# no-trapping-math lets the compiler vectorize floorf; the results stay exact (tests check it)
+CFLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-shared", "-fPIC"]
+MIN_PARALLEL = 1 << 18  # below this, one thread (starting another costs more than it saves)
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_failed = False
+_pool: ThreadPoolExecutor | None = None
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "qcore"
+
+
+def _build() -> ctypes.CDLL | None:
+    cc = os.environ.get("CC", "cc")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + " ".join(CFLAGS).encode() + platform.machine().encode()
+                         + _cpu_model().encode()).hexdigest()[:16]
+    target = _cache_dir() / f"zero_anchored_hist-{key}.so"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            out = Path(tmp) / target.name
+            subprocess.run([cc, *CFLAGS, "-o", str(out), str(SOURCE), "-lm"],
+                           check=True, capture_output=True, timeout=60)
+            os.replace(out, target)  # atomic: a concurrent build never sees half a library
+    lib = ctypes.CDLL(str(target))
+    lib.zero_anchored_hist.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int64,
+                                       ctypes.c_int64, ctypes.c_void_p]
+    lib.zero_anchored_hist.restype = ctypes.c_int
+    return lib
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _library() -> ctypes.CDLL | None:
+    global _lib, _failed
+    if _lib is not None or _failed:
+        return _lib
+    with _lock:
+        if _lib is None and not _failed:
+            if os.environ.get("QX_NO_FAST_HIST"):
+                _failed = True
+                return None
+            try:
+                _lib = _build()
+            except (OSError, subprocess.SubprocessError):
+                _failed = True
+    return _lib
+
+
+def available() -> bool:
+    return _library() is not None
+
+
+def counts(x: torch.Tensor, width: float, k0: int, nbins: int) -> torch.Tensor | None:
+    """float64 counts of the finite float32 values `x` in bins [(k0 + i) * width, (k0 + i + 1) * width),
+    or None when the compiled kernel is not available."""
+    global _pool
+    lib = _library()
+    if lib is None:
+        return None
+    x = x.detach().contiguous().view(-1)
+    if x.dtype != torch.float32:
+        x = x.float()
+    inv = 1.0 / width
+    parts = max(1, min(torch.get_num_threads(), x.numel() // MIN_PARALLEL))
+    bounds = [x.numel() * i // parts for i in range(parts + 1)]
+    out = torch.zeros(parts, nbins, dtype=torch.int64)
+
+    def run(i: int) -> int:
+        chunk = x[bounds[i]: bounds[i + 1]]
+        return lib.zero_anchored_hist(chunk.data_ptr(), chunk.numel(), inv, k0, nbins, out[i].data_ptr())
+
+    if parts == 1:
+        codes = [run(0)]
+    else:
+        with _lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="qcore-hist")
+        futures = [_pool.submit(run, i) for i in range(1, parts)]
+        codes = [run(0)] + [f.result() for f in futures]
+    if any(codes):
+        raise MemoryError("the histogram kernel could not allocate its buffers")
+    return out.sum(0).to(torch.float64)
