@@ -26,7 +26,7 @@ from qcore.bench import cpu_features
 from qcore.data import calibration_subset, eval_subset
 from qcore.diagnose import diagnose
 from qcore.evaluate import DEFAULT_BATCH, EvalResult, batches, sqnr_db
-from qcore.experiments import check_compatible, default_data
+from qcore.experiments import check_compatible, default_data, run_identity
 from qcore.jobs import MACHINE_LOCK
 from qcore.latency import measure_interleaved
 from qcore.models import LoadedModel, finish_loading, get_spec, load_model
@@ -225,11 +225,7 @@ def deploy(
     by_path, fastest_fp32 = speedups(b1)
     best = max(int8_paths, key=lambda n: by_path[n]) if int8_paths else None
     report = {
-        "model": loaded.name,
-        "model_id": loaded.info["sha256"][:16],
-        "seed": seed,
-        "calib_size": calib_size,
-        "data": data_name,
+        **run_identity(loaded, data_name, seed, calib_size),
         "random_weights": random_weights,
         "backend": best,
         "config": config.to_dict(),

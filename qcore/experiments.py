@@ -43,6 +43,12 @@ def default_data(loaded: LoadedModel) -> str:
     )
 
 
+def run_identity(loaded: LoadedModel, data: str | None, seed: int, calib_size: int) -> dict:
+    """What every report starts with: which model (name and weights digest) on which data."""
+    return {"model": loaded.name, "model_id": loaded.info["sha256"][:16], "seed": seed, "calib_size": calib_size,
+            "data": data}
+
+
 def check_compatible(loaded: LoadedModel, data: ImageSet) -> None:
     """Refuse to score a model on data whose labels mean something else."""
     spec = loaded.spec

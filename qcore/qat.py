@@ -37,7 +37,7 @@ from qcore.backends import ort as ort_backend
 from qcore.data import calibration_subset, eval_subset, load_dataset, subset
 from qcore.deploy import calibrated_sim
 from qcore.evaluate import DEFAULT_BATCH, batches
-from qcore.experiments import check_compatible, default_data
+from qcore.experiments import check_compatible, default_data, run_identity
 from qcore.jobs import MACHINE_LOCK
 from qcore.latency import measure_interleaved
 from qcore.models import LoadedModel, load_model
@@ -384,11 +384,7 @@ def run_qat(
     (out_dir / "qat_config.json").write_text(config.to_json() + "\n")
     files.append("qat_config.json")
     report = {
-        "model": loaded.name,
-        "model_id": loaded.info["sha256"][:16],
-        "seed": seed,
-        "calib_size": calib_size,
-        "data": data_name,
+        **run_identity(loaded, data_name, seed, calib_size),
         "config": config.to_dict(),
         "recipe": {**asdict(recipe), "lr": lr, "steps": total},
         **final,

@@ -79,6 +79,16 @@ def base_config():
                                       weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"]))
 
 
+def chosen_config(upload, default):
+    """The QuantConfig from an uploaded JSON file when there is one, else `default`; raises
+    ValueError (or UnicodeDecodeError) with the reason when the file is not a valid config."""
+    from qcore.qconfig import QuantConfig
+
+    if upload is None:
+        return default
+    return QuantConfig.from_json(upload.getvalue().decode())
+
+
 @st.cache_resource(show_spinner="Loading model ...", max_entries=8)
 def cached_model(name: str) -> LoadedModel:
     """Registry models, shared by every session: read-only (qcore copies before changing)."""

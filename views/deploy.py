@@ -9,9 +9,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from views._ui import base_config, current_model, job_result, settings, start_job, user_errors
+from views._ui import base_config, chosen_config, current_model, job_result, settings, start_job, user_errors
 from qcore.figures import latency_figure, speedup_figure
-from qcore.qconfig import QuantConfig
 
 JOB_KEY = "deploy_job"
 st.title("Deploy: real INT8 on this CPU")
@@ -37,10 +36,7 @@ with st.form("deploy_form"):
 
 if start:
     try:
-        if config_file:
-            config = QuantConfig.from_json(config_file.getvalue().decode())
-        else:
-            config = base_config().with_default(act_method=method)
+        config = chosen_config(config_file, base_config().with_default(act_method=method))
     except (ValueError, UnicodeDecodeError) as exc:
         st.error(f"The config file is not valid: {exc}")
         st.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from views._ui import current_model, job_result, settings, start_job, user_errors
+from views._ui import chosen_config, current_model, job_result, settings, start_job, user_errors
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
 from qcore.qat import RANGE_MODES, QATRecipe, default_lr
 from qcore.qconfig import QuantConfig
@@ -66,11 +66,9 @@ with st.form("qat_form"):
 
 if start:
     try:
-        if config_file:
-            config = QuantConfig.from_json(config_file.getvalue().decode())
-        else:
-            config = QuantConfig().with_default(weight_bits=int(weight_bits), act_bits=int(act_bits), act_method=method,
-                                                weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"]))
+        config = chosen_config(config_file, QuantConfig().with_default(
+            weight_bits=int(weight_bits), act_bits=int(act_bits), act_method=method,
+            weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"])))
         steps = int(amount) if budget == "steps" else None
         recipe = QATRecipe(steps=steps, minutes=None if steps else float(amount), epochs=int(epochs),
                            batch_size=int(batch_size), lr=float(lr) or None, range_mode=range_mode,
