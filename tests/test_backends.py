@@ -176,3 +176,13 @@ def test_relu6_becomes_a_fusable_relu_only_where_the_range_makes_it_exact():
         if q.range is not None:
             q.range = replace(q.range, clip_max=max(q.range.clip_max, 7.0))
     assert any(isinstance(m, nn.ReLU6) for m in x86_backend.float_graph(sim).modules())
+
+
+def test_x86_runner_serves_every_batch_size_with_the_same_numbers(small_resnet):
+    """One TorchScript copy per batch size (the executor specializes on the first shapes it sees)."""
+    sim, x = calibrated(small_resnet)
+    runner = x86_backend.x86_runner(sim, SHAPE, threads=1)
+    big = torch.cat([x] * 4)  # 64 images first, as an evaluation would
+    out_big = runner(big)
+    for b in (1, 3, 16, 5, 7):  # more sizes than copies kept: the extra ones reuse the first copy
+        assert torch.equal(runner(big[:b]), out_big[:b])
