@@ -57,6 +57,11 @@ def test_run_streams_metrics_keeps_model_and_never_touches_the_shared_one(tiny_f
     assert not any(p.requires_grad for p in model.module.parameters())
 
 
+def test_a_training_set_smaller_than_a_batch_still_trains(tiny_fashion_mnist, tmp_path):
+    report = _run(tmp_path, QATRecipe(steps=3, minutes=None, **{**FAST, "batch_size": 500}))
+    assert report["steps"] == 3 and len(report["losses"]) == 3
+
+
 def test_minutes_budget_turns_into_steps(tiny_fashion_mnist, tmp_path):
     report = _run(tmp_path, QATRecipe(minutes=0.05, **FAST))
     assert report["steps"] >= 2 and report["recipe"]["steps"] == report["steps"]
