@@ -169,18 +169,26 @@ def _reaper():
     return JobReaper(alive)
 
 
-def start_job(key: str, name: str, work) -> None:
+def start_job(key: str, name: str, work, remember_as: str | None = None, report_of=lambda result: result) -> None:
     """Start `work(job)` in the background under session key `key`, unless one is still running.
+    With `remember_as`, the finished run's report (`report_of(result)`) goes into the history.
     The job is cancelled if this browser session goes away."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+    from qcore.history import remember
     from qcore.jobs import Job
+
+    def run(job):
+        result = work(job)
+        if remember_as:
+            remember(remember_as, report_of(result), say=lambda msg: job.update(None, msg))
+        return result
 
     job = st.session_state.get(key)
     if job is not None and not job.done:
         st.warning("A run is already going; cancel it first.")
         return
-    job = Job(name, work, USER_ERRORS).start()
+    job = Job(name, run, USER_ERRORS).start()
     st.session_state[key] = job
     ctx = get_script_run_ctx()
     if ctx is not None:

@@ -40,13 +40,9 @@ if go:
     def work(j):
         from qcore.experiments import calibration_study
 
-        from qcore.history import remember
+        return calibration_study(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
 
-        result = calibration_study(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
-        remember("calibration", result, say=lambda msg: j.update(None, msg))
-        return result
-
-    start_job(JOB_KEY, "calibration", work)
+    start_job(JOB_KEY, "calibration", work, remember_as="calibration")
 
 r = job_result(JOB_KEY, "Press **Run calibration** to collect statistics for the model chosen in the sidebar.")
 if r is None:

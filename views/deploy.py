@@ -48,13 +48,9 @@ if start:
     def work(j):
         from qcore.deploy import deploy
 
-        from qcore.history import remember
+        return deploy(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
 
-        report = deploy(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
-        remember("deploy", report, say=lambda msg: j.update(None, msg))
-        return report
-
-    start_job(JOB_KEY, "deploy", work)
+    start_job(JOB_KEY, "deploy", work, remember_as="deploy")
 
 r = job_result(JOB_KEY, "Choose a method and press **Build and measure**.")
 if r is not None:

@@ -83,13 +83,9 @@ if start:
     def work(j):
         from qcore.qat import run_qat
 
-        from qcore.history import remember
+        return run_qat(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg), on_metric=j.emit)
 
-        report = run_qat(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg), on_metric=j.emit)
-        remember("qat", report, say=lambda msg: j.update(None, msg))
-        return report
-
-    start_job(JOB_KEY, "qat", work)
+    start_job(JOB_KEY, "qat", work, remember_as="qat")
 
 
 def draw_curves(metrics: list[dict], key: str) -> None:

@@ -34,16 +34,13 @@ if go_sweep:
               eval_size=int(eval_size), seed=int(s["seed"]))
 
     def work(j):
-        from qcore.history import remember
         from qcore.sensitivity import prepare, sweep
 
         j.update(0.0, "calibrating (one statistics pass)")
         p = prepare(**kw)
-        report = sweep(p, progress=lambda msg, f=None: j.update(f, msg))
-        remember("sensitivity", report, say=lambda msg: j.update(None, msg))
-        return {"prepared": p, "report": report}
+        return {"prepared": p, "report": sweep(p, progress=lambda msg, f=None: j.update(f, msg))}
 
-    start_job(JOB, "sensitivity", work)
+    start_job(JOB, "sensitivity", work, remember_as="sensitivity", report_of=lambda r: r["report"])
 
 res = job_result(JOB, "Press **Run sensitivity sweep** to measure every layer of the model chosen in the sidebar.")
 if res is None:
