@@ -6,6 +6,7 @@ the pages may mutate them; experiments work on copies made inside qcore (QuantSi
 
 from __future__ import annotations
 
+import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -166,7 +167,7 @@ def _reaper():
     def alive(session_id: str) -> bool:
         return not Runtime.exists() or Runtime.instance().is_active_session(session_id)
 
-    return JobReaper(alive)
+    return JobReaper(alive, grace=float(os.environ.get("QX_JOB_GRACE_S", "30")))
 
 
 def start_job(key: str, name: str, work, remember_as: str | None = None, report_of=lambda result: result) -> None:

@@ -29,7 +29,8 @@ def app_history(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_url(app_history):
+def app_server(app_history):
+    """The app under test: (url, process)."""
     port = _free_port()
     log = open(ROOT / "logs" / "e2e-streamlit.log", "w") if (ROOT / "logs").is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen(
@@ -37,7 +38,7 @@ def app_url(app_history):
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1",
-             "QX_HISTORY_DB": str(app_history)},
+             "QX_HISTORY_DB": str(app_history), "QX_JOB_GRACE_S": "5"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -50,12 +51,23 @@ def app_url(app_history):
     else:
         proc.kill()
         pytest.fail("streamlit did not become healthy within 60 s")
-    yield url
+    yield url, proc
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server):
+    return app_server[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.fixture(scope="session")

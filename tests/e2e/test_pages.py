@@ -121,3 +121,31 @@ def test_history_lists_and_compares_runs(app_url, app_history, page):
     wait_count(page, ".js-plotly-plot", 1)
     assert page.locator("[data-testid='stException']").count() == 0
     shot(page, "history")
+
+
+def test_closing_the_tab_stops_its_job(app_server, browser):
+    """A long QAT run keeps the server busy; once its browser session is gone (grace set to 5 s for
+    this server), the job is cancelled and the server goes idle."""
+    import time
+
+    from tests.e2e.conftest import cpu_seconds
+
+    url, proc = app_server
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{url}/qat")
+    wait_idle(page)
+    page.locator("[data-testid='stRadio']", has_text="Budget").get_by_text("steps", exact=True).click()
+    page.get_by_label("Minutes or steps", exact=True).fill("5000")
+    page.get_by_role("button", name="Start fine-tuning").click()
+    page.wait_for_selector("text=Cancel", timeout=120_000)
+
+    def busy(seconds: float = 3.0) -> float:
+        start = cpu_seconds(proc.pid)
+        time.sleep(seconds)
+        return (cpu_seconds(proc.pid) - start) / seconds
+
+    assert busy() > 0.5  # cores in use by the run
+    context.close()
+    time.sleep(12)  # 5 s grace, the reaper's 2 s checks, and the cancel reaching the next step
+    assert busy() < 0.3
