@@ -153,7 +153,8 @@ def _cmd_qat(args) -> int:
         config = QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
                                             weight_granularity=args.granularity, act_method=args.method)
     recipe = QATRecipe(steps=args.steps, minutes=None if args.steps is not None else (args.minutes or 2.0), epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, range_mode=args.range_mode, freeze_after=args.freeze_after)
+                       batch_size=args.batch_size, lr=args.lr, range_mode=args.range_mode, freeze_after=args.freeze_after,
+                       bn_freeze_after=args.bn_freeze_after)
     out = Path(args.out)
     files_dir = out.with_suffix("")
 
@@ -318,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--lr", type=float, default=None, help="default: 1%% of the model's training rate")
     q.add_argument("--range-mode", default="fixed", choices=["fixed", "observe", "learn"])
     q.add_argument("--freeze-after", type=int, default=50, help="observe mode: steps before ranges freeze")
+    q.add_argument("--bn-freeze-after", type=int, default=0,
+                   help="steps during which BN statistics train before folding and freezing (0: folded from the start)")
     q.add_argument("--calib-size", type=int, default=512)
     q.add_argument("--monitor-size", type=int, default=2000, help="test images scored after every epoch")
     q.add_argument("--out", required=True, help="the JSON report; model files go to a folder of the same name")

@@ -6,10 +6,12 @@ weight range, which is exactly what per-tensor quantization then trips over.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import fx, nn
 
-__all__ = ["fold_conv_bn", "fold_bn_in_graph"]
+__all__ = ["fold_conv_bn", "fold_bn_in_graph", "unfold_conv_bn"]
 
 
 @torch.no_grad()
@@ -25,8 +27,21 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     conv.bias = nn.Parameter(new_bias, requires_grad=conv.weight.requires_grad)
 
 
-def fold_bn_in_graph(gm: fx.GraphModule) -> list[str]:
-    """Fold every BatchNorm2d whose input is a Conv2d used only by it; returns the folded BN names."""
+@torch.no_grad()
+def unfold_conv_bn(weight: torch.Tensor, bias: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conv's own weight and bias back from folded ones: the inverse of fold_conv_bn."""
+    factor = (bn.weight if bn.affine else torch.ones_like(bn.running_mean)) * torch.rsqrt(bn.running_var + bn.eps)
+    beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    w = weight / factor.reshape(-1, *([1] * (weight.dim() - 1)))
+    b = (bias - beta) / factor + bn.running_mean
+    return w, b
+
+
+def fold_bn_in_graph(gm: fx.GraphModule, keep: dict | None = None) -> list[str]:
+    """Fold every BatchNorm2d whose input is a Conv2d used only by it; returns the folded BN names.
+
+    With `keep`, a copy of each folded BN is stored under its conv's name (QAT can bring the BN back
+    to train its statistics, then fold again)."""
     modules = dict(gm.named_modules())
     folded = []
     for node in list(gm.graph.nodes):
@@ -37,6 +52,8 @@ def fold_bn_in_graph(gm: fx.GraphModule) -> list[str]:
             continue
         if len(prev.users) != 1:
             continue
+        if keep is not None:
+            keep[prev.target] = copy.deepcopy(modules[node.target])
         fold_conv_bn(modules[prev.target], modules[node.target])
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)

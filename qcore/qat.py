@@ -6,9 +6,10 @@ The recipe follows the literature (Krishnamoorthi 2018; Nagel et al. 2021 white 
 - a few short "epochs": the run's steps split into rounds, each followed by an evaluation of
   the fake-quant model and of the real INT8 model built from it (ONNX Runtime, U8S8) with its
   measured batch-1 latency.
-BatchNorm is folded into the convolutions before training starts (the QuantSim does this, as
-deployed INT8 models do), so BN statistics are frozen from step 0 and the trained weights are the
-deployed ones. Activation ranges are one of:
+BatchNorm is folded into the convolutions (the QuantSim does this, as deployed INT8 models do). By
+default it stays folded, its statistics frozen from step 0; with `bn_freeze_after=K` the BNs come
+back for the first K steps and train their statistics in front of the folded, quantized weight,
+then fold again and freeze. Activation ranges are one of:
 - "fixed": the calibrated ranges stay as they are;
 - "observe": ranges follow the training batches (moving-average min/max, as torch.ao's QAT
   observers) for the first `freeze_after` steps, then freeze;
@@ -38,6 +39,7 @@ from qcore.data import calibration_subset, eval_subset, load_dataset, subset
 from qcore.deploy import calibrated_sim
 from qcore.evaluate import DEFAULT_BATCH, batches
 from qcore.experiments import check_compatible, default_data, run_identity
+from qcore.fold import unfold_conv_bn
 from qcore.jobs import MACHINE_LOCK
 from qcore.latency import measure_interleaved
 from qcore.models import LoadedModel, load_model
@@ -68,6 +70,7 @@ class QATRecipe:
     label_smoothing: float = 0.05  # the loss the built-ins were trained with
     range_mode: str = "fixed"
     freeze_after: int = 50  # "observe": steps during which ranges follow the training batches
+    bn_freeze_after: int = 0  # steps during which BN statistics train (0: BN folded and frozen from the start)
     train_size: int | None = None  # None: the whole train split
     augment: bool = True
     int8_each_epoch: bool = True
@@ -89,8 +92,8 @@ class QATRecipe:
             raise ValueError("the learning rate must be between 0 and 1")
         if self.range_mode not in RANGE_MODES:
             raise ValueError(f"range_mode must be one of {', '.join(RANGE_MODES)}, not {self.range_mode!r}")
-        if self.freeze_after < 0:
-            raise ValueError("freeze_after must be 0 or more")
+        if self.freeze_after < 0 or self.bn_freeze_after < 0:
+            raise ValueError("freeze_after and bn_freeze_after must be 0 or more")
 
 
 def default_lr(loaded: LoadedModel, fraction: float = 0.01) -> float:
@@ -142,6 +145,56 @@ class _RangeObservers:
         self.handles = []
 
 
+class _TrainedBN(torch.nn.Module):
+    """A folded BN brought back so that its statistics train during QAT (Jacob et al. 2018, as
+    torch.ao's ConvBn QAT modules do): the conv's own weight, scaled by gamma / running std, is
+    fake-quantized exactly as the folded deployed weight will be; the scale is undone and the BN runs
+    in train mode on the result (batch statistics; running statistics updated). `fold()` writes the
+    folded weight and bias into the conv, which then runs as before."""
+
+    def __init__(self, wl, bn: torch.nn.BatchNorm2d):
+        super().__init__()
+        w, b = unfold_conv_bn(wl.layer.weight, wl.layer.bias, bn)
+        self.weight, self.bias = torch.nn.Parameter(w.clone()), torch.nn.Parameter(b.clone())
+        self.bn = copy.deepcopy(bn).train()
+        for p in self.bn.parameters():
+            p.requires_grad_(True)
+
+    def _factor(self) -> torch.Tensor:
+        gamma = self.bn.weight if self.bn.affine else torch.ones_like(self.bn.running_mean)
+        return gamma * torch.rsqrt(self.bn.running_var + self.bn.eps)
+
+    def forward(self, wl, x):
+        f = self._factor()
+        w = self.weight * f.reshape(-1, 1, 1, 1)
+        y = wl.layer._conv_forward(x, wl.quantize(w) if wl.enabled else w, None)
+        return self.bn(y / f.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1))
+
+    @torch.no_grad()
+    def fold(self, conv: torch.nn.Conv2d) -> None:
+        f = self._factor()
+        beta = self.bn.bias if self.bn.affine else torch.zeros_like(f)
+        conv.weight.copy_(self.weight * f.reshape(-1, 1, 1, 1))
+        conv.bias.copy_((self.bias - self.bn.running_mean) * f + beta)
+
+
+def _attach_trained_bn(sim: QuantSim) -> int:
+    for name, bn in sim.bn_of.items():
+        wl = sim.weight_layers[name]
+        wl.bn_train = _TrainedBN(wl, bn)
+    return len(sim.bn_of)
+
+
+def _fold_trained_bn(sim: QuantSim, detach: bool) -> None:
+    """Fold the trained BNs into their convs (for an evaluation, or for good when `detach`)."""
+    for wl in sim.weight_layers.values():
+        if wl.bn_train is not None:
+            wl.bn_train.fold(wl.layer)
+            if detach:
+                wl.bn_train = None
+    sim.weights_changed()
+
+
 def _finalize_ranges(sim: QuantSim, mode: str) -> None:
     """Write the trained grid back as each quantizer's range, so every backend exports it."""
     if mode == "fixed":
@@ -181,7 +234,7 @@ def _train_step(model, opt, x, y, label_smoothing: float = 0.0) -> float:
 
 
 def step_overhead(fp32_model: torch.nn.Module, sim: QuantSim, x: torch.Tensor, y: torch.Tensor,
-                  repeats: int = 6, warmup: int = 2) -> dict:
+                  repeats: int = 10, warmup: int = 3) -> dict:
     """Median time of one training step, plain FP32 vs fake-quant, interleaved on copies of both.
 
     The FP32 step trains the original (unfolded BN, train mode) model; the QAT step trains the sim.
@@ -316,6 +369,7 @@ def run_qat(
         total = max(recipe.epochs, int(train_budget / overhead["qat_step_s"]))
     bounds = sorted({max(1, round(total * (e + 1) / recipe.epochs)) for e in range(recipe.epochs)})
 
+    trained_bn = _attach_trained_bn(sim) if recipe.bn_freeze_after > 0 else 0
     scales = _prepare_trainable(sim, recipe.range_mode)
     groups = [{"params": [p for p in sim.parameters() if p.requires_grad and all(p is not s for s in scales)]}]
     if scales:
@@ -346,6 +400,10 @@ def run_qat(
             observers.remove()
             observers = None
             notes.append(f"activation observers frozen after step {step}")
+        if trained_bn and step >= recipe.bn_freeze_after:
+            _fold_trained_bn(sim, detach=True)
+            trained_bn = 0
+            notes.append(f"BN statistics trained for {step} steps, then folded and frozen")
         if step % recipe.log_every == 0 or step == total:
             row = {"kind": "step", "step": step, "loss": round(sum(running) / len(running), 5), "lr": current_lr}
             running = []
@@ -354,6 +412,8 @@ def run_qat(
         say(f"epoch {epoch + 1}/{len(bounds)}, step {step}/{total}", 0.08 + 0.8 * step / total)
         if step == bounds[epoch]:
             epoch += 1
+            if trained_bn:
+                _fold_trained_bn(sim, detach=False)
             sim.eval()
             acc = _accuracy(sim, xs, monitor.labels, lambda m: say(m), f"fake-quant (epoch {epoch})")
             int8_row = int8_round(f"epoch{epoch}")
@@ -363,6 +423,8 @@ def run_qat(
             emit(row)
     if observers is not None:
         observers.remove()
+    if trained_bn:
+        _fold_trained_bn(sim, detach=True)
     finetune_s = time.perf_counter() - train_start
     sim.eval()
     for p in sim.parameters():

@@ -144,6 +144,7 @@ class QuantWeightLayer(nn.Module):
         self.enabled = False
         self._cached: torch.Tensor | None = None
         self.torch_ops = False  # True while exporting to ONNX
+        self.bn_train: nn.Module | None = None  # QAT: a BN trained in front of the folding (qcore.qat)
 
     def configure(self, cfg: LayerConfig) -> None:
         self.cfg = cfg
@@ -160,6 +161,13 @@ class QuantWeightLayer(nn.Module):
             return w
         if self._cached is not None and not torch.is_grad_enabled():
             return self._cached
+        wq = self.quantize(w)
+        if not torch.is_grad_enabled():
+            self._cached = wq
+        return wq
+
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        """`w` fake-quantized (or cast) with this layer's weight config."""
         if self.cfg.weight_dtype == "int":
             scheme = self.weight_scheme
             if scheme.granularity == "group" and w.shape[1] <= scheme.group_size:
@@ -171,12 +179,8 @@ class QuantWeightLayer(nn.Module):
                 )
             lo, hi = minmax(w.detach(), scheme)
             scale, zp = compute_qparams(lo, hi, scheme)
-            wq = fake_quantize_scheme(w, scale, zp, scheme)
-        else:
-            wq = fake_cast(w, self.cfg.weight_dtype)
-        if not torch.is_grad_enabled():
-            self._cached = wq
-        return wq
+            return fake_quantize_scheme(w, scale, zp, scheme)
+        return fake_cast(w, self.cfg.weight_dtype)
 
     @torch.no_grad()
     def int8_weight(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -203,6 +207,8 @@ class QuantWeightLayer(nn.Module):
         return torch.fake_quantize_per_channel_affine(self.export_w, self.export_scale, self.export_zp, 0, -128, 127)
 
     def forward(self, x):
+        if self.bn_train is not None and self.training and not self.torch_ops:
+            return self.bn_train(self, x)
         w = self.export_weight() if self.torch_ops else self.quantized_weight()
         if isinstance(self.layer, nn.Conv2d):
             return self.layer._conv_forward(x, w, self.layer.bias)
@@ -241,7 +247,8 @@ class QuantSim(nn.Module):
                 f"{type(model).__name__} cannot be traced by torch.fx ({type(exc).__name__}: {exc}); "
                 "quantization simulation needs a traceable nn.Module"
             ) from None
-        self.folded_bn = fold_bn_in_graph(gm) if self.config.fold_bn else []
+        self.bn_of: dict[str, nn.BatchNorm2d] = {}  # conv name -> a copy of the BN folded into it
+        self.folded_bn = fold_bn_in_graph(gm, self.bn_of) if self.config.fold_bn else []
         self.points: list[QuantPoint] = []
         self.weight_layers: dict[str, QuantWeightLayer] = {}
         self.unsupported: list[str] = []

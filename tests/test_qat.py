@@ -147,3 +147,39 @@ def test_qat_recovers_a_hard_config_on_a_trained_model(tmp_path):
                      calib_size=256, eval_size=1000, final_eval_size=1000, out_dir=tmp_path / "qat")
     assert report["ptq_accuracy"] < report["fp32_accuracy"] - 0.2
     assert report["qat_accuracy"] > report["ptq_accuracy"] + 0.15
+
+
+def test_trained_bn_starts_as_the_folded_layer_and_folds_back():
+    from qcore.deploy import calibrated_sim
+    from qcore.fold import unfold_conv_bn
+    from qcore.qat import _attach_trained_bn, _fold_trained_bn
+
+    model = tiny_fashion_model()
+    sim = calibrated_sim(model, QuantConfig(), [torch.randn(8, 1, 28, 28)])
+    wl = sim.weight_layers["0"]
+    folded_w, folded_b = wl.layer.weight.clone(), wl.layer.bias.clone()
+    w, b = unfold_conv_bn(folded_w, folded_b, sim.bn_of["0"])
+    assert torch.allclose(w, model.module[0].weight, atol=1e-5) and torch.allclose(b, model.module[0].bias, atol=1e-5)
+    assert _attach_trained_bn(sim) == 1
+    x = torch.randn(4, 1, 28, 28)
+    sim.train()
+    wl.bn_train.bn.eval()  # with running statistics it is exactly the folded, quantized conv
+    with torch.no_grad():
+        trained = wl(x)
+        wl.bn_train.bn.train()
+        wl(x * 3 + 1)  # batch statistics move the running ones
+    _fold_trained_bn(sim, detach=False)
+    assert not torch.equal(wl.layer.weight, folded_w) or not torch.equal(wl.layer.bias, folded_b)
+    with torch.no_grad():
+        wl.bn_train, keep = None, wl.bn_train
+        wl.layer.weight.copy_(folded_w)
+        wl.layer.bias.copy_(folded_b)
+        sim.weights_changed()
+        assert torch.allclose(trained, wl(x), atol=1e-5)
+
+
+def test_bn_statistics_train_then_freeze(tiny_fashion_mnist, tmp_path):
+    report = _run(tmp_path, QATRecipe(steps=6, minutes=None, bn_freeze_after=3, **FAST))
+    assert "BN statistics trained for 3 steps, then folded and frozen" in report["notes"]
+    assert all(wl.bn_train is None for wl in report["sim"].weight_layers.values())
+    assert report["int8_accuracy"] is not None

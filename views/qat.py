@@ -26,8 +26,8 @@ st.title("QAT: quantization-aware fine-tuning")
 st.caption(
     "Fine-tunes the calibrated, fake-quantized model with straight-through gradients, starting from the "
     "FP32 weights. After every epoch it scores the simulation and the real INT8 model built from it "
-    "(ONNX Runtime), and times INT8 against FP32 on this CPU. BatchNorm is folded into the convolutions "
-    "first, as in the deployed model, so its statistics are frozen from the start."
+    "(ONNX Runtime), and times INT8 against FP32 on this CPU. BatchNorm is folded into the convolutions, "
+    "as in the deployed model; its statistics stay frozen unless you let them train for some steps first."
 )
 
 s = settings()
@@ -62,6 +62,9 @@ with st.form("qat_form"):
     range_mode = r4.selectbox("Activation ranges", RANGE_MODES, format_func=lambda m: RANGE_HELP[m])
     freeze_after = r4.number_input("Freeze observers after (steps)", min_value=0, max_value=100_000, value=50,
                                    help="For 'observe': the steps during which ranges follow the training data")
+    bn_freeze_after = r4.number_input("Train BN statistics for (steps)", min_value=0, max_value=100_000, value=0,
+                                      help="0: BN stays folded into the convolutions, as deployed, from the start. "
+                                           "K: BN statistics train for K steps, then fold and freeze.")
     start = st.form_submit_button("Start fine-tuning", type="primary")
 
 if start:
@@ -72,7 +75,7 @@ if start:
         steps = int(amount) if budget == "steps" else None
         recipe = QATRecipe(steps=steps, minutes=None if steps else float(amount), epochs=int(epochs),
                            batch_size=int(batch_size), lr=float(lr) or None, range_mode=range_mode,
-                           freeze_after=int(freeze_after))
+                           freeze_after=int(freeze_after), bn_freeze_after=int(bn_freeze_after))
     except (ValueError, UnicodeDecodeError) as exc:
         st.error(f"Cannot start: {exc}")
         st.stop()
