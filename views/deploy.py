@@ -16,7 +16,7 @@ JOB_KEY = "deploy_job"
 st.title("Deploy: real INT8 on this CPU")
 st.caption(
     "Converts the calibrated model with the ranges of the method you choose into real INT8 models "
-    "(ONNX Runtime QDQ and PyTorch x86), checks them against the simulation, and times every path "
+    "(ONNX Runtime QDQ; PyTorch with the x86 and the oneDNN engine), checks them against the simulation, and times every path "
     "interleaved in one process."
 )
 
