@@ -11,30 +11,36 @@ import copy
 import torch
 from torch import fx, nn
 
-__all__ = ["fold_conv_bn", "fold_bn_in_graph", "unfold_conv_bn"]
+__all__ = ["bn_affine", "folded", "fold_conv_bn", "fold_bn_in_graph", "unfold_conv_bn"]
+
+
+def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(factor, shift) of an eval-mode BN: bn(y) = (y - mean) * factor + shift, per channel."""
+    gamma = bn.weight if bn.affine else torch.ones_like(bn.running_mean)
+    beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    return gamma * torch.rsqrt(bn.running_var + bn.eps), beta
+
+
+def folded(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of conv followed by `bn` (eval mode) as one conv."""
+    factor, beta = bn_affine(bn)
+    bias = bias if bias is not None else torch.zeros_like(bn.running_mean)
+    return weight * factor.reshape(-1, *([1] * (weight.dim() - 1))), (bias - bn.running_mean) * factor + beta
 
 
 @torch.no_grad()
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """Rewrite `conv` in place so that conv'(x) == bn(conv(x)) in eval mode."""
-    inv_std = torch.rsqrt(bn.running_var + bn.eps)
-    gamma = bn.weight if bn.affine else torch.ones_like(bn.running_mean)
-    beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-    factor = gamma * inv_std
-    conv.weight.mul_(factor.reshape(-1, *([1] * (conv.weight.dim() - 1))))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    new_bias = (bias - bn.running_mean) * factor + beta
-    conv.bias = nn.Parameter(new_bias, requires_grad=conv.weight.requires_grad)
+    weight, bias = folded(conv.weight, conv.bias, bn)
+    conv.weight.copy_(weight)
+    conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
 
 
 @torch.no_grad()
 def unfold_conv_bn(weight: torch.Tensor, bias: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """The conv's own weight and bias back from folded ones: the inverse of fold_conv_bn."""
-    factor = (bn.weight if bn.affine else torch.ones_like(bn.running_mean)) * torch.rsqrt(bn.running_var + bn.eps)
-    beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-    w = weight / factor.reshape(-1, *([1] * (weight.dim() - 1)))
-    b = (bias - beta) / factor + bn.running_mean
-    return w, b
+    """The conv's own weight and bias back from folded ones: the inverse of `folded`."""
+    factor, beta = bn_affine(bn)
+    return weight / factor.reshape(-1, *([1] * (weight.dim() - 1))), (bias - beta) / factor + bn.running_mean
 
 
 def fold_bn_in_graph(gm: fx.GraphModule, keep: dict | None = None) -> list[str]:

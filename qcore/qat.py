@@ -39,7 +39,7 @@ from qcore.data import calibration_subset, eval_subset, load_dataset, subset
 from qcore.deploy import calibrated_sim
 from qcore.evaluate import DEFAULT_BATCH, batches
 from qcore.experiments import check_compatible, default_data, run_identity
-from qcore.fold import unfold_conv_bn
+from qcore.fold import bn_affine, folded, unfold_conv_bn
 from qcore.jobs import MACHINE_LOCK
 from qcore.latency import measure_interleaved
 from qcore.models import LoadedModel, load_model
@@ -160,22 +160,18 @@ class _TrainedBN(torch.nn.Module):
         for p in self.bn.parameters():
             p.requires_grad_(True)
 
-    def _factor(self) -> torch.Tensor:
-        gamma = self.bn.weight if self.bn.affine else torch.ones_like(self.bn.running_mean)
-        return gamma * torch.rsqrt(self.bn.running_var + self.bn.eps)
-
     def forward(self, wl, x):
-        f = self._factor()
+        f = bn_affine(self.bn)[0]
         w = self.weight * f.reshape(-1, 1, 1, 1)
         y = wl.layer._conv_forward(x, wl.quantize(w) if wl.enabled else w, None)
         return self.bn(y / f.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1))
 
     @torch.no_grad()
     def fold(self, conv: torch.nn.Conv2d) -> None:
-        f = self._factor()
-        beta = self.bn.bias if self.bn.affine else torch.zeros_like(f)
-        conv.weight.copy_(self.weight * f.reshape(-1, 1, 1, 1))
-        conv.bias.copy_((self.bias - self.bn.running_mean) * f + beta)
+        """In place (the optimizer holds these very parameters once the BN is gone)."""
+        weight, bias = folded(self.weight, self.bias, self.bn)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
 
 
 def _attach_trained_bn(sim: QuantSim) -> int:
