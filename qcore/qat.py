@@ -195,13 +195,10 @@ def _finalize_ranges(sim: QuantSim, mode: str) -> None:
     """Write the trained grid back as each quantizer's range, so every backend exports it."""
     if mode == "fixed":
         return
+    _sync_learned(sim)
     for q in _int_quantizers(sim):
-        if q.learned_scale is not None:
-            scale = float(q.learned_scale.detach().abs().clamp_min(1e-12))
-            q.learned_scale = None
-        else:
-            scale = float(q.scale)
-        q.set_qparams(scale, int(q.zero_point), f"qat-{mode}")
+        q.learned_scale = None
+        q.set_qparams(float(q.scale), int(q.zero_point), f"qat-{mode}")
 
 
 def _sync_learned(sim: QuantSim) -> None:
@@ -332,11 +329,14 @@ def run_qat(
     probe = _Int8Probe(loaded, out_dir, threads, recipe.latency_iters)
     x1 = xs[0][:1]
 
+    built: dict = {}  # the INT8 models of PTQ and of the latest epoch, reused by the final report
+
     def int8_round(tag: str) -> dict:
         """The real INT8 model built from the sim as it is now: accuracy and batch-1 latency."""
         runner = probe.build(sim, tag) if recipe.int8_each_epoch else None
         if runner is None:
             return {}
+        built["ptq" if tag == "ptq" else "latest"] = runner
         acc = _accuracy(runner, xs, monitor.labels, lambda m: say(m), f"INT8 ({tag})")
         ms = probe.measure({"int8": runner}, x1, lambda m: say(m))
         return {"int8_accuracy": acc, "int8_latency_ms": ms["int8"], "fp32_ort_latency_ms": ms["fp32_ort"]}
@@ -434,7 +434,7 @@ def run_qat(
     else:
         evald = eval_subset(data_name, final_eval_size, seed)
         final_set = (list(batches(evald.images, pre, DEFAULT_BATCH)), evald.labels)
-    final = _final_report(loaded, sim, ptq_sim, probe, final_set, monitor_set, history, say)
+    final = _final_report(loaded, sim, ptq_sim, probe, final_set, monitor_set, history, built, say)
     if probe.note:
         notes.append(probe.note)
     files = []
@@ -465,18 +465,19 @@ def run_qat(
     return {**report, "sim": sim}
 
 
-def _final_report(loaded, sim, ptq_sim, probe: _Int8Probe, final_set, monitor_set, history, say) -> dict:
+def _final_report(loaded, sim, ptq_sim, probe: _Int8Probe, final_set, monitor_set, history, built, say) -> dict:
     """FP32 / PTQ / QAT (fake-quant and real INT8) on the final evaluation set, with measured
     batch-1 latency of PTQ and QAT INT8 against ONNX Runtime FP32 and sizes on disk.
 
     `final_set` and `monitor_set` are (batches, labels); when they are the same set, the last
-    epoch's numbers are the final ones and nothing is evaluated twice."""
+    epoch's numbers are the final ones and nothing is evaluated twice. INT8 models already `built`
+    (PTQ at epoch 0; the last epoch's, whose sim is the final one) are reused, not exported again."""
     say("final evaluation", 0.9)
     same_set = final_set is monitor_set
     xs, labels = final_set
     first, last = history[0], history[-1]
-    qat_runner = probe.build(sim, "final")
-    ptq_runner = probe.build(ptq_sim, "ptq") if qat_runner is not None else None
+    qat_runner = built.get("latest") or probe.build(sim, "final")
+    ptq_runner = (built.get("ptq") or probe.build(ptq_sim, "ptq")) if qat_runner is not None else None
 
     def acc(model, what, known):
         """The number already measured on this set, or a fresh evaluation."""
