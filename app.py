@@ -1,7 +1,7 @@
 """Quantization Explorer: the Streamlit entry point.
 
 Thin by design: pages read widgets, call qcore, and draw. This file sets up the page, the
-sidebar every page shares, and navigation over the scripts in views/. (The folder is not called
+sidebar every page shares, and navigation over the scripts in pages/. (The folder is not called
 pages/: Streamlit would then also route deep links such as /calibration to the bare page script,
 skipping this file, its sidebar and its layout.)
 """
@@ -10,19 +10,19 @@ import streamlit as st
 
 st.set_page_config(page_title="Quantization Explorer", page_icon=":material/tune:", layout="wide")
 
-from views._ui import sidebar  # noqa: E402  (set_page_config must come first)
+from pages._ui import sidebar  # noqa: E402  (set_page_config must come first)
 
 pages = {
     "Explore": [
-        st.Page("views/model.py", title="Model", icon=":material/neurology:", default=True),
-        st.Page("views/calibration.py", title="Calibration", icon=":material/bar_chart:"),
-        st.Page("views/sensitivity.py", title="Sensitivity", icon=":material/tune:"),
-        st.Page("views/qat.py", title="QAT", icon=":material/model_training:"),
-        st.Page("views/learn.py", title="Learn", icon=":material/school:"),
+        st.Page("pages/model.py", title="Model", icon=":material/neurology:", default=True),
+        st.Page("pages/calibration.py", title="Calibration", icon=":material/bar_chart:"),
+        st.Page("pages/sensitivity.py", title="Sensitivity", icon=":material/tune:"),
+        st.Page("pages/qat.py", title="QAT", icon=":material/model_training:"),
+        st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
     ],
     "Ship": [
-        st.Page("views/deploy.py", title="Deploy INT8", icon=":material/rocket_launch:"),
-        st.Page("views/history.py", title="History", icon=":material/history:"),
+        st.Page("pages/deploy.py", title="Deploy INT8", icon=":material/rocket_launch:"),
+        st.Page("pages/history.py", title="History", icon=":material/history:"),
     ],
 }
 nav = st.navigation(pages)

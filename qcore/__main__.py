@@ -27,7 +27,7 @@ class CliError(Exception):
 
 
 def _cmd_models(args) -> int:
-    from qcore.models import DEFAULT_MODEL, list_models
+    from qcore.zoo.models import DEFAULT_MODEL, list_models
 
     print(f"{'':2}{'name':22}{'family':13}{'input':14}{'classes':>8}  description")
     for spec in list_models():
@@ -39,8 +39,8 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from qcore.models import BUILTIN
-    from qcore.train import train_builtin
+    from qcore.zoo.models import BUILTIN
+    from qcore.train.builtin import train_builtin
 
     if args.name not in BUILTIN:
         raise CliError(f"only built-in models can be trained: {', '.join(BUILTIN)}")
@@ -50,10 +50,10 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from qcore.data import eval_subset
-    from qcore.evaluate import evaluate
-    from qcore.experiments import check_compatible, default_data
-    from qcore.models import load_model
+    from qcore.zoo.data import eval_subset
+    from qcore.analysis.evaluate import evaluate
+    from qcore.analysis.experiments import check_compatible, default_data
+    from qcore.zoo.models import load_model
 
     loaded = load_model(args.model, weights=args.weights)
     data = eval_subset(args.data or default_data(loaded), args.eval_size, args.seed)
@@ -64,7 +64,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_calibrate(args) -> int:
-    from qcore.experiments import compare_methods, parse_methods
+    from qcore.analysis.experiments import compare_methods, parse_methods
 
     try:
         methods = parse_methods(args.methods)
@@ -89,8 +89,8 @@ def _cmd_calibrate(args) -> int:
 
 
 def _cmd_deploy(args) -> int:
-    from qcore.deploy import deploy
-    from qcore.qconfig import QuantConfig
+    from qcore.runtime.deploy import deploy
+    from qcore.quant.qconfig import QuantConfig
 
     config = QuantConfig.from_json(Path(args.config).read_text()) if args.config else None
     report = deploy(
@@ -116,8 +116,8 @@ def _cmd_deploy(args) -> int:
 
 
 def _cmd_sensitivity(args) -> int:
-    from qcore.qconfig import QuantConfig
-    from qcore.sensitivity import greedy_fallback, prepare, sweep
+    from qcore.quant.qconfig import QuantConfig
+    from qcore.analysis.sensitivity import greedy_fallback, prepare, sweep
 
     config = QuantConfig.from_json(Path(args.config).read_text()) if args.config else None
     say = lambda msg, fraction=None: print(f"\r{msg:70}", end="", file=sys.stderr)  # noqa: E731
@@ -144,8 +144,8 @@ def _cmd_sensitivity(args) -> int:
 
 
 def _cmd_qat(args) -> int:
-    from qcore.qat import QATRecipe, run_qat
-    from qcore.qconfig import QuantConfig
+    from qcore.train.qat import QATRecipe, run_qat
+    from qcore.quant.qconfig import QuantConfig
 
     if args.config:
         config = QuantConfig.from_json(Path(args.config).read_text())
@@ -192,7 +192,7 @@ def _ids(text: str) -> list[int]:
 
 
 def _cmd_history(args) -> int:
-    from qcore import history
+    from qcore.store import history
 
     if args.delete:
         n = history.delete_runs(_ids(args.delete))
@@ -230,7 +230,7 @@ def _cell(v) -> str:
 
 
 def _remember(kind: str, report: dict) -> None:
-    from qcore.history import remember
+    from qcore.store.history import remember
 
     run_id = remember(kind, report, say=lambda msg: print(f"warning: {msg}", file=sys.stderr))
     if run_id is not None:
@@ -242,7 +242,7 @@ def _pct(x) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from qcore.models import DEFAULT_MODEL
+    from qcore.zoo.models import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="python -m qcore", description="Quantization Explorer engine")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -335,8 +335,8 @@ def torch_threads() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from qcore.data import DataUnavailable
-    from qcore.models import ModelUnavailable
+    from qcore.zoo.data import DataUnavailable
+    from qcore.zoo.models import ModelUnavailable
 
     args = build_parser().parse_args(argv)
     try:

@@ -4,7 +4,7 @@
 # else -> a clear message (the app still starts and says the same).
 set -u
 PY=${PY:-.venv/bin/python}
-have() { "$PY" -c "from qcore.data import load_fashion_mnist; load_fashion_mnist('test', download=False)" >/dev/null 2>&1; }
+have() { "$PY" -c "from qcore.zoo.data import load_fashion_mnist; load_fashion_mnist('test', download=False)" >/dev/null 2>&1; }
 have && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "Installing Debian package dataset-fashion-mnist ..."
@@ -12,7 +12,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   have && exit 0
 fi
 echo "Trying to download Fashion-MNIST into ${QX_DATA_DIR:-data} ..."
-"$PY" -c "from qcore.data import load_fashion_mnist; load_fashion_mnist('test'); load_fashion_mnist('train')" && exit 0
+"$PY" -c "from qcore.zoo.data import load_fashion_mnist; load_fashion_mnist('test'); load_fashion_mnist('train')" && exit 0
 cat >&2 <<'MSG'
 Fashion-MNIST is not available: it is not installed, you are not root (for apt-get), and the
 download failed (offline?). Either run `sudo apt-get install dataset-fashion-mnist`, or copy the four

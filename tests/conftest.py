@@ -42,7 +42,7 @@ def write_idx(path, array: np.ndarray) -> None:
 @pytest.fixture
 def tiny_fashion_mnist(tmp_path, monkeypatch):
     """A 60/20-image Fashion-MNIST look-alike in a temporary QX_DATA_DIR; returns (dir, arrays)."""
-    from qcore import data
+    from qcore.zoo import data
 
     rng = np.random.default_rng(0)
     arrays = {}

@@ -1,8 +1,9 @@
 """Small real models for tests that need a whole pipeline but not a trained network."""
 
+import torch
 from torch import nn
 
-from qcore.models import LoadedModel, ModelSpec, finish_loading, get_spec
+from qcore.zoo.models import LoadedModel, ModelSpec, finish_loading, get_spec
 
 
 def tiny_fashion_model() -> LoadedModel:
@@ -13,3 +14,29 @@ def tiny_fashion_model() -> LoadedModel:
     spec = ModelSpec("tiny", "user", "tiny conv net", (1, 28, 28), base.preprocess, base.class_names,
                      "fashion-mnist", "test", lambda: net)
     return finish_loading(spec, net)
+
+
+def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BN layers non-trivial statistics so folding has something to do."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return model.eval()
+
+
+# Report dicts as the engine writes them, for history tests (stored, listed, compared).
+DEPLOY = {"model": "fm_resnet", "model_id": "abc123", "data": "fashion-mnist", "seed": 0, "calib_size": 512,
+          "eval_images": 1000, "config": {"default": {"weight_bits": 8}}, "fp32_accuracy": 0.93,
+          "int8_accuracy": 0.929, "speedup_vs_fastest_fp32": 1.6, "random_weights": False, "seconds": 12.5,
+          "latency_ms": {"batch_1": {"ort_fp32": {"median_ms": 1.2, "p10_ms": 1.1, "p90_ms": 1.3, "runs": 30},
+                                     "ort_u8s8": {"median_ms": 0.75, "p10_ms": 0.7, "p90_ms": 0.8, "runs": 30}}},
+          "paths": {"ort_u8s8": {"accuracy": 0.929}}}
+STUDY = {"model": "fm_gelunet", "model_id": "def456", "data": "fashion-mnist", "calib_size": 512, "eval_size": 2000,
+         "seed": 1, "fp32_accuracy": 0.93, "weight_bits": 8, "granularity": "channel", "symmetric": False,
+         "methods": ["max", "mse"], "act_bits": [8, 4], "stats_pass_seconds": 0.9, "sim": object(), "weights": {"x": [1] * 5},
+         "accuracy": [{"method": "max", "act_bits": 8, "accuracy": 0.92, "agreement": 0.98},
+                      {"method": "mse", "act_bits": 4, "accuracy": 0.85, "agreement": 0.9}]}

@@ -23,7 +23,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(capsys):
 
 
 def test_torchvision_model_without_data_says_what_to_pass(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr("qcore.models.torchvision_weight_paths", lambda name: [tmp_path / "none.pth"])
+    monkeypatch.setattr("qcore.zoo.models.torchvision_weight_paths", lambda name: [tmp_path / "none.pth"])
     assert main(["evaluate", "--model", "resnet18", "--weights", str(tmp_path / "none.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -10,16 +10,17 @@ import torch
 from torch import nn
 
 from qcore.__main__ import main
-from qcore.experiments import compare_methods
-from qcore.jobs import MACHINE_LOCK, Job
-from qcore.models import finish_loading, get_spec
-from qcore.qat import QATRecipe, run_qat
+from qcore.analysis.experiments import compare_methods
+from qcore.runtime.machine import MACHINE_LOCK
+from qcore.store.jobs import Job
+from qcore.zoo.models import finish_loading, get_spec
+from qcore.train.qat import QATRecipe, run_qat
 from tests.helpers import tiny_fashion_model
 
 
 def _as_user_model(net: nn.Module, name: str):
     base = get_spec("fm_resnet")
-    from qcore.models import ModelSpec
+    from qcore.zoo.models import ModelSpec
 
     spec = ModelSpec(name, "user", name, (1, 28, 28), base.preprocess, base.class_names, "fashion-mnist", "test",
                      lambda: net)
@@ -156,9 +157,9 @@ def test_training_waits_while_a_latency_measurement_holds_the_machine(tiny_fashi
 
 
 def test_images_of_the_wrong_size_are_a_message():
-    from qcore.data import ImageSet
-    from qcore.experiments import check_compatible
-    from qcore.models import ModelSpec
+    from qcore.zoo.data import ImageSet
+    from qcore.analysis.experiments import check_compatible
+    from qcore.zoo.models import ModelSpec
 
     base = get_spec("fm_resnet")
     net = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from qcore.jobs import Job
+from qcore.store.jobs import Job
 from tests.helpers import tiny_fashion_model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -13,7 +13,7 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 @pytest.fixture(scope="module")
 def finished_study():
-    from qcore.experiments import calibration_study
+    from qcore.analysis.experiments import calibration_study
 
     study = calibration_study(tiny_fashion_model(), calib_size=64, eval_size=100)
     job = Job("calibration", lambda j: study).start()
@@ -24,7 +24,7 @@ def finished_study():
 def test_calibration_page_draws_histograms_tables_and_accuracy(finished_study):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["calibration_job"] = finished_study
-    at.switch_page("views/calibration.py").run()
+    at.switch_page("pages/calibration.py").run()
     assert not at.exception and not at.error
     layer_box = at.selectbox(key="calib_layer")
     assert layer_box.options[0].startswith("input")
@@ -40,6 +40,6 @@ def test_calibration_page_draws_histograms_tables_and_accuracy(finished_study):
 
 def test_calibration_page_before_a_run():
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page("views/calibration.py").run()
+    at.switch_page("pages/calibration.py").run()
     assert not at.exception
     assert any("Run calibration" in i.value for i in at.info)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from qcore.jobs import Job
+from qcore.store.jobs import Job
 from tests.helpers import tiny_fashion_model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -13,7 +13,7 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 @pytest.fixture(scope="module")
 def finished_job(tmp_path_factory):
-    from qcore.deploy import deploy
+    from qcore.runtime.deploy import deploy
 
     out = tmp_path_factory.mktemp("deploy")
     report = deploy(tiny_fashion_model(), out_dir=out, calib_size=20, eval_size=50, iters=5, warmup=1,
@@ -27,7 +27,7 @@ def finished_job(tmp_path_factory):
 def test_deploy_page_shows_results_of_a_finished_job(finished_job):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["deploy_job"] = finished_job
-    at.switch_page("views/deploy.py").run()
+    at.switch_page("pages/deploy.py").run()
     assert not at.exception
     labels = [m.label for m in at.metric]
     assert "Agreement with simulation" in labels and "Speedup at batch 1" in labels
@@ -37,7 +37,7 @@ def test_deploy_page_shows_results_of_a_finished_job(finished_job):
 
 def test_deploy_page_without_a_job_invites_a_run():
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page("views/deploy.py").run()
+    at.switch_page("pages/deploy.py").run()
     assert not at.exception
     assert any("Build and measure" in i.value for i in at.info)
 
@@ -51,6 +51,6 @@ def test_failed_job_shows_its_message():
     job = Job("deploy", boom, (ValueError,)).start()
     job.wait()
     at.session_state["deploy_job"] = job
-    at.switch_page("views/deploy.py").run()
+    at.switch_page("pages/deploy.py").run()
     assert not at.exception
     assert at.error and "nope" in at.error[0].value

@@ -4,15 +4,15 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from qcore import history
-from tests.test_history import DEPLOY, STUDY
+from qcore.store import history
+from tests.helpers import DEPLOY, STUDY
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 def _page() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page("views/history.py").run()
+    at.switch_page("pages/history.py").run()
     assert not at.exception
     return at
 

@@ -7,7 +7,7 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 def test_learn_page_computes_from_the_model():
     at = AppTest.from_file(APP, default_timeout=180)
-    at.switch_page("views/learn.py").run()
+    at.switch_page("pages/learn.py").run()
     assert not at.exception and not at.error
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["levels"] == "8" and metrics["integer range"] == "[0, 7]"  # 3-bit asymmetric default

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from qcore.jobs import Job
-from qcore.qat import QATRecipe
+from qcore.store.jobs import Job
+from qcore.train.qat import QATRecipe
 from tests.helpers import tiny_fashion_model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -15,7 +15,7 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 @pytest.fixture(scope="module")
 def finished_job(tmp_path_factory):
-    from qcore.qat import run_qat
+    from qcore.train.qat import run_qat
 
     out = tmp_path_factory.mktemp("qat")
     recipe = QATRecipe(steps=4, minutes=None, epochs=2, batch_size=16, latency_iters=3, log_every=1)
@@ -29,7 +29,7 @@ def _page(job=None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     if job is not None:
         at.session_state["qat_job"] = job
-    at.switch_page("views/qat.py").run()
+    at.switch_page("pages/qat.py").run()
     assert not at.exception
     return at
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from qcore.jobs import Job
+from qcore.store.jobs import Job
 from tests.helpers import tiny_fashion_model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -13,7 +13,7 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 @pytest.fixture(scope="module")
 def finished_sweep():
-    from qcore.sensitivity import prepare, sweep
+    from qcore.analysis.sensitivity import prepare, sweep
 
     p = prepare(tiny_fashion_model(), calib_size=32, eval_size=64)
     result = {"prepared": p, "report": sweep(p)}
@@ -25,7 +25,7 @@ def finished_sweep():
 def open_page(job) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["sensitivity_job"] = job
-    at.switch_page("views/sensitivity.py").run()
+    at.switch_page("pages/sensitivity.py").run()
     return at
 
 

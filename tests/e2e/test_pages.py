@@ -102,8 +102,8 @@ def test_qat_run_in_the_browser_draws_its_charts(app_url, page):
 
 def test_history_lists_and_compares_runs(app_url, app_history, page):
     """Two stored runs (plus any the tests above made) are listed; ticking two rows compares them."""
-    from qcore import history
-    from tests.test_history import DEPLOY, STUDY
+    from qcore.store import history
+    from tests.helpers import DEPLOY, STUDY
 
     history.record("deploy", DEPLOY, path=app_history)
     history.record("calibration", STUDY, path=app_history)

@@ -1,0 +1,243 @@
+"""UI helpers shared by every page: the sidebar, cached engine calls, and error display.
+
+Cached models are shared by every browser session (st.cache_resource), so nothing here or in
+the pages may mutate them; experiments work on copies made inside qcore (QuantSim deep-copies).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+
+from qcore.zoo.data import DataUnavailable, ImageSet, data_dir, eval_subset
+from qcore.analysis.evaluate import EvalResult, evaluate
+from qcore.analysis.experiments import check_compatible, default_data
+from qcore.zoo.models import DEFAULT_MODEL, LoadedModel, ModelUnavailable, list_models, load_model
+
+USER_ERRORS = (ModelUnavailable, DataUnavailable, ValueError, FileNotFoundError, FloatingPointError)
+
+DEFAULTS = {
+    "model": DEFAULT_MODEL, "data": "", "calib_size": 512, "eval_size": 10_000, "seed": 0,
+    "weight_bits": 8, "act_bits": 8, "granularity": "channel", "symmetric": False,
+}
+
+
+def settings() -> dict:
+    """The shared sidebar's current values (defaults before the sidebar has drawn)."""
+    return {k: st.session_state.get(k, v) for k, v in DEFAULTS.items()}
+
+
+def sidebar() -> None:
+    """Widgets shared by every page; their values live in st.session_state."""
+    for key, value in DEFAULTS.items():
+        st.session_state.setdefault(key, value)
+    # uploads ask for a new model/dataset; widget values can only change before the widgets draw
+    if "pending_model" in st.session_state:
+        st.session_state["model"] = st.session_state.pop("pending_model")
+    if "pending_data" in st.session_state:
+        st.session_state["data"] = st.session_state.pop("pending_data")
+    specs = {s.name: s for s in list_models()}
+    specs.update({name: m.spec for name, m in user_models().items()})
+    if st.session_state["model"] not in specs:
+        st.session_state["model"] = DEFAULT_MODEL
+    with st.sidebar:
+        st.header("Model and data")
+        st.selectbox(
+            "Model", list(specs), key="model",
+            format_func=lambda n: f"{n} ({specs[n].family})",
+            help="Built-in models are trained on Fashion-MNIST and ship with the app; torchvision models "
+                 "need their ImageNet weights in the torch hub cache (or a download when online).",
+        )
+        st.text_input(
+            "Dataset", key="data", placeholder="default for the model",
+            help="fashion-mnist, cifar10, or imagefolder:/path/to/folder (sub-folder per class; "
+                 "ImageNet synset names such as n01440764 map to ImageNet classes).",
+        )
+        st.number_input("Calibration images", min_value=1, max_value=60_000, step=128, key="calib_size",
+                        help="From the train split, chosen by the seed")
+        st.number_input("Evaluation images", min_value=1, max_value=100_000, step=500, key="eval_size",
+                        help="From the test split, chosen by the seed")
+        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
+        st.header("Quantization")
+        st.select_slider("Weight bits", options=[2, 3, 4, 5, 6, 7, 8], key="weight_bits")
+        st.select_slider("Activation bits", options=[2, 3, 4, 5, 6, 7, 8], key="act_bits")
+        st.radio("Weight granularity", ["channel", "tensor"], key="granularity", horizontal=True,
+                 help="One scale per output channel, or one for the whole tensor")
+        st.toggle("Symmetric activations", key="symmetric",
+                  help="Off: asymmetric uint8-style (what x86 and ONNX Runtime U8S8 run)")
+
+
+def base_config():
+    """The QuantConfig the sidebar describes (every layer alike; pages refine it)."""
+    from qcore.quant.qconfig import QuantConfig
+
+    s = settings()
+    return QuantConfig().with_default(weight_bits=int(s["weight_bits"]), act_bits=int(s["act_bits"]),
+                                      weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"]))
+
+
+def chosen_config(upload, default):
+    """The QuantConfig from an uploaded JSON file when there is one, else `default`; raises
+    ValueError (or UnicodeDecodeError) with the reason when the file is not a valid config."""
+    from qcore.quant.qconfig import QuantConfig
+
+    if upload is None:
+        return default
+    return QuantConfig.from_json(upload.getvalue().decode())
+
+
+@st.cache_resource(show_spinner="Loading model ...", max_entries=8)
+def cached_model(name: str) -> LoadedModel:
+    """Registry models, shared by every session: read-only (qcore copies before changing)."""
+    return load_model(name)
+
+
+def user_models() -> dict[str, LoadedModel]:
+    """Models this session uploaded (never shared with other sessions)."""
+    return st.session_state.setdefault("user_models", {})
+
+
+def upload_dir() -> Path:
+    """This session's folder for uploaded files, under the data directory."""
+    sid = st.session_state.setdefault("upload_id", uuid.uuid4().hex[:12])
+    path = data_dir() / "uploads" / sid
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def current_model() -> LoadedModel:
+    """The model chosen in the sidebar: an uploaded one, or a cached registry model."""
+    name = settings()["model"]
+    return user_models().get(name) or cached_model(name)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def cached_eval_set(name: str, size: int, seed: int) -> ImageSet:
+    return eval_subset(name, size, seed)
+
+
+@st.cache_resource
+def _shared_results() -> dict:
+    """Finished FP32 evaluations shared by all sessions (immutable results, keyed by inputs)."""
+    return {}
+
+
+def fp32_eval(loaded: LoadedModel, data_name: str, size: int, seed: int) -> EvalResult:
+    """FP32 accuracy of the model on the evaluation subset, with a progress bar the first time."""
+    store = _shared_results()
+    identity = loaded.info.get("sha256", loaded.name)  # uploads may share a file name, never a hash
+    key = (identity, data_name, size, seed)
+    if key not in store:
+        data = cached_eval_set(data_name, size, seed)
+        check_compatible(loaded, data)
+        bar = st.progress(0.0, text=f"FP32 evaluation of {loaded.name} on {len(data)} images")
+        result = evaluate(loaded.module, loaded.spec.preprocess, data, progress=lambda f: bar.progress(f))
+        bar.empty()
+        while len(store) >= 32:
+            store.pop(next(iter(store)))
+        store[key] = result
+    return store[key]
+
+
+def data_name_for(loaded: LoadedModel) -> str:
+    return settings()["data"].strip() or default_data(loaded)
+
+
+@contextmanager
+def user_errors():
+    """Show qcore's user-facing errors as messages, never as tracebacks."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+@st.cache_resource
+def _reaper():
+    """One per process: cancels the jobs of browser sessions that closed (after a grace period)."""
+    from streamlit.runtime import Runtime
+
+    from qcore.store.jobs import JobReaper
+
+    def alive(session_id: str) -> bool:
+        return not Runtime.exists() or Runtime.instance().is_active_session(session_id)
+
+    return JobReaper(alive, grace=float(os.environ.get("QX_JOB_GRACE_S", "30")))
+
+
+def start_job(key: str, name: str, work, remember_as: str | None = None, report_of=lambda result: result) -> None:
+    """Start `work(job)` in the background under session key `key`, unless one is still running.
+    With `remember_as`, the finished run's report (`report_of(result)`) goes into the history.
+    The job is cancelled if this browser session goes away."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    from qcore.store.history import remember
+    from qcore.store.jobs import Job
+
+    def run(job):
+        result = work(job)
+        if remember_as:
+            remember(remember_as, report_of(result), say=lambda msg: job.update(None, msg))
+        return result
+
+    job = st.session_state.get(key)
+    if job is not None and not job.done:
+        st.warning("A run is already going; cancel it first.")
+        return
+    job = Job(name, run, USER_ERRORS).start()
+    st.session_state[key] = job
+    ctx = get_script_run_ctx()
+    if ctx is not None:
+        _reaper().track(ctx.session_id, job)
+
+
+def job_result(key: str, idle_message: str, live=None):
+    """Show the job under `key`: an invitation, live progress with Cancel, or its error.
+
+    Returns the finished job's result, or None (the caller then draws nothing more). While the job
+    runs, a fragment polls it every second, draws `live(snapshot)` (e.g. charts of the metrics
+    streamed so far) and reruns the page once when the job ends.
+    """
+    job = st.session_state.get(key)
+    if job is None:
+        st.info(idle_message)
+        return None
+    snap = job.snapshot()
+    if snap["status"] == "running":
+
+        @st.fragment(run_every=1.0)
+        def poll():
+            now = job.snapshot()
+            if now["status"] != "running":
+                st.rerun()
+            st.progress(now["progress"], text=now["message"] or "starting ...")
+            if st.button("Cancel", key=f"cancel_{key}"):
+                job.cancel()
+            if live is not None:
+                live(now)
+
+        poll()
+        return None
+    if snap["status"] == "cancelled":
+        st.warning("Cancelled.")
+    elif snap["status"] == "failed":
+        st.error(snap["error"])
+    return snap["result"] if snap["status"] == "done" else None
+
+
+@st.cache_resource(show_spinner="Collecting activation statistics ...", max_entries=8,
+                   hash_funcs={LoadedModel: lambda m: m.info.get("sha256", m.name)})
+def layer_stats(loaded: LoadedModel, data: str | None, seed: int, images: int = 64):
+    """A small statistics pass (shared, read-only) for pages that illustrate with real activations."""
+    from qcore.zoo.data import calibration_subset
+    from qcore.analysis.evaluate import batches
+    from qcore.quant.quantsim import QuantSim
+
+    calib = calibration_subset(data or default_data(loaded), images, seed)
+    sim = QuantSim(loaded.module)
+    return sim, sim.collect_stats(list(batches(calib.images, loaded.spec.preprocess)))

@@ -1,0 +1,136 @@
+"""Calibration page: one statistics pass, then every method's clipping range on every layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages._ui import current_model, job_result, settings, start_job, user_errors
+from qcore.quant.calibration import compute_range
+from qcore.figures import accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure
+from qcore.quant.qparams import QScheme
+
+JOB_KEY = "calibration_job"
+st.title("Calibration explorer")
+st.caption(
+    "One pass over the calibration images collects a histogram at every activation quantizer. Each method "
+    "(max, percentile, entropy, mse) is a pure function of those statistics: the lines on the histogram and "
+    "the accuracy below come from the same numbers."
+)
+
+s = settings()
+with user_errors():
+    loaded = current_model()
+with st.form("calibration_form"):
+    c1, c2 = st.columns([1, 3])
+    eval_size = c1.number_input("Evaluation images", min_value=50, max_value=10_000, value=min(2000, int(s["eval_size"])),
+                                help="Accuracy is measured for 4 methods x 3 bit widths; fewer images = faster")
+    c2.caption(f"Model **{s['model']}**, {s['calib_size']} calibration images, W{s['weight_bits']} per-{s['granularity']} "
+               f"weights, {'symmetric' if s['symmetric'] else 'asymmetric'} activations at {s['act_bits']}, 6 and 4 bits "
+               "(change these in the sidebar).")
+    go = st.form_submit_button("Run calibration", type="primary")
+
+if go:
+    bits = tuple(dict.fromkeys([int(s["act_bits"]), 8, 6, 4]))[:3]
+    kwargs = dict(model=loaded, data=s["data"] or None, calib_size=int(s["calib_size"]), eval_size=int(eval_size),
+                  weight_bits=int(s["weight_bits"]), granularity=s["granularity"], symmetric=bool(s["symmetric"]),
+                  seed=int(s["seed"]), act_bits=bits)
+
+    def work(j):
+        from qcore.analysis.experiments import calibration_study
+
+        return calibration_study(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
+
+    start_job(JOB_KEY, "calibration", work, remember_as="calibration")
+
+r = job_result(JOB_KEY, "Press **Run calibration** to collect statistics for the model chosen in the sidebar.")
+if r is None:
+    st.stop()
+sim = r["sim"]
+st.caption(f"{r['model']} on {r['data']}: {r['calib_size']} calibration images (train split), statistics pass "
+           f"{r['stats_pass_seconds']:.2f} s; accuracy on {r['eval_size']} test images.")
+if r.get("unsupported_layers"):
+    st.warning(f"Left in float, no quantizer for these layer types: {', '.join(r['unsupported_layers'])}. "
+               "Every number below quantizes the rest of the model.")
+
+st.subheader("End-to-end accuracy per method and activation bit width")
+st.plotly_chart(accuracy_figure(r["accuracy"], r["fp32_accuracy"]), key="acc")
+acc = pd.DataFrame(r["accuracy"]).pivot(index="method", columns="act_bits", values="accuracy")
+st.dataframe(acc.rename(columns=lambda b: f"A{b} top-1").style.format("{:.2%}"), width="stretch")
+
+st.subheader("All layers")
+layers = [p["name"] for p in r["points"]]
+if st.session_state.get("calib_layer_request") in layers:  # a click on another page asked for this layer
+    st.session_state["calib_layer"] = st.session_state.pop("calib_layer_request")
+event = st.plotly_chart(overview_figure(r["ranges"], r["layer_sqnr_db"], layers), key="overview",
+                        on_select="rerun", selection_mode="points")
+picked = None
+if event and event.selection and event.selection.get("points"):
+    picked = event.selection["points"][0].get("x")
+if picked in layers:
+    st.session_state["calib_layer"] = picked
+
+st.subheader("One layer")
+c1, c2, c3 = st.columns([3, 1, 2])
+layer = c1.selectbox("Layer", layers, key="calib_layer",
+                     format_func=lambda n: f"{n} ({next(p['type'] for p in r['points'] if p['name'] == n)})")
+log_y = c2.toggle("Log y", value=True)
+pct = c3.select_slider("Percentile", options=[99.0, 99.9, 99.99, 99.999, 99.9999], value=99.99)
+bits = r["act_bits"][0]
+scheme = QScheme(bits, symmetric=r["symmetric"], signed=r["symmetric"])
+stats = sim.stats[layer]
+methods = ["max", f"percentile:{pct:g}", "entropy", "mse"]
+results = {m: compute_range(stats, m, scheme) for m in methods}
+hist = stats.histogram()
+st.plotly_chart(histogram_figure(hist.edges.numpy(), hist.counts.numpy(), {m: x.to_dict() for m, x in results.items()},
+                                 f"{layer}: {stats.count:,} values, min {stats.min:.4g}, max {stats.max:.4g}", log_y),
+                key="hist")
+table = pd.DataFrame([{
+    "method": m, "clip min": x.clip_min, "clip max": x.clip_max, "scale": x.scale, "zero-point": x.zero_point,
+    "clipping error": x.clip_error, "rounding error": x.rounding_error, "total error": x.total_error,
+} for m, x in results.items()])
+st.dataframe(table.style.format({c: "{:.4g}" for c in table.columns if c not in ("method", "zero-point")})
+             .apply(lambda col: [f"color: {method_color(m)}" for m in table["method"]], subset=["method"]),
+             hide_index=True, width="stretch")
+st.caption(f"Errors are expected squared errors per value at {bits}-bit activations, estimated from the histogram: "
+           "clipping = values beyond the range; rounding = step² / 12 for values inside it.")
+
+weights = r["weights"].get(layer)
+if weights:
+    st.subheader("Weights of this layer (BN folded)")
+    w1, w2 = st.columns(2)
+    counts, edges = np.histogram(weights["values"], bins=120)
+    w1.plotly_chart(histogram_figure(edges, counts, {}, "weight distribution", log_y), key="whist")
+    w2.plotly_chart(channel_range_figure(weights["min"], weights["max"], "per-output-channel range"), key="wch")
+    spread = max(abs(a) for a in weights["max"] + weights["min"]) / max(1e-12, np.median(
+        [max(abs(a), abs(b)) for a, b in zip(weights["min"], weights["max"])]))
+    st.caption(f"The widest channel's range is {spread:.1f}x the median channel's. With per-tensor weights every "
+               "channel shares the widest range, so narrow channels keep only a few quantization levels; per-channel "
+               "scales fix that (the MobileNetV2-style model's depthwise layers show it best).")
+
+if any(p["type"] in ("GELU", "SiLU", "Hardswish", "Mish") for p in r["points"]):
+    st.subheader("Clipping the activation function (GELU10)")
+    st.caption("GELU and SiLU are unbounded above, so a few large outputs stretch the quantization range and every "
+               "other value loses resolution. Clamping the activation's output (GELU10: to [-10, 10]) bounds the "
+               "range before calibration. This re-runs calibration on a clipped copy and compares max and "
+               "percentile calibration with and without the clamp.")
+    c1, c2 = st.columns([3, 1])
+    bound = c1.slider("Clip bound", min_value=0.5, max_value=20.0, value=10.0, step=0.5)
+    if c2.button("Run clipping experiment"):
+        clip_kwargs = dict(model=loaded, bound=float(bound), act_bits=int(r["act_bits"][0]), calib_size=int(s["calib_size"]),
+                           eval_size=int(r["eval_size"]), seed=int(s["seed"]), data=s["data"] or None)
+
+        def clip_work(j):
+            from qcore.analysis.experiments import clipping_experiment
+
+            return clipping_experiment(**clip_kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
+
+        start_job("clipping_job", "clipping", clip_work)
+    clip = job_result("clipping_job", "Choose a bound and run the experiment.")
+    if clip is not None:
+        df = pd.DataFrame(clip["rows"])
+        st.dataframe(df.pivot(index="method", columns="model", values="accuracy").style.format("{:.2%}"), width="stretch")
+        fp = df.groupby("model")["fp32_accuracy"].first()
+        st.caption(f"Clamped {clip['clipped_activations']} activations to ±{clip['bound']:g}; FP32 accuracy "
+                   + ", ".join(f"{k}: {v:.2%}" for k, v in fp.items()) + f"; {clip['act_bits']}-bit activations.")

@@ -1,0 +1,100 @@
+"""Deploy page: build real INT8 models from the current config, measure them against FP32, export."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from pages._ui import base_config, chosen_config, current_model, job_result, settings, start_job, user_errors
+from qcore.figures import latency_figure, speedup_figure
+
+JOB_KEY = "deploy_job"
+st.title("Deploy: real INT8 on this CPU")
+st.caption(
+    "Converts the calibrated model with the ranges of the method you choose into real INT8 models "
+    "(ONNX Runtime QDQ; PyTorch with the x86 and the oneDNN engine), checks them against the simulation, and times every path "
+    "interleaved in one process."
+)
+
+s = settings()
+with user_errors():
+    loaded = current_model()
+with st.form("deploy_form"):
+    c1, c2, c3, c4 = st.columns(4)
+    backend = c1.selectbox("Backend", ["auto", "ort", "x86"], help="auto builds both and picks the fastest")
+    method = c2.selectbox("Calibration method", ["max", "percentile:99.99", "entropy", "mse"])
+    batch = c3.number_input("Larger batch", min_value=2, max_value=512, value=32)
+    iters = c4.number_input("Timed calls per path", min_value=5, max_value=500, value=30,
+                            help="Interleaved with the other paths, in bursts whose first call is not timed")
+    config_file = c1.file_uploader("Config JSON (optional)", type=["json"],
+                                   help="A QuantConfig exported from the sensitivity page or written by hand")
+    start = st.form_submit_button("Build and measure", type="primary")
+
+if start:
+    try:
+        config = chosen_config(config_file, base_config().with_default(act_method=method))
+    except (ValueError, UnicodeDecodeError) as exc:
+        st.error(f"The config file is not valid: {exc}")
+        st.stop()
+    out_dir = Path("out") / "deploy" / st.session_state.setdefault("run_dir", uuid.uuid4().hex[:8])
+    kwargs = dict(model=loaded, config=config, backend=backend, out_dir=out_dir, data=s["data"] or None,
+                  calib_size=int(s["calib_size"]), eval_size=int(s["eval_size"]), seed=int(s["seed"]),
+                  batch_sizes=(1, int(batch)), iters=int(iters))
+
+    def work(j):
+        from qcore.runtime.deploy import deploy
+
+        return deploy(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
+
+    start_job(JOB_KEY, "deploy", work, remember_as="deploy")
+
+r = job_result(JOB_KEY, "Choose a method and press **Build and measure**.")
+if r is not None:
+    cols = st.columns(5)
+    pct = lambda x: "n/a" if x is None else f"{x:.2%}"  # noqa: E731
+    cols[0].metric("FP32 top-1", pct(r["fp32_accuracy"]))
+    cols[1].metric("Simulation top-1", pct(r["simulation_accuracy"]))
+    cols[2].metric(f"INT8 top-1 ({r['backend']})", pct(r["int8_accuracy"]))
+    cols[3].metric("Agreement with simulation", pct(r["agreement_with_simulation"]))
+    cols[4].metric("Speedup at batch 1", f"{r['speedup_vs_fastest_fp32']:.2f}x",
+                   help=f"{r['backend']} vs the fastest FP32 path ({r['fastest_fp32']})")
+    kinds = {n: p["kind"] for n, p in r["paths"].items()}
+    rows = []
+    for name, p in r["paths"].items():
+        rows.append({"path": name, "kind": p["kind"], "top-1": p.get("accuracy"),
+                     "agreement with sim": p["agreement_with_simulation"], "logit SQNR vs sim (dB)": p["sqnr_db_vs_simulation"],
+                     "size (KB)": round(p["size_bytes"] / 1024, 1),
+                     **{f"{b.replace('_', ' ')} median ms": r["latency_ms"][b][name]["median_ms"] for b in r["latency_ms"]}})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    for b, lat in r["latency_ms"].items():
+        st.plotly_chart(latency_figure(lat, kinds, f"Latency, {b.replace('_', ' ')} ({r['threads']} threads)"),
+                        key=f"lat_{b}")
+    st.plotly_chart(speedup_figure(r["speedup_by_path"], kinds, r["fastest_fp32"]), key="speedup")
+    st.subheader("Diagnosis")
+    for line in r["diagnosis"] or ["Nothing to explain: INT8 is clearly faster here."]:
+        st.markdown(f"- {line}")
+    m = r["machine"]
+    st.caption(f"CPU: {m['cpu']} | AVX2 {m['avx2']} | AVX-512 {m['avx512']} | VNNI {m['vnni']} | AMX {m['amx']} | "
+               f"quantized engine {m['quantized_engine']} | reduce_range {m['reduce_range']}")
+    with st.expander("What stays in float, and the quantize/dequantize transitions"):
+        for name, info in r["int8_paths"].items():
+            st.markdown(f"**{name}**: {info['transitions']} quantize/dequantize ops; float: "
+                        f"{', '.join(info['float_ops']) or 'nothing'}")
+            for note in info["notes"]:
+                st.caption(note)
+        for note in r["notes"]:
+            st.caption(note)
+    st.subheader("Export")
+    out_dir = Path(job_dir) if (job_dir := r.get("out_dir")) else None
+    dl = st.columns(3)
+    for col, fname, mime in zip(dl, ["model_int8.onnx", "model_int8_x86.pt", "report.json"],
+                                ["application/octet-stream", "application/octet-stream", "application/json"]):
+        path = out_dir / fname if out_dir else None
+        if path is not None and path.is_file():
+            col.download_button(f"Download {fname}", path.read_bytes(), file_name=fname, mime=mime)
+    with st.expander("report.json"):
+        st.code(json.dumps({k: v for k, v in r.items() if k != "paths"}, indent=2)[:20000], language="json")

@@ -1,0 +1,147 @@
+"""QAT page: fine-tune the quantized model with fake quantization and watch accuracy, loss, learning
+rate and the real INT8 model's accuracy and latency, epoch by epoch."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from pages._ui import chosen_config, current_model, job_result, settings, start_job, user_errors
+from qcore.figures import qat_accuracy_figure, qat_curve_figure
+from qcore.train.qat import RANGE_MODES, QATRecipe, default_lr
+from qcore.quant.qconfig import QuantConfig
+
+JOB_KEY = "qat_job"
+RANGE_HELP = {
+    "fixed": "fixed: the calibrated ranges stay as they are",
+    "observe": "observe: ranges follow the training batches (moving-average min/max), then freeze",
+    "learn": "learn: each activation scale is trained by gradient (LSQ)",
+}
+
+st.title("QAT: quantization-aware fine-tuning")
+st.caption(
+    "Fine-tunes the calibrated, fake-quantized model with straight-through gradients, starting from the "
+    "FP32 weights. After every epoch it scores the simulation and the real INT8 model built from it "
+    "(ONNX Runtime), and times INT8 against FP32 on this CPU. BatchNorm is folded into the convolutions, "
+    "as in the deployed model; its statistics stay frozen unless you let them train for some steps first."
+)
+
+s = settings()
+with user_errors():
+    loaded = current_model()
+auto_lr = default_lr(loaded)
+
+with st.form("qat_form"):
+    st.markdown(f"**Quantization** (granularity **{s['granularity']}** and activation symmetry from the sidebar)")
+    c1, c2, c3, c4 = st.columns(4)
+    weight_bits = c1.selectbox("Weight bits", [2, 3, 4, 5, 6, 7, 8], index=2,
+                               help="QAT pays off at low bit widths: 4-bit weights are the usual case")
+    act_bits = c2.selectbox("Activation bits", [2, 3, 4, 5, 6, 7, 8], index=6,
+                            help="Only 8-bit activations have real INT8 kernels; others are simulated only")
+    method = c3.selectbox("Calibration method", ["max", "percentile:99.99", "entropy", "mse"],
+                          help="The ranges QAT starts from")
+    config_file = c4.file_uploader("Config JSON (optional)", type=["json"],
+                                   help="A partial or mixed-precision config from the sensitivity page; "
+                                        "overrides the bit settings")
+    st.markdown("**Recipe**")
+    r1, r2, r3, r4 = st.columns(4)
+    budget = r1.radio("Budget", ["minutes", "steps"], horizontal=True)
+    amount = r1.number_input("Minutes or steps", min_value=0.1, max_value=5000.0, value=2.0, step=0.5,
+                             help="Minutes: as many steps as fit (measured step time, evaluations included)")
+    epochs = r2.number_input("Epochs (evaluation rounds)", min_value=1, max_value=20, value=3)
+    batch_size = r2.number_input("Batch size", min_value=4, max_value=512, value=64, step=16)
+    lr = r3.number_input("Learning rate (0 = auto)", min_value=0.0, max_value=0.1, value=0.0, format="%.6f",
+                         help=f"Auto: 1% of the model's training rate, here {auto_lr:.2e}")
+    monitor_size = r3.number_input("Images scored per epoch", min_value=100, max_value=10_000,
+                                   value=min(2000, int(s["eval_size"])), step=500,
+                                   help=f"The final comparison uses the sidebar's {int(s['eval_size'])} evaluation images")
+    range_mode = r4.selectbox("Activation ranges", RANGE_MODES, format_func=lambda m: RANGE_HELP[m])
+    freeze_after = r4.number_input("Freeze observers after (steps)", min_value=0, max_value=100_000, value=50,
+                                   help="For 'observe': the steps during which ranges follow the training data")
+    bn_freeze_after = r4.number_input("Train BN statistics for (steps)", min_value=0, max_value=100_000, value=0,
+                                      help="0: BN stays folded into the convolutions, as deployed, from the start. "
+                                           "K: BN statistics train for K steps, then fold and freeze.")
+    start = st.form_submit_button("Start fine-tuning", type="primary")
+
+if start:
+    try:
+        config = chosen_config(config_file, QuantConfig().with_default(
+            weight_bits=int(weight_bits), act_bits=int(act_bits), act_method=method,
+            weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"])))
+        steps = int(amount) if budget == "steps" else None
+        recipe = QATRecipe(steps=steps, minutes=None if steps else float(amount), epochs=int(epochs),
+                           batch_size=int(batch_size), lr=float(lr) or None, range_mode=range_mode,
+                           freeze_after=int(freeze_after), bn_freeze_after=int(bn_freeze_after))
+    except (ValueError, UnicodeDecodeError) as exc:
+        st.error(f"Cannot start: {exc}")
+        st.stop()
+    out_dir = Path("out") / "qat" / uuid.uuid4().hex[:8]
+    kwargs = dict(model=loaded, config=config, recipe=recipe, data=s["data"] or None, calib_size=int(s["calib_size"]),
+                  eval_size=int(monitor_size), final_eval_size=int(s["eval_size"]), seed=int(s["seed"]), out_dir=out_dir)
+
+    def work(j):
+        from qcore.train.qat import run_qat
+
+        return run_qat(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg), on_metric=j.emit)
+
+    start_job(JOB_KEY, "qat", work, remember_as="qat")
+
+
+def draw_curves(metrics: list[dict], key: str) -> None:
+    """Accuracy per epoch, loss and learning rate per step, from the rows streamed so far."""
+    epochs_rows = [m for m in metrics if m["kind"] == "epoch"]
+    steps_rows = [m for m in metrics if m["kind"] == "step"]
+    if epochs_rows:
+        st.plotly_chart(qat_accuracy_figure(epochs_rows), key=f"{key}_acc")
+    if steps_rows:
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(qat_curve_figure(steps_rows, "loss", "Training loss"), key=f"{key}_loss")
+        c2.plotly_chart(qat_curve_figure(steps_rows, "lr", "Learning rate (cosine)"), key=f"{key}_lr")
+
+
+r = job_result(JOB_KEY, "Set the recipe and press **Start fine-tuning**. You can leave the page: the run goes on.",
+               live=lambda snap: draw_curves(snap["metrics"], "live"))
+job = st.session_state.get(JOB_KEY)
+if r is None and job is not None and job.done:
+    draw_curves(job.snapshot()["metrics"], "partial")  # a cancelled or failed run keeps what it measured
+if r is not None:
+    pct = lambda x: "n/a" if x is None else f"{x:.2%}"  # noqa: E731
+    cols = st.columns(5)
+    cols[0].metric("FP32 top-1", pct(r["fp32_accuracy"]))
+    cols[1].metric("PTQ top-1", pct(r["ptq_accuracy"]))
+    cols[2].metric("QAT top-1", pct(r["qat_accuracy"]), delta=f"{(r['qat_accuracy'] - r['ptq_accuracy']) * 100:+.2f} pt vs PTQ")
+    cols[3].metric("QAT real INT8 top-1", pct(r["int8_accuracy"]))
+    cols[4].metric("Step cost vs FP32", f"{r['step_overhead_vs_fp32']:.2f}x",
+                   help=f"{r['step_times']['qat_step_s'] * 1e3:.0f} ms vs {r['step_times']['fp32_step_s'] * 1e3:.0f} ms "
+                        f"per step of {r['step_times']['batch']} images, interleaved")
+    lat, size = r["latency_ms"], r["size_bytes"]
+    kb = lambda b: round(b / 1024, 1) if b else None  # noqa: E731
+    pc = lambda x: None if x is None else round(100 * x, 2)  # noqa: E731
+    table = pd.DataFrame([
+        {"model": "FP32", "top-1 %": pc(r["fp32_accuracy"]), "real INT8 top-1 %": None,
+         "size (KB)": kb(size.get("fp32_onnx")), "batch-1 ms (ONNX Runtime)": lat.get("fp32_ort")},
+        {"model": "PTQ", "top-1 %": pc(r["ptq_accuracy"]), "real INT8 top-1 %": pc(r["ptq_int8_accuracy"]),
+         "size (KB)": kb(size.get("ptq_int8_onnx")), "batch-1 ms (ONNX Runtime)": lat.get("ptq_int8")},
+        {"model": "QAT", "top-1 %": pc(r["qat_accuracy"]), "real INT8 top-1 %": pc(r["int8_accuracy"]),
+         "size (KB)": kb(size.get("qat_int8_onnx")), "batch-1 ms (ONNX Runtime)": lat.get("qat_int8")},
+    ])
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption(f"{r['eval_images']} test images; {r['steps']} steps of {r['recipe']['batch_size']} in {r['seconds']:.0f} s "
+               f"(run {r['total_seconds']:.0f} s in all), learning rate {r['recipe']['lr']:.2e}, ranges {r['recipe']['range_mode']}.")
+    draw_curves(r["history"] + r["losses"], "final")
+    for note in r["notes"]:
+        st.caption(note)
+    out_dir = Path(r["out_dir"])
+    d1, d2, d3 = st.columns(3)
+    if (out_dir / "qat_int8.onnx").is_file():
+        d1.download_button("Download QAT INT8 model (ONNX)", (out_dir / "qat_int8.onnx").read_bytes(),
+                           file_name="qat_int8.onnx", mime="application/octet-stream")
+    report = {k: v for k, v in r.items() if k != "sim"}
+    d2.download_button("Download report (JSON)", json.dumps(report, indent=2), file_name="qat_report.json",
+                       mime="application/json")
+    d3.download_button("Download config (JSON)", json.dumps(r["config"], indent=2), file_name="qat_config.json",
+                       mime="application/json")

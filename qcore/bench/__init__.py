@@ -1,0 +1,147 @@
+"""Benchmarks that write JSON: speed goals live here, not in timed unit tests.
+
+    python -m qcore.bench calibrate [--model NAME] [--calib-size N] [--repeats R] [--out FILE.json]
+    python -m qcore.bench latency --model NAME [--random-weights] [--batch 1] [--threads 2] --out FILE.json
+
+`calibrate` times the one statistics pass (observers at every quantizer, histograms included)
+against a plain FP32 forward pass over the same preprocessed images, interleaved R times in one
+process with the same threads, and reports the median ratio (goal: at most 1.5x). It also times
+turning those statistics into ranges for every method, which needs no further pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from qcore.runtime.machine import cpu_features
+
+__all__ = ["bench_calibrate", "bench_latency", "main"]
+
+
+def bench_calibrate(model: str | None = None, calib_size: int = 512, repeats: int = 5, seed: int = 0) -> dict:
+    from qcore.quant.calibration import compute_ranges
+    from qcore.zoo.data import calibration_subset
+    from qcore.analysis.evaluate import batches
+    from qcore.analysis.experiments import default_data, timed_pass
+    from qcore.zoo.models import DEFAULT_MODEL, load_model
+    from qcore.quant.quantsim import QuantSim
+
+    loaded = load_model(model or DEFAULT_MODEL)
+    calib = calibration_subset(default_data(loaded), calib_size, seed)
+    xs = list(batches(calib.images, loaded.spec.preprocess))
+    sim = QuantSim(loaded.module)
+    timed_pass(loaded.module, xs[:1])  # warm-up both paths once
+    sim.collect_stats(xs[:1])
+    fp32, stats = [], []
+    for _ in range(repeats):
+        fp32.append(timed_pass(loaded.module, xs))
+        start = time.perf_counter()
+        sim.collect_stats(xs)
+        stats.append(time.perf_counter() - start)
+    ratios = [s / f for s, f in zip(stats, fp32)]
+    methods = {}
+    for method in ("max", "percentile:99.99", "entropy", "mse"):
+        start = time.perf_counter()
+        scheme = sim.config.default.act_scheme()
+        compute_ranges(sim.stats, method, scheme)
+        methods[method] = round(time.perf_counter() - start, 4)
+    return {
+        "benchmark": "calibrate",
+        "model": loaded.name,
+        "calib_images": len(calib),
+        "quantizers": len(sim.points),
+        "repeats": repeats,
+        "fp32_pass_seconds": [round(t, 4) for t in fp32],
+        "stats_pass_seconds": [round(t, 4) for t in stats],
+        "median_fp32_pass_seconds": round(statistics.median(fp32), 4),
+        "median_stats_pass_seconds": round(statistics.median(stats), 4),
+        "ratio_stats_vs_fp32": round(statistics.median(ratios), 3),
+        "goal_ratio": 1.5,
+        "range_seconds_per_method": methods,
+        "machine": cpu_features(),
+    }
+
+
+def bench_latency(
+    model: str | None = None, random_weights: bool = False, batch: int = 1, threads: int | None = None,
+    iters: int = 50, warmup: int = 10, seed: int = 0, out_dir: str | None = None,
+) -> dict:
+    """FP32 (eager, ONNX Runtime) vs every static INT8 backend, interleaved, at one batch size."""
+    import tempfile
+
+    from qcore.runtime.deploy import build_paths, calibrated_sim, prepare_inputs
+    from qcore.runtime.latency import measure_interleaved
+    from qcore.zoo.models import DEFAULT_MODEL
+    from qcore.quant.qconfig import QuantConfig
+
+    threads = threads or torch.get_num_threads()
+    loaded, calib_batches, _, _, _ = prepare_inputs(model or DEFAULT_MODEL, random_weights, None, 256, 1, seed, None,
+                                                    lambda m, fraction=None: print(m, file=sys.stderr))
+    sim = calibrated_sim(loaded, QuantConfig(), calib_batches)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8, _, notes = build_paths(loaded, sim, "auto", Path(out_dir or tmp), threads, lambda m, fraction=None: None,
+                                           variants=False)
+        x = torch.randn(batch, *loaded.spec.input_shape, generator=torch.Generator().manual_seed(seed))
+        timed = measure_interleaved({**{f"fp32:{n}": r.run for n, r in fp32.items()},
+                                     **{f"int8:{n}": r.run for n, r in int8.items()}}, x, threads, warmup, iters)
+    fp32_ms = {n.split(":", 1)[1]: t.median_ms for n, t in timed.items() if n.startswith("fp32:")}
+    int8_ms = {n.split(":", 1)[1].replace("ort_u8s8", "ort"): t.median_ms for n, t in timed.items() if n.startswith("int8:")}
+    fastest_fp32 = min(fp32_ms, key=fp32_ms.get)
+    fastest_int8 = min(int8_ms, key=int8_ms.get)
+    return {
+        "benchmark": "latency",
+        "model": loaded.name,
+        "random_weights": random_weights,
+        "note": "random weights: latency only, no accuracy" if random_weights else "trained weights",
+        "batch": batch,
+        "threads": threads,
+        "iters": iters,
+        "fp32_ms": fp32_ms,
+        "int8_ms": int8_ms,
+        "spread_ms": {n: {"p10": t.p10_ms, "p90": t.p90_ms} for n, t in timed.items()},
+        "fastest_fp32": fastest_fp32,
+        "fastest_int8": fastest_int8,
+        "speedup_vs_fastest_fp32": round(fp32_ms[fastest_fp32] / int8_ms[fastest_int8], 3),
+        "macs": loaded.macs,
+        "notes": notes,
+        "machine": cpu_features(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m qcore.bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("calibrate", help="statistics pass vs plain FP32 pass")
+    c.add_argument("--model", default=None)
+    c.add_argument("--calib-size", type=int, default=512)
+    c.add_argument("--repeats", type=int, default=5)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default=None)
+    lat = sub.add_parser("latency", help="FP32 vs INT8 latency, interleaved")
+    lat.add_argument("--model", default=None)
+    lat.add_argument("--random-weights", action="store_true",
+                     help="random weights (torchvision models whose weights are not here): latency only")
+    lat.add_argument("--batch", type=int, default=1)
+    lat.add_argument("--threads", type=int, default=None)
+    lat.add_argument("--iters", type=int, default=50)
+    lat.add_argument("--seed", type=int, default=0)
+    lat.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.cmd == "latency":
+        report = bench_latency(args.model, args.random_weights, args.batch, args.threads, args.iters, seed=args.seed)
+    else:
+        report = bench_calibrate(args.model, args.calib_size, args.repeats, args.seed)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+

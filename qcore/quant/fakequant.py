@@ -1,0 +1,102 @@
+"""Quantize-dequantize ("fake quantization") with a straight-through gradient.
+
+Forward: `(clamp(round(x * (1 / scale)) + zero_point, qmin, qmax) - zero_point) * scale`, with
+round-half-to-even and the float32 reciprocal. `fake_quantize_reference` spells the formula out;
+torch's `fake_quantize_per_tensor_affine` / `fake_quantize_per_channel_affine` kernels compute it
+bit for bit (the tests check that), so per-tensor and per-channel quantization run on them, and
+the reference serves per-group scales.
+
+Backward (straight-through estimator): the gradient passes unchanged where the value was inside
+the clip range and is zero where it was clipped, as in torch's kernels.
+
+Float formats (fp16, bf16) are simulated by a round trip through the narrower dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qcore.quant.qparams import QScheme, group_view
+
+__all__ = ["fake_quantize", "fake_quantize_reference", "fake_quantize_scheme", "fake_cast", "quantize_to_int"]
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin, qmax):
+        q = torch.round(x * (1.0 / scale)) + zero_point
+        mask = (q >= qmin) & (q <= qmax)
+        ctx.save_for_backward(mask)
+        return (torch.clamp(q, qmin, qmax) - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None, None, None, None
+
+
+def _broadcast(param: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return param.reshape(shape)
+
+
+def fake_quantize_reference(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, axis: int | None = None
+) -> torch.Tensor:
+    """The formula itself, op by op (what per-group quantization runs, and what the tests pin
+    torch's fused kernels to)."""
+    scale = torch.as_tensor(scale, dtype=torch.float32)
+    zero_point = torch.as_tensor(zero_point).to(torch.float32)
+    if axis is not None and scale.numel() > 1:
+        scale, zero_point = _broadcast(scale, x, axis), _broadcast(zero_point, x, axis)
+    return _FakeQuantSTE.apply(x, scale, zero_point, qmin, qmax)
+
+
+def fake_quantize(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, axis: int | None = None
+) -> torch.Tensor:
+    """Fake-quantize `x`; per-tensor when `axis` is None, else one scale per slice along `axis`.
+
+    Runs torch's fused kernels, which compute the reference formula bit for bit (tested) in one
+    pass instead of six, with the same straight-through gradient.
+    """
+    scale = torch.as_tensor(scale, dtype=torch.float32)
+    zero_point = torch.as_tensor(zero_point).to(torch.int32)
+    if axis is not None and scale.numel() > 1:
+        return torch.fake_quantize_per_channel_affine(x, scale.reshape(-1), zero_point.reshape(-1), axis, qmin, qmax)
+    return torch.fake_quantize_per_tensor_affine(x, scale.reshape(()), zero_point.reshape(()), qmin, qmax)
+
+
+def fake_quantize_scheme(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, scheme: QScheme) -> torch.Tensor:
+    """Fake-quantize `x` with parameters of the scheme's granularity (from `compute_qparams`)."""
+    if scheme.granularity == "tensor":
+        return fake_quantize(x, scale, zero_point, scheme.qmin, scheme.qmax)
+    if scheme.granularity == "channel":
+        return fake_quantize(x, scale, zero_point, scheme.qmin, scheme.qmax, axis=scheme.axis)
+    g = group_view(x, scheme.axis, scheme.group_size)  # (out, groups, group_size, rest)
+    s = scale.reshape(g.shape[0], g.shape[1], 1, 1)
+    z = zero_point.to(torch.float32).reshape(g.shape[0], g.shape[1], 1, 1)
+    out = _FakeQuantSTE.apply(g, s, z, scheme.qmin, scheme.qmax)
+    moved_shape = list(x.movedim(scheme.axis, 1).shape)
+    return out.reshape(moved_shape).movedim(1, scheme.axis)
+
+
+def quantize_to_int(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, scheme: QScheme) -> torch.Tensor:
+    """The integer codes (as int32) fake quantization rounds to: what a real INT8 kernel stores."""
+    if scheme.granularity == "group":
+        raise NotImplementedError("integer codes are only exposed for tensor and channel granularity")
+    axis = scheme.axis if scheme.granularity == "channel" else None
+    s = torch.as_tensor(scale, dtype=torch.float32)
+    z = torch.as_tensor(zero_point).to(torch.float32)
+    if axis is not None:
+        s, z = _broadcast(s, x, axis), _broadcast(z, x, axis)
+    return torch.clamp(torch.round(x * (1.0 / s)) + z, scheme.qmin, scheme.qmax).to(torch.int32)
+
+
+def fake_cast(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    """Round `x` to fp16 or bf16 and back (fp32 is the identity), with a straight-through gradient."""
+    if fmt == "fp32":
+        return x
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[fmt]
+    return x + (x.to(dtype).to(x.dtype) - x).detach()

@@ -1,0 +1,120 @@
+"""Quantization configs: plain, frozen data that serializes to JSON.
+
+One `QuantConfig` drives the fake-quant simulation, the real INT8 backends and the exported
+file, so partial and mixed precision are configs, not code paths: a layer kept in float is a
+layer whose `LayerConfig` says `weight_dtype="fp32"` and `act_dtype="fp32"` (or `enabled=False`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from qcore.quant.calibration import parse_method
+from qcore.quant.qparams import FLOAT_FORMATS, QScheme
+
+__all__ = ["DTYPES", "LayerConfig", "QuantConfig"]
+
+DTYPES = ("int", *FLOAT_FORMATS)  # "int" uses the bit width; the others are float formats
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """How one layer is quantized: its weights (Conv2d/Linear) and the activation it outputs."""
+
+    weight_dtype: str = "int"
+    weight_bits: int = 8
+    weight_granularity: str = "channel"  # "tensor", "channel" (output channels) or "group"
+    weight_symmetric: bool = True
+    weight_group_size: int = 0  # for granularity "group": input channels per group
+    act_dtype: str = "int"
+    act_bits: int = 8
+    act_method: str = "max"
+    act_symmetric: bool = False
+    enabled: bool = True  # False keeps the whole layer in float
+
+    def __post_init__(self):
+        for what in ("weight", "act"):
+            if getattr(self, f"{what}_dtype") not in DTYPES:
+                raise ValueError(f"{what}_dtype must be one of {DTYPES}, not {getattr(self, f'{what}_dtype')!r}")
+        if not isinstance(self.weight_bits, int) or not 2 <= self.weight_bits <= 8:
+            raise ValueError(f"weight_bits must be an integer from 2 to 8, not {self.weight_bits!r}")
+        self.weight_scheme()  # validates granularity and group size
+        self.act_scheme(False)
+        parse_method(self.act_method)
+
+    @property
+    def quantizes_weight(self) -> bool:
+        return self.enabled and self.weight_dtype != "fp32"
+
+    @property
+    def quantizes_act(self) -> bool:
+        return self.enabled and self.act_dtype != "fp32"
+
+    def weight_scheme(self) -> QScheme:
+        """Signed weights, as every INT8 CPU kernel expects; groups run along input channels."""
+        return QScheme(
+            self.weight_bits, self.weight_symmetric, True, False, self.weight_granularity,
+            1 if self.weight_granularity == "group" else 0, self.weight_group_size,
+        )
+
+    def act_scheme(self, reduce_range: bool = False) -> QScheme:
+        """Activations: uint8-style asymmetric by default (x86 and ONNX Runtime U8S8)."""
+        return QScheme(self.act_bits, self.act_symmetric, self.act_symmetric, reduce_range, "tensor")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """A whole model's config: a default for every layer plus per-layer overrides by name."""
+
+    default: LayerConfig = field(default_factory=LayerConfig)
+    layers: tuple[tuple[str, LayerConfig], ...] = ()
+    fold_bn: bool = True
+    reduce_range: bool = False
+
+    def for_layer(self, name: str) -> LayerConfig:
+        for layer_name, cfg in self.layers:
+            if layer_name == name:
+                return cfg
+        return self.default
+
+    def with_layer(self, name: str, **changes) -> "QuantConfig":
+        """A copy where layer `name` has `changes` applied on top of its current config."""
+        cfg = replace(self.for_layer(name), **changes)
+        others = tuple((n, c) for n, c in self.layers if n != name)
+        return replace(self, layers=others + ((name, cfg),))
+
+    def with_default(self, **changes) -> "QuantConfig":
+        return replace(self, default=replace(self.default, **changes))
+
+    def to_dict(self) -> dict:
+        return {
+            "default": asdict(self.default),
+            "layers": {name: asdict(cfg) for name, cfg in self.layers},
+            "fold_bn": self.fold_bn,
+            "reduce_range": self.reduce_range,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantConfig":
+        known = {f.name for f in fields(LayerConfig)}
+
+        def layer(x: dict) -> LayerConfig:
+            unknown = set(x) - known
+            if unknown:
+                raise ValueError(f"unknown layer config keys: {', '.join(sorted(unknown))}")
+            return LayerConfig(**x)
+
+        return cls(
+            default=layer(d.get("default", {})),
+            layers=tuple((name, layer(cfg)) for name, cfg in d.get("layers", {}).items()),
+            fold_bn=bool(d.get("fold_bn", True)),
+            reduce_range=bool(d.get("reduce_range", False)),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "QuantConfig":
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,454 @@
+"""QuantSim: a float model plus weight and activation quantizers, built from a `QuantConfig`.
+
+The model is deep-copied and traced with torch.fx (the caller's model is never touched), BN is
+folded into convs, every Conv2d/Linear is wrapped with a weight quantizer, and activation
+quantizers are inserted where a deployed INT8 model requantizes:
+- the model input;
+- each Conv2d/Linear output, after its ReLU/ReLU6 when one directly follows (INT8 kernels fuse
+  conv + relu and quantize once);
+- each residual add (after its ReLU when fused);
+- each activation INT8 kernels do not fuse (GELU, SiLU, Hardswish, Sigmoid, ...).
+
+Conv/Linear quantizers take the layer's module name ("layers.0.conv1"), so one per-layer config
+entry covers both its weights and its output. Other points take their module name, or the graph
+node name for functions ("add_1").
+
+Lifecycle: `collect_stats(batches)` runs one pass in observe mode and keeps a `TensorStats` per
+activation quantizer; `apply_ranges()` turns them into clip ranges with each layer's method (or
+one method for all) and switches to quantized mode. Ranges can be re-applied any number of times
+without another pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from qcore.quant.calibration import RangeResult, compute_range
+from qcore.quant.fakequant import fake_cast, fake_quantize_scheme
+from qcore.quant.fold import fold_bn_in_graph
+from qcore.quant.qconfig import LayerConfig, QuantConfig
+from qcore.quant.qparams import QScheme, compute_qparams, minmax
+from qcore.quant.stats import TensorStats
+from qcore.quant.tracing import symbolic_trace
+
+__all__ = ["QuantSim", "ActQuantizer", "QuantWeightLayer", "QuantPoint", "TraceError"]
+
+FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # clamps: folded into the requantization
+FUSED_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.hardtanh, torch.clamp)
+UNFUSED_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, nn.Mish, nn.LeakyReLU, nn.ELU)
+UNFUSED_FUNCTIONS = (F.gelu, F.silu, F.hardswish, torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh)
+ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
+WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+
+
+class TraceError(RuntimeError):
+    """The model cannot be traced by torch.fx, so quantizers cannot be placed."""
+
+
+@dataclass(frozen=True)
+class QuantPoint:
+    """One activation quantizer: its name, what produces it, and the layer it belongs to."""
+
+    name: str
+    kind: str  # "input", "conv", "linear", "add", "act"
+    module_type: str
+
+
+class ActQuantizer(nn.Module):
+    """Observes (collects stats), fake-quantizes, or passes through one activation tensor."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.mode = "float"  # "float", "observe" or "quant"
+        self.stats = TensorStats(name)
+        self.scheme: QScheme | None = None
+        self.dtype = "fp32"
+        self.range: RangeResult | None = None
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("zero_point", torch.zeros((), dtype=torch.int32))
+        self.capture: list | None = None  # set by QuantSim.capture(): (name, tensor) appended here
+        self.torch_ops: str | None = None  # "u8"/"s8": use torch's fake-quant ops (ONNX Q/DQ export)
+        self.learned_scale: nn.Parameter | None = None  # QAT with learned clip ranges (LSQ)
+
+    def set_range(self, result: RangeResult | None, scheme: QScheme | None, dtype: str) -> None:
+        self.range, self.scheme, self.dtype = result, scheme, dtype
+        if result is not None and scheme is not None:
+            scale, zp = compute_qparams(result.clip_min, result.clip_max, scheme)
+            self.scale, self.zero_point = scale.reshape(()), zp.reshape(())
+
+    def set_qparams(self, scale: float, zero_point: int, method: str) -> None:
+        """Fix this quantizer's grid to `scale`/`zero_point` (ranges found by QAT rather than by a
+        calibration method); the clip range follows from the grid, the error estimates are unknown."""
+        qmin, qmax = self.scheme.qmin, self.scheme.qmax
+        self.range = RangeResult(method, (qmin - zero_point) * scale, (qmax - zero_point) * scale, scale,
+                                 int(zero_point), math.nan, math.nan)
+        self.scale = torch.tensor(float(scale))
+        self.zero_point = torch.tensor(int(zero_point), dtype=torch.int32)
+
+    def forward(self, x):
+        if self.mode == "observe":
+            self.stats.update(x)
+            out = x
+        elif self.mode == "quant" and self.dtype == "int" and self.torch_ops:
+            out = self._torch_fake_quant(x)
+        elif self.mode == "quant" and self.dtype == "int" and self.learned_scale is not None:
+            out = self._learned_fake_quant(x)
+        elif self.mode == "quant" and self.dtype == "int":
+            out = fake_quantize_scheme(x, self.scale, self.zero_point, self.scheme)
+        elif self.mode == "quant" and self.dtype in ("fp16", "bf16"):
+            out = fake_cast(x, self.dtype)
+        else:
+            out = x
+        if self.capture is not None:
+            self.capture.append((self.name, x.detach(), out.detach()))
+        return out
+
+    def _learned_fake_quant(self, x):
+        """LSQ (Esser et al. 2020): the scale gets a gradient, scaled by 1/sqrt(features * qmax)."""
+        grad_factor = 1.0 / math.sqrt(max(1, x[0].numel()) * self.scheme.qmax)
+        zp = self.zero_point.to(torch.float32).reshape(1)
+        return torch._fake_quantize_learnable_per_tensor_affine(
+            x, self.learned_scale, zp, self.scheme.qmin, self.scheme.qmax, grad_factor)
+
+    def _torch_fake_quant(self, x):
+        """The same grid through torch's op, which ONNX export turns into QuantizeLinear/DequantizeLinear.
+
+        "s8" moves an unsigned 8-bit grid to int8 (zero-point - 128): identical values, signed storage.
+        """
+        qmin, qmax, zp = self.scheme.qmin, self.scheme.qmax, int(self.zero_point)
+        if self.torch_ops == "s8" and qmin == 0:
+            qmin, qmax, zp = qmin - 128, qmax - 128, zp - 128
+        elif self.torch_ops == "u8" and qmin < 0:
+            qmin, qmax, zp = qmin + 128, qmax + 128, zp + 128
+        return torch.fake_quantize_per_tensor_affine(x, float(self.scale), zp, qmin, qmax)
+
+
+class QuantWeightLayer(nn.Module):
+    """A Conv2d or Linear whose weight is fake-quantized (or cast) on the way in."""
+
+    def __init__(self, layer: nn.Module, name: str):
+        super().__init__()
+        self.layer = layer
+        self.name = name
+        self.cfg: LayerConfig | None = None
+        self.enabled = False
+        self._cached: torch.Tensor | None = None
+        self.torch_ops = False  # True while exporting to ONNX
+        self.bn_train: nn.Module | None = None  # QAT: a BN trained in front of the folding (qcore.train.qat)
+
+    def configure(self, cfg: LayerConfig) -> None:
+        self.cfg = cfg
+        self.enabled = cfg.quantizes_weight
+        self._cached = None
+
+    @property
+    def weight_scheme(self) -> QScheme:
+        return self.cfg.weight_scheme()
+
+    def quantized_weight(self) -> torch.Tensor:
+        w = self.layer.weight
+        if not self.enabled:
+            return w
+        if self._cached is not None and not torch.is_grad_enabled():
+            return self._cached
+        wq = self.quantize(w)
+        if not torch.is_grad_enabled():
+            self._cached = wq
+        return wq
+
+    def quantize(self, w: torch.Tensor) -> torch.Tensor:
+        """`w` fake-quantized (or cast) with this layer's weight config."""
+        if self.cfg.weight_dtype == "int":
+            scheme = self.weight_scheme
+            if scheme.granularity == "group" and w.shape[1] <= scheme.group_size:
+                # One group spans every input (stems, depthwise convs): that is per-channel.
+                scheme = replace(scheme, granularity="channel", axis=0, group_size=0)
+            if scheme.granularity == "group" and w.shape[1] % scheme.group_size:
+                raise ValueError(
+                    f"{self.name}: {w.shape[1]} input channels do not divide into groups of {scheme.group_size}"
+                )
+            lo, hi = minmax(w.detach(), scheme)
+            scale, zp = compute_qparams(lo, hi, scheme)
+            return fake_quantize_scheme(w, scale, zp, scheme)
+        return fake_cast(w, self.cfg.weight_dtype)
+
+    @torch.no_grad()
+    def int8_weight(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(quantized weight values, per-channel scale, zero-point) on an int8 grid, as constants.
+
+        Weights of fewer bits lie on a grid int8 holds exactly (same scale), so they deploy as
+        int8 weights with the lower-bit values.
+        """
+        w = self.layer.weight.detach()
+        scheme = self.weight_scheme
+        if scheme.granularity == "group" or not scheme.symmetric or self.cfg.weight_dtype != "int":
+            raise ValueError(f"{self.name}: only symmetric per-tensor or per-channel integer weights deploy as INT8")
+        lo, hi = minmax(w, scheme)
+        scale, zp = compute_qparams(lo, hi, scheme)
+        if scheme.granularity == "tensor":
+            scale, zp = scale.expand(w.shape[0]).contiguous(), zp.expand(w.shape[0]).contiguous()
+        wq = fake_quantize_scheme(w, scale, zp, replace(scheme, granularity="channel", axis=0))
+        return wq.clone(), scale.clone(), zp.clone()
+
+    def export_weight(self) -> torch.Tensor:
+        """The weight through torch's per-channel int8 fake-quant op (ONNX export: Q/DQ on a constant)."""
+        if not self.enabled:
+            return self.layer.weight
+        return torch.fake_quantize_per_channel_affine(self.export_w, self.export_scale, self.export_zp, 0, -128, 127)
+
+    def forward(self, x):
+        if self.bn_train is not None and self.training and not self.torch_ops:
+            return self.bn_train(self, x)
+        w = self.export_weight() if self.torch_ops else self.quantized_weight()
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, w, self.layer.bias)
+        return F.linear(x, w, self.layer.bias)
+
+
+def _is_tensor_add(node: fx.Node) -> bool:
+    if node.op == "call_function" and node.target in ADD_FUNCTIONS:
+        return sum(isinstance(a, fx.Node) for a in node.args) == 2
+    return node.op == "call_method" and node.target in ("add", "add_") and len(node.args) >= 2 and isinstance(node.args[1], fx.Node)
+
+
+def _is_fused_act(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), FUSED_ACTIVATIONS)
+    return node.op == "call_function" and node.target in FUSED_FUNCTIONS
+
+
+def _is_unfused_act(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), UNFUSED_ACTIVATIONS)
+    return node.op == "call_function" and node.target in UNFUSED_FUNCTIONS
+
+
+class QuantSim(nn.Module):
+    """A quantization-simulated copy of `model` driven by `config`."""
+
+    def __init__(self, model: nn.Module, config: QuantConfig | None = None):
+        super().__init__()
+        self.config = config or QuantConfig()
+        model = copy.deepcopy(model).eval()
+        try:
+            gm = symbolic_trace(model)
+        except Exception as exc:
+            raise TraceError(
+                f"{type(model).__name__} cannot be traced by torch.fx ({type(exc).__name__}: {exc}); "
+                "quantization simulation needs a traceable nn.Module"
+            ) from None
+        self.bn_of: dict[str, nn.BatchNorm2d] = {}  # conv name -> a copy of the BN folded into it
+        self.folded_bn = fold_bn_in_graph(gm, self.bn_of) if self.config.fold_bn else []
+        self.points: list[QuantPoint] = []
+        self.weight_layers: dict[str, QuantWeightLayer] = {}
+        self.unsupported: list[str] = []
+        self._insert_quantizers(gm)
+        self.model = gm
+        self.stats: dict[str, TensorStats] = {}
+        self._range_cache: dict[tuple, RangeResult] = {}
+        self.configure(self.config)
+
+    # --- graph surgery ------------------------------------------------------------------------
+    def _insert_quantizers(self, gm: fx.GraphModule) -> None:
+        modules = dict(gm.named_modules())
+        self.quantizers = nn.ModuleDict()
+        gm.add_module("quantizers", self.quantizers)  # graph nodes call "quantizers.qN"
+        used_names: set[str] = set()
+
+        def add_point(after: fx.Node, name: str, kind: str, mtype: str) -> None:
+            base, i = name, 1
+            while name in used_names:
+                i += 1
+                name = f"{base}#{i}"
+            used_names.add(name)
+            key = f"q{len(self.points)}"
+            self.quantizers[key] = ActQuantizer(name)
+            with gm.graph.inserting_after(after):
+                qnode = gm.graph.call_module(f"quantizers.{key}", (after,))
+            after.replace_all_uses_with(qnode, delete_user_cb=lambda u: u is not qnode)
+            self.points.append(QuantPoint(name, kind, mtype))
+
+        for node in list(gm.graph.nodes):
+            if node.op == "placeholder":
+                add_point(node, "input", "input", "input")
+            elif node.op == "call_module" and isinstance(modules.get(node.target), WEIGHT_LAYERS):
+                layer = modules[node.target]
+                wrapped = QuantWeightLayer(layer, node.target)
+                self.weight_layers[node.target] = wrapped
+                parent, _, attr = node.target.rpartition(".")
+                setattr(gm.get_submodule(parent) if parent else gm, attr, wrapped)
+                users = list(node.users)
+                after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node
+                kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
+                add_point(after, node.target, kind, type(layer).__name__)
+            elif _is_tensor_add(node):
+                users = list(node.users)
+                after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node
+                add_point(after, node.name, "add", "add")
+            elif _is_unfused_act(node, modules):
+                mtype = type(modules[node.target]).__name__ if node.op == "call_module" else node.target.__name__
+                users = list(node.users)
+                after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node  # e.g. GELU10
+                add_point(after, node.target if node.op == "call_module" else node.name, "act", mtype)
+        for name, mod in modules.items():
+            if name and not list(mod.children()) and any(True for _ in mod.parameters(recurse=False)):
+                if not isinstance(mod, (*WEIGHT_LAYERS, nn.BatchNorm2d)):
+                    self.unsupported.append(f"{name} ({type(mod).__name__})")
+        gm.graph.lint()
+        gm.recompile()
+
+    # --- configuration ------------------------------------------------------------------------
+    def quantizer(self, name: str) -> ActQuantizer:
+        for q in self.quantizers.values():
+            if q.name == name:
+                return q
+        raise KeyError(f"no quantizer named {name!r}")
+
+    def unsupported_note(self) -> str | None:
+        """A sentence for reports when some layers have no quantizer and stay in float."""
+        if not self.unsupported:
+            return None
+        return (f"left in float, no quantizer for these layer types: {', '.join(self.unsupported)}")
+
+    def layer_names(self) -> list[str]:
+        return [p.name for p in self.points]
+
+    def configure(self, config: QuantConfig) -> None:
+        """Apply a (new) config: weight quantizers now; activation ranges on the next apply_ranges."""
+        self.config = config
+        for name, wl in self.weight_layers.items():
+            wl.configure(config.for_layer(name))
+        if self.stats:
+            self.apply_ranges()
+
+    # --- calibration --------------------------------------------------------------------------
+    @torch.no_grad()
+    def collect_stats(self, batches: Iterable[torch.Tensor], progress: Callable[[int], None] | None = None) -> dict[str, TensorStats]:
+        """One pass over the calibration batches, collecting statistics at every quantizer.
+
+        Weights are quantized during the pass, as in deployment, so later layers see the
+        activations the quantized model will produce from its own weights.
+        """
+        for q in self.quantizers.values():
+            q.stats = TensorStats(q.name)
+            q.mode = "observe"
+        n = 0
+        try:
+            for x in batches:
+                self.model(x)
+                n += len(x)
+                if progress:
+                    progress(n)
+        finally:
+            for q in self.quantizers.values():
+                q.mode = "float"
+        if n == 0:
+            raise ValueError("calibration needs at least one image")
+        self.stats = {q.name: q.stats for q in self.quantizers.values()}
+        self._range_cache = {}
+        return self.stats
+
+    def apply_ranges(self, method: str | None = None, ranges: dict[str, RangeResult] | None = None) -> dict[str, RangeResult]:
+        """Set every activation quantizer's range and switch to quantized mode.
+
+        By default each layer uses its config's act_method; `method` overrides it for all layers,
+        `ranges` supplies precomputed ranges by name. Layers configured as float stay float.
+        """
+        if not self.stats:
+            raise RuntimeError("collect_stats() must run before ranges can be applied")
+        applied = {}
+        for q in self.quantizers.values():
+            cfg = self.config.for_layer(q.name)
+            if not cfg.quantizes_act:
+                q.set_range(None, None, "fp32")
+                q.mode = "float"
+                continue
+            q.mode = "quant"
+            if cfg.act_dtype != "int":
+                q.set_range(None, None, cfg.act_dtype)
+                continue
+            scheme = cfg.act_scheme(self.config.reduce_range)
+            if ranges is not None and q.name in ranges:
+                result = ranges[q.name]
+            else:
+                key = (q.name, method or cfg.act_method, scheme)
+                if key not in self._range_cache:  # entropy/mse searches are worth computing once
+                    self._range_cache[key] = compute_range(self.stats[q.name], key[1], scheme)
+                result = self._range_cache[key]
+            q.set_range(result, scheme, "int")
+            applied[q.name] = result
+        return applied
+
+    def weights_changed(self) -> None:
+        """Forget cached quantized weights: call after an optimizer step changed the float weights."""
+        for w in self.weight_layers.values():
+            w._cached = None
+
+    @contextmanager
+    def disabled(self):
+        """Run the graph in float (folded BN, no quantizers): numerically the FP32 model."""
+        modes = {k: q.mode for k, q in self.quantizers.items()}
+        weights = {k: w.enabled for k, w in self.weight_layers.items()}
+        try:
+            for q in self.quantizers.values():
+                q.mode = "float"
+            for w in self.weight_layers.values():
+                w.enabled = False
+            yield self
+        finally:
+            for k, q in self.quantizers.items():
+                q.mode = modes[k]
+            for k, w in self.weight_layers.items():
+                w.enabled = weights[k]
+
+    @contextmanager
+    def capture(self):
+        """Record (name, input, output) at every quantizer during the forward passes inside."""
+        records: list = []
+        for q in self.quantizers.values():
+            q.capture = records
+        try:
+            yield records
+        finally:
+            for q in self.quantizers.values():
+                q.capture = None
+
+    @contextmanager
+    def torch_fake_quant(self, activations: str = "u8"):
+        """Run every quantizer through torch's own fake-quant ops, bit-exact with ours, so that
+        torch.onnx.export writes QuantizeLinear/DequantizeLinear pairs with exactly these ranges.
+        `activations` is "u8" or "s8" (the same grid stored as int8)."""
+        for q in self.quantizers.values():
+            if q.mode == "quant" and q.dtype == "int" and q.scheme.bits != 8:
+                raise ValueError(f"{q.name}: {q.scheme.bits}-bit activations have no INT8 kernel; use 8 bits or float")
+        try:
+            for q in self.quantizers.values():
+                q.torch_ops = activations
+            for w in self.weight_layers.values():
+                w.torch_ops = True
+                # computed before tracing starts and held as buffers, so an export writes them as
+                # initializers with QuantizeLinear/DequantizeLinear on top (constants would be folded)
+                if w.enabled:
+                    for name, t in zip(("export_w", "export_scale", "export_zp"), w.int8_weight()):
+                        w.register_buffer(name, t)
+            yield self
+        finally:
+            for q in self.quantizers.values():
+                q.torch_ops = None
+            for w in self.weight_layers.values():
+                w.torch_ops = False
+                for name in ("export_w", "export_scale", "export_zp"):
+                    w._buffers.pop(name, None)
+
+    def forward(self, x):
+        return self.model(x)

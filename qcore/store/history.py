@@ -1,0 +1,219 @@
+"""Experiment history: every calibration, sensitivity, deploy and QAT run, kept in one SQLite file.
+
+A run is written once, when it has finished, as a single INSERT inside one transaction: a run
+stopped halfway (cancelled, failed, the process killed) leaves nothing behind, and a reader never
+sees half a record. Each call opens its own connection, so sessions and threads share the file
+safely (SQLite serializes writers; WAL lets readers go on meanwhile).
+
+A record holds the run's kind, time, the model's and the data's identity, its config, its scalar
+metrics (flattened to `name -> number`, so runs compare side by side), its timings, and the report
+itself without the bulky parts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from qcore.zoo.data import data_dir
+
+__all__ = ["KINDS", "db_path", "record", "remember", "list_runs", "get_runs", "delete_runs", "flat_rows", "to_csv",
+           "to_json", "metrics_of"]
+
+KINDS = ("calibration", "sensitivity", "deploy", "qat")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    created REAL NOT NULL,
+    model TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    data TEXT,
+    data_id TEXT,
+    config TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    timings TEXT NOT NULL,
+    details TEXT NOT NULL
+)
+"""
+# report keys that are large (per-layer ranges, histograms, weights) or not data (live objects)
+BULKY = {"sim", "prepared", "weights", "ranges", "layer_sqnr_db", "points", "losses", "int8_paths"}
+# numbers that say which run it was, not how it went (kept in data_id / details instead)
+IDENTITY = {"seed", "threads", "calib_size", "eval_size", "eval_images", "monitor_images", "iters"}
+COLUMNS = ("id", "kind", "created", "model", "model_id", "data", "data_id", "config", "metrics", "timings", "details")
+
+
+def db_path() -> Path:
+    """$QX_HISTORY_DB, else history.sqlite in the data directory."""
+    return Path(os.environ.get("QX_HISTORY_DB") or data_dir() / "history.sqlite")
+
+
+def _connect(path: Path | None = None) -> sqlite3.Connection:
+    path = Path(path or db_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(SCHEMA)
+    return conn
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def metrics_of(kind: str, report: dict) -> dict[str, float]:
+    """The run's scalar results, flattened so that runs of one kind line up column by column."""
+    out = {k: v for k, v in report.items() if _number(v) and not k.endswith("seconds") and k not in IDENTITY}
+    if kind == "calibration":
+        rows = report.get("accuracy") if isinstance(report.get("accuracy"), list) else report.get("methods", [])
+        for row in rows:
+            if isinstance(row, dict):
+                out[f"accuracy {row['method']} A{row.get('act_bits', report.get('act_bits'))}"] = row["accuracy"]
+    elif kind == "sensitivity":
+        layers = report.get("layers", [])
+        if layers:
+            worst = min(layers, key=lambda r: r["only_this_quantized"])
+            out["worst layer accuracy (only it quantized)"] = worst["only_this_quantized"]
+            out["layers"] = len(layers)
+        greedy = report.get("greedy")
+        if greedy:
+            out["greedy float layers"] = len(greedy.get("float_layers", []))
+    for batch, paths in (report.get("latency_ms") or {}).items():
+        if isinstance(paths, dict):
+            for path, t in paths.items():
+                out[f"{batch} {path} ms" if isinstance(t, dict) else f"{batch} ms"] = t["median_ms"] if isinstance(t, dict) else t
+    return {k: float(v) for k, v in out.items() if _number(v)}
+
+
+def _timings(report: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in report.items() if _number(v) and k.endswith("seconds")}
+
+
+def _slim(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k not in BULKY}
+
+
+def record(kind: str, report: dict, model_id: str | None = None, data_id: dict | None = None,
+           path: Path | None = None) -> int:
+    """Store one finished run; returns its id. Everything is serialized before the transaction opens."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    config = report.get("config") or {k: report[k] for k in ("weight_bits", "act_bits", "granularity", "symmetric",
+                                                               "methods") if k in report}
+    data_identity = {"data": report.get("data"), "calib_size": report.get("calib_size"),
+                     "eval_size": report.get("eval_size") or report.get("eval_images"), "seed": report.get("seed"),
+                     **(data_id or {})}
+    row = (
+        kind, time.time(), str(report.get("model", "?")), str(model_id or report.get("model_id") or report.get("model", "?")),
+        str(report.get("data")), json.dumps(data_identity, sort_keys=True), json.dumps(config, sort_keys=True),
+        json.dumps(metrics_of(kind, report), allow_nan=True), json.dumps(_timings(report)),
+        json.dumps(_slim(report), default=lambda o: None),
+    )
+    conn = _connect(path)
+    try:
+        with conn:  # one transaction: committed whole or rolled back
+            cur = conn.execute(f"INSERT INTO runs ({', '.join(COLUMNS[1:])}) VALUES ({', '.join('?' * 10)})", row)
+        return int(cur.lastrowid)
+    finally:
+        conn.close()
+
+
+def remember(kind: str, report: dict, say=None) -> int | None:
+    """`record`, but a history that cannot be written (read-only disk, locked file) never costs the
+    user the run itself: it is reported through `say` and the run's result stands."""
+    try:
+        return record(kind, report)
+    except (sqlite3.Error, OSError) as exc:
+        if say:
+            say(f"not saved to the history ({db_path()}): {exc}")
+        return None
+
+
+def _decode(r: tuple) -> dict:
+    d = dict(zip(COLUMNS, r))
+    for k in ("data_id", "config", "metrics", "timings", "details"):
+        d[k] = json.loads(d[k]) if d[k] else {}
+    return d
+
+
+def list_runs(kind: str | None = None, model: str | None = None, since: float | None = None,
+              path: Path | None = None, with_details: bool = False) -> list[dict]:
+    """Runs, newest first, filtered by kind, model name (substring) and time."""
+    where, args = [], []
+    if kind:
+        where.append("kind = ?")
+        args.append(kind)
+    if model:
+        where.append("model LIKE ?")
+        args.append(f"%{model}%")
+    if since is not None:
+        where.append("created >= ?")
+        args.append(since)
+    cols = COLUMNS if with_details else COLUMNS[:-1] + ("'{}'",)
+    sql = f"SELECT {', '.join(cols)} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id DESC"
+    conn = _connect(path)
+    try:
+        return [_decode(r) for r in conn.execute(sql, args).fetchall()]
+    finally:
+        conn.close()
+
+
+def get_runs(ids: list[int], path: Path | None = None) -> list[dict]:
+    """The runs with these ids, with their details, in the order asked."""
+    if not ids:
+        return []
+    conn = _connect(path)
+    try:
+        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM runs WHERE id IN ({', '.join('?' * len(ids))})",
+                            [int(i) for i in ids]).fetchall()
+    finally:
+        conn.close()
+    by_id = {r[0]: _decode(r) for r in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def delete_runs(ids: list[int], path: Path | None = None) -> int:
+    """Delete runs by id; returns how many were deleted."""
+    if not ids:
+        return 0
+    conn = _connect(path)
+    try:
+        with conn:
+            cur = conn.execute(f"DELETE FROM runs WHERE id IN ({', '.join('?' * len(ids))})", [int(i) for i in ids])
+        return cur.rowcount
+    finally:
+        conn.close()
+
+
+def flat_rows(runs: list[dict]) -> list[dict]:
+    """One flat dict per run: identity columns, then every metric and timing as its own column."""
+    rows = []
+    for r in runs:
+        row = {"id": r["id"], "kind": r["kind"], "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"])),
+               "model": r["model"], "data": r["data"], "eval_size": r["data_id"].get("eval_size"),
+               "seed": r["data_id"].get("seed")}
+        row.update(r["metrics"])
+        row.update({f"{k} (s)": v for k, v in r["timings"].items()})
+        rows.append(row)
+    return rows
+
+
+def to_csv(runs: list[dict]) -> str:
+    rows = flat_rows(runs)
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def to_json(runs: list[dict]) -> str:
+    return json.dumps(runs, indent=2)

@@ -1,0 +1,151 @@
+"""Long work in a background thread that never touches streamlit.
+
+A `Job` runs `fn(job)`; the function reports progress with `job.update(fraction, message)`,
+which also raises `Cancelled` once `job.cancel()` was called, so cancelling takes effect at the
+next progress report. Metric rows streamed with `job.emit(row)` (loss per step, accuracy per
+epoch) collect in order. Pages poll `job.snapshot()` (a plain dict, read under the lock).
+
+Jobs that time or train hold `qcore.runtime.machine.MACHINE_LOCK` themselves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+__all__ = ["Cancelled", "Job", "JobReaper"]
+
+LOG_LINES = 100
+
+
+class Cancelled(Exception):
+    """Raised inside a job's function when the job was cancelled."""
+
+
+class Job:
+    """A cancellable background computation with lock-guarded progress, log, result and error."""
+
+    def __init__(self, name: str, fn: Callable[["Job"], Any], user_errors: tuple[type[BaseException], ...] = ()):
+        self.name = name
+        self._fn = fn
+        self._user_errors = user_errors
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._state = {"status": "pending", "progress": 0.0, "message": "", "log": [], "result": None,
+                       "error": None, "started": None, "finished": None, "metrics": []}
+        self._thread = threading.Thread(target=self._run, name=f"job:{name}", daemon=True)
+
+    def start(self) -> "Job":
+        with self._lock:
+            self._state["status"], self._state["started"] = "running", time.time()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            result = self._fn(self)
+            final = {"status": "done", "result": result, "progress": 1.0}
+        except Cancelled:
+            final = {"status": "cancelled"}
+        except self._user_errors as exc:
+            final = {"status": "failed", "error": str(exc)}
+        except Exception as exc:  # unexpected: keep the type and the last frame for the message
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            final = {"status": "failed", "error": f"{type(exc).__name__}: {exc} ({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})"}
+        with self._lock:
+            self._state.update(final, finished=time.time())
+
+    def update(self, fraction: float | None = None, message: str | None = None) -> None:
+        """Report progress (0..1) and/or a message; raises Cancelled if the job was cancelled."""
+        if self._cancel.is_set():
+            raise Cancelled()
+        with self._lock:
+            if fraction is not None:
+                self._state["progress"] = max(0.0, min(1.0, float(fraction)))
+            if message:
+                self._state["message"] = message
+                log = self._state["log"]
+                log.append((round(time.time() - (self._state["started"] or time.time()), 1), message))
+                del log[:-LOG_LINES]
+
+    def emit(self, row: dict) -> None:
+        """Append one metric row (a plain dict) to the job's stream; raises Cancelled like update."""
+        if self._cancel.is_set():
+            raise Cancelled()
+        with self._lock:
+            self._state["metrics"].append(dict(row))
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {**self._state, "log": list(self._state["log"]), "metrics": list(self._state["metrics"]),
+                    "name": self.name}
+
+    @property
+    def done(self) -> bool:
+        return self.snapshot()["status"] in ("done", "failed", "cancelled")
+
+    def wait(self, timeout: float | None = None) -> dict:
+        self._thread.join(timeout)
+        return self.snapshot()
+
+
+class JobReaper:
+    """Cancels the jobs of owners that are gone (a browser session closed), after a grace period.
+
+    `is_alive(owner)` answers whether an owner is still there; it is asked every `interval`
+    seconds from one daemon thread. An owner has to stay gone for `grace` seconds, so a browser
+    that reconnects after a network hiccup keeps its jobs.
+    """
+
+    def __init__(self, is_alive: Callable[[str], bool], grace: float = 30.0, interval: float = 2.0):
+        self._is_alive = is_alive
+        self.grace, self.interval = grace, interval
+        self._lock = threading.Lock()
+        self._jobs: list[tuple[str, Job]] = []
+        self._gone_since: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+
+    def track(self, owner: str, job: Job) -> None:
+        with self._lock:
+            self._jobs.append((owner, job))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="job-reaper", daemon=True)
+                self._thread.start()
+
+    def sweep(self, now: float | None = None) -> list[Job]:
+        """One check; returns the jobs it cancelled."""
+        now = time.time() if now is None else now
+        cancelled = []
+        with self._lock:
+            self._jobs = [(o, j) for o, j in self._jobs if not j.done]
+            owners = {o for o, _ in self._jobs}
+        for owner in owners:
+            if self._is_alive(owner):
+                self._gone_since.pop(owner, None)
+                continue
+            since = self._gone_since.setdefault(owner, now)
+            if now - since >= self.grace:
+                for o, job in list(self._jobs):
+                    if o == owner and not job.cancelled:
+                        job.cancel()
+                        cancelled.append(job)
+        for owner in set(self._gone_since) - owners:
+            self._gone_since.pop(owner)
+        return cancelled
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            try:
+                self.sweep()
+            except Exception:  # the reaper must outlive a failing liveness check
+                pass

@@ -1,0 +1,118 @@
+"""The SQLite history: records, filters, comparisons, exports, deletes, atomic and concurrent writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from qcore.store import history
+from tests.helpers import DEPLOY, STUDY
+from qcore.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_record_list_get_and_flattened_metrics(private_history):
+    a = history.record("deploy", DEPLOY)
+    b = history.record("calibration", STUDY)
+    runs = history.list_runs()
+    assert [r["id"] for r in runs] == [b, a]  # newest first
+    dep = history.get_runs([a])[0]
+    assert dep["model_id"] == "abc123" and dep["data_id"]["eval_size"] == 1000 and dep["data_id"]["seed"] == 0
+    assert dep["metrics"]["int8_accuracy"] == 0.929 and dep["metrics"]["batch_1 ort_u8s8 ms"] == 0.75
+    assert "random_weights" not in dep["metrics"] and dep["timings"] == {"seconds": 12.5}
+    cal = history.get_runs([b])[0]
+    assert cal["metrics"]["accuracy mse A4"] == 0.85 and cal["config"]["methods"] == ["max", "mse"]
+    assert "sim" not in cal["details"] and "weights" not in cal["details"]  # bulky and live parts stay out
+    assert [r["id"] for r in history.list_runs(kind="deploy")] == [a]
+    assert [r["id"] for r in history.list_runs(model="gelu")] == [b]
+
+
+def test_export_csv_and_json_and_delete(private_history):
+    ids = [history.record("deploy", DEPLOY), history.record("calibration", STUDY)]
+    runs = history.get_runs(ids)
+    table = list(csv.DictReader(io.StringIO(history.to_csv(runs))))
+    assert [int(r["id"]) for r in table] == ids
+    assert table[0]["int8_accuracy"] == "0.929" and table[1]["accuracy max A8"] == "0.92"
+    assert [r["id"] for r in json.loads(history.to_json(runs))] == ids
+    assert history.delete_runs([ids[0]]) == 1
+    assert [r["id"] for r in history.list_runs()] == [ids[1]]
+
+
+def test_a_write_that_cannot_finish_leaves_nothing(private_history):
+    with pytest.raises(TypeError):
+        history.record("deploy", {**DEPLOY, "config": {"bad": {1, 2}}})  # not JSON: fails before the transaction
+    assert history.list_runs() == []
+    # a process killed inside the transaction, after its INSERT, leaves nothing either
+    code = (
+        "import os, sys; from qcore import history;"
+        "c = history._connect(); c.execute('BEGIN');"
+        "c.execute(\"INSERT INTO runs (kind, created, model, model_id, data, data_id, config, metrics, timings, details)"
+        " VALUES ('qat', 0, 'm', 'm', 'd', '{}', '{}', '{}', '{}', '{}')\");"
+        "os._exit(1)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"QX_HISTORY_DB": str(private_history),
+                                                                      "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1
+    assert history.list_runs() == []
+    history.record("qat", DEPLOY)
+    assert len(history.list_runs()) == 1
+
+
+def test_concurrent_writers_lose_nothing(private_history):
+    errors = []
+
+    def writer(n):
+        try:
+            for i in range(15):
+                history.record("deploy", {**DEPLOY, "seed": n * 100 + i})
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    seeds = sorted(r["data_id"]["seed"] for r in history.list_runs())
+    assert seeds == sorted(n * 100 + i for n in range(3) for i in range(15))
+
+
+def test_unwritable_history_keeps_the_run_and_says_why(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("QX_HISTORY_DB", str(blocker / "history.sqlite"))
+    said = []
+    assert history.remember("deploy", DEPLOY, say=said.append) is None
+    assert said and "not saved to the history" in said[0]
+
+
+def test_unknown_kind_is_refused(private_history):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        history.record("training", DEPLOY)
+
+
+def test_history_cli_lists_compares_exports_deletes(private_history, capsys, tmp_path):
+    a = history.record("deploy", DEPLOY)
+    b = history.record("calibration", STUDY)
+    assert main(["history"]) == 0
+    out = capsys.readouterr().out
+    assert "fm_resnet" in out and "fm_gelunet" in out and "2 run(s)" in out
+    assert main(["history", "--kind", "deploy"]) == 0
+    assert "fm_gelunet" not in capsys.readouterr().out
+    assert main(["history", "--compare", f"{a},{b}"]) == 0
+    assert "int8_accuracy" in capsys.readouterr().out
+    assert main(["history", "--export", "csv", "--out", str(tmp_path / "runs.csv")]) == 0
+    assert (tmp_path / "runs.csv").read_text().startswith("id,kind,time")
+    assert main(["history", "--delete", str(a)]) == 0
+    assert [r["id"] for r in history.list_runs()] == [b]
+    assert main(["history", "--delete", "one,two"]) == 2
+    assert "run ids are numbers" in capsys.readouterr().err
