@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from qcore.quant.calibration import DEFAULT_METHODS
+
 __all__ = ["main"]
 
 
@@ -50,12 +52,11 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from qcore.zoo.data import eval_subset
     from qcore.analysis.evaluate import evaluate
-    from qcore.analysis.experiments import check_compatible, default_data
-    from qcore.zoo.models import load_model
+    from qcore.zoo.data import eval_subset
+    from qcore.zoo.inputs import check_compatible, default_data, load
 
-    loaded = load_model(args.model, weights=args.weights)
+    loaded = load(args.model, args.weights)
     data = eval_subset(args.data or default_data(loaded), args.eval_size, args.seed)
     check_compatible(loaded, data)
     result = evaluate(loaded.module, loaded.spec.preprocess, data)
@@ -73,18 +74,16 @@ def _cmd_calibrate(args) -> int:
     report = compare_methods(
         model=args.model, data=args.data, methods=methods, bits=args.bits, weight_bits=args.weight_bits,
         granularity=args.granularity, calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed,
-        weights=args.weights, progress=lambda msg: print(msg, file=sys.stderr),
+        weights=args.weights, progress=lambda fraction, msg: print(msg, file=sys.stderr),
     )
-    print(f"{report['model']} on {report['data']}: FP32 top-1 {report['fp32_accuracy']:.4f}")
+    print(f"{report.model} on {report.data}: FP32 top-1 {report.fp32_accuracy:.4f}")
     print(f"{'method':22}{'accuracy':>10}{'agreement':>11}")
-    for row in report["methods"]:
-        print(f"{row['method']:22}{row['accuracy']:>10.4f}{row['agreement']:>11.4f}")
-    print(f"statistics pass {report['stats_pass_seconds']:.2f} s, FP32 pass {report['fp32_pass_seconds']:.2f} s")
-    _remember("calibration", report)
+    for row in report.methods:
+        print(f"{row.method:22}{row.accuracy:>10.4f}{row.agreement:>11.4f}")
+    print(f"statistics pass {report.stats_pass_seconds:.2f} s, FP32 pass {report.fp32_pass_seconds:.2f} s")
+    _remember(report)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        _write(args.out, report)
     return 0
 
 
@@ -97,21 +96,21 @@ def _cmd_deploy(args) -> int:
         model=args.model, config=config, backend=args.backend, out_dir=args.out, data=args.data,
         calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed, threads=args.threads,
         iters=args.iters, batch_sizes=(1, args.batch), weights=args.weights,
-        progress=lambda msg, fraction=None: print(f"\r{msg:70}", end="" if " calls" in msg else "\n", file=sys.stderr),
+        progress=lambda fraction, msg: print(f"\r{msg:70}", end="" if "timing" in msg else "\n", file=sys.stderr),
     )
-    print(f"{report['model']}: FP32 {_pct(report['fp32_accuracy'])}, simulation {_pct(report['simulation_accuracy'])}, "
-          f"INT8 ({report['backend']}) {_pct(report['int8_accuracy'])}, "
-          f"top-1 agreement with simulation {_pct(report['agreement_with_simulation'])}")
-    for batch, paths in report["latency_ms"].items():
+    print(f"\n{report.model}: FP32 {_pct(report.fp32_accuracy)}, simulation {_pct(report.simulation_accuracy)}, "
+          f"INT8 ({report.backend}) {_pct(report.int8_accuracy)}, "
+          f"top-1 agreement with simulation {_pct(report.agreement_with_simulation)}")
+    for batch, paths in report.latency_ms.items():
         print(f"\n{batch.replace('_', ' ')}: median ms (p10-p90)")
         for name, t in paths.items():
             print(f"  {name:13}{t['median_ms']:9.3f}  ({t['p10_ms']:.3f}-{t['p90_ms']:.3f})")
-    print(f"\nspeedup of {report['backend']} vs fastest FP32 ({report['fastest_fp32']}): "
-          + ", ".join(f"batch {b}: {s:.2f}x" for b, s in report["speedup_vs_fastest_fp32_by_batch"].items()))
-    for line in report["diagnosis"]:
+    print(f"\nspeedup of {report.backend} vs fastest FP32 ({report.fastest_fp32}): "
+          + ", ".join(f"batch {b}: {s:.2f}x" for b, s in report.speedup_vs_fastest_fp32_by_batch.items()))
+    for line in report.diagnosis:
         print(f"- {line}")
-    print(f"wrote {', '.join(report['files'])} to {args.out}")
-    _remember("deploy", report)
+    print(f"wrote {', '.join(report.files)} to {args.out}")
+    _remember(report)
     return 0
 
 
@@ -120,26 +119,24 @@ def _cmd_sensitivity(args) -> int:
     from qcore.analysis.sensitivity import greedy_fallback, prepare, sweep
 
     config = QuantConfig.from_json(Path(args.config).read_text()) if args.config else None
-    say = lambda msg, fraction=None: print(f"\r{msg:70}", end="", file=sys.stderr)  # noqa: E731
+    say = lambda fraction, msg: print(f"\r{msg:70}", end="", file=sys.stderr)  # noqa: E731
     p = prepare(args.model, config, args.data, args.calib_size, args.eval_size, args.seed)
     report = sweep(p, progress=say)
     print(file=sys.stderr)
     if args.budget is not None:
-        report["greedy"] = greedy_fallback(p, report, budget=args.budget, progress=say)
+        report.greedy = greedy_fallback(p, report, budget=args.budget, progress=say)
         print(file=sys.stderr)
-    print(f"{report['model']}: FP32 {report['fp32_accuracy']:.4f}, all quantized {report['base_accuracy']:.4f} "
-          f"({report['eval_size']} images, {report['seconds']:.1f} s)")
+    print(f"{report.model}: FP32 {report.fp32_accuracy:.4f}, all quantized {report.base_accuracy:.4f} "
+          f"({report.eval_size} images, {report.seconds:.1f} s)")
     print(f"{'layer':28}{'only this':>11}{'all but this':>14}{'SQNR dB':>9}")
-    for row in sorted(report["layers"], key=lambda r: r["all_but_this"], reverse=True):
-        print(f"{row['name']:28}{row['only_this_quantized']:>11.4f}{row['all_but_this']:>14.4f}{row['sqnr_db']:>9.1f}")
-    if "greedy" in report:
-        g = report["greedy"]
-        print(f"greedy fallback (budget {g['budget']:.3f}): {'met' if g['met'] else 'NOT met'} with "
-              f"{len(g['float_layers'])} float layer(s): {', '.join(g['float_layers']) or 'none'}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
-    _remember("sensitivity", report)
+    for row in sorted(report.layers, key=lambda r: r.all_but_this, reverse=True):
+        print(f"{row.name:28}{row.only_this_quantized:>11.4f}{row.all_but_this:>14.4f}{row.sqnr_db:>9.1f}")
+    if report.greedy:
+        g = report.greedy
+        print(f"greedy fallback (budget {g.budget:.3f}): {'met' if g.met else 'NOT met'} with "
+              f"{len(g.float_layers)} float layer(s): {', '.join(g.float_layers) or 'none'}")
+    _write(args.out, report)
+    _remember(report)
     return 0
 
 
@@ -165,18 +162,16 @@ def _cmd_qat(args) -> int:
                   file=sys.stderr)
 
     report = run_qat(args.model, config, recipe, args.data, args.calib_size, args.monitor_size, args.eval_size,
-                     args.seed, files_dir, progress=lambda msg, fraction=None: print(f"\r{msg:70}", end="", file=sys.stderr),
-                     on_metric=on_metric)
-    report.pop("sim")
+                     args.seed, files_dir, progress=lambda fraction, msg: print(f"\r{msg:70}", end="", file=sys.stderr),
+                     on_metric=on_metric).report
     print(file=sys.stderr)
-    print(f"{report['model']} ({report['eval_images']} test images): FP32 {_pct(report['fp32_accuracy'])}, "
-          f"PTQ {_pct(report['ptq_accuracy'])}, QAT {_pct(report['qat_accuracy'])}, QAT INT8 {_pct(report['int8_accuracy'])}")
-    print(f"fine-tune {report['steps']} steps in {report['seconds']:.1f} s; a fake-quant step costs "
-          f"{report['step_overhead_vs_fp32']:.2f}x a FP32 step")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out} and {', '.join(report['files'])} in {files_dir}")
-    _remember("qat", report)
+    print(f"{report.model} ({report.eval_images} test images): FP32 {_pct(report.fp32_accuracy)}, "
+          f"PTQ {_pct(report.ptq_accuracy)}, QAT {_pct(report.qat_accuracy)}, QAT INT8 {_pct(report.int8_accuracy)}")
+    print(f"fine-tune {report.steps} steps in {report.seconds:.1f} s; a fake-quant step costs "
+          f"{report.step_overhead_vs_fp32:.2f}x a FP32 step")
+    _write(out, report, quiet=True)
+    print(f"wrote {out} and {', '.join(report.files)} in {files_dir}")
+    _remember(report)
     return 0
 
 
@@ -229,72 +224,48 @@ def _cell(v) -> str:
     return "" if v is None else str(v)[:15]
 
 
-def _remember(kind: str, report: dict) -> None:
+def _remember(report) -> None:
     from qcore.store.history import remember
 
-    run_id = remember(kind, report, say=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    run_id = remember(report, say=lambda msg: print(f"warning: {msg}", file=sys.stderr))
     if run_id is not None:
         print(f"saved as run {run_id} in the history (python -m qcore history)")
+
+
+def _write(path, report, quiet: bool = False) -> None:
+    """The report's JSON to `path` (folders made as needed)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(report.to_json())
+    if not quiet:
+        print(f"wrote {path}")
 
 
 def _pct(x) -> str:
     return "n/a" if x is None else f"{x:.2%}"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common(sp) -> None:
     from qcore.zoo.models import DEFAULT_MODEL
 
-    p = argparse.ArgumentParser(prog="python -m qcore", description="Quantization Explorer engine")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("models", help="list the registered models").set_defaults(fn=_cmd_models)
+    sp.add_argument("--model", default=DEFAULT_MODEL)
+    sp.add_argument("--weights", default=None, help="a local weights file for the model")
+    sp.add_argument("--data", default=None, help="fashion-mnist, cifar10 or imagefolder:PATH")
+    sp.add_argument("--eval-size", type=int, default=None, help="evaluation images (default: all)")
+    sp.add_argument("--seed", type=int, default=0)
 
+
+def _add_basics(sub) -> None:
+    """models, train, evaluate, history, bench."""
+    sub.add_parser("models", help="list the registered models").set_defaults(fn=_cmd_models)
     t = sub.add_parser("train", help="train a built-in model and write its checkpoint")
     t.add_argument("name")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out-dir", default="assets")
     t.set_defaults(fn=_cmd_train)
-
-    def common(sp):
-        sp.add_argument("--model", default=DEFAULT_MODEL)
-        sp.add_argument("--weights", default=None, help="a local weights file for the model")
-        sp.add_argument("--data", default=None, help="fashion-mnist, cifar10 or imagefolder:PATH")
-        sp.add_argument("--eval-size", type=int, default=None, help="evaluation images (default: all)")
-        sp.add_argument("--seed", type=int, default=0)
-
     e = sub.add_parser("evaluate", help="FP32 accuracy of a model")
-    common(e)
+    _common(e)
     e.set_defaults(fn=_cmd_evaluate)
-
-    c = sub.add_parser("calibrate", help="one statistics pass, then accuracy per calibration method")
-    common(c)
-    c.add_argument("--methods", default="max,percentile:99.99,entropy,mse")
-    c.add_argument("--bits", type=int, default=8, help="activation bits")
-    c.add_argument("--weight-bits", type=int, default=8)
-    c.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
-    c.add_argument("--calib-size", type=int, default=512)
-    c.add_argument("--out", default=None)
-    c.set_defaults(fn=_cmd_calibrate, eval_size=None)
-
-    d = sub.add_parser("deploy", help="real INT8 models from a config: accuracy, agreement, latency, files")
-    common(d)
-    d.add_argument("--backend", default="auto", choices=["auto", "x86", "ort"])
-    d.add_argument("--config", default=None, help="a QuantConfig JSON file (default: W8A8 per-channel, max)")
-    d.add_argument("--calib-size", type=int, default=512)
-    d.add_argument("--batch", type=int, default=32, help="the larger batch timed besides batch 1")
-    d.add_argument("--threads", type=int, default=torch_threads())
-    d.add_argument("--iters", type=int, default=30)
-    d.add_argument("--out", required=True, help="output directory")
-    d.set_defaults(fn=_cmd_deploy)
-
-    sn = sub.add_parser("sensitivity", help="per-layer two-sided sensitivity sweep (and greedy float fallback)")
-    common(sn)
-    sn.add_argument("--config", default=None, help="base QuantConfig JSON (default: W8A8 per-channel, max)")
-    sn.add_argument("--calib-size", type=int, default=512)
-    sn.add_argument("--budget", type=float, default=None, help="accuracy drop allowed vs FP32, e.g. 0.01")
-    sn.add_argument("--out", required=True)
-    sn.set_defaults(fn=_cmd_sensitivity, eval_size=1000)
-
     h = sub.add_parser("history", help="stored runs: list, compare, delete, export")
     h.add_argument("--kind", choices=["calibration", "sensitivity", "deploy", "qat"], default=None)
     h.add_argument("--model", default=None, help="model name contains this")
@@ -303,9 +274,45 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--export", choices=["csv", "json"], default=None)
     h.add_argument("--out", default=None)
     h.set_defaults(fn=_cmd_history)
+    b = sub.add_parser("bench", help="benchmarks that write JSON (python -m qcore bench calibrate|latency ...)",
+                       add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(fn=_cmd_bench)
 
+
+def _add_ptq(sub) -> None:
+    """calibrate, deploy, sensitivity."""
+    c = sub.add_parser("calibrate", help="one statistics pass, then accuracy per calibration method")
+    _common(c)
+    c.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    c.add_argument("--bits", type=int, default=8, help="activation bits")
+    c.add_argument("--weight-bits", type=int, default=8)
+    c.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
+    c.add_argument("--calib-size", type=int, default=512)
+    c.add_argument("--out", default=None)
+    c.set_defaults(fn=_cmd_calibrate, eval_size=None)
+    d = sub.add_parser("deploy", help="real INT8 models from a config: accuracy, agreement, latency, files")
+    _common(d)
+    d.add_argument("--backend", default="auto", choices=["auto", "x86", "ort"])
+    d.add_argument("--config", default=None, help="a QuantConfig JSON file (default: W8A8 per-channel, max)")
+    d.add_argument("--calib-size", type=int, default=512)
+    d.add_argument("--batch", type=int, default=32, help="the larger batch timed besides batch 1")
+    d.add_argument("--threads", type=int, default=torch_threads())
+    d.add_argument("--iters", type=int, default=30)
+    d.add_argument("--out", required=True, help="output directory")
+    d.set_defaults(fn=_cmd_deploy)
+    sn = sub.add_parser("sensitivity", help="per-layer two-sided sensitivity sweep (and greedy float fallback)")
+    _common(sn)
+    sn.add_argument("--config", default=None, help="base QuantConfig JSON (default: W8A8 per-channel, max)")
+    sn.add_argument("--calib-size", type=int, default=512)
+    sn.add_argument("--budget", type=float, default=None, help="accuracy drop allowed vs FP32, e.g. 0.01")
+    sn.add_argument("--out", required=True)
+    sn.set_defaults(fn=_cmd_sensitivity, eval_size=1000)
+
+
+def _add_qat(sub) -> None:
     q = sub.add_parser("qat", help="quantization-aware fine-tune: PTQ vs QAT vs real INT8")
-    common(q)
+    _common(q)
     q.add_argument("--config", default=None, help="a QuantConfig JSON file (overrides the bit options)")
     q.add_argument("--weight-bits", type=int, default=4)
     q.add_argument("--act-bits", type=int, default=8)
@@ -325,7 +332,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--monitor-size", type=int, default=2000, help="test images scored after every epoch")
     q.add_argument("--out", required=True, help="the JSON report; model files go to a folder of the same name")
     q.set_defaults(fn=_cmd_qat)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m qcore", description="Quantization Explorer engine")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    _add_basics(sub)
+    _add_ptq(sub)
+    _add_qat(sub)
     return p
+
+
+def _cmd_bench(args) -> int:
+    from qcore.bench import main as bench_main
+
+    return bench_main(args.rest)
 
 
 def torch_threads() -> int:

@@ -91,22 +91,22 @@ class WithConv1d(nn.Module):
 def test_unsupported_layers_are_listed_left_float_and_reported(tiny_fashion_mnist):
     loaded = _as_user_model(WithConv1d(), "conv1d_net")
     report = compare_methods(loaded, methods=["max"], calib_size=8, eval_size=10)
-    assert report["unsupported_layers"] == ["seq (Conv1d)"]
-    assert 0.0 <= report["methods"][0]["accuracy"] <= 1.0
+    assert report.unsupported_layers == ["seq (Conv1d)"]
+    assert 0.0 <= report.methods[0].accuracy <= 1.0
 
 
 # --- concurrency and determinism ------------------------------------------------------------------
 def _qat(model, tmp_path, tag):
     recipe = QATRecipe(steps=6, minutes=None, epochs=2, batch_size=16, int8_each_epoch=False, latency_iters=2)
-    report = run_qat(model, recipe=recipe, calib_size=16, eval_size=20, final_eval_size=20,
-                     out_dir=tmp_path / tag)
-    weights = {k: v.clone() for k, v in report["sim"].state_dict().items()}
-    return {k: report[k] for k in ("fp32_accuracy", "ptq_accuracy", "qat_accuracy", "int8_accuracy")}, weights
+    report, sim = run_qat(model, recipe=recipe, calib_size=16, eval_size=20, final_eval_size=20,
+                          out_dir=tmp_path / tag)
+    weights = {k: v.clone() for k, v in sim.state_dict().items()}
+    return {k: getattr(report, k) for k in ("fp32_accuracy", "ptq_accuracy", "qat_accuracy", "int8_accuracy")}, weights
 
 
 def _calib(model):
     report = compare_methods(model, methods=["max", "entropy", "mse"], calib_size=16, eval_size=20)
-    return [(r["method"], r["accuracy"], r["agreement"]) for r in report["methods"]]
+    return [(r.method, r.accuracy, r.agreement) for r in report.methods]
 
 
 def test_same_config_and_seed_give_the_same_numbers(tiny_fashion_mnist, tmp_path):
@@ -145,7 +145,7 @@ def test_training_waits_while_a_latency_measurement_holds_the_machine(tiny_fashi
 
     def work(job):
         return run_qat(tiny_fashion_model(), recipe=recipe, calib_size=16, eval_size=20, final_eval_size=20,
-                       out_dir=tmp_path / "q", progress=lambda m, f=None: job.update(f, m), on_metric=job.emit)
+                       out_dir=tmp_path / "q", progress=job.update, on_metric=job.emit)
 
     with MACHINE_LOCK:
         job = Job("qat", work).start()

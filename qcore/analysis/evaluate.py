@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
+from qcore.quant.progress import Progress
 from qcore.zoo.data import ImageSet
+from qcore.zoo.inputs import DEFAULT_BATCH, batches
 
-__all__ = ["EvalResult", "batches", "evaluate", "agreement", "sqnr_db", "output_errors", "layer_errors"]
 
-DEFAULT_BATCH = 250
-
+__all__ = ["EvalResult", "logits", "scores", "top1", "evaluate", "agreement", "sqnr_db", "output_errors", "layer_errors"]
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -29,40 +29,47 @@ class EvalResult:
         return agreement(self.predictions, other.predictions)
 
 
-def batches(images: torch.Tensor, preprocess: Callable, batch_size: int = DEFAULT_BATCH) -> Iterator[torch.Tensor]:
-    """Model-ready float batches from raw uint8 images, preprocessed one batch at a time."""
-    for i in range(0, len(images), batch_size):
-        yield preprocess(images[i: i + batch_size])
-
-
 @torch.no_grad()
+def logits(model: Callable[[torch.Tensor], torch.Tensor], xs: Iterable[torch.Tensor],
+           progress: Progress | None = None, total: int | None = None) -> torch.Tensor:
+    """The model's outputs over model-ready batches, concatenated; progress after each batch
+    (as a fraction of `total` images when given)."""
+    out, done = [], 0
+    for x in xs:
+        out.append(model(x))
+        done += len(x)
+        if progress:
+            progress(done / total if total else None, f"{done}/{total or '?'} images")
+    return torch.cat(out)
+
+
+def scores(out: torch.Tensor, labels: torch.Tensor) -> EvalResult:
+    """Top-1/top-5 accuracy of logits against labels: the one scoring rule of the engine."""
+    if not torch.isfinite(out).all():
+        raise FloatingPointError("the model produced NaN or inf outputs")
+    top = out.topk(min(5, out.shape[1]), dim=1).indices
+    n = len(labels)
+    return EvalResult(float((top[:, 0] == labels).sum()) / n, float((top == labels[:, None]).any(1).sum()) / n,
+                      top[:, 0], n)
+
+
+def top1(model: Callable[[torch.Tensor], torch.Tensor], xs: Iterable[torch.Tensor], labels: torch.Tensor,
+         progress: Progress | None = None) -> float:
+    """Top-1 accuracy of `model` over model-ready batches."""
+    return scores(logits(model, xs, progress, len(labels)), labels).top1
+
+
 def evaluate(
     model: nn.Module,
     preprocess: Callable,
     data: ImageSet,
     batch_size: int = DEFAULT_BATCH,
-    progress: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
 ) -> EvalResult:
-    """Top-1 and top-5 accuracy of `model` on `data`."""
+    """Top-1 and top-5 accuracy of `model` on raw images `data` (preprocessed batch by batch)."""
     if len(data) == 0:
         raise ValueError("the evaluation set is empty")
-    preds, top1, top5 = [], 0, 0
-    done = 0
-    for x, start in zip(batches(data.images, preprocess, batch_size), range(0, len(data), batch_size)):
-        y = data.labels[start: start + len(x)]
-        logits = model(x)
-        if not torch.isfinite(logits).all():
-            raise FloatingPointError("the model produced NaN or inf outputs")
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        preds.append(top[:, 0])
-        top1 += int((top[:, 0] == y).sum())
-        top5 += int((top == y[:, None]).any(1).sum())
-        done += len(x)
-        if progress:
-            progress(done / len(data))
-    n = len(data)
-    return EvalResult(top1 / n, top5 / n, torch.cat(preds), n)
+    return scores(logits(model, batches(data.images, preprocess, batch_size), progress, len(data)), data.labels)
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -6,20 +6,23 @@ applied to those same statistics and evaluated end to end against FP32.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
-from qcore.quant.calibration import parse_method
-from qcore.zoo.data import ImageSet, calibration_subset, eval_subset
-from qcore.analysis.evaluate import batches, evaluate, layer_errors
-from qcore.zoo.models import LoadedModel, load_model
+from qcore.analysis.evaluate import EvalResult, layer_errors, logits, scores
+from qcore.analysis.reports import CalibrationReport, CalibrationStudy, MethodResult, StudyRow
+from qcore.quant.calibration import DEFAULT_METHODS, parse_method
+from qcore.quant.progress import Progress, silent
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
+from qcore.zoo.inputs import Inputs, load, prepare_inputs
+from qcore.zoo.models import LoadedModel, finish_loading
 
-__all__ = ["parse_methods", "default_data", "check_compatible", "timed_pass", "compare_methods", "calibration_study",
+__all__ = ["parse_methods", "timed_pass", "compare_methods", "calibration_study",
            "weight_ranges", "clip_activations", "clipping_experiment"]
 
 
@@ -33,40 +36,6 @@ def parse_methods(text: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def default_data(loaded: LoadedModel) -> str:
-    """The dataset a model is evaluated on when none is named."""
-    if loaded.spec.dataset == "fashion-mnist":
-        return "fashion-mnist"
-    raise ValueError(
-        f"{loaded.name} classifies {loaded.spec.dataset} images: choose a dataset with those classes "
-        "(e.g. imagefolder:PATH with ImageNet synset-named folders)"
-    )
-
-
-def run_identity(loaded: LoadedModel, data: str | None, seed: int, calib_size: int) -> dict:
-    """What every report starts with: which model (name and weights digest) on which data."""
-    return {"model": loaded.name, "model_id": loaded.info["sha256"][:16], "seed": seed, "calib_size": calib_size,
-            "data": data}
-
-
-def check_compatible(loaded: LoadedModel, data: ImageSet) -> None:
-    """Refuse to score a model on data whose labels mean something else."""
-    spec = loaded.spec
-    if spec.dataset == "fashion-mnist" and data.name != "fashion-mnist":
-        raise ValueError(f"{spec.name} was trained on Fashion-MNIST; {data.name} has different classes")
-    if spec.dataset == "imagenet" and len(data.class_names) != 1000:
-        raise ValueError(
-            f"{spec.name} predicts the 1000 ImageNet classes; {data.name} has {len(data.class_names)} classes. "
-            "Name the image folders by ImageNet synset id (n01440764, ...) to evaluate it."
-        )
-    h, w = data.images.shape[-2:]
-    want = spec.input_shape[1:]
-    if spec.preprocess.crop is None and (h, w) != tuple(want):
-        raise ValueError(f"{data.name} has {h}x{w} images; {spec.name} takes {want[0]}x{want[1]} inputs")
-    if int(data.labels.max()) >= len(spec.class_names):
-        raise ValueError(f"{data.name} has labels up to {int(data.labels.max())}; {spec.name} has {len(spec.class_names)} classes")
-
-
 @torch.no_grad()
 def timed_pass(fn: Callable[[torch.Tensor], object], xs: list[torch.Tensor]) -> float:
     """Seconds to run `fn` over pre-built batches (preprocessing excluded)."""
@@ -76,10 +45,18 @@ def timed_pass(fn: Callable[[torch.Tensor], object], xs: list[torch.Tensor]) -> 
     return time.perf_counter() - start
 
 
+def _method_result(sim: QuantSim, method: str, inp: Inputs, fp32: EvalResult) -> MethodResult:
+    start = time.perf_counter()
+    sim.apply_ranges(method=method)
+    result = scores(logits(sim, inp.eval_batches), inp.labels)
+    return MethodResult(method, result.top1, result.top5, result.agreement_with(fp32),
+                        round(time.perf_counter() - start, 3))
+
+
 def compare_methods(
     model: str | LoadedModel,
     data: str | None = None,
-    methods: list[str] = ("max", "percentile:99.99", "entropy", "mse"),
+    methods: Sequence[str] = DEFAULT_METHODS,
     bits: int = 8,
     weight_bits: int = 8,
     granularity: str = "channel",
@@ -88,61 +65,31 @@ def compare_methods(
     seed: int = 0,
     weights: str | None = None,
     config: QuantConfig | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict:
+    progress: Progress | None = None,
+) -> CalibrationReport:
     """Accuracy and FP32 agreement of every calibration method, from one statistics pass."""
-    say = progress or (lambda msg: None)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, weights=weights)
-    data_name = data or default_data(loaded)
-    calib = calibration_subset(data_name, calib_size, seed)
-    evald = eval_subset(data_name, eval_size, seed)
-    check_compatible(loaded, evald)
+    say = progress or silent
+    inp = prepare_inputs(model, data, calib_size, eval_size, seed, weights)
     if config is None:
         config = QuantConfig().with_default(act_bits=bits, weight_bits=weight_bits, weight_granularity=granularity)
-    pre = loaded.spec.preprocess
-
-    say(f"FP32 evaluation on {len(evald)} images")
-    fp32 = evaluate(loaded.module, pre, evald)
-    sim = QuantSim(loaded.module, config)
-    calib_batches = list(batches(calib.images, pre))
-    say(f"statistics pass over {len(calib)} calibration images")
-    fp32_seconds = timed_pass(loaded.module, calib_batches)
+    say(0.0, f"FP32 evaluation on {inp.eval_size} images")
+    fp32 = scores(logits(inp.loaded.module, inp.eval_batches), inp.labels)
+    sim = QuantSim(inp.loaded.module, config)
+    say(0.1, f"statistics pass over {inp.calib_size} calibration images")
+    fp32_seconds = timed_pass(inp.loaded.module, inp.calib_batches)
     start = time.perf_counter()
-    sim.collect_stats(calib_batches)
+    sim.collect_stats(inp.calib_batches)
     stats_seconds = time.perf_counter() - start
-
     rows = []
-    for m in methods:
-        say(f"evaluating {m}")
-        start = time.perf_counter()
-        sim.apply_ranges(method=m)
-        result = evaluate(sim, pre, evald)
-        rows.append({
-            "method": m,
-            "accuracy": result.top1,
-            "top5": result.top5,
-            "agreement": result.agreement_with(fp32),
-            "seconds": round(time.perf_counter() - start, 3),
-        })
-    return {
-        "model": loaded.name,
-        "model_id": loaded.info["sha256"][:16],
-        "data": data_name,
-        "calib_size": len(calib),
-        "eval_size": len(evald),
-        "seed": seed,
-        "act_bits": config.default.act_bits,
-        "weight_bits": config.default.weight_bits,
-        "granularity": config.default.weight_granularity,
-        "fp32_accuracy": fp32.top1,
-        "fp32_top5": fp32.top5,
-        "methods": rows,
-        "stats_pass_seconds": round(stats_seconds, 4),
-        "fp32_pass_seconds": round(fp32_seconds, 4),
-        "quantizers": len(sim.points),
-        "unsupported_layers": sim.unsupported,
-        "config": config.to_dict(),
-    }
+    for i, m in enumerate(methods):
+        say(0.2 + 0.8 * i / len(methods), f"evaluating {m}")
+        rows.append(_method_result(sim, m, inp, fp32))
+    d = config.default
+    return CalibrationReport(
+        **inp.identity(), eval_size=inp.eval_size, act_bits=d.act_bits, weight_bits=d.weight_bits,
+        granularity=d.weight_granularity, fp32_accuracy=fp32.top1, fp32_top5=fp32.top5, methods=rows,
+        stats_pass_seconds=round(stats_seconds, 4), fp32_pass_seconds=round(fp32_seconds, 4),
+        quantizers=len(sim.points), unsupported_layers=sim.unsupported, config=config.to_dict())
 
 
 MAX_WEIGHT_SAMPLE = 100_000
@@ -155,10 +102,6 @@ def clip_activations(loaded: LoadedModel, bound: float) -> LoadedModel:
     Bounding an unbounded activation caps the outliers that stretch its quantization range; the
     quantizer then sits after the clamp, so calibration sees the bounded range.
     """
-    import copy
-
-    from qcore.zoo.models import finish_loading
-
     if bound <= 0:
         raise ValueError("the clipping bound must be positive")
     module = copy.deepcopy(loaded.module)
@@ -176,27 +119,27 @@ def clip_activations(loaded: LoadedModel, bound: float) -> LoadedModel:
 def clipping_experiment(
     model: str | LoadedModel,
     bound: float = 10.0,
-    methods: list[str] = ("max", "percentile:99.99"),
+    methods: Sequence[str] = ("max", "percentile:99.99"),
     act_bits: int = 8,
     calib_size: int = 512,
     eval_size: int | None = 2000,
     seed: int = 0,
     data: str | None = None,
-    progress: Callable[[str, float | None], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict:
     """The GELU10 experiment: accuracy per method with and without clipped activations."""
-    say = progress or (lambda msg, fraction=None: None)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    say = progress or silent
+    loaded = load(model)
     clipped = clip_activations(loaded, bound)
     rows = []
     for i, (label, m) in enumerate((("original", loaded), (f"clipped to ±{bound:g}", clipped))):
-        say(f"{label}: statistics pass and {len(methods)} methods", i / 2)
+        say(i / 2, f"{label}: statistics pass and {len(methods)} methods")
         rep = compare_methods(m, data=data, methods=list(methods), bits=act_bits, calib_size=calib_size,
                               eval_size=eval_size, seed=seed)
-        for row in rep["methods"]:
-            rows.append({"model": label, "method": row["method"], "accuracy": row["accuracy"],
-                         "fp32_accuracy": rep["fp32_accuracy"]})
-    say("done", 1.0)
+        for row in rep.methods:
+            rows.append({"model": label, "method": row.method, "accuracy": row.accuracy,
+                         "fp32_accuracy": rep.fp32_accuracy})
+    say(1.0, "done")
     return {"model": loaded.name, "bound": bound, "act_bits": act_bits, "rows": rows,
             "clipped_activations": clipped.info["clipped_activations"]}
 
@@ -214,10 +157,27 @@ def weight_ranges(sim: QuantSim) -> dict[str, dict]:
     return out
 
 
+def _study_rows(sim: QuantSim, config: QuantConfig, inp: Inputs, fp32: EvalResult, methods, act_bits, say):
+    """Accuracy per method and bit width; ranges and per-layer SQNR per method at the first bit width."""
+    runs = [(m, b) for b in act_bits for m in methods]
+    rows, ranges, sqnr = [], {}, {}
+    probe = inp.calib_batches[0][:64]
+    for i, (m, b) in enumerate(runs):
+        say(0.25 + 0.75 * i / len(runs), f"evaluating {m} at {b}-bit activations ({i + 1}/{len(runs)})")
+        sim.configure(config.with_default(act_bits=b))
+        applied = sim.apply_ranges(method=m)
+        result = scores(logits(sim, inp.eval_batches), inp.labels)
+        rows.append(StudyRow(m, b, result.top1, result.agreement_with(fp32)))
+        if b == act_bits[0]:
+            ranges[m] = {name: r.to_dict() for name, r in applied.items()}
+            sqnr[m] = {name: e["sqnr_db"] for name, e in layer_errors(sim, probe).items()}
+    return rows, ranges, sqnr
+
+
 def calibration_study(
     model: str | LoadedModel,
     data: str | None = None,
-    methods: list[str] = ("max", "percentile:99.99", "entropy", "mse"),
+    methods: Sequence[str] = DEFAULT_METHODS,
     act_bits: tuple[int, ...] = (8, 6, 4),
     weight_bits: int = 8,
     granularity: str = "channel",
@@ -225,53 +185,34 @@ def calibration_study(
     calib_size: int = 512,
     eval_size: int | None = 2000,
     seed: int = 0,
-    progress: Callable[[str, float | None], None] | None = None,
-) -> dict:
+    progress: Progress | None = None,
+) -> tuple[CalibrationStudy, QuantSim]:
     """Everything the calibration page shows, from ONE statistics pass.
 
-    Returns the QuantSim (its `.stats` hold every histogram), the ranges every method picks per
-    layer, accuracy and FP32 agreement per method and activation bit width, and per-layer SQNR
-    per method at the first bit width.
+    Returns the report and the QuantSim whose `.stats` hold every histogram (set to the first method
+    and bit width); the report has the ranges every method picks per layer, accuracy and FP32
+    agreement per method and activation bit width, and per-layer SQNR per method at the first width.
     """
-    say = progress or (lambda msg, fraction=None: None)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    data_name = data or default_data(loaded)
-    calib = calibration_subset(data_name, calib_size, seed)
-    evald = eval_subset(data_name, eval_size, seed)
-    check_compatible(loaded, evald)
-    pre = loaded.spec.preprocess
+    say = progress or silent
+    inp = prepare_inputs(model, data, calib_size, eval_size, seed)
     config = QuantConfig().with_default(act_bits=act_bits[0], weight_bits=weight_bits, weight_granularity=granularity,
                                         act_symmetric=symmetric)
-    sim = QuantSim(loaded.module, config)
-    calib_batches = list(batches(calib.images, pre))
-    say(f"statistics pass over {len(calib)} images", 0.0)
+    sim = QuantSim(inp.loaded.module, config)
+    n = inp.calib_size
+    say(0.0, f"statistics pass over {n} images")
     start = time.perf_counter()
-    sim.collect_stats(calib_batches, progress=lambda n: say(f"statistics pass: {n}/{len(calib)} images", 0.2 * n / len(calib)))
+    sim.collect_stats(inp.calib_batches, progress=lambda done: say(0.2 * done / n, f"statistics pass: {done}/{n} images"))
     stats_seconds = time.perf_counter() - start
-    say("FP32 evaluation", 0.2)
-    fp32 = evaluate(loaded.module, pre, evald)
-    runs = [(m, b) for b in act_bits for m in methods]
-    rows, ranges, sqnr = [], {}, {}
-    probe = calib_batches[0][:64]
-    for i, (m, b) in enumerate(runs):
-        say(f"evaluating {m} at {b}-bit activations ({i + 1}/{len(runs)})", 0.25 + 0.75 * i / len(runs))
-        sim.configure(config.with_default(act_bits=b))
-        applied = sim.apply_ranges(method=m)
-        result = evaluate(sim, pre, evald)
-        rows.append({"method": m, "act_bits": b, "accuracy": result.top1, "agreement": result.agreement_with(fp32)})
-        if b == act_bits[0]:
-            ranges[m] = {name: r.to_dict() for name, r in applied.items()}
-            sqnr[m] = {name: e["sqnr_db"] for name, e in layer_errors(sim, probe).items()}
+    say(0.2, "FP32 evaluation")
+    fp32 = scores(logits(inp.loaded.module, inp.eval_batches), inp.labels)
+    rows, ranges, sqnr = _study_rows(sim, config, inp, fp32, methods, act_bits, say)
     sim.configure(config)
     sim.apply_ranges(method=methods[0])
-    say("done", 1.0)
-    return {
-        "model": loaded.name, "model_id": loaded.info["sha256"][:16], "data": data_name, "calib_size": len(calib),
-        "eval_size": len(evald), "seed": seed,
-        "fp32_accuracy": fp32.top1, "methods": list(methods), "act_bits": list(act_bits),
-        "weight_bits": weight_bits, "granularity": granularity, "symmetric": symmetric,
-        "accuracy": rows, "ranges": ranges, "layer_sqnr_db": sqnr,
-        "points": [{"name": p.name, "kind": p.kind, "type": p.module_type} for p in sim.points],
-        "weights": weight_ranges(sim), "stats_pass_seconds": round(stats_seconds, 3), "sim": sim,
-        "unsupported_layers": sim.unsupported,
-    }
+    say(1.0, "done")
+    report = CalibrationStudy(
+        **inp.identity(), eval_size=inp.eval_size, fp32_accuracy=fp32.top1, methods=list(methods),
+        act_bits=list(act_bits), weight_bits=weight_bits, granularity=granularity, symmetric=symmetric,
+        accuracy=rows, ranges=ranges, layer_sqnr_db=sqnr,
+        points=[{"name": p.name, "kind": p.kind, "type": p.module_type} for p in sim.points],
+        weights=weight_ranges(sim), stats_pass_seconds=round(stats_seconds, 3), unsupported_layers=sim.unsupported)
+    return report, sim

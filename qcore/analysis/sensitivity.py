@@ -19,33 +19,41 @@ from typing import Callable
 import torch
 from torch import fx
 
+from qcore.analysis.evaluate import logits, output_errors
+from qcore.analysis.reports import CurvePoint, GreedyResult, LayerSensitivity, SensitivityReport
 from qcore.quant.calibration import RangeResult
-from qcore.zoo.data import calibration_subset, eval_subset
-from qcore.analysis.evaluate import batches, output_errors
-from qcore.analysis.experiments import check_compatible, default_data
-from qcore.zoo.models import LoadedModel, load_model
+from qcore.quant.progress import Progress, silent
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
+from qcore.zoo.inputs import Inputs, prepare_inputs
+from qcore.zoo.models import LoadedModel
 
 __all__ = ["Prepared", "prepare", "evaluate_config", "sweep", "greedy_fallback", "only_layers", "float_layers",
-           "weight_bytes", "latency_probe"]
+           "weight_bytes"]
 
 
 @dataclass
 class Prepared:
-    """Everything evaluations share: the calibrated sim, its ranges, inputs, labels and FP32 results."""
+    """Everything evaluations share: the inputs, the calibrated sim, its ranges and the FP32 predictions."""
 
-    loaded: LoadedModel
+    inputs: Inputs
     sim: QuantSim
     ranges: dict[str, RangeResult]
-    xs: list[torch.Tensor]
-    labels: torch.Tensor
     fp32_preds: torch.Tensor
     fp32_accuracy: float
     base_config: QuantConfig
-    data: str
-    seed: int = 0
-    calib_size: int = 0
+
+    @property
+    def loaded(self) -> LoadedModel:
+        return self.inputs.loaded
+
+    @property
+    def xs(self) -> list[torch.Tensor]:
+        return self.inputs.eval_batches
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.inputs.labels
 
 
 def only_layers(config: QuantConfig, names: list[str], layers: list[str]) -> QuantConfig:
@@ -63,9 +71,8 @@ def float_layers(config: QuantConfig, names: list[str]) -> QuantConfig:
     return config
 
 
-@torch.no_grad()
 def _predict(model, xs: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([model(x).argmax(1) for x in xs])
+    return logits(model, xs).argmax(1)
 
 
 def prepare(
@@ -77,20 +84,12 @@ def prepare(
     seed: int = 0,
 ) -> Prepared:
     """Load, run the one statistics pass, compute every layer's range, and run FP32 once."""
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
     config = config or QuantConfig()
-    data_name = data or default_data(loaded)
-    calib = calibration_subset(data_name, calib_size, seed)
-    evald = eval_subset(data_name, eval_size, seed)
-    check_compatible(loaded, evald)
-    pre = loaded.spec.preprocess
-    sim = QuantSim(loaded.module, config)
-    sim.collect_stats(list(batches(calib.images, pre)))
-    ranges = sim.apply_ranges()
-    xs = list(batches(evald.images, pre, 500))
-    fp32_preds = _predict(loaded.module, xs)
-    acc = int((fp32_preds == evald.labels).sum()) / len(evald.labels)
-    return Prepared(loaded, sim, ranges, xs, evald.labels, fp32_preds, acc, config, data_name, seed, len(calib))
+    inp = prepare_inputs(model, data, calib_size, eval_size, seed, eval_batch=500)
+    sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
+    fp32_preds = _predict(inp.loaded.module, inp.eval_batches)
+    acc = int((fp32_preds == inp.labels).sum()) / len(inp.labels)
+    return Prepared(inp, sim, sim.apply_ranges(), fp32_preds, acc, config)
 
 
 def evaluate_config(p: Prepared, config: QuantConfig) -> dict:
@@ -161,64 +160,77 @@ def _count_correct(p: Prepared, layers: list[str], reference: QuantConfig, varia
     return correct
 
 
-def sweep(p: Prepared, progress: Callable[[str, float | None], None] | None = None, reuse_prefix: bool = True) -> dict:
+def _two_sided(p: Prepared, layers: list[str], reuse_prefix: bool, say: Progress) -> tuple[dict, dict]:
+    """Accuracy per layer with only it quantized, and with all but it quantized."""
+    n = len(p.labels)
+    if reuse_prefix:
+        say(0.05, "only one layer quantized, each layer in turn")
+        only = _count_correct(p, layers, p.base_config, lambda name: only_layers(p.base_config, [name], layers), True)
+        say(0.5, "all layers quantized but one, each layer in turn")
+        but = _count_correct(p, layers, p.base_config, lambda name: float_layers(p.base_config, [name]), False)
+        return {k: v / n for k, v in only.items()}, {k: v / n for k, v in but.items()}
+    only_acc, but_acc = {}, {}
+    for i, name in enumerate(layers):
+        say(0.9 * i / len(layers), f"layer {i + 1}/{len(layers)}: {name}")
+        only_acc[name] = evaluate_config(p, only_layers(p.base_config, [name], layers))["accuracy"]
+        but_acc[name] = evaluate_config(p, float_layers(p.base_config, [name]))["accuracy"]
+    return only_acc, but_acc
+
+
+def _isolated_errors(p: Prepared, name: str, layers: list[str], probe: torch.Tensor) -> dict:
+    """SQNR/MSE/cosine of layer `name`'s own output when it alone is quantized."""
+    p.sim.configure(only_layers(p.base_config, [name], layers))
+    p.sim.apply_ranges(ranges=p.ranges)
+    with p.sim.disabled(), p.sim.capture() as ref:
+        p.sim(probe)
+    with p.sim.capture() as out:
+        p.sim(probe)
+    ref_out = next(o for q, _, o in ref if q == name)
+    q_out = next(o for q, _, o in out if q == name)
+    return output_errors(ref_out, q_out)
+
+
+def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = True) -> SensitivityReport:
     """The two-sided sweep over every layer, plus each layer's isolated output error.
 
     With `reuse_prefix`, each evaluation starts at its layer: for "only this layer quantized"
     everything before it is the cached FP32 run, for "all but this" the cached all-quantized run,
     so a sweep costs about half of 2 x layers full evaluations. Results are identical either way.
     """
-    say = progress or (lambda msg, fraction=None: None)
+    say = progress or silent
     start = time.perf_counter()
     layers = p.sim.layer_names()
     base = evaluate_config(p, p.base_config)
-    n = len(p.labels)
-    if reuse_prefix:
-        say("only one layer quantized, each layer in turn", 0.05)
-        only = _count_correct(p, layers, p.base_config, lambda name: only_layers(p.base_config, [name], layers), True)
-        say("all layers quantized but one, each layer in turn", 0.5)
-        but = _count_correct(p, layers, p.base_config, lambda name: float_layers(p.base_config, [name]), False)
-        only_acc = {k: v / n for k, v in only.items()}
-        but_acc = {k: v / n for k, v in but.items()}
-    else:
-        only_acc, but_acc = {}, {}
-        for i, name in enumerate(layers):
-            say(f"layer {i + 1}/{len(layers)}: {name}", 0.9 * i / len(layers))
-            only_acc[name] = evaluate_config(p, only_layers(p.base_config, [name], layers))["accuracy"]
-            but_acc[name] = evaluate_config(p, float_layers(p.base_config, [name]))["accuracy"]
-    say("output error of each layer alone", 0.95)
+    only_acc, but_acc = _two_sided(p, layers, reuse_prefix, say)
+    say(0.95, "output error of each layer alone")
     probe = p.xs[0][:128]
+    kinds = {pt.name: pt.kind for pt in p.sim.points}
     rows = []
     for name in layers:
-        p.sim.configure(only_layers(p.base_config, [name], layers))
-        p.sim.apply_ranges(ranges=p.ranges)
-        with p.sim.disabled(), p.sim.capture() as ref:
-            p.sim(probe)
-        with p.sim.capture() as out:
-            p.sim(probe)
-        ref_out = next(o for q, _, o in ref if q == name)
-        q_out = next(o for q, _, o in out if q == name)
-        errors = output_errors(ref_out, q_out)
-        kind = next(pt.kind for pt in p.sim.points if pt.name == name)
-        rows.append({"name": name, "kind": kind, "only_this_quantized": only_acc[name], "all_but_this": but_acc[name],
-                     "sqnr_db": errors["sqnr_db"], "mse": errors["mse"], "cosine": errors["cosine"]})
+        e = _isolated_errors(p, name, layers, probe)
+        rows.append(LayerSensitivity(name, kinds[name], only_acc[name], but_acc[name], e["sqnr_db"], e["mse"], e["cosine"]))
+    _restore(p)
+    say(1.0, "done")
+    return SensitivityReport(
+        **p.inputs.identity(), eval_size=len(p.labels), fp32_accuracy=p.fp32_accuracy, base_accuracy=base["accuracy"],
+        base_agreement=base["agreement"], config=p.base_config.to_dict(), layers=rows,
+        unsupported_layers=p.sim.unsupported, seconds=round(time.perf_counter() - start, 2))
+
+
+def _restore(p: Prepared) -> None:
+    """Put the shared sim back to the base config with the shared ranges."""
     p.sim.configure(p.base_config)
     p.sim.apply_ranges(ranges=p.ranges)
-    say("done", 1.0)
-    return {"model": p.loaded.name, "model_id": p.loaded.info["sha256"][:16], "data": p.data,
-            "seed": p.seed, "calib_size": p.calib_size, "eval_size": n, "fp32_accuracy": p.fp32_accuracy,
-            "base_accuracy": base["accuracy"], "base_agreement": base["agreement"],
-            "config": p.base_config.to_dict(), "layers": rows, "unsupported_layers": p.sim.unsupported, "seconds": round(time.perf_counter() - start, 2)}
 
 
 def greedy_fallback(
     p: Prepared,
-    sweep_report: dict,
+    report: SensitivityReport,
     budget: float = 0.01,
     max_float: int | None = None,
     latency: Callable[[QuantConfig], float] | None = None,
-    progress: Callable[[str, float | None], None] | None = None,
-) -> dict:
+    progress: Progress | None = None,
+) -> GreedyResult:
     """Keep the most sensitive layers in float until accuracy is within `budget` of FP32.
 
     Layers are ranked by how much keeping each alone in float recovers (`all_but_this` minus the
@@ -226,31 +238,25 @@ def greedy_fallback(
     after each added float layer; measured latency too when `latency(config)` is given) and the
     first config that meets the budget.
     """
-    say = progress or (lambda msg, fraction=None: None)
-    base = sweep_report["base_accuracy"]
-    ranked = sorted(sweep_report["layers"], key=lambda r: (-(r["all_but_this"] - base), r["sqnr_db"]))
+    say = progress or silent
+    base = report.base_accuracy
+    ranked = sorted(report.layers, key=lambda r: (-(r.all_but_this - base), r.sqnr_db))
     target = p.fp32_accuracy - budget
     limit = len(ranked) if max_float is None else min(max_float, len(ranked))
     chosen: list[str] = []
-    config = p.base_config
-    point = {"float_layers": [], "accuracy": base}
-    if latency:
-        point["latency_ms"] = latency(config)
-    curve = [point]
-    met = base >= target
-    while not met and len(chosen) < limit:
-        chosen.append(ranked[len(chosen)]["name"])
-        say(f"{len(chosen)} float layer(s): {chosen[-1]}", len(chosen) / limit)
+
+    def point(accuracy: float) -> CurvePoint:
         config = float_layers(p.base_config, chosen)
-        point = {"float_layers": list(chosen), "accuracy": evaluate_config(p, config)["accuracy"]}
-        if latency:
-            point["latency_ms"] = latency(config)
-        curve.append(point)
-        met = point["accuracy"] >= target
-    p.sim.configure(p.base_config)
-    p.sim.apply_ranges(ranges=p.ranges)
-    return {"budget": budget, "target_accuracy": target, "met": met, "float_layers": chosen,
-            "config": float_layers(p.base_config, chosen).to_dict(), "curve": curve}
+        return CurvePoint(list(chosen), accuracy, latency(config) if latency else None)
+
+    curve = [point(base)]
+    while curve[-1].accuracy < target and len(chosen) < limit:
+        chosen.append(ranked[len(chosen)].name)
+        say(len(chosen) / limit, f"{len(chosen)} float layer(s): {chosen[-1]}")
+        curve.append(point(evaluate_config(p, float_layers(p.base_config, chosen))["accuracy"]))
+    _restore(p)
+    return GreedyResult(budget, target, curve[-1].accuracy >= target, chosen,
+                        float_layers(p.base_config, chosen).to_dict(), curve)
 
 
 def weight_bytes(p: Prepared, config: QuantConfig) -> int:
@@ -263,34 +269,3 @@ def weight_bytes(p: Prepared, config: QuantConfig) -> int:
             16 if cfg.quantizes_weight else 32)
         total += n * bits // 8 + (wl.layer.bias.numel() * 4 if wl.layer.bias is not None else 0)
     return total
-
-
-def latency_probe(p: Prepared, out_dir, threads: int = 2, iters: int = 20, warmup: int = 3):
-    """A function config -> measured batch-1 latency (ms) of the real ONNX Runtime INT8 model.
-
-    Each call exports the config's INT8 model and times it interleaved with the FP32 ONNX Runtime
-    model in this process; partial quantization pays for its quantize/dequantize transitions here.
-    """
-    from pathlib import Path
-
-    from qcore.runtime.backends import ort as ort_backend
-    from qcore.runtime.machine import MACHINE_LOCK
-    from qcore.runtime.latency import measure_interleaved
-
-    out_dir = Path(out_dir)
-    shape = p.loaded.spec.input_shape
-    fp32 = ort_backend.fp32_runner(p.loaded.module, shape, out_dir, threads)
-    x = p.xs[0][:1]
-    fp32_ms: list[float] = []
-
-    def measure(config: QuantConfig) -> float:
-        p.sim.configure(config)
-        p.sim.apply_ranges(ranges=p.ranges)
-        int8 = ort_backend.int8_runner(p.sim, shape, out_dir, threads)
-        with MACHINE_LOCK:
-            timed = measure_interleaved({"fp32": fp32.run, "int8": int8.run}, x, threads, warmup, iters)
-        fp32_ms.append(timed["fp32"].median_ms)
-        return timed["int8"].median_ms
-
-    measure.fp32_ms = fp32_ms  # FP32 medians from the same rounds, for speedup ratios
-    return measure

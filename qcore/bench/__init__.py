@@ -26,16 +26,14 @@ __all__ = ["bench_calibrate", "bench_latency", "main"]
 
 
 def bench_calibrate(model: str | None = None, calib_size: int = 512, repeats: int = 5, seed: int = 0) -> dict:
-    from qcore.quant.calibration import compute_ranges
-    from qcore.zoo.data import calibration_subset
-    from qcore.analysis.evaluate import batches
-    from qcore.analysis.experiments import default_data, timed_pass
-    from qcore.zoo.models import DEFAULT_MODEL, load_model
+    from qcore.analysis.experiments import timed_pass
+    from qcore.quant.calibration import DEFAULT_METHODS, compute_ranges
     from qcore.quant.quantsim import QuantSim
+    from qcore.zoo.inputs import prepare_inputs
+    from qcore.zoo.models import DEFAULT_MODEL
 
-    loaded = load_model(model or DEFAULT_MODEL)
-    calib = calibration_subset(default_data(loaded), calib_size, seed)
-    xs = list(batches(calib.images, loaded.spec.preprocess))
+    inp = prepare_inputs(model or DEFAULT_MODEL, calib_size=calib_size, eval_size=1, seed=seed)
+    loaded, xs = inp.loaded, inp.calib_batches
     sim = QuantSim(loaded.module)
     timed_pass(loaded.module, xs[:1])  # warm-up both paths once
     sim.collect_stats(xs[:1])
@@ -47,7 +45,7 @@ def bench_calibrate(model: str | None = None, calib_size: int = 512, repeats: in
         stats.append(time.perf_counter() - start)
     ratios = [s / f for s, f in zip(stats, fp32)]
     methods = {}
-    for method in ("max", "percentile:99.99", "entropy", "mse"):
+    for method in DEFAULT_METHODS:
         start = time.perf_counter()
         scheme = sim.config.default.act_scheme()
         compute_ranges(sim.stats, method, scheme)
@@ -55,7 +53,7 @@ def bench_calibrate(model: str | None = None, calib_size: int = 512, repeats: in
     return {
         "benchmark": "calibrate",
         "model": loaded.name,
-        "calib_images": len(calib),
+        "calib_images": inp.calib_size,
         "quantizers": len(sim.points),
         "repeats": repeats,
         "fp32_pass_seconds": [round(t, 4) for t in fp32],
@@ -76,18 +74,22 @@ def bench_latency(
     """FP32 (eager, ONNX Runtime) vs every static INT8 backend, interleaved, at one batch size."""
     import tempfile
 
-    from qcore.runtime.deploy import build_paths, calibrated_sim, prepare_inputs
+    from qcore.quant.quantsim import QuantSim
+    from qcore.runtime.deploy import build_paths
+    from qcore.zoo.inputs import prepare_inputs
     from qcore.runtime.latency import measure_interleaved
     from qcore.zoo.models import DEFAULT_MODEL
     from qcore.quant.qconfig import QuantConfig
 
     threads = threads or torch.get_num_threads()
-    loaded, calib_batches, _, _, _ = prepare_inputs(model or DEFAULT_MODEL, random_weights, None, 256, 1, seed, None,
-                                                    lambda m, fraction=None: print(m, file=sys.stderr))
-    sim = calibrated_sim(loaded, QuantConfig(), calib_batches)
+    inp = prepare_inputs(model or DEFAULT_MODEL, None, 256, 1, seed, random_weights=random_weights)
+    if random_weights:
+        print("random weights: calibrating on random inputs; latency only, no accuracy", file=sys.stderr)
+    loaded = inp.loaded
+    sim = QuantSim.calibrated(loaded.module, QuantConfig(), inp.calib_batches)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, int8, _, notes = build_paths(loaded, sim, "auto", Path(out_dir or tmp), threads, lambda m, fraction=None: None,
-                                           variants=False)
+        paths = build_paths(loaded, sim, "auto", Path(out_dir or tmp), threads, variants=False)
+        fp32, int8, notes = paths.fp32, paths.int8, paths.notes
         x = torch.randn(batch, *loaded.spec.input_shape, generator=torch.Generator().manual_seed(seed))
         timed = measure_interleaved({**{f"fp32:{n}": r.run for n, r in fp32.items()},
                                      **{f"int8:{n}": r.run for n, r in int8.items()}}, x, threads, warmup, iters)

@@ -23,9 +23,11 @@ import torch
 from qcore.quant.qparams import QScheme, compute_qparams
 from qcore.quant.stats import Histogram, TensorStats
 
-__all__ = ["METHODS", "RangeResult", "parse_method", "quant_error", "candidate_errors", "compute_range", "compute_ranges"]
+__all__ = ["METHODS", "DEFAULT_METHODS", "RangeResult", "parse_method", "quant_error", "candidate_errors", "compute_range", "compute_ranges"]
 
 METHODS = ("max", "percentile", "entropy", "mse")
+# The methods every comparison offers, in the order they are shown: the one list the CLI, pages and benchmarks use.
+DEFAULT_METHODS = ("max", "percentile:99.99", "entropy", "mse")
 DEFAULT_PERCENTILE = 99.99
 ENTROPY_MAX_BINS = 2048
 ENTROPY_MAX_CANDIDATES = 512

@@ -26,7 +26,8 @@ import math
 import operator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from enum import StrEnum
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -35,12 +36,13 @@ from torch import fx, nn
 from qcore.quant.calibration import RangeResult, compute_range
 from qcore.quant.fakequant import fake_cast, fake_quantize_scheme
 from qcore.quant.fold import fold_bn_in_graph
+from qcore.quant.progress import Progress
 from qcore.quant.qconfig import LayerConfig, QuantConfig
 from qcore.quant.qparams import QScheme, compute_qparams, minmax
 from qcore.quant.stats import TensorStats
 from qcore.quant.tracing import symbolic_trace
 
-__all__ = ["QuantSim", "ActQuantizer", "QuantWeightLayer", "QuantPoint", "TraceError"]
+__all__ = ["QuantSim", "Mode", "RangeMode", "ActQuantizer", "QuantWeightLayer", "QuantPoint", "TraceError"]
 
 FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # clamps: folded into the requantization
 FUSED_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.hardtanh, torch.clamp)
@@ -48,6 +50,7 @@ UNFUSED_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Hardsigmoi
 UNFUSED_FUNCTIONS = (F.gelu, F.silu, F.hardswish, torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh)
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+EXPORT_BUFFERS = ("export_w", "export_scale", "export_zp")
 
 
 class TraceError(RuntimeError):
@@ -63,28 +66,59 @@ class QuantPoint:
     module_type: str
 
 
+class Mode(StrEnum):
+    """What an activation quantizer does with the tensor passing through."""
+
+    FLOAT = "float"  # nothing
+    OBSERVE = "observe"  # collect statistics (the calibration pass)
+    QUANT = "quant"  # fake-quantize (or cast to FP16/BF16)
+
+
+class RangeMode(StrEnum):
+    """Where a quantizing activation quantizer's grid comes from while the sim trains (QAT)."""
+
+    FIXED = "fixed"  # the calibrated range, unchanged
+    OBSERVED = "observe"  # moving-average min/max of the training batches, until frozen
+    LEARNED = "learn"  # the scale is a parameter trained with the LSQ gradient
+
+
+EMA = 0.01  # torch.ao's moving-average observer constant
+
+
 class ActQuantizer(nn.Module):
-    """Observes (collects stats), fake-quantizes, or passes through one activation tensor."""
+    """Observes (collects stats), fake-quantizes, or passes through one activation tensor.
+
+    Its state changes only through its methods: `set_range` (calibration), `observe_ranges`,
+    `learn_range` and `freeze_range` (QAT), `export_as` (ONNX Q/DQ export)."""
 
     def __init__(self, name: str):
         super().__init__()
         self.name = name
-        self.mode = "float"  # "float", "observe" or "quant"
+        self.mode = Mode.FLOAT
         self.stats = TensorStats(name)
         self.scheme: QScheme | None = None
         self.dtype = "fp32"
         self.range: RangeResult | None = None
+        self.range_mode = RangeMode.FIXED
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("zero_point", torch.zeros((), dtype=torch.int32))
         self.capture: list | None = None  # set by QuantSim.capture(): (name, tensor) appended here
         self.torch_ops: str | None = None  # "u8"/"s8": use torch's fake-quant ops (ONNX Q/DQ export)
-        self.learned_scale: nn.Parameter | None = None  # QAT with learned clip ranges (LSQ)
+        self.learned_scale: nn.Parameter | None = None  # RangeMode.LEARNED
+        self._running: torch.Tensor | None = None  # RangeMode.OBSERVED: running (min, max)
+
+    @property
+    def quantizes_int(self) -> bool:
+        return self.mode == Mode.QUANT and self.dtype == "int"
 
     def set_range(self, result: RangeResult | None, scheme: QScheme | None, dtype: str) -> None:
         self.range, self.scheme, self.dtype = result, scheme, dtype
         if result is not None and scheme is not None:
             scale, zp = compute_qparams(result.clip_min, result.clip_max, scheme)
-            self.scale, self.zero_point = scale.reshape(()), zp.reshape(())
+            self._set_grid(scale, zp)
+
+    def _set_grid(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        self.scale, self.zero_point = scale.reshape(()), zero_point.reshape(()).to(torch.int32)
 
     def set_qparams(self, scale: float, zero_point: int, method: str) -> None:
         """Fix this quantizer's grid to `scale`/`zero_point` (ranges found by QAT rather than by a
@@ -92,26 +126,66 @@ class ActQuantizer(nn.Module):
         qmin, qmax = self.scheme.qmin, self.scheme.qmax
         self.range = RangeResult(method, (qmin - zero_point) * scale, (qmax - zero_point) * scale, scale,
                                  int(zero_point), math.nan, math.nan)
-        self.scale = torch.tensor(float(scale))
-        self.zero_point = torch.tensor(int(zero_point), dtype=torch.int32)
+        self._set_grid(torch.tensor(float(scale)), torch.tensor(int(zero_point)))
 
+    # --- QAT range modes ----------------------------------------------------------------------
+    def observe_ranges(self) -> None:
+        """Follow the training batches' moving-average min/max (from the calibrated range) until frozen."""
+        self.range_mode = RangeMode.OBSERVED
+        self._running = torch.tensor([self.range.clip_min, self.range.clip_max])
+
+    def learn_range(self) -> nn.Parameter:
+        """Make the scale a trainable parameter (LSQ); returns it for the optimizer."""
+        self.range_mode = RangeMode.LEARNED
+        self.learned_scale = nn.Parameter(self.scale.detach().clone().reshape(1))
+        return self.learned_scale
+
+    def sync_learned(self) -> None:
+        """Copy a learned scale into the grid the exporters read (training may go on)."""
+        if self.learned_scale is not None:
+            self.scale = self.learned_scale.detach().abs().clamp_min(1e-12).reshape(())
+
+    def stop_observing(self) -> None:
+        """Keep the grid observed so far, fixed from now on."""
+        if self.range_mode == RangeMode.OBSERVED:
+            self.range_mode, self._running = RangeMode.FIXED, None
+
+    def freeze_range(self, method: str) -> None:
+        """Write the trained grid back as this quantizer's range (labelled `method`) and fix it."""
+        self.sync_learned()
+        self.learned_scale, self._running, self.range_mode = None, None, RangeMode.FIXED
+        self.set_qparams(float(self.scale), int(self.zero_point), method)
+
+    def _observe(self, x: torch.Tensor) -> None:
+        lo, hi = torch.aminmax(x.detach())
+        self._running.mul_(1 - EMA).add_(torch.stack([lo, hi]), alpha=EMA)
+        self._set_grid(*compute_qparams(self._running[0].reshape(1), self._running[1].reshape(1), self.scheme))
+
+    # --- forward -------------------------------------------------------------------------------
     def forward(self, x):
-        if self.mode == "observe":
+        if self.mode == Mode.OBSERVE:
             self.stats.update(x)
             out = x
-        elif self.mode == "quant" and self.dtype == "int" and self.torch_ops:
-            out = self._torch_fake_quant(x)
-        elif self.mode == "quant" and self.dtype == "int" and self.learned_scale is not None:
-            out = self._learned_fake_quant(x)
-        elif self.mode == "quant" and self.dtype == "int":
-            out = fake_quantize_scheme(x, self.scale, self.zero_point, self.scheme)
-        elif self.mode == "quant" and self.dtype in ("fp16", "bf16"):
-            out = fake_cast(x, self.dtype)
+        elif self.mode == Mode.QUANT:
+            out = self._quantize(x)
         else:
             out = x
         if self.capture is not None:
             self.capture.append((self.name, x.detach(), out.detach()))
         return out
+
+    def _quantize(self, x):
+        if self.dtype in ("fp16", "bf16"):
+            return fake_cast(x, self.dtype)
+        if self.dtype != "int":
+            return x
+        if self.torch_ops:
+            return self._torch_fake_quant(x)
+        if self.range_mode == RangeMode.OBSERVED and self.training:
+            self._observe(x)
+        if self.range_mode == RangeMode.LEARNED:
+            return self._learned_fake_quant(x)
+        return fake_quantize_scheme(x, self.scale, self.zero_point, self.scheme)
 
     def _learned_fake_quant(self, x):
         """LSQ (Esser et al. 2020): the scale gets a gradient, scaled by 1/sqrt(features * qmax)."""
@@ -144,12 +218,29 @@ class QuantWeightLayer(nn.Module):
         self.enabled = False
         self._cached: torch.Tensor | None = None
         self.torch_ops = False  # True while exporting to ONNX
-        self.bn_train: nn.Module | None = None  # QAT: a BN trained in front of the folding (qcore.train.qat)
 
     def configure(self, cfg: LayerConfig) -> None:
         self.cfg = cfg
         self.enabled = cfg.quantizes_weight
         self._cached = None
+
+    def forget_quantized(self) -> None:
+        """Drop the cached quantized weight (the float weight changed)."""
+        self._cached = None
+
+    def begin_export(self) -> None:
+        """Run through torch's fake-quant ops with the int8 weight held as buffers, so that an ONNX
+        export writes them as initializers with QuantizeLinear/DequantizeLinear on top (constants
+        would be folded)."""
+        self.torch_ops = True
+        if self.enabled:
+            for name, t in zip(EXPORT_BUFFERS, self.int8_weight()):
+                self.register_buffer(name, t)
+
+    def end_export(self) -> None:
+        self.torch_ops = False
+        for name in EXPORT_BUFFERS:
+            self._buffers.pop(name, None)
 
     @property
     def weight_scheme(self) -> QScheme:
@@ -207,8 +298,6 @@ class QuantWeightLayer(nn.Module):
         return torch.fake_quantize_per_channel_affine(self.export_w, self.export_scale, self.export_zp, 0, -128, 127)
 
     def forward(self, x):
-        if self.bn_train is not None and self.training and not self.torch_ops:
-            return self.bn_train(self, x)
         w = self.export_weight() if self.torch_ops else self.quantized_weight()
         if isinstance(self.layer, nn.Conv2d):
             return self.layer._conv_forward(x, w, self.layer.bias)
@@ -332,8 +421,17 @@ class QuantSim(nn.Module):
             self.apply_ranges()
 
     # --- calibration --------------------------------------------------------------------------
+    @classmethod
+    def calibrated(cls, model: nn.Module, config: QuantConfig, batches: list[torch.Tensor],
+                   progress: Progress | None = None) -> "QuantSim":
+        """A sim of `model` under `config`, calibrated on `batches` with each layer's method."""
+        sim = cls(model, config)
+        sim.collect_stats(batches, progress)
+        sim.apply_ranges()
+        return sim
+
     @torch.no_grad()
-    def collect_stats(self, batches: Iterable[torch.Tensor], progress: Callable[[int], None] | None = None) -> dict[str, TensorStats]:
+    def collect_stats(self, batches: Iterable[torch.Tensor], progress: Progress | None = None) -> dict[str, TensorStats]:
         """One pass over the calibration batches, collecting statistics at every quantizer.
 
         Weights are quantized during the pass, as in deployment, so later layers see the
@@ -341,17 +439,17 @@ class QuantSim(nn.Module):
         """
         for q in self.quantizers.values():
             q.stats = TensorStats(q.name)
-            q.mode = "observe"
-        n = 0
+            q.mode = Mode.OBSERVE
+        n, total = 0, sum(len(x) for x in batches) if isinstance(batches, (list, tuple)) else None
         try:
             for x in batches:
                 self.model(x)
                 n += len(x)
                 if progress:
-                    progress(n)
+                    progress(n / total if total else None, f"statistics pass: {n}/{total or '?'} images")
         finally:
             for q in self.quantizers.values():
-                q.mode = "float"
+                q.mode = Mode.FLOAT
         if n == 0:
             raise ValueError("calibration needs at least one image")
         self.stats = {q.name: q.stats for q in self.quantizers.values()}
@@ -371,9 +469,9 @@ class QuantSim(nn.Module):
             cfg = self.config.for_layer(q.name)
             if not cfg.quantizes_act:
                 q.set_range(None, None, "fp32")
-                q.mode = "float"
+                q.mode = Mode.FLOAT
                 continue
-            q.mode = "quant"
+            q.mode = Mode.QUANT
             if cfg.act_dtype != "int":
                 q.set_range(None, None, cfg.act_dtype)
                 continue
@@ -392,7 +490,24 @@ class QuantSim(nn.Module):
     def weights_changed(self) -> None:
         """Forget cached quantized weights: call after an optimizer step changed the float weights."""
         for w in self.weight_layers.values():
-            w._cached = None
+            w.forget_quantized()
+
+    def int_quantizers(self) -> list[ActQuantizer]:
+        """The activation quantizers that quantize to integers under the current config."""
+        return [q for q in self.quantizers.values() if q.quantizes_int]
+
+    def wrap_weight_layer(self, name: str, wrapper: nn.Module) -> None:
+        """Put `wrapper` (which holds the layer) where the graph calls weight layer `name`."""
+        parent, _, attr = name.rpartition(".")
+        setattr(self.model.get_submodule(parent) if parent else self.model, attr, wrapper)
+
+    def unwrap_weight_layer(self, name: str) -> None:
+        """The graph calls the weight layer itself again."""
+        self.wrap_weight_layer(name, self.weight_layers[name])
+
+    def wrapper_of(self, name: str) -> nn.Module:
+        """What the graph calls for weight layer `name`: the layer, or a wrapper around it."""
+        return self.model.get_submodule(name)
 
     @contextmanager
     def disabled(self):
@@ -401,7 +516,7 @@ class QuantSim(nn.Module):
         weights = {k: w.enabled for k, w in self.weight_layers.items()}
         try:
             for q in self.quantizers.values():
-                q.mode = "float"
+                q.mode = Mode.FLOAT
             for w in self.weight_layers.values():
                 w.enabled = False
             yield self
@@ -429,26 +544,19 @@ class QuantSim(nn.Module):
         torch.onnx.export writes QuantizeLinear/DequantizeLinear pairs with exactly these ranges.
         `activations` is "u8" or "s8" (the same grid stored as int8)."""
         for q in self.quantizers.values():
-            if q.mode == "quant" and q.dtype == "int" and q.scheme.bits != 8:
+            if q.quantizes_int and q.scheme.bits != 8:
                 raise ValueError(f"{q.name}: {q.scheme.bits}-bit activations have no INT8 kernel; use 8 bits or float")
         try:
             for q in self.quantizers.values():
                 q.torch_ops = activations
             for w in self.weight_layers.values():
-                w.torch_ops = True
-                # computed before tracing starts and held as buffers, so an export writes them as
-                # initializers with QuantizeLinear/DequantizeLinear on top (constants would be folded)
-                if w.enabled:
-                    for name, t in zip(("export_w", "export_scale", "export_zp"), w.int8_weight()):
-                        w.register_buffer(name, t)
+                w.begin_export()
             yield self
         finally:
             for q in self.quantizers.values():
                 q.torch_ops = None
             for w in self.weight_layers.values():
-                w.torch_ops = False
-                for name in ("export_w", "export_scale", "export_zp"):
-                    w._buffers.pop(name, None)
+                w.end_export()
 
     def forward(self, x):
         return self.model(x)

@@ -12,37 +12,29 @@ INT8 backend, so all of them run the grids the simulation used. Then:
 from __future__ import annotations
 
 import copy
-import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from qcore.analysis.evaluate import agreement, logits, scores, sqnr_db
+from qcore.quant.progress import Progress, silent, span
+from qcore.quant.qconfig import QuantConfig
+from qcore.quant.quantsim import QuantSim
 from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.backends import x86 as x86_backend
 from qcore.runtime.backends.common import Runner
-from qcore.runtime.machine import cpu_features
-from qcore.zoo.data import calibration_subset, eval_subset
 from qcore.runtime.diagnose import diagnose
-from qcore.analysis.evaluate import DEFAULT_BATCH, EvalResult, batches, sqnr_db
-from qcore.analysis.experiments import check_compatible, default_data, run_identity
-from qcore.runtime.machine import MACHINE_LOCK
 from qcore.runtime.latency import measure_interleaved
-from qcore.zoo.models import LoadedModel, finish_loading, get_spec, load_model
-from qcore.quant.qconfig import QuantConfig
-from qcore.quant.quantsim import QuantSim
+from qcore.runtime.machine import MACHINE_LOCK, cpu_features
+from qcore.runtime.reports import DeployReport, Int8Graph, PathScore
+from qcore.zoo.inputs import Inputs, prepare_inputs
+from qcore.zoo.models import LoadedModel
 
-__all__ = ["BACKENDS", "build_paths", "deploy", "calibrated_sim", "prepare_inputs"]
+__all__ = ["BACKENDS", "BuiltPaths", "build_paths", "deploy"]
 
 BACKENDS = ("auto", "x86", "ort")
-
-
-def calibrated_sim(loaded: LoadedModel, config: QuantConfig, calib_batches: list[torch.Tensor]) -> QuantSim:
-    sim = QuantSim(loaded.module, config)
-    sim.collect_stats(calib_batches)
-    sim.apply_ranges()
-    return sim
 
 
 def _eager_runner(name: str, kind: str, module: torch.nn.Module, dtype: torch.dtype | None = None) -> Runner:
@@ -56,27 +48,30 @@ def _eager_runner(name: str, kind: str, module: torch.nn.Module, dtype: torch.dt
     return Runner(name, kind, run, size)
 
 
-def build_paths(
-    loaded: LoadedModel, sim: QuantSim, backend: str, out_dir: Path, threads: int, say: Callable[[str], None],
-    variants: bool = True,
-) -> tuple[dict[str, Runner], dict[str, Runner], dict[str, Runner], list[str]]:
-    """FP32 paths, static INT8 paths and other variants (dynamic, bf16, fp16), plus skip notes."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    shape = loaded.spec.input_shape
-    notes: list[str] = []
-    say("exporting FP32 ONNX")
-    fp32 = {"eager": _eager_runner("eager", "fp32", loaded.module),
-            "ort": ort_backend.fp32_runner(loaded.module, shape, out_dir, threads)}
-    fp32["ort"].name = "ort"
+@dataclass
+class BuiltPaths:
+    """The runnable paths of one deploy: FP32 baselines, static INT8 backends, other variants
+    (dynamic INT8, BF16/FP16), and notes on what was skipped and why."""
+
+    fp32: dict[str, Runner]
+    int8: dict[str, Runner]
+    other: dict[str, Runner] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def everything(self) -> dict[str, Runner]:
+        return {**self.fp32, **self.int8, **self.other}
+
+
+def _int8_paths(sim: QuantSim, backend: str, shape, out_dir: Path, threads: int, say: Progress,
+                notes: list[str]) -> dict[str, Runner]:
     int8: dict[str, Runner] = {}
     if backend in ("auto", "ort"):
-        say("building ONNX Runtime INT8 (QDQ, U8S8 and S8S8)")
+        say(0.3, "building ONNX Runtime INT8 (QDQ, U8S8 and S8S8)")
         for acts in ("u8", "s8"):
             r = ort_backend.int8_runner(sim, shape, out_dir, threads, acts)
             int8[r.name] = r
     if backend in ("auto", "x86"):
-        say("building PyTorch INT8 (torch.ao FX; x86 and oneDNN engines)")
+        say(0.6, "building PyTorch INT8 (torch.ao FX; x86 and oneDNN engines)")
         try:
             for engine, name in (("x86", "x86"), ("onednn", "x86_onednn")):
                 int8[name] = x86_backend.x86_runner(sim, shape, threads, engine)
@@ -86,12 +81,13 @@ def build_paths(
             if backend == "x86":
                 raise
             notes.append(f"x86 skipped: {exc}")
-    other: dict[str, Runner] = {}
-    if not variants:
-        return fp32, int8, other, notes
-    say("building dynamic INT8 variants")
-    other["ort_dynamic"] = ort_backend.dynamic_runner(fp32["ort"].path, out_dir, threads)
-    other["x86_dynamic"] = x86_backend.dynamic_x86_runner(loaded.module, threads)
+    return int8
+
+
+def _variant_paths(loaded: LoadedModel, fp32_onnx: Path, out_dir: Path, threads: int, notes: list[str]) -> dict[str, Runner]:
+    """Dynamic INT8, and BF16/FP16 eager where the CPU has the instructions natively."""
+    other = {"ort_dynamic": ort_backend.dynamic_runner(fp32_onnx, out_dir, threads),
+             "x86_dynamic": x86_backend.dynamic_x86_runner(loaded.module, threads)}
     cpu = cpu_features()
     for name, dtype, flag in (("bf16_eager", torch.bfloat16, "bf16"), ("fp16_eager", torch.float16, "fp16")):
         if not cpu.get(flag):
@@ -99,50 +95,100 @@ def build_paths(
             continue
         try:
             runner = _eager_runner(name, flag, loaded.module, dtype)
-            runner(torch.zeros(1, *shape))
+            runner(torch.zeros(1, *loaded.spec.input_shape))
             other[name] = runner
         except RuntimeError as exc:
             notes.append(f"{name} skipped: {exc}")
-    return fp32, int8, other, notes
+    return other
+
+
+def build_paths(loaded: LoadedModel, sim: QuantSim, backend: str, out_dir: Path, threads: int,
+                progress: Progress | None = None, variants: bool = True) -> BuiltPaths:
+    """FP32 paths, static INT8 paths and (with `variants`) dynamic INT8 and BF16/FP16 paths."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    say = progress or silent
+    shape = loaded.spec.input_shape
+    say(0.0, "exporting FP32 ONNX")
+    fp32 = {"eager": _eager_runner("eager", "fp32", loaded.module),
+            "ort": ort_backend.fp32_runner(loaded.module, shape, out_dir, threads)}
+    fp32["ort"].name = "ort"
+    paths = BuiltPaths(fp32, {})
+    paths.int8 = _int8_paths(sim, backend, shape, out_dir, threads, say, paths.notes)
+    if variants:
+        say(0.9, "building dynamic INT8 variants")
+        paths.other = _variant_paths(loaded, fp32["ort"].path, out_dir, threads, paths.notes)
+    return paths
 
 
 @torch.no_grad()
-def _logits(runner: Callable, xs: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([runner(x) for x in xs])
+def _score_paths(everything: dict[str, Runner], inp: Inputs, sim_logits: torch.Tensor, fp32_logits: torch.Tensor,
+                 say: Progress) -> dict[str, PathScore]:
+    """Each path on the evaluation set: accuracy, top-1 agreement and logit SQNR against the simulation."""
+    scored = {}
+    for name, runner in everything.items():
+        say(len(scored) / len(everything), f"evaluating {name}")
+        out = logits(runner, inp.eval_batches)
+        scored[name] = PathScore(
+            kind=runner.kind, size_bytes=runner.size_bytes,
+            agreement_with_simulation=agreement(out.argmax(1), sim_logits.argmax(1)),
+            agreement_with_fp32=agreement(out.argmax(1), fp32_logits.argmax(1)),
+            sqnr_db_vs_simulation=round(sqnr_db(sim_logits, out), 2),
+            accuracy=scores(out, inp.labels).top1 if inp.labels is not None else None)
+    return scored
 
 
-def _scores(logits: torch.Tensor, labels: torch.Tensor | None) -> EvalResult | None:
-    if labels is None:
-        return None
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, 1).indices
-    n = len(labels)
-    return EvalResult(float((top[:, 0] == labels).float().mean()), float((top == labels[:, None]).any(1).float().mean()),
-                      top[:, 0], n)
+def _timing_input(inp: Inputs, b: int) -> torch.Tensor:
+    """A batch of `b` evaluation images (repeated when there are fewer), or random ones."""
+    if inp.labels is None:
+        return torch.randn(b, *inp.loaded.spec.input_shape)
+    x = torch.cat(inp.eval_batches)[:b]
+    return x.repeat((b + len(x) - 1) // len(x), 1, 1, 1)[:b] if len(x) < b else x
 
 
-def prepare_inputs(model, random_weights, data, calib_size, eval_size, seed, weights, say):
-    """The model and its calibration/evaluation batches (random ones for random-weight latency runs)."""
-    if isinstance(model, LoadedModel):
-        loaded = model
-    elif random_weights:
-        torch.manual_seed(seed)
-        spec = get_spec(model)
-        loaded = finish_loading(spec, spec.build(), {"weights": "random (latency only)"})
-    else:
-        loaded = load_model(model, weights=weights)
-    shape = loaded.spec.input_shape
-    if random_weights:
-        say("random weights: calibrating on random inputs; latency only, no accuracy")
-        g = torch.Generator().manual_seed(seed)
-        calib_batches = [torch.randn(8, *shape, generator=g) for _ in range(4)]
-        return loaded, calib_batches, calib_batches[:1], None, None
-    data_name = data or default_data(loaded)
-    calib = calibration_subset(data_name, calib_size, seed)
-    evald = eval_subset(data_name, eval_size, seed)
-    check_compatible(loaded, evald)
-    pre = loaded.spec.preprocess
-    return loaded, list(batches(calib.images, pre)), list(batches(evald.images, pre, DEFAULT_BATCH)), evald.labels, data_name
+def _time_paths(everything: dict[str, Runner], inp: Inputs, batch_sizes, threads: int, warmup: int, iters: int,
+                say: Progress) -> dict[str, dict[str, dict]]:
+    """Every path timed interleaved at each batch size, while no other job uses the cores."""
+    latency = {}
+    for i, b in enumerate(batch_sizes):
+        part = span(say, i / len(batch_sizes), (i + 1) / len(batch_sizes))
+        part(0.0, f"timing {len(everything)} paths at batch {b} ({iters} interleaved calls each)")
+        with MACHINE_LOCK:  # never time while another job (training, another deploy) uses the cores
+            timed = measure_interleaved({n: r.run for n, r in everything.items()}, _timing_input(inp, b), threads,
+                                        warmup, iters, progress=lambda f, msg, b=b: part(f, f"batch {b}: {msg}"))
+        latency[f"batch_{b}"] = {n: t.to_dict() for n, t in timed.items()}
+    return latency
+
+
+def _speedups(latency: dict, b: int, fp32_paths, others) -> tuple[dict[str, float], str]:
+    """Speedup of every non-FP32 path at batch `b` over the fastest FP32 path, and that path."""
+    t = latency[f"batch_{b}"]
+    fastest = min(fp32_paths, key=lambda n: t[n]["median_ms"])
+    return {n: round(t[fastest]["median_ms"] / t[n]["median_ms"], 3) for n in others}, fastest
+
+
+def _report(inp: Inputs, config: QuantConfig, paths: BuiltPaths, scored: dict[str, PathScore], sim_acc, fp32_acc,
+            latency: dict, batch_sizes, threads: int, iters: int) -> DeployReport:
+    """The report: the fastest INT8 backend at the first batch size, and every path's numbers."""
+    others = {**paths.int8, **paths.other}
+    by_path, fastest_fp32 = _speedups(latency, batch_sizes[0], paths.fp32, others)
+    best = max(paths.int8, key=lambda n: by_path[n]) if paths.int8 else None
+    chosen = scored[best] if best else None
+    return DeployReport(
+        **inp.identity(), random_weights=inp.labels is None, backend=best, config=config.to_dict(),
+        fp32_accuracy=fp32_acc, simulation_accuracy=sim_acc, int8_accuracy=chosen.accuracy if chosen else None,
+        agreement_with_simulation=chosen.agreement_with_simulation if chosen else None,
+        logit_sqnr_db_vs_simulation=chosen.sqnr_db_vs_simulation if chosen else None,
+        eval_images=inp.eval_size, paths=scored, latency_ms=latency, fastest_fp32=fastest_fp32,
+        speedup_vs_fastest_fp32=by_path.get(best) if best else None, speedup_by_path=by_path,
+        speedup_vs_fastest_fp32_by_batch={str(b): _speedups(latency, b, paths.fp32, others)[0].get(best)
+                                          for b in batch_sizes} if best else {},
+        best_int8=best,
+        int8_paths={n: Int8Graph(r.transitions, r.float_ops, r.ops, r.notes) for n, r in paths.int8.items()},
+        size_bytes={n: r.size_bytes for n, r in paths.everything().items()}, macs=inp.loaded.macs, threads=threads,
+        iters=iters, machine={**cpu_features(), "quantized_engine": torch.backends.quantized.engine,
+                              "reduce_range": config.reduce_range},
+        notes=paths.notes)
 
 
 def deploy(
@@ -160,104 +206,37 @@ def deploy(
     warmup: int = 5,
     weights: str | None = None,
     random_weights: bool = False,
-    progress: Callable[..., None] | None = None,
-) -> dict:
+    progress: Progress | None = None,
+) -> DeployReport:
     """Build, check, time and export real INT8 models; returns (and writes) report.json."""
-    say = progress or (lambda msg, fraction=None: None)
+    say = progress or silent
     threads = threads or torch.get_num_threads()
     start_all = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = config or QuantConfig()
-    loaded, calib_batches, eval_batches, labels, data_name = prepare_inputs(
-        model, random_weights, data, calib_size, eval_size, seed, weights, say
-    )
-    shape = loaded.spec.input_shape
-
-    say("calibrating (one statistics pass)", 0.02)
-    sim = calibrated_sim(loaded, config, calib_batches)
-    fp32_paths, int8_paths, other_paths, notes = build_paths(loaded, sim, backend, out_dir, threads, say)
+    say(0.0, "loading model and data")
+    inp = prepare_inputs(model, data, calib_size, eval_size, seed, weights, random_weights)
+    if random_weights:
+        say(0.01, "random weights: calibrating on random inputs; latency only, no accuracy")
+    say(0.02, "calibrating (one statistics pass)")
+    sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
+    paths = build_paths(inp.loaded, sim, backend, out_dir, threads, span(say, 0.05, 0.3))
     if sim.unsupported_note():
-        notes.append(sim.unsupported_note())
-
-    say("evaluating every path", 0.3)
-    sim_logits = _logits(sim, eval_batches)
-    fp32_logits = _logits(loaded.module, eval_batches)
-    sim_eval, fp32_eval = _scores(sim_logits, labels), _scores(fp32_logits, labels)
-    paths_report = {}
-    everything = {**fp32_paths, **int8_paths, **other_paths}
-    for name, runner in everything.items():
-        say(f"evaluating {name}", 0.3 + 0.2 * len(paths_report) / len(everything))
-        logits = _logits(runner, eval_batches)
-        entry = {
-            "kind": runner.kind,
-            "size_bytes": runner.size_bytes,
-            "agreement_with_simulation": float((logits.argmax(1) == sim_logits.argmax(1)).float().mean()),
-            "agreement_with_fp32": float((logits.argmax(1) == fp32_logits.argmax(1)).float().mean()),
-            "sqnr_db_vs_simulation": round(sqnr_db(sim_logits, logits), 2),
-        }
-        scored = _scores(logits, labels)
-        if scored is not None:
-            entry["accuracy"] = scored.top1
-        paths_report[name] = entry
-
-    latency: dict[str, dict] = {}
-    for i, b in enumerate(batch_sizes):
-        share = 0.5 / len(batch_sizes)
-        say(f"timing {len(everything)} paths at batch {b} ({iters} interleaved calls each)", 0.5 + i * share)
-        x = torch.cat(eval_batches)[:b] if not random_weights else torch.randn(b, *shape)
-        if len(x) < b:
-            x = x.repeat((b + len(x) - 1) // len(x), 1, 1, 1)[:b]
-        with MACHINE_LOCK:  # never time while another job (training, another deploy) uses the cores
-            timed = measure_interleaved(
-                {n: r.run for n, r in everything.items()}, x, threads, warmup, iters,
-                progress=lambda f, b=b, base=0.5 + i * share: say(f"timing batch {b}: {round(f * iters)}/{iters} calls",
-                                                                   base + f * share),
-            )
-        latency[f"batch_{b}"] = {n: t.to_dict() for n, t in timed.items()}
-
-    def speedups(b: int) -> dict[str, float]:
-        t = latency[f"batch_{b}"]
-        fastest = min(fp32_paths, key=lambda n: t[n]["median_ms"])
-        return {n: round(t[fastest]["median_ms"] / t[n]["median_ms"], 3) for n in {**int8_paths, **other_paths}}, fastest
-
-    b1 = batch_sizes[0]
-    by_path, fastest_fp32 = speedups(b1)
-    best = max(int8_paths, key=lambda n: by_path[n]) if int8_paths else None
-    report = {
-        **run_identity(loaded, data_name, seed, calib_size),
-        "random_weights": random_weights,
-        "backend": best,
-        "config": config.to_dict(),
-        "fp32_accuracy": fp32_eval.top1 if fp32_eval else None,
-        "simulation_accuracy": sim_eval.top1 if sim_eval else None,
-        "int8_accuracy": paths_report[best].get("accuracy") if best else None,
-        "agreement_with_simulation": paths_report[best]["agreement_with_simulation"] if best else None,
-        "logit_sqnr_db_vs_simulation": paths_report[best]["sqnr_db_vs_simulation"] if best else None,
-        "eval_images": int(sum(len(x) for x in eval_batches)),
-        "paths": paths_report,
-        "latency_ms": latency,
-        "fastest_fp32": fastest_fp32,
-        "speedup_vs_fastest_fp32": by_path.get(best) if best else None,
-        "speedup_by_path": by_path,
-        "speedup_vs_fastest_fp32_by_batch": {str(b): speedups(b)[0].get(best) for b in batch_sizes} if best else {},
-        "best_int8": best,
-        "int8_paths": {n: {"transitions": r.transitions, "float_ops": r.float_ops, "ops": r.ops, "notes": r.notes}
-                       for n, r in int8_paths.items()},
-        "size_bytes": {n: r.size_bytes for n, r in everything.items()},
-        "macs": loaded.macs,
-        "threads": threads,
-        "iters": iters,
-        "machine": {**cpu_features(), "quantized_engine": torch.backends.quantized.engine,
-                    "reduce_range": config.reduce_range},
-        "notes": notes,
-    }
-    report["diagnosis"] = diagnose(report)
-    files = _export(int8_paths, out_dir)
-    report["files"] = files
-    report["out_dir"] = str(out_dir)
-    report["seconds"] = round(time.perf_counter() - start_all, 1)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        paths.notes.append(sim.unsupported_note())
+    say(0.3, "evaluating every path")
+    sim_logits, fp32_logits = logits(sim, inp.eval_batches), logits(inp.loaded.module, inp.eval_batches)
+    has_labels = inp.labels is not None
+    sim_acc = scores(sim_logits, inp.labels).top1 if has_labels else None
+    fp32_acc = scores(fp32_logits, inp.labels).top1 if has_labels else None
+    scored = _score_paths(paths.everything(), inp, sim_logits, fp32_logits, span(say, 0.3, 0.5))
+    latency = _time_paths(paths.everything(), inp, batch_sizes, threads, warmup, iters, span(say, 0.5, 1.0))
+    report = _report(inp, config, paths, scored, sim_acc, fp32_acc, latency, batch_sizes, threads, iters)
+    report.diagnosis = diagnose(report)
+    report.files = _export(paths.int8, out_dir)
+    report.out_dir = str(out_dir)
+    report.seconds = round(time.perf_counter() - start_all, 1)
+    (out_dir / "report.json").write_text(report.to_json())
     return report
 
 

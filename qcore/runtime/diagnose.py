@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qcore.runtime.reports import DeployReport
+
 __all__ = ["diagnose"]
 
 
-def diagnose(report: dict) -> list[str]:
+def diagnose(report: "DeployReport") -> list[str]:
     """Plain-language findings for a deploy/bench report (empty when INT8 is clearly faster).
 
     Looks at: the CPU's INT8 instructions, the model's arithmetic per image, the batch size, the
@@ -13,10 +18,10 @@ def diagnose(report: dict) -> list[str]:
     x86, and reduce_range.
     """
     findings: list[str] = []
-    cpu = report.get("machine", {})
-    best = report.get("best_int8")
-    by_batch = report.get("latency_ms", {})
-    speedups = report.get("speedup_vs_fastest_fp32_by_batch", {})
+    cpu = report.machine
+    best = report.best_int8
+    by_batch = report.latency_ms
+    speedups = report.speedup_vs_fastest_fp32_by_batch
     b1 = speedups.get("1")
     if not cpu.get("avx512") and not cpu.get("avx2"):
         findings.append("This CPU has neither AVX2 nor AVX-512: INT8 kernels fall back to slow reference code.")
@@ -25,7 +30,7 @@ def diagnose(report: dict) -> list[str]:
             "This CPU has no VNNI: each INT8 multiply-accumulate takes three instructions instead of one, so "
             "INT8 gains are small; reduce_range is needed to avoid overflow."
         )
-    macs = report.get("macs", 0)
+    macs = report.macs
     if b1 is not None and b1 < 1.2:
         if macs and macs < 30e6:
             findings.append(
@@ -36,12 +41,12 @@ def diagnose(report: dict) -> list[str]:
         big = [b for b, s in speedups.items() if b != "1" and s >= 1.2]
         if big:
             findings.append(f"At batch {', '.join(big)} INT8 is faster: batch your requests if latency allows.")
-    by_path = report.get("speedup_by_path", {})
-    for name, info in report.get("int8_paths", {}).items():
+    by_path = report.speedup_by_path
+    for name, info in report.int8_paths.items():
         if by_path.get(name, 0.0) >= 1.2:
             continue  # this path is fast: nothing to explain
-        transitions = info.get("transitions", 0)
-        float_ops = info.get("float_ops", [])
+        transitions = info.transitions
+        float_ops = info.float_ops
         if transitions > 6:
             findings.append(
                 f"{name}: {transitions} quantize/dequantize ops stay in the graph (float layers from partial "
@@ -50,14 +55,14 @@ def diagnose(report: dict) -> list[str]:
             )
         if float_ops:
             findings.append(f"{name} still runs in float: {', '.join(float_ops[:6])}.")
-    s8 = report.get("speedup_by_path", {}).get("ort_s8s8")
-    u8 = report.get("speedup_by_path", {}).get("ort_u8s8")
+    s8 = by_path.get("ort_s8s8")
+    u8 = by_path.get("ort_u8s8")
     if s8 is not None and u8 is not None and s8 < 0.8 * u8:
         findings.append(
             f"ONNX Runtime S8S8 (int8 activations) runs at {s8:.2f}x vs {u8:.2f}x for U8S8: x86 INT8 kernels "
             "want uint8 activations; use U8S8."
         )
-    if report.get("config", {}).get("reduce_range") and cpu.get("vnni"):
+    if report.config.get("reduce_range") and cpu.get("vnni"):
         findings.append("reduce_range is on, but this CPU has VNNI: it only costs accuracy here; turn it off.")
     if by_batch and best and b1 is not None and b1 >= 1.2 and not findings:
         findings.append(f"INT8 ({best}) is {b1:.2f}x faster than the fastest FP32 path at batch 1.")

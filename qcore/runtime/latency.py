@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from qcore.quant.progress import Progress
+
 __all__ = ["Latency", "measure_interleaved"]
 
 # Each round runs every path as a short burst: the first call of a burst is not timed. It absorbs
@@ -47,7 +49,7 @@ def measure_interleaved(
     threads: int,
     warmup: int = 5,
     iters: int = 30,
-    progress: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
     burst: int = BURST,
 ) -> dict[str, Latency]:
     """Time each callable `iters` times on the same input, interleaved in bursts, after `warmup`
@@ -73,7 +75,7 @@ def measure_interleaved(
                     paths[name](x)
                     samples[name].append((time.perf_counter() - start) * 1e3)
             if progress:
-                progress((i + 1) / rounds)
+                progress((i + 1) / rounds, f"timing: round {i + 1}/{rounds}")
     finally:
         torch.set_num_threads(previous)
     result = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 from qcore.zoo.data import data_dir
 
 __all__ = ["KINDS", "db_path", "record", "remember", "list_runs", "get_runs", "delete_runs", "flat_rows", "to_csv",
-           "to_json", "metrics_of"]
+           "to_json"]
 
 KINDS = ("calibration", "sensitivity", "deploy", "qat")
 SCHEMA = """
@@ -43,8 +43,6 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 # report keys that are large (per-layer ranges, histograms, weights) or not data (live objects)
 BULKY = {"sim", "prepared", "weights", "ranges", "layer_sqnr_db", "points", "losses", "int8_paths"}
-# numbers that say which run it was, not how it went (kept in data_id / details instead)
-IDENTITY = {"seed", "threads", "calib_size", "eval_size", "eval_images", "monitor_images", "iters"}
 COLUMNS = ("id", "kind", "created", "model", "model_id", "data", "data_id", "config", "metrics", "timings", "details")
 
 
@@ -62,57 +60,21 @@ def _connect(path: Path | None = None) -> sqlite3.Connection:
     return conn
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def metrics_of(kind: str, report: dict) -> dict[str, float]:
-    """The run's scalar results, flattened so that runs of one kind line up column by column."""
-    out = {k: v for k, v in report.items() if _number(v) and not k.endswith("seconds") and k not in IDENTITY}
-    if kind == "calibration":
-        rows = report.get("accuracy") if isinstance(report.get("accuracy"), list) else report.get("methods", [])
-        for row in rows:
-            if isinstance(row, dict):
-                out[f"accuracy {row['method']} A{row.get('act_bits', report.get('act_bits'))}"] = row["accuracy"]
-    elif kind == "sensitivity":
-        layers = report.get("layers", [])
-        if layers:
-            worst = min(layers, key=lambda r: r["only_this_quantized"])
-            out["worst layer accuracy (only it quantized)"] = worst["only_this_quantized"]
-            out["layers"] = len(layers)
-        greedy = report.get("greedy")
-        if greedy:
-            out["greedy float layers"] = len(greedy.get("float_layers", []))
-    for batch, paths in (report.get("latency_ms") or {}).items():
-        if isinstance(paths, dict):
-            for path, t in paths.items():
-                out[f"{batch} {path} ms" if isinstance(t, dict) else f"{batch} ms"] = t["median_ms"] if isinstance(t, dict) else t
-    return {k: float(v) for k, v in out.items() if _number(v)}
-
-
-def _timings(report: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in report.items() if _number(v) and k.endswith("seconds")}
-
-
-def _slim(report: dict) -> dict:
-    return {k: v for k, v in report.items() if k not in BULKY}
-
-
-def record(kind: str, report: dict, model_id: str | None = None, data_id: dict | None = None,
-           path: Path | None = None) -> int:
-    """Store one finished run; returns its id. Everything is serialized before the transaction opens."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    config = report.get("config") or {k: report[k] for k in ("weight_bits", "act_bits", "granularity", "symmetric",
-                                                               "methods") if k in report}
-    data_identity = {"data": report.get("data"), "calib_size": report.get("calib_size"),
-                     "eval_size": report.get("eval_size") or report.get("eval_images"), "seed": report.get("seed"),
-                     **(data_id or {})}
+def record(report, model_id: str | None = None, data_id: dict | None = None, path: Path | None = None) -> int:
+    """Store one finished run (a typed report: its `kind`, `to_dict()` and `metrics()`); returns its id.
+    Everything is serialized before the transaction opens."""
+    if report.kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {report.kind!r}")
+    d = report.to_dict()
+    config = d.get("config") or {k: d[k] for k in ("weight_bits", "act_bits", "granularity", "symmetric", "methods")
+                                 if k in d}
+    data_identity = {"data": report.data, "calib_size": report.calib_size,
+                     "eval_size": d.get("eval_size") or d.get("eval_images"), "seed": report.seed, **(data_id or {})}
     row = (
-        kind, time.time(), str(report.get("model", "?")), str(model_id or report.get("model_id") or report.get("model", "?")),
-        str(report.get("data")), json.dumps(data_identity, sort_keys=True), json.dumps(config, sort_keys=True),
-        json.dumps(metrics_of(kind, report), allow_nan=True), json.dumps(_timings(report)),
-        json.dumps(_slim(report), default=lambda o: None),
+        report.kind, time.time(), str(report.model), str(model_id or report.model_id or report.model),
+        str(report.data), json.dumps(data_identity, sort_keys=True), json.dumps(config, sort_keys=True),
+        json.dumps(report.metrics(), allow_nan=True), json.dumps(report.timings()),
+        json.dumps({k: v for k, v in d.items() if k not in BULKY}, default=lambda o: None),
     )
     conn = _connect(path)
     try:
@@ -123,11 +85,11 @@ def record(kind: str, report: dict, model_id: str | None = None, data_id: dict |
         conn.close()
 
 
-def remember(kind: str, report: dict, say=None) -> int | None:
+def remember(report, say=None) -> int | None:
     """`record`, but a history that cannot be written (read-only disk, locked file) never costs the
     user the run itself: it is reported through `say` and the run's result stands."""
     try:
-        return record(kind, report)
+        return record(report)
     except (sqlite3.Error, OSError) as exc:
         if say:
             say(f"not saved to the history ({db_path()}): {exc}")

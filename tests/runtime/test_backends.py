@@ -147,15 +147,15 @@ def test_deploy_on_a_tiny_model_reports_everything(tmp_path, tiny_fashion_mnist)
 
     report = deploy(tiny_fashion_model(), out_dir=tmp_path, calib_size=20, eval_size=20, iters=5, warmup=1,
                     batch_sizes=(1, 8), threads=1)
-    assert set(report["files"]) == {"model_int8.onnx", "model_int8_x86.pt", "report.json"}
-    assert {"eager", "ort", "ort_u8s8", "ort_s8s8", "x86", "ort_dynamic", "x86_dynamic"} <= set(report["paths"])
+    assert set(report.files) == {"model_int8.onnx", "model_int8_x86.pt", "report.json"}
+    assert {"eager", "ort", "ort_u8s8", "ort_s8s8", "x86", "ort_dynamic", "x86_dynamic"} <= set(report.paths)
     for batch in ("batch_1", "batch_8"):
-        for t in report["latency_ms"][batch].values():
+        for t in report.latency_ms[batch].values():
             assert 0 < t["p10_ms"] <= t["median_ms"] <= t["p90_ms"] and t["runs"] == 5
-    assert report["agreement_with_simulation"] >= 0.9
-    assert report["backend"] in ("ort_u8s8", "ort_s8s8", "x86")
-    if report["speedup_vs_fastest_fp32"] < 1.2:
-        assert any("multiply-accumulates" in d for d in report["diagnosis"])
+    assert report.agreement_with_simulation >= 0.9
+    assert report.backend in ("ort_u8s8", "ort_s8s8", "x86")
+    if report.speedup_vs_fastest_fp32 < 1.2:
+        assert any("multiply-accumulates" in d for d in report.diagnosis)
     assert (tmp_path / "report.json").is_file()
 
 

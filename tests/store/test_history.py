@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import fields, replace
 import io
 import json
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from qcore.store import history
+from qcore.runtime.reports import DeployReport
 from tests.helpers import DEPLOY, STUDY
 from qcore.__main__ import main
 
@@ -20,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_record_list_get_and_flattened_metrics(private_history):
-    a = history.record("deploy", DEPLOY)
-    b = history.record("calibration", STUDY)
+    a = history.record(DEPLOY)
+    b = history.record(STUDY)
     runs = history.list_runs()
     assert [r["id"] for r in runs] == [b, a]  # newest first
     dep = history.get_runs([a])[0]
@@ -36,7 +38,7 @@ def test_record_list_get_and_flattened_metrics(private_history):
 
 
 def test_export_csv_and_json_and_delete(private_history):
-    ids = [history.record("deploy", DEPLOY), history.record("calibration", STUDY)]
+    ids = [history.record(DEPLOY), history.record(STUDY)]
     runs = history.get_runs(ids)
     table = list(csv.DictReader(io.StringIO(history.to_csv(runs))))
     assert [int(r["id"]) for r in table] == ids
@@ -48,11 +50,11 @@ def test_export_csv_and_json_and_delete(private_history):
 
 def test_a_write_that_cannot_finish_leaves_nothing(private_history):
     with pytest.raises(TypeError):
-        history.record("deploy", {**DEPLOY, "config": {"bad": {1, 2}}})  # not JSON: fails before the transaction
+        history.record(replace(DEPLOY, config={"bad": {1, 2}}))  # not JSON: fails before the transaction
     assert history.list_runs() == []
     # a process killed inside the transaction, after its INSERT, leaves nothing either
     code = (
-        "import os, sys; from qcore import history;"
+        "import os, sys; from qcore.store import history;"
         "c = history._connect(); c.execute('BEGIN');"
         "c.execute(\"INSERT INTO runs (kind, created, model, model_id, data, data_id, config, metrics, timings, details)"
         " VALUES ('qat', 0, 'm', 'm', 'd', '{}', '{}', '{}', '{}', '{}')\");"
@@ -62,7 +64,7 @@ def test_a_write_that_cannot_finish_leaves_nothing(private_history):
                                                                       "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 1
     assert history.list_runs() == []
-    history.record("qat", DEPLOY)
+    history.record(DEPLOY)
     assert len(history.list_runs()) == 1
 
 
@@ -72,7 +74,7 @@ def test_concurrent_writers_lose_nothing(private_history):
     def writer(n):
         try:
             for i in range(15):
-                history.record("deploy", {**DEPLOY, "seed": n * 100 + i})
+                history.record(replace(DEPLOY, seed=n * 100 + i))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -91,18 +93,22 @@ def test_unwritable_history_keeps_the_run_and_says_why(tmp_path, monkeypatch):
     blocker.write_text("not a folder")
     monkeypatch.setenv("QX_HISTORY_DB", str(blocker / "history.sqlite"))
     said = []
-    assert history.remember("deploy", DEPLOY, say=said.append) is None
+    assert history.remember(DEPLOY, say=said.append) is None
     assert said and "not saved to the history" in said[0]
+
+
+class Training(DeployReport):
+    kind = "training"
 
 
 def test_unknown_kind_is_refused(private_history):
     with pytest.raises(ValueError, match="kind must be one of"):
-        history.record("training", DEPLOY)
+        history.record(Training(**{f.name: getattr(DEPLOY, f.name) for f in fields(DEPLOY)}))
 
 
 def test_history_cli_lists_compares_exports_deletes(private_history, capsys, tmp_path):
-    a = history.record("deploy", DEPLOY)
-    b = history.record("calibration", STUDY)
+    a = history.record(DEPLOY)
+    b = history.record(STUDY)
     assert main(["history"]) == 0
     out = capsys.readouterr().out
     assert "fm_resnet" in out and "fm_gelunet" in out and "2 run(s)" in out

@@ -55,7 +55,7 @@ def test_real_int8_matches_the_simulation(name, tmp_path):
 
     report = deploy(name, out_dir=tmp_path, eval_size=1000, iters=3, warmup=1, batch_sizes=(1,))
     for path in ("ort_u8s8", "x86"):
-        entry = report["paths"][path]
-        assert abs(entry["accuracy"] - report["simulation_accuracy"]) <= 0.005, (path, entry)
+        entry = report.paths[path]
+        assert abs(entry.accuracy - report.simulation_accuracy) <= 0.005, (path, entry)
         assert entry["agreement_with_simulation"] >= 0.99, (path, entry)
-    assert report["int8_accuracy"] >= report["fp32_accuracy"] - 0.01
+    assert report.int8_accuracy >= report.fp32_accuracy - 0.01

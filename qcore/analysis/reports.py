@@ -1,0 +1,146 @@
+"""Typed results of the analysis experiments: calibration comparisons and studies, sensitivity sweeps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from qcore.zoo.report import Report
+
+__all__ = ["RunReport", "MethodResult", "CalibrationReport", "StudyRow", "CalibrationStudy", "LayerSensitivity",
+           "CurvePoint", "GreedyResult", "SensitivityReport"]
+
+
+@dataclass
+class RunReport(Report):
+    """Which model (name and weights digest) ran on which data, with which seed and calibration size."""
+
+    model: str
+    model_id: str
+    data: str | None
+    seed: int
+    calib_size: int
+
+
+@dataclass
+class MethodResult:
+    method: str
+    accuracy: float
+    top5: float
+    agreement: float  # top-1 agreement with FP32
+    seconds: float
+
+
+@dataclass
+class CalibrationReport(RunReport):
+    """One statistics pass, then every calibration method evaluated end to end (`python -m qcore calibrate`)."""
+
+    kind: ClassVar[str] = "calibration"
+    eval_size: int
+    act_bits: int
+    weight_bits: int
+    granularity: str
+    fp32_accuracy: float
+    fp32_top5: float
+    methods: list[MethodResult]
+    stats_pass_seconds: float
+    fp32_pass_seconds: float
+    quantizers: int
+    unsupported_layers: list[str]
+    config: dict
+
+    def metrics(self) -> dict[str, float]:
+        return {**super().metrics(), **{f"accuracy {m.method} A{self.act_bits}": m.accuracy for m in self.methods}}
+
+
+@dataclass
+class StudyRow:
+    method: str
+    act_bits: int
+    accuracy: float
+    agreement: float
+
+
+@dataclass
+class CalibrationStudy(RunReport):
+    """Everything the calibration page shows, from one statistics pass: accuracy per method and bit width,
+    each method's range and end-to-end SQNR per layer at the first bit width, per-channel weight ranges."""
+
+    kind: ClassVar[str] = "calibration"
+    eval_size: int
+    fp32_accuracy: float
+    methods: list[str]
+    act_bits: list[int]
+    weight_bits: int
+    granularity: str
+    symmetric: bool
+    accuracy: list[StudyRow]
+    ranges: dict[str, dict[str, dict]]  # method -> layer -> RangeResult.to_dict()
+    layer_sqnr_db: dict[str, dict[str, float]]  # method -> layer -> dB
+    points: list[dict]  # {"name", "kind", "type"} per quantizer, in graph order
+    weights: dict[str, dict]  # layer -> {"min", "max", "values"}
+    stats_pass_seconds: float
+    unsupported_layers: list[str]
+
+    def metrics(self) -> dict[str, float]:
+        return {**super().metrics(), **{f"accuracy {r.method} A{r.act_bits}": r.accuracy for r in self.accuracy}}
+
+    def point_type(self, name: str) -> str:
+        return next(p["type"] for p in self.points if p["name"] == name)
+
+
+@dataclass
+class LayerSensitivity:
+    name: str
+    kind: str
+    only_this_quantized: float
+    all_but_this: float
+    sqnr_db: float
+    mse: float
+    cosine: float
+
+
+@dataclass
+class CurvePoint:
+    """One step of the greedy fallback: the float layers so far and what they give."""
+
+    float_layers: list[str]
+    accuracy: float
+    latency_ms: float | None = None
+    fp32_ms: float | None = None
+    weight_bytes: int | None = None
+
+
+@dataclass
+class GreedyResult:
+    budget: float
+    target_accuracy: float
+    met: bool
+    float_layers: list[str]
+    config: dict
+    curve: list[CurvePoint]
+
+
+@dataclass
+class SensitivityReport(RunReport):
+    """The two-sided per-layer sweep (and, when asked, the greedy float fallback)."""
+
+    kind: ClassVar[str] = "sensitivity"
+    eval_size: int
+    fp32_accuracy: float
+    base_accuracy: float
+    base_agreement: float
+    config: dict
+    layers: list[LayerSensitivity]
+    unsupported_layers: list[str]
+    seconds: float
+    greedy: GreedyResult | None = field(default=None)
+
+    def metrics(self) -> dict[str, float]:
+        out = super().metrics()
+        if self.layers:
+            out["worst layer accuracy (only it quantized)"] = min(r.only_this_quantized for r in self.layers)
+            out["layers"] = float(len(self.layers))
+        if self.greedy:
+            out["greedy float layers"] = float(len(self.greedy.float_layers))
+        return out

@@ -1,0 +1,40 @@
+"""The typed result of a QAT run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from qcore.analysis.reports import RunReport
+
+__all__ = ["QATReport"]
+
+
+@dataclass
+class QATReport(RunReport):
+    """FP32 / PTQ / QAT (fake-quant and real INT8) on the final evaluation set, the curves per epoch
+    (`history`) and per logged step (`losses`), measured latency and sizes, and the files written."""
+
+    kind: ClassVar[str] = "qat"
+    config: dict
+    recipe: dict
+    fp32_accuracy: float
+    ptq_accuracy: float
+    qat_accuracy: float
+    int8_accuracy: float | None
+    ptq_int8_accuracy: float | None
+    eval_images: int
+    latency_ms: dict[str, float]
+    size_bytes: dict[str, int]
+    seconds: float
+    total_seconds: float
+    step_overhead_vs_fp32: float
+    step_times: dict
+    steps: int
+    monitor_images: int
+    history: list[dict]
+    losses: list[dict]
+    threads: int
+    notes: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    out_dir: str = ""

@@ -1,0 +1,49 @@
+"""The base of every typed report: results cross package boundaries as these, not as loose dicts.
+
+A report is plain data (numbers, strings, lists, dicts and nested report dataclasses); live objects
+(models, QuantSims) never go inside. `to_dict()` is the JSON the README documents; `metrics()` is
+the flat row of scalar results the history stores and compares runs by.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+__all__ = ["Report", "scalar"]
+
+IDENTITY = ("seed", "threads", "calib_size", "eval_size", "eval_images", "monitor_images", "iters")
+
+
+def scalar(v) -> bool:
+    """A number the history can store as a metric (booleans are not)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass
+class Report:
+    """Fields common to all: which model (name and weights digest) on which data with which seed."""
+
+    kind: ClassVar[str] = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n"
+
+    def metrics(self) -> dict[str, float]:
+        """Top-level scalar results (timings and identity numbers are not results)."""
+        return {k: float(v) for k, v in self.to_dict().items()
+                if scalar(v) and not k.endswith("seconds") and k not in IDENTITY}
+
+    def timings(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.to_dict().items() if scalar(v) and k.endswith("seconds")}
+
+
+def _jsonable(o):
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    raise TypeError(f"{type(o).__name__} is not JSON data")
