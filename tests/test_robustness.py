@@ -158,7 +158,7 @@ def test_training_waits_while_a_latency_measurement_holds_the_machine(tiny_fashi
 
 def test_images_of_the_wrong_size_are_a_message():
     from qcore.zoo.data import ImageSet
-    from qcore.analysis.experiments import check_compatible
+    from qcore.zoo.inputs import check_compatible
     from qcore.zoo.models import ModelSpec
 
     base = get_spec("fm_resnet")

@@ -1,5 +1,7 @@
 """Real INT8 backends built from a calibrated QuantSim: agreement, fallback, export, diagnosis."""
 
+from dataclasses import replace
+
 import onnxruntime as ort
 import pytest
 import torch
@@ -11,7 +13,8 @@ from qcore.zoo.builtin_nets import FMGeluNet, FMMobileNetV2, FMResNet
 from qcore.runtime.diagnose import diagnose
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
-from tests.helpers import randomized
+from qcore.runtime.reports import Int8Graph
+from tests.helpers import DEPLOY, randomized
 
 SHAPE = (1, 28, 28)
 
@@ -118,16 +121,11 @@ def test_dynamic_variants_run(small_resnet, tmp_path):
 
 
 def test_diagnosis_explains_a_slow_tiny_model():
-    report = {
-        "machine": {"avx2": True, "avx512": True, "vnni": True},
-        "macs": 0.3e6,
-        "best_int8": "x86",
-        "latency_ms": {"batch_1": {}, "batch_64": {}},
-        "speedup_vs_fastest_fp32_by_batch": {"1": 0.8, "64": 3.1},
-        "speedup_by_path": {"x86": 0.8, "ort_u8s8": 0.9, "ort_s8s8": 0.3},
-        "int8_paths": {"x86": {"transitions": 12, "float_ops": ["fc (Linear)"]}},
-        "config": {"reduce_range": True},
-    }
+    report = replace(
+        DEPLOY, machine={"avx2": True, "avx512": True, "vnni": True}, macs=int(0.3e6), best_int8="x86",
+        latency_ms={"batch_1": {}, "batch_64": {}}, speedup_vs_fastest_fp32_by_batch={"1": 0.8, "64": 3.1},
+        speedup_by_path={"x86": 0.8, "ort_u8s8": 0.9, "ort_s8s8": 0.3},
+        int8_paths={"x86": Int8Graph(12, ["fc (Linear)"], {}, [])}, config={"reduce_range": True})
     text = " ".join(diagnose(report))
     assert "0.3 M multiply-accumulates" in text and "batch 64" in text
     assert "12 quantize/dequantize" in text and "fc (Linear)" in text
@@ -135,8 +133,8 @@ def test_diagnosis_explains_a_slow_tiny_model():
 
 
 def test_diagnosis_names_a_cpu_without_vnni():
-    text = " ".join(diagnose({"machine": {"avx2": True, "avx512": False, "vnni": False},
-                              "speedup_vs_fastest_fp32_by_batch": {"1": 1.0}}))
+    text = " ".join(diagnose(replace(DEPLOY, machine={"avx2": True, "avx512": False, "vnni": False},
+                                     speedup_vs_fastest_fp32_by_batch={"1": 1.0})))
     assert "no VNNI" in text
 
 
