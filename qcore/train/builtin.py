@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from qcore.analysis.evaluate import top1
 from qcore.zoo.data import load_fashion_mnist
 from qcore.zoo.models import ASSETS, BUILTIN
 
@@ -39,11 +40,18 @@ def augment(x: torch.Tensor, gen: torch.Generator, shift: int = 2) -> torch.Tens
     return padded[idx_n, torch.arange(x.shape[1]).view(1, -1, 1, 1), rows, cols]
 
 
-@torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
+    """Test accuracy of the model being trained (switched to eval mode), on preprocessed images."""
     model.eval()
-    correct = sum((model(x[i: i + batch]).argmax(1) == y[i: i + batch]).sum().item() for i in range(0, len(x), batch))
-    return correct / len(x)
+    return top1(model, x.split(batch), y)
+
+
+def _save(model: torch.nn.Module, record: dict, out_dir: Path, name: str) -> None:
+    """NAME.pt (the state_dict) and NAME.json (the recipe and the measured accuracy)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    torch.save(model.state_dict(), out_dir / f"{name}.pt")
+    (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 def train_builtin(
@@ -105,9 +113,5 @@ def train_builtin(
         "torch": torch.__version__,
         "command": f"python -m qcore train {name} --epochs {epochs} --seed {seed}",
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    torch.save(model.state_dict(), out_dir / f"{name}.pt")
-    (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    _save(model, record, Path(out_dir), name)
     return record

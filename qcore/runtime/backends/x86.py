@@ -140,6 +140,57 @@ def _check_deployable(sim) -> None:
                          "weights; not deployable: " + ", ".join(bad[:8]))
 
 
+def _set_observer_ranges(sim, prepared: fx.GraphModule) -> list[str]:
+    """Give every observer torch.ao inserted the sim's range for the tensor it watches; returns the
+    float layers' outputs that had to be quantized for an INT8 consumer."""
+    modules = dict(prepared.named_modules(remove_duplicate=False))
+    ranges = {q.name: q.range for q in sim.quantizers.values() if q.mode == "quant" and q.range is not None}
+    points = set(sim.layer_names())
+    unmapped, requantized = [], []
+    for node in prepared.graph.nodes:
+        if node.op != "call_module" or "activation_post_process" not in str(node.target):
+            continue
+        obs = prepared.get_submodule(node.target)  # shared observers are listed once in named_modules
+        source = _producer(node.args[0], modules, points)
+        rng = ranges.get(source)
+        if rng is None and source in sim.stats:
+            # A float layer feeding an INT8 one: x86 kernels need an INT8 input, so quantize it
+            # with the default method from the same statistics (the simulation leaves it float).
+            scheme = sim.config.default.act_scheme(sim.config.reduce_range)
+            rng = compute_range(sim.stats[source], sim.config.default.act_method, scheme)
+            requantized.append(source)
+        if rng is None:
+            unmapped.append(f"{node.args[0].name} (-> {source})")
+            continue
+        obs.min_val = torch.tensor(rng.clip_min)
+        obs.max_val = torch.tensor(rng.clip_max)
+    if unmapped:
+        raise ValueError("x86 backend could not take ranges for: " + ", ".join(unmapped[:8]))
+    return requantized
+
+
+def _graph_facts(quantized: fx.GraphModule) -> tuple[dict[str, int], list[str], int]:
+    """Op counts, the conv/linear layers left in float, and the quantize/dequantize transitions."""
+    qmodules = dict(quantized.named_modules())
+    ops: dict[str, int] = {}
+    float_ops = []
+    for node in quantized.graph.nodes:
+        if node.op == "call_module":
+            mod = qmodules[node.target]
+            cls = type(mod)
+            key = ("int8 " if ".quantized" in cls.__module__ else "") + cls.__name__
+            float_compute = isinstance(mod, (nn.Conv2d, nn.Linear)) or any(isinstance(c, (nn.Conv2d, nn.Linear)) for c in mod.children())
+            if float_compute and ".quantized" not in cls.__module__:
+                float_ops.append(f"{node.target} ({cls.__name__})")
+        elif node.op in ("call_function", "call_method"):
+            key = getattr(node.target, "__name__", str(node.target))
+        else:
+            continue
+        ops[key] = ops.get(key, 0) + 1
+    transitions = sum(n for k, n in ops.items() if k in ("quantize_per_tensor", "dequantize"))
+    return ops, float_ops, transitions
+
+
 def x86_runner(sim, input_shape: tuple[int, ...], threads: int, engine: str = "x86") -> Runner:
     """Convert the calibrated QuantSim into a torch.ao INT8 model with the sim's ranges.
 
@@ -153,54 +204,13 @@ def x86_runner(sim, input_shape: tuple[int, ...], threads: int, engine: str = "x
         example = (torch.zeros(1, *input_shape),)
         with exclusive_tracing():  # prepare_fx traces: keep other threads' forward passes safe
             prepared = prepare_fx(float_graph(sim), _qconfig_mapping(sim), example)
-        modules = dict(prepared.named_modules(remove_duplicate=False))
-        ranges = {q.name: q.range for q in sim.quantizers.values() if q.mode == "quant" and q.range is not None}
-        points = set(sim.layer_names())
-        unmapped, requantized = [], []
-        for node in prepared.graph.nodes:
-            if node.op != "call_module" or "activation_post_process" not in str(node.target):
-                continue
-            obs = prepared.get_submodule(node.target)  # shared observers are listed once in named_modules
-            source = _producer(node.args[0], modules, points)
-            rng = ranges.get(source)
-            if rng is None and source in sim.stats:
-                # A float layer feeding an INT8 one: x86 kernels need an INT8 input, so quantize it
-                # with the default method from the same statistics (the simulation leaves it float).
-                scheme = sim.config.default.act_scheme(sim.config.reduce_range)
-                rng = compute_range(sim.stats[source], sim.config.default.act_method, scheme)
-                requantized.append(source)
-            if rng is None:
-                unmapped.append(f"{node.args[0].name} (-> {source})")
-                continue
-            obs.min_val = torch.tensor(rng.clip_min)
-            obs.max_val = torch.tensor(rng.clip_max)
-        if unmapped:
-            raise ValueError("x86 backend could not take ranges for: " + ", ".join(unmapped[:8]))
+        requantized = _set_observer_ranges(sim, prepared)
         quantized = convert_fx(prepared)
         scripted = torch.jit.freeze(torch.jit.trace(quantized, example).eval())
     buf = io.BytesIO()
     with _quiet():
         torch.jit.save(scripted, buf)
-    qmodules = dict(quantized.named_modules())
-    ops: dict[str, int] = {}
-    for node in quantized.graph.nodes:
-        if node.op == "call_module":
-            cls = type(qmodules[node.target])
-            key = ("int8 " if ".quantized" in cls.__module__ else "") + cls.__name__
-        elif node.op in ("call_function", "call_method"):
-            key = getattr(node.target, "__name__", str(node.target))
-        else:
-            continue
-        ops[key] = ops.get(key, 0) + 1
-    float_ops = []
-    for node in quantized.graph.nodes:
-        if node.op == "call_module":
-            mod = qmodules[node.target]
-            float_compute = isinstance(mod, (nn.Conv2d, nn.Linear)) or any(isinstance(c, (nn.Conv2d, nn.Linear)) for c in mod.children())
-            if float_compute and ".quantized" not in type(mod).__module__:
-                float_ops.append(f"{node.target} ({type(mod).__name__})")
-    transitions = sum(n for k, n in ops.items() if k in ("quantize_per_tensor", "dequantize"))
-
+    ops, float_ops, transitions = _graph_facts(quantized)
     run = _per_batch_size(quantized, scripted, example[0].shape[0])
     notes = [f"quantized engine: {torch.backends.quantized.engine}"]
     if requantized:
