@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 
 __all__ = ["PATH_COLORS", "METHOD_COLORS", "method_color", "latency_figure", "speedup_figure", "histogram_figure",
            "channel_range_figure", "overview_figure", "accuracy_figure", "qat_accuracy_figure", "qat_curve_figure",
-           "runs_compare_figure"]
+           "runs_compare_figure", "comparable_metrics", "weight_histogram_figure", "sensitivity_figure",
+           "pareto_figure", "staircase_figure", "clipping_figure", "ste_figure"]
 
 PATH_COLORS = {"fp32": "#7f7f7f", "int8": "#1f77b4", "dynamic": "#ff7f0e", "bf16": "#2ca02c", "fp16": "#9467bd"}
 
@@ -171,4 +172,88 @@ def runs_compare_figure(rows: list[dict], metrics: list[str]) -> go.Figure:
                              hovertemplate=label + "<br>%{x}: %{y:.4g}<extra></extra>"))
     fig.update_layout(barmode="group", title="Runs compared", height=420, margin=dict(l=10, r=10, t=50, b=40),
                       legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def comparable_metrics(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """The numeric columns of flattened runs that `runs_compare_figure` can chart (ids, seeds and
+    sizes excluded), and the ones charted by default: up to 6 accuracies, else the first 4."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    numeric = [c for c in table.columns
+               if c not in ("id", "seed", "eval_size") and pd.api.types.is_numeric_dtype(table[c])]
+    return numeric, [m for m in numeric if "accuracy" in m][:6] or numeric[:4]
+
+
+def weight_histogram_figure(values, log_y: bool = False, bins: int = 120) -> go.Figure:
+    """The distribution of a layer's weight values (no clip ranges: weights are not calibrated)."""
+    import numpy as np
+
+    counts, edges = np.histogram(values, bins=bins)
+    return histogram_figure(edges, counts, {}, "weight distribution", log_y)
+
+
+def sensitivity_figure(layers: list[dict], fp32_accuracy: float, base_accuracy: float) -> go.Figure:
+    """Per layer: top-1 with only this layer quantized and with all but this one (bars), and the
+    layer's own output SQNR (line, right axis); FP32 as a dashed line. The y axis starts just
+    below the worst accuracy so small drops stay visible."""
+    names = [r["name"] for r in layers]
+    only = [r["only_this_quantized"] * 100 for r in layers]
+    but = [r["all_but_this"] * 100 for r in layers]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=names, y=only, name="only this layer quantized", marker_color="#d62728"))
+    fig.add_trace(go.Bar(x=names, y=but, name="all but this layer quantized", marker_color="#1f77b4"))
+    fig.add_trace(go.Scatter(x=names, y=[r["sqnr_db"] for r in layers], name="output SQNR (dB)", yaxis="y2",
+                             mode="lines+markers", line=dict(color="#2ca02c")))
+    fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text="FP32")
+    low = min(*only, *but, base_accuracy * 100)
+    fig.update_layout(barmode="group", height=440, yaxis=dict(title="top-1 %", range=[max(0, low - 2), 100]),
+                      yaxis2=dict(title="SQNR dB", overlaying="y", side="right"), xaxis=dict(tickangle=-60),
+                      legend=dict(orientation="h", y=1.12), margin=dict(l=10, r=10, t=40, b=120))
+    return fig
+
+
+def pareto_figure(curve: list[dict], fp32_accuracy: float, yours: dict | None = None) -> go.Figure:
+    """Top-1 against measured INT8 latency along the greedy float-fallback curve (each point
+    labelled with its number of float layers), with the user's measured config as a star."""
+    fig = go.Figure(go.Scatter(x=[pt["latency_ms"] for pt in curve], y=[pt["accuracy"] * 100 for pt in curve],
+                               mode="lines+markers+text", text=[len(pt["float_layers"]) for pt in curve],
+                               textposition="top center", name="greedy curve"))
+    if yours is not None:
+        fig.add_trace(go.Scatter(x=[yours["latency_ms"]], y=[yours["accuracy"] * 100], mode="markers",
+                                 name="your config", marker=dict(size=14, symbol="star", color="#d62728")))
+    fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text="FP32")
+    fig.update_layout(height=400, xaxis_title="measured INT8 latency, batch 1 (ms)", yaxis_title="top-1 %",
+                      margin=dict(l=10, r=10, t=20, b=40))
+    return fig
+
+
+def staircase_figure(x, y) -> go.Figure:
+    """Quantize-then-dequantize against the identity: the staircase rounding makes of a line."""
+    fig = go.Figure([go.Scatter(x=x, y=x, name="identity", line=dict(dash="dot", color="#999")),
+                     go.Scatter(x=x, y=y, name="quantize -> dequantize", line=dict(color="#1f77b4"))])
+    fig.update_layout(height=340, xaxis_title="x", yaxis_title="x̂", margin=dict(l=10, r=10, t=20, b=40))
+    return fig
+
+
+def clipping_figure(sweep: dict, layer: str) -> go.Figure:
+    """Clipping, rounding and total expected error against the clip max (log scale), with a
+    dashed line where the total is least: the trade-off the `mse` method optimizes."""
+    fig = go.Figure([go.Scatter(x=sweep["clip_max"], y=sweep[k], name=k) for k in ("clipping", "rounding", "total")])
+    best = min(range(len(sweep["total"])), key=sweep["total"].__getitem__)
+    fig.add_vline(x=sweep["clip_max"][best], line_dash="dash", annotation_text="least total error")
+    fig.update_layout(height=340, xaxis_title=f"clip max for {layer}", yaxis_title="expected squared error",
+                      yaxis_type="log", margin=dict(l=10, r=10, t=20, b=40))
+    return fig
+
+
+def ste_figure(ste: dict) -> go.Figure:
+    """Fake quantization's forward staircase and the straight-through gradient used in training
+    (1 inside the clip range, 0 outside; right axis)."""
+    fig = go.Figure([go.Scatter(x=ste["x"], y=ste["forward"], name="forward: x̂(x)"),
+                     go.Scatter(x=ste["x"], y=ste["gradient"], name="backward: dx̂/dx used in training", yaxis="y2")])
+    fig.update_layout(height=340, yaxis=dict(title="x̂"),
+                      yaxis2=dict(title="gradient", overlaying="y", side="right", range=[-0.1, 1.2]),
+                      margin=dict(l=10, r=10, t=20, b=40))
     return fig
