@@ -170,9 +170,10 @@ def _reaper():
     return JobReaper(alive, grace=float(os.environ.get("QX_JOB_GRACE_S", "30")))
 
 
-def start_job(key: str, name: str, work, remember_as: str | None = None, report_of=lambda result: result) -> None:
+def start_job(key: str, name: str, work, remember_as: str | None = None, report_of=None) -> None:
     """Start `work(job)` in the background under session key `key`, unless one is still running.
-    With `remember_as`, the finished run's report (`report_of(result)`) goes into the history.
+    With `remember_as`, the finished run's report (`report_of(result)`, else the result itself)
+    goes into the history.
     The job is cancelled if this browser session goes away."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
@@ -182,7 +183,7 @@ def start_job(key: str, name: str, work, remember_as: str | None = None, report_
     def run(job):
         result = work(job)
         if remember_as:
-            remember(remember_as, report_of(result), say=lambda msg: job.update(None, msg))
+            remember(remember_as, report_of(result) if report_of else result, say=lambda msg: job.update(None, msg))
         return result
 
     job = st.session_state.get(key)
@@ -194,6 +195,24 @@ def start_job(key: str, name: str, work, remember_as: str | None = None, report_
     ctx = get_script_run_ctx()
     if ctx is not None:
         _reaper().track(ctx.session_id, job)
+
+
+def run_job(key: str, name: str, fn, /, *, remember_as: str | None = None, report_of=None,
+            stream_metrics: bool = False, **kwargs) -> None:
+    """Start `fn(**kwargs, progress=job.update)` as the background job under session key `key`.
+
+    Every page's long run has this shape, so pages pass the engine function and its arguments
+    instead of writing a closure. The engine reports `progress(fraction, message)`, the signature
+    of `Job.update`, so the callback is the job's own method (and cancelling stops the run at its
+    next report). `stream_metrics` also passes `on_metric=job.emit` (QAT streams its curves).
+    `remember_as` and `report_of` go to `start_job`: the finished run goes into the history.
+    """
+
+    def work(job):
+        extra = {"on_metric": job.emit} if stream_metrics else {}
+        return fn(**kwargs, **extra, progress=job.update)
+
+    start_job(key, name, work, remember_as=remember_as, report_of=report_of)
 
 
 def job_result(key: str, idle_message: str, live=None):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._ui import current_model, job_result, settings, start_job, user_errors
-from qcore.quant.calibration import compute_range
-from qcore.figures import accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure
-from qcore.quant.qparams import QScheme
+from pages._ui import current_model, job_result, run_job, settings, user_errors
+from qcore.analysis.layers import channel_spread, has_unbounded_activations, method_ranges
+from qcore.figures import (accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure,
+                           weight_histogram_figure)
 
 JOB_KEY = "calibration_job"
 st.title("Calibration explorer")
@@ -32,17 +31,13 @@ with st.form("calibration_form"):
     go = st.form_submit_button("Run calibration", type="primary")
 
 if go:
-    bits = tuple(dict.fromkeys([int(s["act_bits"]), 8, 6, 4]))[:3]
-    kwargs = dict(model=loaded, data=s["data"] or None, calib_size=int(s["calib_size"]), eval_size=int(eval_size),
-                  weight_bits=int(s["weight_bits"]), granularity=s["granularity"], symmetric=bool(s["symmetric"]),
-                  seed=int(s["seed"]), act_bits=bits)
+    from qcore.analysis.experiments import calibration_study
 
-    def work(j):
-        from qcore.analysis.experiments import calibration_study
-
-        return calibration_study(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
-
-    start_job(JOB_KEY, "calibration", work, remember_as="calibration")
+    bits = tuple(dict.fromkeys([int(s["act_bits"]), 8, 6, 4]))[:3]  # the sidebar's width first, then 8, 6, 4
+    run_job(JOB_KEY, "calibration", calibration_study, remember_as="calibration",
+            model=loaded, data=s["data"] or None, calib_size=int(s["calib_size"]), eval_size=int(eval_size),
+            weight_bits=int(s["weight_bits"]), granularity=s["granularity"], symmetric=bool(s["symmetric"]),
+            seed=int(s["seed"]), act_bits=bits)
 
 r = job_result(JOB_KEY, "Press **Run calibration** to collect statistics for the model chosen in the sidebar.")
 if r is None:
@@ -73,15 +68,13 @@ if picked in layers:
 
 st.subheader("One layer")
 c1, c2, c3 = st.columns([3, 1, 2])
-layer = c1.selectbox("Layer", layers, key="calib_layer",
-                     format_func=lambda n: f"{n} ({next(p['type'] for p in r['points'] if p['name'] == n)})")
+types = {p["name"]: p["type"] for p in r["points"]}
+layer = c1.selectbox("Layer", layers, key="calib_layer", format_func=lambda n: f"{n} ({types[n]})")
 log_y = c2.toggle("Log y", value=True)
 pct = c3.select_slider("Percentile", options=[99.0, 99.9, 99.99, 99.999, 99.9999], value=99.99)
 bits = r["act_bits"][0]
-scheme = QScheme(bits, symmetric=r["symmetric"], signed=r["symmetric"])
 stats = sim.stats[layer]
-methods = ["max", f"percentile:{pct:g}", "entropy", "mse"]
-results = {m: compute_range(stats, m, scheme) for m in methods}
+results = method_ranges(stats, ["max", f"percentile:{pct:g}", "entropy", "mse"], bits, r["symmetric"])
 hist = stats.histogram()
 st.plotly_chart(histogram_figure(hist.edges.numpy(), hist.counts.numpy(), {m: x.to_dict() for m, x in results.items()},
                                  f"{layer}: {stats.count:,} values, min {stats.min:.4g}, max {stats.max:.4g}", log_y),
@@ -100,16 +93,14 @@ weights = r["weights"].get(layer)
 if weights:
     st.subheader("Weights of this layer (BN folded)")
     w1, w2 = st.columns(2)
-    counts, edges = np.histogram(weights["values"], bins=120)
-    w1.plotly_chart(histogram_figure(edges, counts, {}, "weight distribution", log_y), key="whist")
+    w1.plotly_chart(weight_histogram_figure(weights["values"], log_y), key="whist")
     w2.plotly_chart(channel_range_figure(weights["min"], weights["max"], "per-output-channel range"), key="wch")
-    spread = max(abs(a) for a in weights["max"] + weights["min"]) / max(1e-12, np.median(
-        [max(abs(a), abs(b)) for a, b in zip(weights["min"], weights["max"])]))
+    spread = channel_spread(weights["min"], weights["max"])
     st.caption(f"The widest channel's range is {spread:.1f}x the median channel's. With per-tensor weights every "
                "channel shares the widest range, so narrow channels keep only a few quantization levels; per-channel "
                "scales fix that (the MobileNetV2-style model's depthwise layers show it best).")
 
-if any(p["type"] in ("GELU", "SiLU", "Hardswish", "Mish") for p in r["points"]):
+if has_unbounded_activations(r["points"]):
     st.subheader("Clipping the activation function (GELU10)")
     st.caption("GELU and SiLU are unbounded above, so a few large outputs stretch the quantization range and every "
                "other value loses resolution. Clamping the activation's output (GELU10: to [-10, 10]) bounds the "
@@ -118,15 +109,11 @@ if any(p["type"] in ("GELU", "SiLU", "Hardswish", "Mish") for p in r["points"]):
     c1, c2 = st.columns([3, 1])
     bound = c1.slider("Clip bound", min_value=0.5, max_value=20.0, value=10.0, step=0.5)
     if c2.button("Run clipping experiment"):
-        clip_kwargs = dict(model=loaded, bound=float(bound), act_bits=int(r["act_bits"][0]), calib_size=int(s["calib_size"]),
-                           eval_size=int(r["eval_size"]), seed=int(s["seed"]), data=s["data"] or None)
+        from qcore.analysis.experiments import clipping_experiment
 
-        def clip_work(j):
-            from qcore.analysis.experiments import clipping_experiment
-
-            return clipping_experiment(**clip_kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
-
-        start_job("clipping_job", "clipping", clip_work)
+        run_job("clipping_job", "clipping", clipping_experiment, model=loaded, bound=float(bound),
+                act_bits=int(r["act_bits"][0]), calib_size=int(s["calib_size"]), eval_size=int(r["eval_size"]),
+                seed=int(s["seed"]), data=s["data"] or None)
     clip = job_result("clipping_job", "Choose a bound and run the experiment.")
     if clip is not None:
         df = pd.DataFrame(clip["rows"])

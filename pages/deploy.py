@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, chosen_config, current_model, job_result, settings, start_job, user_errors
+from pages._ui import base_config, chosen_config, current_model, job_result, run_job, settings, user_errors
 from qcore.figures import latency_figure, speedup_figure
 
 JOB_KEY = "deploy_job"
@@ -40,17 +40,13 @@ if start:
     except (ValueError, UnicodeDecodeError) as exc:
         st.error(f"The config file is not valid: {exc}")
         st.stop()
+    from qcore.runtime.deploy import deploy
+
     out_dir = Path("out") / "deploy" / st.session_state.setdefault("run_dir", uuid.uuid4().hex[:8])
-    kwargs = dict(model=loaded, config=config, backend=backend, out_dir=out_dir, data=s["data"] or None,
-                  calib_size=int(s["calib_size"]), eval_size=int(s["eval_size"]), seed=int(s["seed"]),
-                  batch_sizes=(1, int(batch)), iters=int(iters))
-
-    def work(j):
-        from qcore.runtime.deploy import deploy
-
-        return deploy(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg))
-
-    start_job(JOB_KEY, "deploy", work, remember_as="deploy")
+    run_job(JOB_KEY, "deploy", deploy, remember_as="deploy",
+            model=loaded, config=config, backend=backend, out_dir=out_dir, data=s["data"] or None,
+            calib_size=int(s["calib_size"]), eval_size=int(s["eval_size"]), seed=int(s["seed"]),
+            batch_sizes=(1, int(batch)), iters=int(iters))
 
 r = job_result(JOB_KEY, "Choose a method and press **Build and measure**.")
 if r is not None:

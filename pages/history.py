@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from qcore.store import history
-from qcore.figures import runs_compare_figure
+from qcore.figures import comparable_metrics, runs_compare_figure
 
 st.title("History")
 st.caption(f"Every finished run from the app or `python -m qcore`, stored in `{history.db_path()}`.")
@@ -41,9 +41,7 @@ if len(chosen) >= 2:
     side = pd.DataFrame(flat).set_index("id").T
     side.columns = [f"#{c}" for c in side.columns]
     st.dataframe(side.map(lambda v: "" if v is None or v != v else str(v)), width="stretch")
-    numeric = [c for c in pd.DataFrame(flat).columns
-               if c not in ("id", "seed", "eval_size") and pd.api.types.is_numeric_dtype(pd.DataFrame(flat)[c])]
-    default = [m for m in numeric if "accuracy" in m][:6] or numeric[:4]
+    numeric, default = comparable_metrics(flat)
     metrics = st.multiselect("Metrics to chart", numeric, default=default)
     if metrics:
         st.plotly_chart(runs_compare_figure(flat, metrics), key="compare")

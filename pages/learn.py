@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from pages._ui import current_model, layer_stats, settings, user_errors
 from qcore.analysis import learn
+from qcore.analysis.layers import folded_weight
+from qcore.figures import clipping_figure, staircase_figure, ste_figure
 
 st.title("Learn: how quantization works")
 s = settings()
@@ -34,11 +35,7 @@ k[2].metric("integer range", f"[{m['qmin']}, {m['qmax']}]")
 k[3].metric("levels", m["levels"])
 st.caption(f"Representable floats: [{m['representable'][0]:.4g}, {m['representable'][1]:.4g}]. "
            f"min -> {m['codes']['min']}, 0 -> {m['codes']['0']} (zero is exact), max -> {m['codes']['max']}.")
-x, y = learn.staircase(lo, hi, bits, sym)
-fig = go.Figure([go.Scatter(x=x, y=x, name="identity", line=dict(dash="dot", color="#999")),
-                 go.Scatter(x=x, y=y, name="quantize -> dequantize", line=dict(color="#1f77b4"))])
-fig.update_layout(height=340, xaxis_title="x", yaxis_title="x̂", margin=dict(l=10, r=10, t=20, b=40))
-st.plotly_chart(fig, key="staircase")
+st.plotly_chart(staircase_figure(*learn.staircase(lo, hi, bits, sym)), key="staircase")
 
 st.header("2. Symmetric vs asymmetric, on a real activation")
 names = list(stats)
@@ -50,20 +47,14 @@ st.caption(f"This activation spans [{stats[layer].min:.4g}, {stats[layer].max:.4
 st.header("3. Per-tensor, per-channel, per-group weights")
 wname = st.selectbox("Weight of", list(sim.weight_layers), key="learn_weight")
 wbits = st.slider("weight bits", 2, 8, 4, key="learn_wbits")
-weight = sim.weight_layers[wname].layer.weight.detach()
+weight = folded_weight(sim, wname)
 st.dataframe(pd.DataFrame(learn.granularity_errors(weight, wbits)), hide_index=True, width="stretch")
 st.caption(f"{wname}: {tuple(weight.shape)} (BN folded). One scale for the whole tensor must cover its widest "
            "channel; per-channel gives each output channel its own, per-group each block of input channels.")
 
 st.header("4. Clipping vs rounding")
 cbits = st.slider("activation bits", 2, 8, 4, key="learn_cbits")
-sweep = learn.clipping_sweep(stats[layer], cbits, False)
-fig = go.Figure([go.Scatter(x=sweep["clip_max"], y=sweep[k], name=k) for k in ("clipping", "rounding", "total")])
-best = min(range(len(sweep["total"])), key=sweep["total"].__getitem__)
-fig.add_vline(x=sweep["clip_max"][best], line_dash="dash", annotation_text="least total error")
-fig.update_layout(height=340, xaxis_title=f"clip max for {layer}", yaxis_title="expected squared error",
-                  yaxis_type="log", margin=dict(l=10, r=10, t=20, b=40))
-st.plotly_chart(fig, key="clipping")
+st.plotly_chart(clipping_figure(learn.clipping_sweep(stats[layer], cbits, False), layer), key="clipping")
 st.caption("A smaller clip range makes each step finer (less rounding error) but cuts off the tail (more clipping "
            "error). The `mse` calibration method picks the minimum of the total; fewer bits push it lower.")
 
@@ -73,13 +64,7 @@ st.caption(f"The last column is each format's error on the real weights of {wnam
            "less precision; FP16 has more precision but overflows above 65504; INT8 needs a scale.")
 
 st.header("6. Fake quantization and the straight-through estimator")
-ste = learn.ste_curves(lo, hi, bits, sym)
-fig = go.Figure([go.Scatter(x=ste["x"], y=ste["forward"], name="forward: x̂(x)"),
-                 go.Scatter(x=ste["x"], y=ste["gradient"], name="backward: dx̂/dx used in training", yaxis="y2")])
-fig.update_layout(height=340, yaxis=dict(title="x̂"), yaxis2=dict(title="gradient", overlaying="y", side="right",
-                                                                   range=[-0.1, 1.2]),
-                  margin=dict(l=10, r=10, t=20, b=40))
-st.plotly_chart(fig, key="ste")
+st.plotly_chart(ste_figure(learn.ste_curves(lo, hi, bits, sym)), key="ste")
 st.caption("Rounding has zero gradient almost everywhere. QAT pretends it is the identity inside the clip range "
            "(gradient 1) and blocks the gradient outside it (0): the straight-through estimator, using the range "
            "from section 1.")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from pages._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_for, fp32_eval, settings, upload_dir,
                        user_errors, user_models)
 from qcore.zoo.data import extract_image_archive
+from qcore.zoo.images import display_array, load_image_tensor, top_classes
 from qcore.zoo.models import BUILTIN, TORCHVISION, layer_table, load_user_model
 
 s = settings()
@@ -42,11 +41,9 @@ st.subheader("Predictions on test images")
 n_show = min(12, len(data))
 cols = st.columns(6)
 for i in range(n_show):
-    img = data.images[i]
     pred, true = int(result.predictions[i]), int(data.labels[i])
-    picture = img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
     with cols[i % 6]:
-        st.image(picture, width=112, clamp=True)
+        st.image(display_array(data.images[i]), width=112, clamp=True)
         true_name = data.class_names[true] if true < len(data.class_names) else str(true)
         mark = ":green[**✓**]" if pred == true else ":red[**✗**]"
         st.markdown(f"{mark} **{spec.class_names[pred]}**  \n<small>true: {true_name}</small>", unsafe_allow_html=True)
@@ -105,25 +102,16 @@ with tab_images:
     files = st.file_uploader("Images", type=["png", "jpg", "jpeg", "bmp", "webp"], accept_multiple_files=True,
                              key="image_upload")
     if files:
-        from PIL import Image, UnidentifiedImageError
-
         c = st.columns(4)
-        h, w = spec.input_shape[1:]
         for i, file in enumerate(files[:16]):
             try:
-                with Image.open(file) as im:
-                    im = im.convert("L" if spec.input_shape[0] == 1 else "RGB").resize((w, h))
-                    arr = torch.from_numpy(np.asarray(im).copy())
-            except (UnidentifiedImageError, OSError):
-                c[i % 4].error(f"{file.name}: not a readable image")
+                x = load_image_tensor(file, spec.input_shape)
+            except ValueError as exc:
+                c[i % 4].error(str(exc))
                 continue
-            x = arr[None, None] if arr.dim() == 2 else arr.permute(2, 0, 1)[None]
-            with torch.no_grad():
-                probs = torch.softmax(loaded.module(spec.preprocess(x)), 1)[0]
-            top = probs.topk(min(3, len(probs)))
             with c[i % 4]:
-                st.image(arr.numpy(), caption=file.name, width=140)
-                for p, k in zip(top.values.tolist(), top.indices.tolist()):
-                    st.caption(f"{spec.class_names[k]}: {p:.1%}")
+                st.image(display_array(x[0]), caption=file.name, width=140)
+                for name, p in top_classes(loaded, x, k=3):
+                    st.caption(f"{name}: {p:.1%}")
         if spec.input_shape[0] == 1:
             st.caption("Built-in models expect Fashion-MNIST-like pictures: a light garment on a black background.")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import chosen_config, current_model, job_result, settings, start_job, user_errors
+from pages._ui import chosen_config, current_model, job_result, run_job, settings, user_errors
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
-from qcore.train.qat import RANGE_MODES, QATRecipe, default_lr
+from qcore.train.qat import RANGE_MODES, QATRecipe, default_lr, run_qat
 from qcore.quant.qconfig import QuantConfig
 
 JOB_KEY = "qat_job"
@@ -79,16 +79,10 @@ if start:
     except (ValueError, UnicodeDecodeError) as exc:
         st.error(f"Cannot start: {exc}")
         st.stop()
-    out_dir = Path("out") / "qat" / uuid.uuid4().hex[:8]
-    kwargs = dict(model=loaded, config=config, recipe=recipe, data=s["data"] or None, calib_size=int(s["calib_size"]),
-                  eval_size=int(monitor_size), final_eval_size=int(s["eval_size"]), seed=int(s["seed"]), out_dir=out_dir)
-
-    def work(j):
-        from qcore.train.qat import run_qat
-
-        return run_qat(**kwargs, progress=lambda msg, fraction=None: j.update(fraction, msg), on_metric=j.emit)
-
-    start_job(JOB_KEY, "qat", work, remember_as="qat")
+    run_job(JOB_KEY, "qat", run_qat, remember_as="qat", stream_metrics=True,
+            model=loaded, config=config, recipe=recipe, data=s["data"] or None, calib_size=int(s["calib_size"]),
+            eval_size=int(monitor_size), final_eval_size=int(s["eval_size"]), seed=int(s["seed"]),
+            out_dir=Path("out") / "qat" / uuid.uuid4().hex[:8])
 
 
 def draw_curves(metrics: list[dict], key: str) -> None:
