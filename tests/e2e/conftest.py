@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,17 +29,17 @@ def app_history(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("e2e-history") / "history.sqlite"
 
 
-@pytest.fixture(scope="session")
-def app_server(app_history):
-    """The app under test: (url, process)."""
+@contextmanager
+def running_app(history: Path, log_name: str = "e2e-streamlit.log"):
+    """`streamlit run app.py` on a free loopback port for the duration of the block: (url, process)."""
     port = _free_port()
-    log = open(ROOT / "logs" / "e2e-streamlit.log", "w") if (ROOT / "logs").is_dir() else subprocess.DEVNULL
+    log = open(ROOT / "logs" / log_name, "w") if (ROOT / "logs").is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1",
-             "QX_HISTORY_DB": str(app_history), "QX_JOB_GRACE_S": "5"},
+             "QX_HISTORY_DB": str(history), "QX_JOB_GRACE_S": "5"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -51,12 +52,29 @@ def app_server(app_history):
     else:
         proc.kill()
         pytest.fail("streamlit did not become healthy within 60 s")
-    yield url, proc
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def app_server(app_history):
+    """The app under test, shared by the tests: (url, process)."""
+    with running_app(app_history) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_app_url(tmp_path):
+    """A server of its own that no browser has visited yet: Streamlit keeps routing state per process
+    (whether app.py's st.navigation ran), so what a first visitor sees needs a new process."""
+    with running_app(tmp_path / "history.sqlite", "e2e-streamlit-fresh.log") as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -96,11 +114,22 @@ def page(browser):
 
 def wait_idle(page, timeout_ms: int = 180_000) -> None:
     """Wait until the script run finished (Streamlit's own e2e suite waits on this attribute)."""
-    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning",
+                                                          timeout=timeout_ms)
 
 
-def wait_count(page, selector: str, n: int, timeout_ms: int = 120_000) -> None:
+def expect_at_least(locator, n: int, timeout_ms: int = 120_000) -> None:
     """Wait until at least n elements match: the browser renders heavy widgets (plotly, tables)
     a while after the script run ends, longer when the machine is busy."""
-    page.wait_for_function("([s, n]) => document.querySelectorAll(s).length >= n", arg=[selector, n],
-                           timeout=timeout_ms)
+    from playwright.sync_api import expect
+
+    expect(locator.nth(n - 1)).to_be_attached(timeout=timeout_ms)
+
+
+def expect_no_exception(page) -> None:
+    """No script raised: Streamlit draws an uncaught exception as an stException block."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_test_id("stException")).to_have_count(0)

@@ -1,8 +1,11 @@
-"""The pages driven in a real browser: calibration and deploy runs, the learn page, a bad upload."""
+"""The pages driven in a real browser: deep links, calibration and deploy runs, the learn page, a bad upload."""
+
+import re
 
 import pytest
+from playwright.sync_api import expect
 
-from tests.e2e.conftest import ROOT, wait_count, wait_idle
+from tests.e2e.conftest import ROOT, expect_at_least, expect_no_exception, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -19,17 +22,54 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ROOT / "logs" / f"e2e-{name}.png"), full_page=True)
 
 
+def expect_app_shell(page) -> None:
+    """app.py ran: the shared sidebar with its widgets, and the navigation app.py defines."""
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar.get_by_role("heading", name="Model and data")).to_be_visible()
+    expect(sidebar.get_by_test_id("stSelectbox").filter(has_text="Model")).to_be_visible()
+    expect(sidebar.get_by_test_id("stSidebarNav").get_by_text("Deploy INT8")).to_be_visible()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "pages/ is Streamlit's MPA-v1 folder: until some session has run app.py (and its st.navigation), a "
+    "server runs pages/<name>.py bare for /<name>, without app.py's sidebar or navigation. Rename the "
+    "folder (app.py's docstring says so) and drop this marker."))
+@pytest.mark.parametrize("path, title", [("calibration", "Calibration explorer"),
+                                         ("deploy", "Deploy: real INT8 on this CPU")])
+def test_deep_link_from_a_first_visitor_opens_the_page_inside_the_app(fresh_app_url, page, path, title):
+    """A bookmarked link to a page, the first request after the server started, still runs through
+    app.py: the page, the shared sidebar and the navigation."""
+    page.goto(f"{fresh_app_url}/{path}")
+    expect(page.get_by_role("heading", name=title)).to_be_visible(timeout=180_000)
+    wait_idle(page)
+    expect(page).to_have_url(re.compile(rf"/{path}$"))
+    expect_app_shell(page)
+    expect_no_exception(page)
+
+
+def test_deep_link_opens_the_page_inside_the_app(app_url, page):
+    """Once the app has been opened, a link straight to a page shows it with the shared sidebar."""
+    page.goto(app_url)
+    expect(page.get_by_text("Your own model or images")).to_be_visible(timeout=180_000)
+    page.goto(f"{app_url}/calibration")
+    expect(page.get_by_role("heading", name="Calibration explorer")).to_be_visible(timeout=180_000)
+    wait_idle(page)
+    expect(page).to_have_url(re.compile(r"/calibration$"))
+    expect_app_shell(page)
+    expect_no_exception(page)
+
+
 def test_calibration_run_shows_histogram_and_accuracy(app_url, page):
     page.goto(f"{app_url}/calibration")
     wait_idle(page)
     set_number(page, "Calibration images", 128)
     page.get_by_label("Evaluation images", exact=True).last.fill("200")
     page.get_by_role("button", name="Run calibration").click()
-    page.wait_for_selector("text=End-to-end accuracy per method", timeout=300_000)
+    expect(page.get_by_text("End-to-end accuracy per method")).to_be_visible(timeout=300_000)
     wait_idle(page)
-    assert page.locator("[data-testid='stException']").count() == 0
-    wait_count(page, ".js-plotly-plot", 3)  # accuracy, overview, histogram
-    assert page.get_by_text("percentile:99.99").count() > 0
+    expect_no_exception(page)
+    expect_at_least(page.locator(".js-plotly-plot"), 3)  # accuracy, overview, histogram
+    expect(page.get_by_text("percentile:99.99").first).to_be_attached()
     shot(page, "calibration")
 
 
@@ -39,21 +79,21 @@ def test_deploy_run_shows_latency_and_diagnosis(app_url, page):
     set_number(page, "Evaluation images", 300)
     page.get_by_label("Timed calls per path", exact=True).fill("5")
     page.get_by_role("button", name="Build and measure").click()
-    page.wait_for_selector("text=Diagnosis", timeout=400_000)
+    expect(page.get_by_text("Diagnosis", exact=True)).to_be_visible(timeout=400_000)
     wait_idle(page)
-    assert page.locator("[data-testid='stException']").count() == 0
+    expect_no_exception(page)
     shot(page, "deploy")
-    speed = page.locator("[data-testid='stMetric']", has_text="Speedup at batch 1")
-    assert speed.locator("[data-testid='stMetricValue']").inner_text().endswith("x")
-    wait_count(page, "[data-testid='stDownloadButton']", 3)
+    speed = page.get_by_test_id("stMetric").filter(has_text="Speedup at batch 1")
+    expect(speed.get_by_test_id("stMetricValue")).to_have_text(re.compile(r"x$"))
+    expect_at_least(page.get_by_test_id("stDownloadButton"), 3)
 
 
 def test_learn_page(app_url, page):
     page.goto(f"{app_url}/learn")
-    page.wait_for_selector("text=The affine mapping", timeout=120_000)
+    expect(page.get_by_text("The affine mapping")).to_be_visible(timeout=120_000)
     wait_idle(page)
-    assert page.locator("[data-testid='stException']").count() == 0
-    wait_count(page, ".js-plotly-plot", 3)
+    expect_no_exception(page)
+    expect_at_least(page.locator(".js-plotly-plot"), 3)
     shot(page, "learn")
 
 
@@ -61,13 +101,31 @@ def test_bad_model_upload_is_a_message(app_url, page, tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint")
     page.goto(app_url)
-    page.wait_for_selector("text=Your own model or images", timeout=180_000)
+    expect(page.get_by_text("Your own model or images")).to_be_visible(timeout=180_000)
     wait_idle(page)
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(junk))
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(junk))
     wait_idle(page)
     page.get_by_role("button", name="Load model").click()
-    page.wait_for_selector("text=cannot be loaded safely", timeout=60_000)
-    assert page.locator("[data-testid='stException']").count() == 0
+    expect(page.get_by_text("cannot be loaded safely")).to_be_visible(timeout=60_000)
+    expect_no_exception(page)
+
+
+def test_classify_uploaded_images(app_url, page, tmp_path):
+    """A picture gets its top classes under it; a file that is no image gets a message, not a traceback."""
+    from PIL import Image
+
+    picture, junk = tmp_path / "shirt.png", tmp_path / "junk.png"
+    Image.new("L", (56, 56), 180).save(picture)
+    junk.write_bytes(b"not an image")
+    page.goto(app_url)
+    expect(page.get_by_text("Your own model or images")).to_be_visible(timeout=180_000)
+    wait_idle(page)
+    page.get_by_role("tab", name="Classify images").click()
+    page.get_by_test_id("stFileUploaderDropzoneInput").nth(2).set_input_files([str(picture), str(junk)])
+    wait_idle(page)
+    expect(page.get_by_text("junk.png: not a readable image")).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile(r": \d+\.\d%$"))).to_have_count(3)
+    expect_no_exception(page)
 
 
 def test_sensitivity_sweep_in_the_browser(app_url, page):
@@ -75,12 +133,12 @@ def test_sensitivity_sweep_in_the_browser(app_url, page):
     wait_idle(page)
     page.get_by_label("Evaluation images", exact=True).last.fill("100")
     page.get_by_role("button", name="Run sensitivity sweep").click()
-    page.wait_for_selector("text=Your partial / mixed-precision config", timeout=400_000)
+    expect(page.get_by_text("Your partial / mixed-precision config")).to_be_visible(timeout=400_000)
     wait_idle(page)
     shot(page, "sensitivity")
-    assert page.locator("[data-testid='stException']").count() == 0
-    wait_count(page, "[data-testid='stPlotlyChart']", 1)
-    assert page.locator("[data-testid='stMetric']", has_text="All layers quantized").count() == 1
+    expect_no_exception(page)
+    expect_at_least(page.get_by_test_id("stPlotlyChart"), 1)
+    expect(page.get_by_test_id("stMetric").filter(has_text="All layers quantized")).to_have_count(1)
 
 
 def test_qat_run_in_the_browser_draws_its_charts(app_url, page):
@@ -88,15 +146,15 @@ def test_qat_run_in_the_browser_draws_its_charts(app_url, page):
     wait_idle(page)
     set_number(page, "Calibration images", 128)
     set_number(page, "Evaluation images", 200)
-    page.locator("[data-testid='stRadio']", has_text="Budget").get_by_text("steps", exact=True).click()
+    page.get_by_test_id("stRadio").filter(has_text="Budget").get_by_text("steps", exact=True).click()
     page.get_by_label("Minutes or steps", exact=True).fill("4")
     page.get_by_label("Epochs (evaluation rounds)", exact=True).fill("1")
     page.get_by_role("button", name="Start fine-tuning").click()
-    page.wait_for_selector("text=QAT real INT8 top-1", timeout=400_000)
+    expect(page.get_by_text("QAT real INT8 top-1")).to_be_visible(timeout=400_000)
     wait_idle(page)
-    assert page.locator("[data-testid='stException']").count() == 0
-    wait_count(page, ".js-plotly-plot", 3)  # accuracy per epoch, loss, learning rate
-    wait_count(page, "[data-testid='stDownloadButton']", 3)
+    expect_no_exception(page)
+    expect_at_least(page.locator(".js-plotly-plot"), 3)  # accuracy per epoch, loss, learning rate
+    expect_at_least(page.get_by_test_id("stDownloadButton"), 3)
     shot(page, "qat")
 
 
@@ -105,21 +163,21 @@ def test_history_lists_and_compares_runs(app_url, app_history, page):
     from qcore.store import history
     from tests.helpers import DEPLOY, STUDY
 
-    history.record("deploy", DEPLOY, path=app_history)
-    history.record("calibration", STUDY, path=app_history)
+    history.record(DEPLOY, path=app_history)
+    history.record(STUDY, path=app_history)
     page.goto(f"{app_url}/history")
     wait_idle(page)
-    assert page.locator("[data-testid='stException']").count() == 0
-    wait_count(page, "[data-testid='stDataFrame']", 1)
-    wait_count(page, "[data-testid='stDownloadButton']", 2)
-    assert page.get_by_text("run(s). Select rows").count() == 1
-    grid = page.locator("[data-testid='stDataFrame']").first.bounding_box()
+    expect_no_exception(page)
+    expect_at_least(page.get_by_test_id("stDataFrame"), 1)
+    expect_at_least(page.get_by_test_id("stDownloadButton"), 2)
+    expect(page.get_by_text("run(s). Select rows")).to_have_count(1)
+    grid = page.get_by_test_id("stDataFrame").first.bounding_box()
     for row in (1, 2):  # tick the selection boxes of the first two rows (the grid is a canvas)
         page.mouse.click(grid["x"] + 16, grid["y"] + 35 * row + 17)
         wait_idle(page)
-    page.wait_for_selector("text=Side by side", timeout=60_000)
-    wait_count(page, ".js-plotly-plot", 1)
-    assert page.locator("[data-testid='stException']").count() == 0
+    expect(page.get_by_text("Side by side")).to_be_visible(timeout=60_000)
+    expect_at_least(page.locator(".js-plotly-plot"), 1)
+    expect_no_exception(page)
     shot(page, "history")
 
 
@@ -135,10 +193,10 @@ def test_closing_the_tab_stops_its_job(app_server, browser):
     page = context.new_page()
     page.goto(f"{url}/qat")
     wait_idle(page)
-    page.locator("[data-testid='stRadio']", has_text="Budget").get_by_text("steps", exact=True).click()
+    page.get_by_test_id("stRadio").filter(has_text="Budget").get_by_text("steps", exact=True).click()
     page.get_by_label("Minutes or steps", exact=True).fill("5000")
     page.get_by_role("button", name="Start fine-tuning").click()
-    page.wait_for_selector("text=Cancel", timeout=120_000)
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible(timeout=120_000)
 
     def busy(seconds: float = 3.0) -> float:
         start = cpu_seconds(proc.pid)
