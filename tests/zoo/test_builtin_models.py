@@ -36,7 +36,7 @@ def test_per_tensor_weights_hurt_mobilenet_more_than_per_channel():
     kw = dict(methods=["max"], bits=8, weight_bits=4, calib_size=256, eval_size=1000)
     per_channel = compare_methods("fm_mobilenetv2", granularity="channel", **kw)
     per_tensor = compare_methods("fm_mobilenetv2", granularity="tensor", **kw)
-    assert per_tensor["methods"][0]["accuracy"] < per_channel["methods"][0]["accuracy"] - 0.05
+    assert per_tensor.methods[0].accuracy < per_channel.methods[0].accuracy - 0.05
 
 
 def test_loaded_models_are_read_only():
@@ -57,5 +57,5 @@ def test_real_int8_matches_the_simulation(name, tmp_path):
     for path in ("ort_u8s8", "x86"):
         entry = report.paths[path]
         assert abs(entry.accuracy - report.simulation_accuracy) <= 0.005, (path, entry)
-        assert entry["agreement_with_simulation"] >= 0.99, (path, entry)
+        assert entry.agreement_with_simulation >= 0.99, (path, entry)
     assert report.int8_accuracy >= report.fp32_accuracy - 0.01
