@@ -15,7 +15,7 @@ import streamlit as st
 
 from qcore.zoo.data import DataUnavailable, ImageSet, data_dir, eval_subset
 from qcore.analysis.evaluate import EvalResult, evaluate
-from qcore.analysis.experiments import check_compatible, default_data
+from qcore.zoo.inputs import check_compatible, default_data
 from qcore.zoo.models import DEFAULT_MODEL, LoadedModel, ModelUnavailable, list_models, load_model
 
 USER_ERRORS = (ModelUnavailable, DataUnavailable, ValueError, FileNotFoundError, FloatingPointError)
@@ -135,7 +135,7 @@ def fp32_eval(loaded: LoadedModel, data_name: str, size: int, seed: int) -> Eval
         data = cached_eval_set(data_name, size, seed)
         check_compatible(loaded, data)
         bar = st.progress(0.0, text=f"FP32 evaluation of {loaded.name} on {len(data)} images")
-        result = evaluate(loaded.module, loaded.spec.preprocess, data, progress=lambda f: bar.progress(f))
+        result = evaluate(loaded.module, loaded.spec.preprocess, data, progress=lambda f, _msg: bar.progress(f or 0.0))
         bar.empty()
         while len(store) >= 32:
             store.pop(next(iter(store)))
@@ -170,20 +170,19 @@ def _reaper():
     return JobReaper(alive, grace=float(os.environ.get("QX_JOB_GRACE_S", "30")))
 
 
-def start_job(key: str, name: str, work, remember_as: str | None = None, report_of=None) -> None:
+def start_job(key: str, name: str, work, remember: bool = False, report_of=None) -> None:
     """Start `work(job)` in the background under session key `key`, unless one is still running.
-    With `remember_as`, the finished run's report (`report_of(result)`, else the result itself)
-    goes into the history.
-    The job is cancelled if this browser session goes away."""
+    With `remember`, the finished run's typed report (`report_of(result)`, else the result itself)
+    goes into the history under its kind. The job is cancelled if this browser session goes away."""
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    from qcore.store.history import remember
+    from qcore.store import history
     from qcore.store.jobs import Job
 
     def run(job):
         result = work(job)
-        if remember_as:
-            remember(remember_as, report_of(result) if report_of else result, say=lambda msg: job.update(None, msg))
+        if remember:
+            history.remember(report_of(result) if report_of else result, say=lambda msg: job.update(None, msg))
         return result
 
     job = st.session_state.get(key)
@@ -197,22 +196,22 @@ def start_job(key: str, name: str, work, remember_as: str | None = None, report_
         _reaper().track(ctx.session_id, job)
 
 
-def run_job(key: str, name: str, fn, /, *, remember_as: str | None = None, report_of=None,
-            stream_metrics: bool = False, **kwargs) -> None:
+def run_job(key: str, name: str, fn, /, *, remember: bool = False, report_of=None, stream_metrics: bool = False,
+            **kwargs) -> None:
     """Start `fn(**kwargs, progress=job.update)` as the background job under session key `key`.
 
     Every page's long run has this shape, so pages pass the engine function and its arguments
     instead of writing a closure. The engine reports `progress(fraction, message)`, the signature
     of `Job.update`, so the callback is the job's own method (and cancelling stops the run at its
     next report). `stream_metrics` also passes `on_metric=job.emit` (QAT streams its curves).
-    `remember_as` and `report_of` go to `start_job`: the finished run goes into the history.
+    `remember` and `report_of` go to `start_job`: the finished run's report goes into the history.
     """
 
     def work(job):
         extra = {"on_metric": job.emit} if stream_metrics else {}
         return fn(**kwargs, **extra, progress=job.update)
 
-    start_job(key, name, work, remember_as=remember_as, report_of=report_of)
+    start_job(key, name, work, remember=remember, report_of=report_of)
 
 
 def job_result(key: str, idle_message: str, live=None):
@@ -253,9 +252,9 @@ def job_result(key: str, idle_message: str, live=None):
                    hash_funcs={LoadedModel: lambda m: m.info.get("sha256", m.name)})
 def layer_stats(loaded: LoadedModel, data: str | None, seed: int, images: int = 64):
     """A small statistics pass (shared, read-only) for pages that illustrate with real activations."""
-    from qcore.zoo.data import calibration_subset
-    from qcore.analysis.evaluate import batches
     from qcore.quant.quantsim import QuantSim
+    from qcore.zoo.data import calibration_subset
+    from qcore.zoo.inputs import batches
 
     calib = calibration_subset(data or default_data(loaded), images, seed)
     sim = QuantSim(loaded.module)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pandas as pd
 import streamlit as st
 
@@ -34,31 +36,32 @@ if go:
     from qcore.analysis.experiments import calibration_study
 
     bits = tuple(dict.fromkeys([int(s["act_bits"]), 8, 6, 4]))[:3]  # the sidebar's width first, then 8, 6, 4
-    run_job(JOB_KEY, "calibration", calibration_study, remember_as="calibration",
+    run_job(JOB_KEY, "calibration", calibration_study, remember=True, report_of=lambda result: result[0],
             model=loaded, data=s["data"] or None, calib_size=int(s["calib_size"]), eval_size=int(eval_size),
             weight_bits=int(s["weight_bits"]), granularity=s["granularity"], symmetric=bool(s["symmetric"]),
             seed=int(s["seed"]), act_bits=bits)
 
-r = job_result(JOB_KEY, "Press **Run calibration** to collect statistics for the model chosen in the sidebar.")
-if r is None:
+finished = job_result(JOB_KEY, "Press **Run calibration** to collect statistics for the model chosen in the sidebar.")
+if finished is None:
     st.stop()
-sim = r["sim"]
-st.caption(f"{r['model']} on {r['data']}: {r['calib_size']} calibration images (train split), statistics pass "
-           f"{r['stats_pass_seconds']:.2f} s; accuracy on {r['eval_size']} test images.")
-if r.get("unsupported_layers"):
-    st.warning(f"Left in float, no quantizer for these layer types: {', '.join(r['unsupported_layers'])}. "
+study, sim = finished  # the report, and the sim whose statistics the histograms below come from
+accuracy_rows = [asdict(row) for row in study.accuracy]  # by attribute: to_dict() copies the weights every rerun
+st.caption(f"{study.model} on {study.data}: {study.calib_size} calibration images (train split), statistics pass "
+           f"{study.stats_pass_seconds:.2f} s; accuracy on {study.eval_size} test images.")
+if study.unsupported_layers:
+    st.warning(f"Left in float, no quantizer for these layer types: {', '.join(study.unsupported_layers)}. "
                "Every number below quantizes the rest of the model.")
 
 st.subheader("End-to-end accuracy per method and activation bit width")
-st.plotly_chart(accuracy_figure(r["accuracy"], r["fp32_accuracy"]), key="acc")
-acc = pd.DataFrame(r["accuracy"]).pivot(index="method", columns="act_bits", values="accuracy")
+st.plotly_chart(accuracy_figure(accuracy_rows, study.fp32_accuracy), key="acc")
+acc = pd.DataFrame(accuracy_rows).pivot(index="method", columns="act_bits", values="accuracy")
 st.dataframe(acc.rename(columns=lambda b: f"A{b} top-1").style.format("{:.2%}"), width="stretch")
 
 st.subheader("All layers")
-layers = [p["name"] for p in r["points"]]
+layers = [p["name"] for p in study.points]
 if st.session_state.get("calib_layer_request") in layers:  # a click on another page asked for this layer
     st.session_state["calib_layer"] = st.session_state.pop("calib_layer_request")
-event = st.plotly_chart(overview_figure(r["ranges"], r["layer_sqnr_db"], layers), key="overview",
+event = st.plotly_chart(overview_figure(study.ranges, study.layer_sqnr_db, layers), key="overview",
                         on_select="rerun", selection_mode="points")
 picked = None
 if event and event.selection and event.selection.get("points"):
@@ -68,13 +71,12 @@ if picked in layers:
 
 st.subheader("One layer")
 c1, c2, c3 = st.columns([3, 1, 2])
-types = {p["name"]: p["type"] for p in r["points"]}
-layer = c1.selectbox("Layer", layers, key="calib_layer", format_func=lambda n: f"{n} ({types[n]})")
+layer = c1.selectbox("Layer", layers, key="calib_layer", format_func=lambda n: f"{n} ({study.point_type(n)})")
 log_y = c2.toggle("Log y", value=True)
 pct = c3.select_slider("Percentile", options=[99.0, 99.9, 99.99, 99.999, 99.9999], value=99.99)
-bits = r["act_bits"][0]
+bits = study.act_bits[0]
 stats = sim.stats[layer]
-results = method_ranges(stats, ["max", f"percentile:{pct:g}", "entropy", "mse"], bits, r["symmetric"])
+results = method_ranges(stats, ["max", f"percentile:{pct:g}", "entropy", "mse"], bits, study.symmetric)
 hist = stats.histogram()
 st.plotly_chart(histogram_figure(hist.edges.numpy(), hist.counts.numpy(), {m: x.to_dict() for m, x in results.items()},
                                  f"{layer}: {stats.count:,} values, min {stats.min:.4g}, max {stats.max:.4g}", log_y),
@@ -89,7 +91,7 @@ st.dataframe(table.style.format({c: "{:.4g}" for c in table.columns if c not in 
 st.caption(f"Errors are expected squared errors per value at {bits}-bit activations, estimated from the histogram: "
            "clipping = values beyond the range; rounding = step² / 12 for values inside it.")
 
-weights = r["weights"].get(layer)
+weights = study.weights.get(layer)
 if weights:
     st.subheader("Weights of this layer (BN folded)")
     w1, w2 = st.columns(2)
@@ -100,7 +102,7 @@ if weights:
                "channel shares the widest range, so narrow channels keep only a few quantization levels; per-channel "
                "scales fix that (the MobileNetV2-style model's depthwise layers show it best).")
 
-if has_unbounded_activations(r["points"]):
+if has_unbounded_activations(study.points):
     st.subheader("Clipping the activation function (GELU10)")
     st.caption("GELU and SiLU are unbounded above, so a few large outputs stretch the quantization range and every "
                "other value loses resolution. Clamping the activation's output (GELU10: to [-10, 10]) bounds the "
@@ -112,7 +114,7 @@ if has_unbounded_activations(r["points"]):
         from qcore.analysis.experiments import clipping_experiment
 
         run_job("clipping_job", "clipping", clipping_experiment, model=loaded, bound=float(bound),
-                act_bits=int(r["act_bits"][0]), calib_size=int(s["calib_size"]), eval_size=int(r["eval_size"]),
+                act_bits=int(study.act_bits[0]), calib_size=int(s["calib_size"]), eval_size=int(study.eval_size),
                 seed=int(s["seed"]), data=s["data"] or None)
     clip = job_result("clipping_job", "Choose a bound and run the experiment.")
     if clip is not None:

@@ -43,13 +43,14 @@ if start:
     from qcore.runtime.deploy import deploy
 
     out_dir = Path("out") / "deploy" / st.session_state.setdefault("run_dir", uuid.uuid4().hex[:8])
-    run_job(JOB_KEY, "deploy", deploy, remember_as="deploy",
+    run_job(JOB_KEY, "deploy", deploy, remember=True,
             model=loaded, config=config, backend=backend, out_dir=out_dir, data=s["data"] or None,
             calib_size=int(s["calib_size"]), eval_size=int(s["eval_size"]), seed=int(s["seed"]),
             batch_sizes=(1, int(batch)), iters=int(iters))
 
-r = job_result(JOB_KEY, "Choose a method and press **Build and measure**.")
-if r is not None:
+report = job_result(JOB_KEY, "Choose a method and press **Build and measure**.")
+if report is not None:
+    r = report.to_dict()
     cols = st.columns(5)
     pct = lambda x: "n/a" if x is None else f"{x:.2%}"  # noqa: E731
     cols[0].metric("FP32 top-1", pct(r["fp32_accuracy"]))

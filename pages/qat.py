@@ -79,7 +79,7 @@ if start:
     except (ValueError, UnicodeDecodeError) as exc:
         st.error(f"Cannot start: {exc}")
         st.stop()
-    run_job(JOB_KEY, "qat", run_qat, remember_as="qat", stream_metrics=True,
+    run_job(JOB_KEY, "qat", run_qat, remember=True, report_of=lambda result: result.report, stream_metrics=True,
             model=loaded, config=config, recipe=recipe, data=s["data"] or None, calib_size=int(s["calib_size"]),
             eval_size=int(monitor_size), final_eval_size=int(s["eval_size"]), seed=int(s["seed"]),
             out_dir=Path("out") / "qat" / uuid.uuid4().hex[:8])
@@ -97,12 +97,13 @@ def draw_curves(metrics: list[dict], key: str) -> None:
         c2.plotly_chart(qat_curve_figure(steps_rows, "lr", "Learning rate (cosine)"), key=f"{key}_lr")
 
 
-r = job_result(JOB_KEY, "Set the recipe and press **Start fine-tuning**. You can leave the page: the run goes on.",
-               live=lambda snap: draw_curves(snap["metrics"], "live"))
+finished = job_result(JOB_KEY, "Set the recipe and press **Start fine-tuning**. You can leave the page: the run "
+                      "goes on.", live=lambda snap: draw_curves(snap["metrics"], "live"))
 job = st.session_state.get(JOB_KEY)
-if r is None and job is not None and job.done:
+if finished is None and job is not None and job.done:
     draw_curves(job.snapshot()["metrics"], "partial")  # a cancelled or failed run keeps what it measured
-if r is not None:
+if finished is not None:
+    r = finished.report.to_dict()
     pct = lambda x: "n/a" if x is None else f"{x:.2%}"  # noqa: E731
     cols = st.columns(5)
     cols[0].metric("FP32 top-1", pct(r["fp32_accuracy"]))
@@ -134,8 +135,7 @@ if r is not None:
     if (out_dir / "qat_int8.onnx").is_file():
         d1.download_button("Download QAT INT8 model (ONNX)", (out_dir / "qat_int8.onnx").read_bytes(),
                            file_name="qat_int8.onnx", mime="application/octet-stream")
-    report = {k: v for k, v in r.items() if k != "sim"}
-    d2.download_button("Download report (JSON)", json.dumps(report, indent=2), file_name="qat_report.json",
+    d2.download_button("Download report (JSON)", finished.report.to_json(), file_name="qat_report.json",
                        mime="application/json")
     d3.download_button("Download config (JSON)", json.dumps(r["config"], indent=2), file_name="qat_config.json",
                        mime="application/json")

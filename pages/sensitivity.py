@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pandas as pd
 import streamlit as st
@@ -30,14 +31,15 @@ with st.form("sens_form"):
     go_sweep = st.form_submit_button("Run sensitivity sweep", type="primary")
 
 if go_sweep:
-    run_job(JOB, "sensitivity", sweep_layers, remember_as="sensitivity", report_of=lambda r: r["report"],
+    run_job(JOB, "sensitivity", sweep_layers, remember=True, report_of=lambda result: result["report"],
             model=loaded, config=base_config(), data=s["data"] or None, calib_size=int(s["calib_size"]),
             eval_size=int(eval_size), seed=int(s["seed"]))
 
 res = job_result(JOB, "Press **Run sensitivity sweep** to measure every layer of the model chosen in the sidebar.")
 if res is None:
     st.stop()
-p, rep = res["prepared"], res["report"]
+p, report = res["prepared"], res["report"]
+rep = report.to_dict()
 c = st.columns(4)
 c[0].metric("FP32 top-1", f"{rep['fp32_accuracy']:.2%}")
 c[1].metric("All layers quantized", f"{rep['base_accuracy']:.2%}", f"{(rep['base_accuracy'] - rep['fp32_accuracy']) * 100:+.2f} pts")
@@ -88,10 +90,11 @@ max_float = st.number_input("At most this many float layers", 1, len(df), min(8,
 if st.button("Run greedy search (measures latency at every step)"):
     from qcore.runtime.partial import latency_probe
 
-    run_job("greedy_job", "greedy", greedy_search, prepared=p, report=rep, budget=budget / 100,
+    run_job("greedy_job", "greedy", greedy_search, prepared=p, report=report, budget=budget / 100,
             max_float=int(max_float), latency_probe=latency_probe)
-g = job_result("greedy_job", "Choose a budget and run the search.")
-if g is not None:
+greedy = job_result("greedy_job", "Choose a budget and run the search.")
+if greedy is not None:
+    g = asdict(greedy)
     curve = pd.DataFrame([{"float layers": len(pt["float_layers"]), "top-1": pt["accuracy"],
                            "INT8 ms": pt["latency_ms"], "FP32 ms": pt["fp32_ms"],
                            "speedup": pt["fp32_ms"] / pt["latency_ms"], "weights KB": pt["weight_bytes"] / 1024,
