@@ -1,9 +1,9 @@
 """Quantization Explorer: the Streamlit entry point.
 
 Thin by design: pages read widgets, call qcore, and draw. This file sets up the page, the
-sidebar every page shares, and navigation over the scripts in pages/. (The folder is not called
-pages/: Streamlit would then also route deep links such as /calibration to the bare page script,
-skipping this file, its sidebar and its layout.)
+sidebar every page shares, and navigation over the scripts in pages/. Deep links such as
+/calibration run through this file too: pages/_ui.py switches off Streamlit's folder routing for
+pages/ before a first visitor's deep link could run a page bare (tested in tests/e2e).
 """
 
 import streamlit as st

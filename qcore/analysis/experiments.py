@@ -16,7 +16,7 @@ import torch
 from qcore.analysis.evaluate import EvalResult, layer_errors, logits, scores
 from qcore.analysis.reports import CalibrationReport, CalibrationStudy, MethodResult, StudyRow
 from qcore.quant.calibration import DEFAULT_METHODS, parse_method
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
 from qcore.zoo.inputs import Inputs, load, prepare_inputs
@@ -201,7 +201,7 @@ def calibration_study(
     n = inp.calib_size
     say(0.0, f"statistics pass over {n} images")
     start = time.perf_counter()
-    sim.collect_stats(inp.calib_batches, progress=lambda done: say(0.2 * done / n, f"statistics pass: {done}/{n} images"))
+    sim.collect_stats(inp.calib_batches, progress=span(say, 0.0, 0.2))
     stats_seconds = time.perf_counter() - start
     say(0.2, "FP32 evaluation")
     fp32 = scores(logits(inp.loaded.module, inp.eval_batches), inp.labels)

@@ -23,8 +23,8 @@ def test_empty_history_says_where_runs_come_from(private_history):
 
 
 def test_runs_are_listed_filtered_and_exportable(private_history):
-    history.record("deploy", DEPLOY)
-    history.record("calibration", STUDY)
+    history.record(DEPLOY)
+    history.record(STUDY)
     at = _page()
     table = at.dataframe[0].value
     assert sorted(table["model"]) == ["fm_gelunet", "fm_resnet"]

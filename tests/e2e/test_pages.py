@@ -30,10 +30,6 @@ def expect_app_shell(page) -> None:
     expect(sidebar.get_by_test_id("stSidebarNav").get_by_text("Deploy INT8")).to_be_visible()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pages/ is Streamlit's MPA-v1 folder: until some session has run app.py (and its st.navigation), a "
-    "server runs pages/<name>.py bare for /<name>, without app.py's sidebar or navigation. Rename the "
-    "folder (app.py's docstring says so) and drop this marker."))
 @pytest.mark.parametrize("path, title", [("calibration", "Calibration explorer"),
                                          ("deploy", "Deploy: real INT8 on this CPU")])
 def test_deep_link_from_a_first_visitor_opens_the_page_inside_the_app(fresh_app_url, page, path, title):
