@@ -346,6 +346,10 @@ class QuantSim(nn.Module):
         self.stats: dict[str, TensorStats] = {}
         self._range_cache: dict[tuple, RangeResult] = {}
         self.configure(self.config)
+        # An inference model until QAT says otherwise. nn.Module starts in training mode, and
+        # torch.onnx.export restores the mode it found on every submodule: a sim left in training mode
+        # came back from an ONNX export running its remaining BNs and dropouts in training mode.
+        self.eval()
 
     # --- graph surgery ------------------------------------------------------------------------
     def _insert_quantizers(self, gm: fx.GraphModule) -> None:
