@@ -118,8 +118,8 @@ if has_unbounded_activations(study.points):
                 seed=int(s["seed"]), data=s["data"] or None)
     clip = job_result("clipping_job", "Choose a bound and run the experiment.")
     if clip is not None:
-        df = pd.DataFrame(clip["rows"])
+        df = pd.DataFrame([asdict(row) for row in clip.rows])
         st.dataframe(df.pivot(index="method", columns="model", values="accuracy").style.format("{:.2%}"), width="stretch")
         fp = df.groupby("model")["fp32_accuracy"].first()
-        st.caption(f"Clamped {clip['clipped_activations']} activations to ±{clip['bound']:g}; FP32 accuracy "
-                   + ", ".join(f"{k}: {v:.2%}" for k, v in fp.items()) + f"; {clip['act_bits']}-bit activations.")
+        st.caption(f"Clamped {clip.clipped_activations} activations to ±{clip.bound:g}; FP32 accuracy "
+                   + ", ".join(f"{k}: {v:.2%}" for k, v in fp.items()) + f"; {clip.act_bits}-bit activations.")

@@ -48,45 +48,42 @@ if start:
             calib_size=int(s["calib_size"]), eval_size=int(s["eval_size"]), seed=int(s["seed"]),
             batch_sizes=(1, int(batch)), iters=int(iters))
 
-report = job_result(JOB_KEY, "Choose a method and press **Build and measure**.")
-if report is not None:
-    r = report.to_dict()
+r = job_result(JOB_KEY, "Choose a method and press **Build and measure**.")
+if r is not None:
     cols = st.columns(5)
     pct = lambda x: "n/a" if x is None else f"{x:.2%}"  # noqa: E731
-    cols[0].metric("FP32 top-1", pct(r["fp32_accuracy"]))
-    cols[1].metric("Simulation top-1", pct(r["simulation_accuracy"]))
-    cols[2].metric(f"INT8 top-1 ({r['backend']})", pct(r["int8_accuracy"]))
-    cols[3].metric("Agreement with simulation", pct(r["agreement_with_simulation"]))
-    cols[4].metric("Speedup at batch 1", f"{r['speedup_vs_fastest_fp32']:.2f}x",
-                   help=f"{r['backend']} vs the fastest FP32 path ({r['fastest_fp32']})")
-    kinds = {n: p["kind"] for n, p in r["paths"].items()}
-    rows = []
-    for name, p in r["paths"].items():
-        rows.append({"path": name, "kind": p["kind"], "top-1": p.get("accuracy"),
-                     "agreement with sim": p["agreement_with_simulation"], "logit SQNR vs sim (dB)": p["sqnr_db_vs_simulation"],
-                     "size (KB)": round(p["size_bytes"] / 1024, 1),
-                     **{f"{b.replace('_', ' ')} median ms": r["latency_ms"][b][name]["median_ms"] for b in r["latency_ms"]}})
+    cols[0].metric("FP32 top-1", pct(r.fp32_accuracy))
+    cols[1].metric("Simulation top-1", pct(r.simulation_accuracy))
+    cols[2].metric(f"INT8 top-1 ({r.backend})", pct(r.int8_accuracy))
+    cols[3].metric("Agreement with simulation", pct(r.agreement_with_simulation))
+    cols[4].metric("Speedup at batch 1", f"{r.speedup_vs_fastest_fp32:.2f}x",
+                   help=f"{r.backend} vs the fastest FP32 path ({r.fastest_fp32})")
+    kinds = {n: p.kind for n, p in r.paths.items()}
+    rows = [{"path": name, "kind": p.kind, "top-1": p.accuracy, "agreement with sim": p.agreement_with_simulation,
+             "logit SQNR vs sim (dB)": p.sqnr_db_vs_simulation, "size (KB)": round(p.size_bytes / 1024, 1),
+             **{f"{b.replace('_', ' ')} median ms": r.latency_ms[b][name]["median_ms"] for b in r.latency_ms}}
+            for name, p in r.paths.items()]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    for b, lat in r["latency_ms"].items():
-        st.plotly_chart(latency_figure(lat, kinds, f"Latency, {b.replace('_', ' ')} ({r['threads']} threads)"),
+    for b, lat in r.latency_ms.items():
+        st.plotly_chart(latency_figure(lat, kinds, f"Latency, {b.replace('_', ' ')} ({r.threads} threads)"),
                         key=f"lat_{b}")
-    st.plotly_chart(speedup_figure(r["speedup_by_path"], kinds, r["fastest_fp32"]), key="speedup")
+    st.plotly_chart(speedup_figure(r.speedup_by_path, kinds, r.fastest_fp32), key="speedup")
     st.subheader("Diagnosis")
-    for line in r["diagnosis"] or ["Nothing to explain: INT8 is clearly faster here."]:
+    for line in r.diagnosis or ["Nothing to explain: INT8 is clearly faster here."]:
         st.markdown(f"- {line}")
-    m = r["machine"]
+    m = r.machine
     st.caption(f"CPU: {m['cpu']} | AVX2 {m['avx2']} | AVX-512 {m['avx512']} | VNNI {m['vnni']} | AMX {m['amx']} | "
                f"quantized engine {m['quantized_engine']} | reduce_range {m['reduce_range']}")
     with st.expander("What stays in float, and the quantize/dequantize transitions"):
-        for name, info in r["int8_paths"].items():
-            st.markdown(f"**{name}**: {info['transitions']} quantize/dequantize ops; float: "
-                        f"{', '.join(info['float_ops']) or 'nothing'}")
-            for note in info["notes"]:
+        for name, info in r.int8_paths.items():
+            st.markdown(f"**{name}**: {info.transitions} quantize/dequantize ops; float: "
+                        f"{', '.join(info.float_ops) or 'nothing'}")
+            for note in info.notes:
                 st.caption(note)
-        for note in r["notes"]:
+        for note in r.notes:
             st.caption(note)
     st.subheader("Export")
-    out_dir = Path(job_dir) if (job_dir := r.get("out_dir")) else None
+    out_dir = Path(r.out_dir) if r.out_dir else None
     dl = st.columns(3)
     for col, fname, mime in zip(dl, ["model_int8.onnx", "model_int8_x86.pt", "report.json"],
                                 ["application/octet-stream", "application/octet-stream", "application/json"]):
@@ -94,4 +91,4 @@ if report is not None:
         if path is not None and path.is_file():
             col.download_button(f"Download {fname}", path.read_bytes(), file_name=fname, mime=mime)
     with st.expander("report.json"):
-        st.code(json.dumps({k: v for k, v in r.items() if k != "paths"}, indent=2)[:20000], language="json")
+        st.code(json.dumps({k: v for k, v in r.to_dict().items() if k != "paths"}, indent=2)[:20000], language="json")

@@ -103,39 +103,39 @@ job = st.session_state.get(JOB_KEY)
 if finished is None and job is not None and job.done:
     draw_curves(job.snapshot()["metrics"], "partial")  # a cancelled or failed run keeps what it measured
 if finished is not None:
-    r = finished.report.to_dict()
+    r = finished.report
     pct = lambda x: "n/a" if x is None else f"{x:.2%}"  # noqa: E731
     cols = st.columns(5)
-    cols[0].metric("FP32 top-1", pct(r["fp32_accuracy"]))
-    cols[1].metric("PTQ top-1", pct(r["ptq_accuracy"]))
-    cols[2].metric("QAT top-1", pct(r["qat_accuracy"]), delta=f"{(r['qat_accuracy'] - r['ptq_accuracy']) * 100:+.2f} pt vs PTQ")
-    cols[3].metric("QAT real INT8 top-1", pct(r["int8_accuracy"]))
-    cols[4].metric("Step cost vs FP32", f"{r['step_overhead_vs_fp32']:.2f}x",
-                   help=f"{r['step_times']['qat_step_s'] * 1e3:.0f} ms vs {r['step_times']['fp32_step_s'] * 1e3:.0f} ms "
-                        f"per step of {r['step_times']['batch']} images, interleaved")
-    lat, size = r["latency_ms"], r["size_bytes"]
+    cols[0].metric("FP32 top-1", pct(r.fp32_accuracy))
+    cols[1].metric("PTQ top-1", pct(r.ptq_accuracy))
+    cols[2].metric("QAT top-1", pct(r.qat_accuracy), delta=f"{(r.qat_accuracy - r.ptq_accuracy) * 100:+.2f} pt vs PTQ")
+    cols[3].metric("QAT real INT8 top-1", pct(r.int8_accuracy))
+    cols[4].metric("Step cost vs FP32", f"{r.step_overhead_vs_fp32:.2f}x",
+                   help=f"{r.step_times['qat_step_s'] * 1e3:.0f} ms vs {r.step_times['fp32_step_s'] * 1e3:.0f} ms "
+                        f"per step of {r.step_times['batch']} images, interleaved")
+    lat, size = r.latency_ms, r.size_bytes
     kb = lambda b: round(b / 1024, 1) if b else None  # noqa: E731
     pc = lambda x: None if x is None else round(100 * x, 2)  # noqa: E731
     table = pd.DataFrame([
-        {"model": "FP32", "top-1 %": pc(r["fp32_accuracy"]), "real INT8 top-1 %": None,
+        {"model": "FP32", "top-1 %": pc(r.fp32_accuracy), "real INT8 top-1 %": None,
          "size (KB)": kb(size.get("fp32_onnx")), "batch-1 ms (ONNX Runtime)": lat.get("fp32_ort")},
-        {"model": "PTQ", "top-1 %": pc(r["ptq_accuracy"]), "real INT8 top-1 %": pc(r["ptq_int8_accuracy"]),
+        {"model": "PTQ", "top-1 %": pc(r.ptq_accuracy), "real INT8 top-1 %": pc(r.ptq_int8_accuracy),
          "size (KB)": kb(size.get("ptq_int8_onnx")), "batch-1 ms (ONNX Runtime)": lat.get("ptq_int8")},
-        {"model": "QAT", "top-1 %": pc(r["qat_accuracy"]), "real INT8 top-1 %": pc(r["int8_accuracy"]),
+        {"model": "QAT", "top-1 %": pc(r.qat_accuracy), "real INT8 top-1 %": pc(r.int8_accuracy),
          "size (KB)": kb(size.get("qat_int8_onnx")), "batch-1 ms (ONNX Runtime)": lat.get("qat_int8")},
     ])
     st.dataframe(table, hide_index=True, width="stretch")
-    st.caption(f"{r['eval_images']} test images; {r['steps']} steps of {r['recipe']['batch_size']} in {r['seconds']:.0f} s "
-               f"(run {r['total_seconds']:.0f} s in all), learning rate {r['recipe']['lr']:.2e}, ranges {r['recipe']['range_mode']}.")
-    draw_curves(r["history"] + r["losses"], "final")
-    for note in r["notes"]:
+    st.caption(f"{r.eval_images} test images; {r.steps} steps of {r.recipe['batch_size']} in {r.seconds:.0f} s "
+               f"(run {r.total_seconds:.0f} s in all), learning rate {r.recipe['lr']:.2e}, ranges {r.recipe['range_mode']}.")
+    draw_curves(r.history + r.losses, "final")
+    for note in r.notes:
         st.caption(note)
-    out_dir = Path(r["out_dir"])
+    out_dir = Path(r.out_dir)
     d1, d2, d3 = st.columns(3)
     if (out_dir / "qat_int8.onnx").is_file():
         d1.download_button("Download QAT INT8 model (ONNX)", (out_dir / "qat_int8.onnx").read_bytes(),
                            file_name="qat_int8.onnx", mime="application/octet-stream")
     d2.download_button("Download report (JSON)", finished.report.to_json(), file_name="qat_report.json",
                        mime="application/json")
-    d3.download_button("Download config (JSON)", json.dumps(r["config"], indent=2), file_name="qat_config.json",
+    d3.download_button("Download config (JSON)", json.dumps(r.config, indent=2), file_name="qat_config.json",
                        mime="application/json")

@@ -31,25 +31,24 @@ with st.form("sens_form"):
     go_sweep = st.form_submit_button("Run sensitivity sweep", type="primary")
 
 if go_sweep:
-    run_job(JOB, "sensitivity", sweep_layers, remember=True, report_of=lambda result: result["report"],
+    run_job(JOB, "sensitivity", sweep_layers, remember=True, report_of=lambda result: result.report,
             model=loaded, config=base_config(), data=s["data"] or None, calib_size=int(s["calib_size"]),
             eval_size=int(eval_size), seed=int(s["seed"]))
 
 res = job_result(JOB, "Press **Run sensitivity sweep** to measure every layer of the model chosen in the sidebar.")
 if res is None:
     st.stop()
-p, report = res["prepared"], res["report"]
-rep = report.to_dict()
+p, rep = res.prepared, res.report
 c = st.columns(4)
-c[0].metric("FP32 top-1", f"{rep['fp32_accuracy']:.2%}")
-c[1].metric("All layers quantized", f"{rep['base_accuracy']:.2%}", f"{(rep['base_accuracy'] - rep['fp32_accuracy']) * 100:+.2f} pts")
-c[2].metric("Layers", len(rep["layers"]))
-c[3].metric("Sweep time", f"{rep['seconds']:.0f} s", help=f"{2 * len(rep['layers']) + 1} evaluations of {rep['eval_size']} images")
-if rep.get("unsupported_layers"):
-    st.warning(f"Left in float, no quantizer for these layer types: {', '.join(rep['unsupported_layers'])}.")
+c[0].metric("FP32 top-1", f"{rep.fp32_accuracy:.2%}")
+c[1].metric("All layers quantized", f"{rep.base_accuracy:.2%}", f"{(rep.base_accuracy - rep.fp32_accuracy) * 100:+.2f} pts")
+c[2].metric("Layers", len(rep.layers))
+c[3].metric("Sweep time", f"{rep.seconds:.0f} s", help=f"{2 * len(rep.layers) + 1} evaluations of {rep.eval_size} images")
+if rep.unsupported_layers:
+    st.warning(f"Left in float, no quantizer for these layer types: {', '.join(rep.unsupported_layers)}.")
 
-df = pd.DataFrame(rep["layers"])
-event = st.plotly_chart(sensitivity_figure(rep["layers"], rep["fp32_accuracy"], rep["base_accuracy"]),
+df = pd.DataFrame([asdict(r) for r in rep.layers])
+event = st.plotly_chart(sensitivity_figure(rep.layers, rep.fp32_accuracy, rep.base_accuracy),
                         key="sens_chart", on_select="rerun", selection_mode="points")
 if event and event.selection and event.selection.get("points"):
     picked = event.selection["points"][0].get("x")
@@ -79,10 +78,10 @@ b2.download_button("Export this config (JSON)", current.to_json(), file_name=f"{
 m = job_result("measure_job", "Set layers to float or INT4 above, then re-measure.")
 if m is not None:
     k = st.columns(4)
-    k[0].metric("Top-1", f"{m['accuracy']:.2%}", f"{(m['accuracy'] - rep['fp32_accuracy']) * 100:+.2f} pts vs FP32")
-    k[1].metric("INT8 latency (ONNX Runtime, batch 1)", f"{m['latency_ms']:.3f} ms")
-    k[2].metric("Speedup vs FP32 ONNX Runtime", f"{m['fp32_ms'] / m['latency_ms']:.2f}x")
-    k[3].metric("Weights", f"{m['weight_bytes'] / 1024:.0f} KB")
+    k[0].metric("Top-1", f"{m.accuracy:.2%}", f"{(m.accuracy - rep.fp32_accuracy) * 100:+.2f} pts vs FP32")
+    k[1].metric("INT8 latency (ONNX Runtime, batch 1)", f"{m.latency_ms:.3f} ms")
+    k[2].metric("Speedup vs FP32 ONNX Runtime", f"{m.speedup:.2f}x")
+    k[3].metric("Weights", f"{m.weight_bytes / 1024:.0f} KB")
 
 st.subheader("Greedy float fallback")
 budget = st.slider("Accuracy budget: allowed drop vs FP32 (points)", 0.0, 5.0, 0.5, 0.1)
@@ -90,20 +89,20 @@ max_float = st.number_input("At most this many float layers", 1, len(df), min(8,
 if st.button("Run greedy search (measures latency at every step)"):
     from qcore.runtime.partial import latency_probe
 
-    run_job("greedy_job", "greedy", greedy_search, prepared=p, report=report, budget=budget / 100,
+    run_job("greedy_job", "greedy", greedy_search, prepared=p, report=rep, budget=budget / 100,
             max_float=int(max_float), latency_probe=latency_probe)
 greedy = job_result("greedy_job", "Choose a budget and run the search.")
 if greedy is not None:
-    g = asdict(greedy)
-    curve = pd.DataFrame([{"float layers": len(pt["float_layers"]), "top-1": pt["accuracy"],
-                           "INT8 ms": pt["latency_ms"], "FP32 ms": pt["fp32_ms"],
-                           "speedup": pt["fp32_ms"] / pt["latency_ms"], "weights KB": pt["weight_bytes"] / 1024,
-                           "added": (pt["float_layers"] or ["(none)"])[-1]} for pt in g["curve"]])
-    st.write(("Budget **met**" if g["met"] else "Budget **not met**") + f" with {len(g['float_layers'])} float "
-             f"layer(s): {', '.join(g['float_layers']) or 'none'}.")
-    st.plotly_chart(pareto_figure(g["curve"], rep["fp32_accuracy"], m), key="pareto")
+    g = greedy
+    curve = pd.DataFrame([{"float layers": len(pt.float_layers), "top-1": pt.accuracy,
+                           "INT8 ms": pt.latency_ms, "FP32 ms": pt.fp32_ms,
+                           "speedup": pt.fp32_ms / pt.latency_ms, "weights KB": pt.weight_bytes / 1024,
+                           "added": (pt.float_layers or ["(none)"])[-1]} for pt in g.curve])
+    st.write(("Budget **met**" if g.met else "Budget **not met**") + f" with {len(g.float_layers)} float "
+             f"layer(s): {', '.join(g.float_layers) or 'none'}.")
+    st.plotly_chart(pareto_figure(g.curve, rep.fp32_accuracy, m), key="pareto")
     st.caption("Numbers on the points: how many layers are in float. Each point's latency was measured on this CPU, "
                "so the cost of the quantize/dequantize transitions partial quantization adds is included.")
     st.dataframe(curve, hide_index=True, width="stretch")
-    st.download_button("Export the greedy config (JSON)", json.dumps(g["config"], indent=2),
+    st.download_button("Export the greedy config (JSON)", json.dumps(g.config, indent=2),
                        file_name=f"{p.loaded.name}-greedy-config.json", mime="application/json")

@@ -194,17 +194,17 @@ def weight_histogram_figure(values, log_y: bool = False, bins: int = 120) -> go.
     return histogram_figure(edges, counts, {}, "weight distribution", log_y)
 
 
-def sensitivity_figure(layers: list[dict], fp32_accuracy: float, base_accuracy: float) -> go.Figure:
+def sensitivity_figure(layers: list, fp32_accuracy: float, base_accuracy: float) -> go.Figure:
     """Per layer: top-1 with only this layer quantized and with all but this one (bars), and the
     layer's own output SQNR (line, right axis); FP32 as a dashed line. The y axis starts just
     below the worst accuracy so small drops stay visible."""
-    names = [r["name"] for r in layers]
-    only = [r["only_this_quantized"] * 100 for r in layers]
-    but = [r["all_but_this"] * 100 for r in layers]
+    names = [r.name for r in layers]
+    only = [r.only_this_quantized * 100 for r in layers]
+    but = [r.all_but_this * 100 for r in layers]
     fig = go.Figure()
     fig.add_trace(go.Bar(x=names, y=only, name="only this layer quantized", marker_color="#d62728"))
     fig.add_trace(go.Bar(x=names, y=but, name="all but this layer quantized", marker_color="#1f77b4"))
-    fig.add_trace(go.Scatter(x=names, y=[r["sqnr_db"] for r in layers], name="output SQNR (dB)", yaxis="y2",
+    fig.add_trace(go.Scatter(x=names, y=[r.sqnr_db for r in layers], name="output SQNR (dB)", yaxis="y2",
                              mode="lines+markers", line=dict(color="#2ca02c")))
     fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text="FP32")
     low = min(*only, *but, base_accuracy * 100)
@@ -214,14 +214,14 @@ def sensitivity_figure(layers: list[dict], fp32_accuracy: float, base_accuracy: 
     return fig
 
 
-def pareto_figure(curve: list[dict], fp32_accuracy: float, yours: dict | None = None) -> go.Figure:
+def pareto_figure(curve: list, fp32_accuracy: float, yours=None) -> go.Figure:
     """Top-1 against measured INT8 latency along the greedy float-fallback curve (each point
     labelled with its number of float layers), with the user's measured config as a star."""
-    fig = go.Figure(go.Scatter(x=[pt["latency_ms"] for pt in curve], y=[pt["accuracy"] * 100 for pt in curve],
-                               mode="lines+markers+text", text=[len(pt["float_layers"]) for pt in curve],
+    fig = go.Figure(go.Scatter(x=[pt.latency_ms for pt in curve], y=[pt.accuracy * 100 for pt in curve],
+                               mode="lines+markers+text", text=[len(pt.float_layers) for pt in curve],
                                textposition="top center", name="greedy curve"))
     if yours is not None:
-        fig.add_trace(go.Scatter(x=[yours["latency_ms"]], y=[yours["accuracy"] * 100], mode="markers",
+        fig.add_trace(go.Scatter(x=[yours.latency_ms], y=[yours.accuracy * 100], mode="markers",
                                  name="your config", marker=dict(size=14, symbol="star", color="#d62728")))
     fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text="FP32")
     fig.update_layout(height=400, xaxis_title="measured INT8 latency, batch 1 (ms)", yaxis_title="top-1 %",

@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 import torch
 
 from qcore.analysis.evaluate import EvalResult, layer_errors, logits, scores
-from qcore.analysis.reports import CalibrationReport, CalibrationStudy, MethodResult, StudyRow
+from qcore.analysis.reports import (CalibrationReport, CalibrationStudy, ClippingReport, ClippingRow, MethodResult,
+                                    StudyRow)
 from qcore.quant.calibration import DEFAULT_METHODS, parse_method
 from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
@@ -126,7 +127,7 @@ def clipping_experiment(
     seed: int = 0,
     data: str | None = None,
     progress: Progress | None = None,
-) -> dict:
+) -> ClippingReport:
     """The GELU10 experiment: accuracy per method with and without clipped activations."""
     say = progress or silent
     loaded = load(model)
@@ -136,12 +137,9 @@ def clipping_experiment(
         say(i / 2, f"{label}: statistics pass and {len(methods)} methods")
         rep = compare_methods(m, data=data, methods=list(methods), bits=act_bits, calib_size=calib_size,
                               eval_size=eval_size, seed=seed)
-        for row in rep.methods:
-            rows.append({"model": label, "method": row.method, "accuracy": row.accuracy,
-                         "fp32_accuracy": rep.fp32_accuracy})
+        rows += [ClippingRow(label, row.method, row.accuracy, rep.fp32_accuracy) for row in rep.methods]
     say(1.0, "done")
-    return {"model": loaded.name, "bound": bound, "act_bits": act_bits, "rows": rows,
-            "clipped_activations": clipped.info["clipped_activations"]}
+    return ClippingReport(loaded.name, bound, act_bits, rows, clipped.info["clipped_activations"])
 
 
 def weight_ranges(sim: QuantSim) -> dict[str, dict]:

@@ -13,18 +13,47 @@ passes in (qcore.runtime.partial.latency_probe), so this module stays below the 
 from __future__ import annotations
 
 import tempfile
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
+from qcore.analysis.reports import GreedyResult, SensitivityReport
+from qcore.analysis.sensitivity import Prepared, evaluate_config, float_layers, greedy_fallback, prepare, sweep, weight_bytes
 from qcore.quant.progress import Progress, silent
 from qcore.quant.qconfig import QuantConfig
 
-__all__ = ["PRECISIONS", "config_from_precisions", "sweep_layers", "measure_config", "greedy_search"]
+__all__ = ["PRECISIONS", "Swept", "ConfigMeasurement", "config_from_precisions", "sweep_layers", "measure_config",
+           "greedy_search"]
 
 # What a layer can be set to, in the order the page offers them.
 PRECISIONS = ("int8", "int4 weights", "A16 activations", "float")
 WEIGHT_KINDS = ("conv", "linear")  # the layer kinds that have weights (an add or activation has none)
 
 ProbeFactory = Callable[..., Callable[[QuantConfig], float]]  # (prepared, out_dir) -> timer with .fp32_ms
+
+
+class Swept(NamedTuple):
+    """A sweep's report and the prepared state (calibrated sim, shared ranges, inputs) it ran on, so
+    later measurements of partial configs reuse it instead of calibrating again."""
+
+    prepared: Prepared
+    report: SensitivityReport
+
+
+@dataclass
+class ConfigMeasurement:
+    """One partial / mixed-precision config, measured: accuracy, real INT8 and FP32 latency (batch 1,
+    the same rounds), weight storage and the layers it keeps in float."""
+
+    accuracy: float
+    latency_ms: float
+    fp32_ms: float
+    weight_bytes: int
+    config: dict
+    float_layers: list[str]
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_ms / self.latency_ms
 
 
 def config_from_precisions(base: QuantConfig, precisions: dict[str, str], kinds: dict[str, str]) -> QuantConfig:
@@ -49,29 +78,21 @@ def config_from_precisions(base: QuantConfig, precisions: dict[str, str], kinds:
 
 
 def sweep_layers(model, config: QuantConfig | None = None, data: str | None = None, calib_size: int = 512,
-                 eval_size: int | None = 1000, seed: int = 0, progress: Progress | None = None) -> dict:
-    """One statistics pass and the two-sided per-layer sweep: {"prepared", "report"}.
-
-    The prepared state (calibrated sim, shared ranges, preprocessed inputs) comes back too, so
-    later measurements of partial configs reuse it instead of calibrating again.
-    """
-    from qcore.analysis.sensitivity import prepare, sweep
-
+                 eval_size: int | None = 1000, seed: int = 0, progress: Progress | None = None) -> Swept:
+    """One statistics pass and the two-sided per-layer sweep, with the state it ran on."""
     (progress or silent)(0.0, "calibrating (one statistics pass)")
     prepared = prepare(model, config, data=data, calib_size=calib_size, eval_size=eval_size, seed=seed)
-    return {"prepared": prepared, "report": sweep(prepared, progress=progress)}
+    return Swept(prepared, sweep(prepared, progress=progress))
 
 
 def measure_config(prepared, config: QuantConfig, latency_probe: ProbeFactory,
-                   progress: Progress | None = None) -> dict:
+                   progress: Progress | None = None) -> ConfigMeasurement:
     """Accuracy of `config` on the prepared images, its real INT8 latency at batch 1 timed against
     FP32 in the same rounds, its weight storage and its float layers.
 
     `latency_probe(prepared, out_dir)` builds the timer (qcore.runtime.partial.latency_probe: the
     analysis layer does not import the runtime); its models go to a temporary folder.
     """
-    from qcore.analysis.sensitivity import evaluate_config, weight_bytes
-
     say = progress or silent
     say(0.1, "accuracy")
     acc = evaluate_config(prepared, config)
@@ -79,18 +100,15 @@ def measure_config(prepared, config: QuantConfig, latency_probe: ProbeFactory,
     with tempfile.TemporaryDirectory() as tmp:
         probe = latency_probe(prepared, tmp)
         ms = probe(config)
-    return {"accuracy": acc["accuracy"], "latency_ms": ms, "fp32_ms": probe.fp32_ms[-1],
-            "weight_bytes": weight_bytes(prepared, config), "config": config.to_dict(),
-            "float_layers": [n for n, c in config.layers if not c.enabled]}
+    return ConfigMeasurement(acc["accuracy"], ms, probe.fp32_ms[-1], weight_bytes(prepared, config), config.to_dict(),
+                             [n for n, c in config.layers if not c.enabled])
 
 
 def greedy_search(prepared, report, budget: float, max_float: int, latency_probe: ProbeFactory,
-                  progress: Progress | None = None):
+                  progress: Progress | None = None) -> GreedyResult:
     """The greedy float fallback (`budget`: allowed accuracy drop vs FP32, as a fraction) with every
     curve point's measured INT8 latency, the FP32 latency of the same rounds and its weight bytes
     filled in (`latency_probe` as for `measure_config`)."""
-    from qcore.analysis.sensitivity import float_layers, greedy_fallback, weight_bytes
-
     with tempfile.TemporaryDirectory() as tmp:
         probe = latency_probe(prepared, tmp)
         result = greedy_fallback(prepared, report, budget=budget, max_float=int(max_float), latency=probe,

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from qcore.zoo.report import Report
 
-__all__ = ["RunReport", "MethodResult", "CalibrationReport", "StudyRow", "CalibrationStudy", "LayerSensitivity",
+__all__ = ["RunReport", "MethodResult", "CalibrationReport", "StudyRow", "CalibrationStudy", "ClippingRow", "ClippingReport", "LayerSensitivity",
            "CurvePoint", "GreedyResult", "SensitivityReport"]
 
 
@@ -87,6 +87,25 @@ class CalibrationStudy(RunReport):
 
     def point_type(self, name: str) -> str:
         return next(p["type"] for p in self.points if p["name"] == name)
+
+
+@dataclass
+class ClippingRow:
+    model: str  # "original" or "clipped to ±B"
+    method: str
+    accuracy: float
+    fp32_accuracy: float
+
+
+@dataclass
+class ClippingReport:
+    """The GELU10 experiment: accuracy per method with and without clamped unbounded activations."""
+
+    model: str
+    bound: float
+    act_bits: int
+    rows: list[ClippingRow]
+    clipped_activations: int
 
 
 @dataclass

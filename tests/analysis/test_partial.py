@@ -72,33 +72,33 @@ def fake_probe(prepared, out_dir):
 
 def test_sweep_layers_reports_every_layer_and_keeps_the_prepared_state(swept):
     result, calls = swept
-    p, report = result["prepared"], result["report"]
+    p, report = result.prepared, result.report
     assert calls[0] == (0.0, "calibrating (one statistics pass)")
     assert [r.name for r in report.layers] == p.sim.layer_names()
     assert report.eval_size == 20 and p.fp32_accuracy == report.fp32_accuracy
 
 
 def test_every_layer_float_gives_the_fp32_accuracy(swept):
-    p, rows = swept[0]["prepared"], swept[0]["report"].layers
+    p, rows = swept[0].prepared, swept[0].report.layers
     cfg = config_from_precisions(p.base_config, {r.name: "float" for r in rows}, {r.name: r.kind for r in rows})
     assert evaluate_config(p, cfg) == {"accuracy": p.fp32_accuracy, "agreement": 1.0}
 
 
 def test_measure_config_reports_latency_size_and_float_layers(swept):
-    p = swept[0]["prepared"]
+    p = swept[0].prepared
     calls = []
     cfg = config_from_precisions(p.base_config, {"0": "float"}, {"0": "conv"})
     m = measure_config(p, cfg, fake_probe, progress=lambda *args: calls.append(args))
     assert [c[0] for c in calls] == [0.1, 0.5]
-    assert m["float_layers"] == ["0"] and m["latency_ms"] == 1.5 and m["fp32_ms"] == 2.0
-    assert m["accuracy"] == evaluate_config(p, cfg)["accuracy"] and m["config"] == cfg.to_dict()
-    assert m["weight_bytes"] > weight_bytes(p, p.base_config)  # a float conv stores 4 bytes per weight
+    assert m.float_layers == ["0"] and m.latency_ms == 1.5 and m.fp32_ms == 2.0
+    assert m.accuracy == evaluate_config(p, cfg)["accuracy"] and m.config == cfg.to_dict()
+    assert m.weight_bytes > weight_bytes(p, p.base_config)  # a float conv stores 4 bytes per weight
 
 
 def test_greedy_search_fills_latency_and_weight_size_of_every_point(swept):
     result = swept[0]
-    p = result["prepared"]
-    g = greedy_search(p, result["report"], budget=-1.0, max_float=2, latency_probe=fake_probe)  # unmeetable
+    p = result.prepared
+    g = greedy_search(p, result.report, budget=-1.0, max_float=2, latency_probe=fake_probe)  # unmeetable
     assert [len(pt.float_layers) for pt in g.curve] == [0, 1, 2] and not g.met
     assert [pt.latency_ms for pt in g.curve] == [1.0, 1.5, 2.0]
     assert all(pt.fp32_ms == 2.0 for pt in g.curve)

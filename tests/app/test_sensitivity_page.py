@@ -13,10 +13,9 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 @pytest.fixture(scope="module")
 def finished_sweep():
-    from qcore.analysis.sensitivity import prepare, sweep
+    from qcore.analysis.partial import sweep_layers
 
-    p = prepare(tiny_fashion_model(), calib_size=32, eval_size=64)
-    result = {"prepared": p, "report": sweep(p)}
+    result = sweep_layers(tiny_fashion_model(), calib_size=32, eval_size=64)
     job = Job("sensitivity", lambda j: result).start()
     job.wait()
     return job
