@@ -126,6 +126,16 @@ def upload_dir() -> Path:
     return path
 
 
+def page_header(title: str, caption: str | None = None) -> tuple[dict, LoadedModel]:
+    """Title and caption of a page, then the sidebar's settings and the current model (a model that
+    cannot load is a message, and the page stops there)."""
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    with user_errors():
+        return settings(), current_model()
+
+
 def current_model() -> LoadedModel:
     """The model chosen in the sidebar: an uploaded one, or a cached registry model."""
     name = settings()["model"]

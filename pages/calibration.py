@@ -7,22 +7,18 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from pages._ui import current_model, job_result, run_job, settings, user_errors
+from pages._ui import page_header, job_result, run_job
 from qcore.analysis.layers import channel_spread, has_unbounded_activations, method_ranges
 from qcore.figures import (accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure,
                            weight_histogram_figure)
 
 JOB_KEY = "calibration_job"
-st.title("Calibration explorer")
-st.caption(
+s, loaded = page_header(
+    "Calibration explorer",
     "One pass over the calibration images collects a histogram at every activation quantizer. Each method "
     "(max, percentile, entropy, mse) is a pure function of those statistics: the lines on the histogram and "
-    "the accuracy below come from the same numbers."
+    "the accuracy below come from the same numbers.",
 )
-
-s = settings()
-with user_errors():
-    loaded = current_model()
 with st.form("calibration_form"):
     c1, c2 = st.columns([1, 3])
     eval_size = c1.number_input("Evaluation images", min_value=50, max_value=10_000, value=min(2000, int(s["eval_size"])),

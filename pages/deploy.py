@@ -9,24 +9,21 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, chosen_config, current_model, job_result, run_job, settings, user_errors
+from pages._ui import base_config, chosen_config, page_header, job_result, run_job
+from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import latency_figure, speedup_figure
 
 JOB_KEY = "deploy_job"
-st.title("Deploy: real INT8 on this CPU")
-st.caption(
+s, loaded = page_header(
+    "Deploy: real INT8 on this CPU",
     "Converts the calibrated model with the ranges of the method you choose into real INT8 models "
     "(ONNX Runtime QDQ; PyTorch with the x86 and the oneDNN engine), checks them against the simulation, and times every path "
-    "interleaved in one process."
+    "interleaved in one process.",
 )
-
-s = settings()
-with user_errors():
-    loaded = current_model()
 with st.form("deploy_form"):
     c1, c2, c3, c4 = st.columns(4)
     backend = c1.selectbox("Backend", ["auto", "ort", "x86"], help="auto builds both and picks the fastest")
-    method = c2.selectbox("Calibration method", ["max", "percentile:99.99", "entropy", "mse"])
+    method = c2.selectbox("Calibration method", list(DEFAULT_METHODS))
     batch = c3.number_input("Larger batch", min_value=2, max_value=512, value=32)
     iters = c4.number_input("Timed calls per path", min_value=5, max_value=500, value=30,
                             help="Interleaved with the other paths, in bursts whose first call is not timed")

@@ -5,15 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._ui import current_model, layer_stats, settings, user_errors
+from pages._ui import layer_stats, page_header, user_errors
 from qcore.analysis import learn
 from qcore.analysis.layers import folded_weight
 from qcore.figures import clipping_figure, staircase_figure, ste_figure
 
-st.title("Learn: how quantization works")
-s = settings()
+s, loaded = page_header("Learn: how quantization works")
 with user_errors():
-    loaded = current_model()
     sim, stats = layer_stats(loaded, s["data"] or None, int(s["seed"]))
 
 st.header("1. The affine mapping")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import chosen_config, current_model, job_result, run_job, settings, user_errors
+from pages._ui import chosen_config, page_header, job_result, run_job
+from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
 from qcore.train.qat import RANGE_MODES, QATRecipe, default_lr, run_qat
 from qcore.quant.qconfig import QuantConfig
@@ -22,17 +23,13 @@ RANGE_HELP = {
     "learn": "learn: each activation scale is trained by gradient (LSQ)",
 }
 
-st.title("QAT: quantization-aware fine-tuning")
-st.caption(
+s, loaded = page_header(
+    "QAT: quantization-aware fine-tuning",
     "Fine-tunes the calibrated, fake-quantized model with straight-through gradients, starting from the "
     "FP32 weights. After every epoch it scores the simulation and the real INT8 model built from it "
     "(ONNX Runtime), and times INT8 against FP32 on this CPU. BatchNorm is folded into the convolutions, "
-    "as in the deployed model; its statistics stay frozen unless you let them train for some steps first."
+    "as in the deployed model; its statistics stay frozen unless you let them train for some steps first.",
 )
-
-s = settings()
-with user_errors():
-    loaded = current_model()
 auto_lr = default_lr(loaded)
 
 with st.form("qat_form"):
@@ -42,7 +39,7 @@ with st.form("qat_form"):
                                help="QAT pays off at low bit widths: 4-bit weights are the usual case")
     act_bits = c2.selectbox("Activation bits", [2, 3, 4, 5, 6, 7, 8], index=6,
                             help="Only 8-bit activations have real INT8 kernels; others are simulated only")
-    method = c3.selectbox("Calibration method", ["max", "percentile:99.99", "entropy", "mse"],
+    method = c3.selectbox("Calibration method", list(DEFAULT_METHODS),
                           help="The ranges QAT starts from")
     config_file = c4.file_uploader("Config JSON (optional)", type=["json"],
                                    help="A partial or mixed-precision config from the sensitivity page; "

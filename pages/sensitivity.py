@@ -8,19 +8,18 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, current_model, job_result, run_job, settings, user_errors
+from pages._ui import base_config, page_header, job_result, run_job
 from qcore.analysis.partial import (PRECISIONS, config_from_precisions, greedy_search, measure_config,
                                     sweep_layers)
 from qcore.figures import pareto_figure, sensitivity_figure
 
 JOB = "sensitivity_job"
-st.title("Sensitivity and partial quantization")
-st.caption("Two-sided per-layer sweep from one calibration pass: accuracy with only this layer quantized, and with "
-           "every layer but this one quantized. Then keep the worst layers in float and see what that costs in "
-           "accuracy and in real, measured INT8 latency.")
-s = settings()
-with user_errors():
-    loaded = current_model()
+s, loaded = page_header(
+    "Sensitivity and partial quantization",
+    "Two-sided per-layer sweep from one calibration pass: accuracy with only this layer quantized, and with "
+    "every layer but this one quantized. Then keep the worst layers in float and see what that costs in "
+    "accuracy and in real, measured INT8 latency.",
+)
 
 with st.form("sens_form"):
     c1, c2 = st.columns([1, 3])
