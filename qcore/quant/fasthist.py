@@ -23,11 +23,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["counts", "available"]
+from qcore.quant.isa import Isa, cpu_isa
+
+__all__ = ["counts", "available", "target_flags"]
 
 SOURCE = Path(__file__).with_name("csrc") / "zero_anchored_hist.c"
 # no-trapping-math lets the compiler vectorize floorf; the results stay exact (tests check it)
-CFLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-shared", "-fPIC"]
+CFLAGS = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-shared", "-fPIC"]
 MIN_PARALLEL = 1 << 18  # below this, one thread (starting another costs more than it saves)
 
 _lock = threading.Lock()
@@ -41,17 +43,32 @@ def _cache_dir() -> Path:
     return Path(base) / "qcore"
 
 
+def target_flags(isa: Isa | None = None) -> list[str]:
+    """Code generation for the instruction sets CPUID reports, never -march=native: the compiler
+    runs natively even when this process runs emulated (qemu -cpu Haswell) or on another CPU than the
+    one that filled a shared cache, and a library built for AVX-512 dies there with SIGILL."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    isa = isa or cpu_isa()
+    if isa.avx512:
+        return ["-march=x86-64-v4"]
+    if isa.avx2:
+        return ["-march=x86-64-v3"]
+    return ["-march=x86-64"]
+
+
 def _build() -> ctypes.CDLL | None:
     cc = os.environ.get("CC", "cc")
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join(CFLAGS).encode() + platform.machine().encode()
-                         + _cpu_model().encode()).hexdigest()[:16]
+    flags = CFLAGS + target_flags()
+    # keyed by the flags themselves, so each instruction set gets (and only ever loads) its own build
+    key = hashlib.sha256(source + " ".join(flags).encode() + platform.machine().encode()).hexdigest()[:16]
     target = _cache_dir() / f"zero_anchored_hist-{key}.so"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             out = Path(tmp) / target.name
-            subprocess.run([cc, *CFLAGS, "-o", str(out), str(SOURCE), "-lm"],
+            subprocess.run([cc, *flags, "-o", str(out), str(SOURCE), "-lm"],
                            check=True, capture_output=True, timeout=60)
             os.replace(out, target)  # atomic: a concurrent build never sees half a library
     lib = ctypes.CDLL(str(target))
@@ -59,16 +76,6 @@ def _build() -> ctypes.CDLL | None:
                                        ctypes.c_int64, ctypes.c_void_p]
     lib.zero_anchored_hist.restype = ctypes.c_int
     return lib
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _library() -> ctypes.CDLL | None:

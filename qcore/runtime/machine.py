@@ -12,31 +12,34 @@ from pathlib import Path
 
 import torch
 
+from qcore.quant.isa import cpu_isa
+
 __all__ = ["MACHINE_LOCK", "cpu_features"]
 
 MACHINE_LOCK = threading.Lock()
 
 
-def cpu_features() -> dict:
-    """CPU model and the ISA features that decide INT8 speed (from /proc/cpuinfo where present)."""
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
+def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_features() -> dict:
+    """The CPU, its instruction sets as CPUID reports them (what the INT8 kernels dispatch on), its
+    class (AVX2 only / VNNI / AMX), and what torch and ONNX Runtime report about themselves."""
+    import onnxruntime as ort
+
+    isa = cpu_isa()
     return {
-        "cpu": model,
-        "avx2": "avx2" in flags,
-        "bf16": bool({"avx512_bf16", "amx_bf16"} & flags),
-        "fp16": "avx512_fp16" in flags,
-        "avx512": "avx512f" in flags,
-        "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
-        "amx": "amx_int8" in flags,
+        "cpu": _cpu_model(),
+        **isa.to_dict(),
         "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_quantized_engines": list(torch.backends.quantized.supported_engines),
+        "onnxruntime": f"{ort.__version__} ({', '.join(ort.get_available_providers())})",
         "threads": torch.get_num_threads(),
     }
