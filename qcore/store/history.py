@@ -13,6 +13,7 @@ itself without the bulky parts.
 from __future__ import annotations
 
 import csv
+import random
 import io
 import json
 import os
@@ -51,13 +52,44 @@ def db_path() -> Path:
     return Path(os.environ.get("QX_HISTORY_DB") or data_dir() / "history.sqlite")
 
 
+BUSY_TIMEOUT_S = 30.0  # how long one statement waits for another writer's lock
+RETRIES = 8  # whole attempts on "database is locked", with exponential backoff and jitter
+
+
+def _retrying(fn):
+    """`fn()`, again after a short, growing, jittered pause while another writer holds the file
+    ("database is locked" / "busy"): a slow machine with many writers must never lose a run."""
+    for attempt in range(RETRIES):
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if attempt == RETRIES - 1 or ("locked" not in text and "busy" not in text):
+                raise
+            time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
 def _connect(path: Path | None = None) -> sqlite3.Connection:
+    """A connection that waits for locks (busy_timeout) on a WAL-mode file with the schema in place.
+    WAL lets readers go on while one writer commits; switching to it (once per file: the mode is
+    stored in the file) and creating the table are writes too, so they retry like one."""
     path = Path(path or db_path())
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(SCHEMA)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    try:
+        _retrying(lambda: _set_up(conn))  # reads only, once the file is set up
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def _set_up(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(SCHEMA)
 
 
 def record(report, model_id: str | None = None, data_id: dict | None = None, path: Path | None = None) -> int:
@@ -76,10 +108,21 @@ def record(report, model_id: str | None = None, data_id: dict | None = None, pat
         json.dumps(report.metrics(), allow_nan=True), json.dumps(report.timings()),
         json.dumps({k: v for k, v in d.items() if k not in BULKY}, default=lambda o: None),
     )
+    return _retrying(lambda: _insert(row, path))
+
+
+def _insert(row: tuple, path: Path | None) -> int:
+    """One INSERT in one transaction that takes the write lock up front (BEGIN IMMEDIATE): committed
+    whole or rolled back, never half a run."""
     conn = _connect(path)
     try:
-        with conn:  # one transaction: committed whole or rolled back
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             cur = conn.execute(f"INSERT INTO runs ({', '.join(COLUMNS[1:])}) VALUES ({', '.join('?' * 10)})", row)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return int(cur.lastrowid)
     finally:
         conn.close()
@@ -143,13 +186,15 @@ def delete_runs(ids: list[int], path: Path | None = None) -> int:
     """Delete runs by id; returns how many were deleted."""
     if not ids:
         return 0
-    conn = _connect(path)
-    try:
-        with conn:
-            cur = conn.execute(f"DELETE FROM runs WHERE id IN ({', '.join('?' * len(ids))})", [int(i) for i in ids])
-        return cur.rowcount
-    finally:
-        conn.close()
+    def delete() -> int:
+        conn = _connect(path)
+        try:  # one statement in autocommit mode: atomic
+            return conn.execute(f"DELETE FROM runs WHERE id IN ({', '.join('?' * len(ids))})",
+                                [int(i) for i in ids]).rowcount
+        finally:
+            conn.close()
+
+    return _retrying(delete)
 
 
 def flat_rows(runs: list[dict]) -> list[dict]:

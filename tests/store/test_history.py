@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import fields, replace
 import io
+import os
 import json
 import subprocess
 import sys
@@ -68,24 +69,62 @@ def test_a_write_that_cannot_finish_leaves_nothing(private_history):
     assert len(history.list_runs()) == 1
 
 
+WRITER = """
+import sys
+from dataclasses import replace
+from qcore.store import history
+from tests.helpers import DEPLOY
+n = int(sys.argv[1])
+for i in range(int(sys.argv[2])):
+    history.record(replace(DEPLOY, seed=n * 1000 + i))
+"""
+
+
 def test_concurrent_writers_lose_nothing(private_history):
+    """More writer processes than cores (2 here), each writing many runs as fast as it can, plus
+    threads in this process: every run lands, none twice."""
+    procs, runs = 6, 25
+    env = {**os.environ, "QX_HISTORY_DB": str(private_history)}
+    children = [subprocess.Popen([sys.executable, "-c", WRITER, str(n), str(runs)], cwd=ROOT, env=env,
+                                 stderr=subprocess.PIPE, text=True) for n in range(procs)]
     errors = []
 
     def writer(n):
         try:
-            for i in range(15):
-                history.record(replace(DEPLOY, seed=n * 100 + i))
+            for i in range(runs):
+                history.record(replace(DEPLOY, seed=n * 1000 + i))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(procs, procs + 3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    for child in children:
+        _, err = child.communicate(timeout=600)
+        assert child.returncode == 0, err[-2000:]
     assert not errors
     seeds = sorted(r["data_id"]["seed"] for r in history.list_runs())
-    assert seeds == sorted(n * 100 + i for n in range(3) for i in range(15))
+    assert seeds == sorted(n * 1000 + i for n in range(procs + 3) for i in range(runs))
+
+
+def test_a_locked_database_is_waited_for_then_written(private_history, monkeypatch):
+    """A writer that holds the lock longer than one busy timeout: the record retries and lands."""
+    import sqlite3
+
+    monkeypatch.setattr(history, "BUSY_TIMEOUT_S", 0.05)
+    history.record(DEPLOY)  # the file exists, in WAL mode
+    holder = sqlite3.connect(private_history, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    timer.start()
+    try:
+        history.record(replace(DEPLOY, seed=7))
+    finally:
+        timer.join()
+        holder.close()
+    assert sorted(r["data_id"]["seed"] for r in history.list_runs()) == [0, 7]
 
 
 def test_unwritable_history_keeps_the_run_and_says_why(tmp_path, monkeypatch):
