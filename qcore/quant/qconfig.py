@@ -13,9 +13,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from qcore.quant.calibration import parse_method
 from qcore.quant.qparams import FLOAT_FORMATS, QScheme
 
-__all__ = ["DTYPES", "LayerConfig", "QuantConfig"]
+__all__ = ["DTYPES", "WEIGHT_RANGES", "LayerConfig", "QuantConfig"]
 
 DTYPES = ("int", *FLOAT_FORMATS)  # "int" uses the bit width; the others are float formats
+# "full": 8-bit weights. "reduced": 7-bit weights ([-64, 63]), so that pairs of u8 x s8 products fit
+# the int16 that CPUs without VNNI add them into (255 * 64 * 2 = 32640 < 32767). "auto": reduced
+# exactly where this CPU has no VNNI (resolved when a QuantSim is built, and recorded so).
+WEIGHT_RANGES = ("auto", "full", "reduced")
 
 
 @dataclass(frozen=True)
@@ -70,13 +74,37 @@ class QuantConfig:
     default: LayerConfig = field(default_factory=LayerConfig)
     layers: tuple[tuple[str, LayerConfig], ...] = ()
     fold_bn: bool = True
-    reduce_range: bool = False
+    reduce_range: bool = False  # activations one bit narrower (fbgemm's own guard against int16 overflow)
+    weight_range: str = "auto"
+
+    def __post_init__(self):
+        if self.weight_range not in WEIGHT_RANGES:
+            raise ValueError(f"weight_range must be one of {', '.join(WEIGHT_RANGES)}, not {self.weight_range!r}")
 
     def for_layer(self, name: str) -> LayerConfig:
-        for layer_name, cfg in self.layers:
-            if layer_name == name:
-                return cfg
-        return self.default
+        cfg = next((c for layer_name, c in self.layers if layer_name == name), self.default)
+        if self.weight_range == "reduced" and cfg.weight_dtype == "int" and cfg.weight_bits > 7:
+            return replace(cfg, weight_bits=7)  # the same grid as 8 bits with reduce_range: [-64, 63]
+        return cfg
+
+    def resolved(self, vnni: bool | None = None) -> "QuantConfig":
+        """"auto" made concrete for a CPU (`vnni` None: this one): "reduced" where u8 x s8 products
+        would saturate in int16, "full" where they accumulate exactly."""
+        if self.weight_range != "auto":
+            return self
+        if vnni is None:
+            from qcore.quant.isa import cpu_isa
+
+            vnni = cpu_isa().vnni
+        return replace(self, weight_range="full" if vnni else "reduced")
+
+    def weight_range_note(self) -> str:
+        """A sentence for pages and reports: which weight range is used, and why."""
+        if self.weight_range == "reduced":
+            return "weights use 7 bits ([-64, 63]): without VNNI, INT8 kernels add u8 x s8 pairs in int16, which 8-bit weights overflow"
+        if self.weight_range == "full":
+            return "weights use the full 8 bits"
+        return "weight range chosen per CPU: 7 bits without VNNI, 8 bits with it"
 
     def with_layer(self, name: str, **changes) -> "QuantConfig":
         """A copy where layer `name` has `changes` applied on top of its current config."""
@@ -93,6 +121,7 @@ class QuantConfig:
             "layers": {name: asdict(cfg) for name, cfg in self.layers},
             "fold_bn": self.fold_bn,
             "reduce_range": self.reduce_range,
+            "weight_range": self.weight_range,
         }
 
     @classmethod
@@ -110,6 +139,7 @@ class QuantConfig:
             layers=tuple((name, layer(cfg)) for name, cfg in d.get("layers", {}).items()),
             fold_bn=bool(d.get("fold_bn", True)),
             reduce_range=bool(d.get("reduce_range", False)),
+            weight_range=str(d.get("weight_range", "auto")),
         )
 
     def to_json(self) -> str:

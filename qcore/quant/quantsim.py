@@ -327,7 +327,7 @@ class QuantSim(nn.Module):
 
     def __init__(self, model: nn.Module, config: QuantConfig | None = None):
         super().__init__()
-        self.config = config or QuantConfig()
+        self.config = (config or QuantConfig()).resolved()
         model = copy.deepcopy(model).eval()
         try:
             gm = symbolic_trace(model)
@@ -417,7 +417,9 @@ class QuantSim(nn.Module):
         return [p.name for p in self.points]
 
     def configure(self, config: QuantConfig) -> None:
-        """Apply a (new) config: weight quantizers now; activation ranges on the next apply_ranges."""
+        """Apply a (new) config: weight quantizers now; activation ranges on the next apply_ranges.
+        A weight range of "auto" is resolved for this CPU (`self.config` says which it became)."""
+        config = config.resolved()
         self.config = config
         for name, wl in self.weight_layers.items():
             wl.configure(config.for_layer(name))

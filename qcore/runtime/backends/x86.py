@@ -74,11 +74,8 @@ def float_graph(sim) -> fx.GraphModule:
         if node.op == "call_module" and str(node.target).startswith("quantizers."):
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
-    for name, wl in sim.weight_layers.items():
-        layer = copy.deepcopy(gm.get_submodule(name).layer)
-        if wl.enabled and wl.cfg.weight_bits < 8:
-            with torch.no_grad():
-                layer.weight.copy_(wl.int8_weight()[0])  # lower-bit grid values, held in int8 by x86
+    for name in sim.weight_layers:
+        layer = copy.deepcopy(gm.get_submodule(name).layer)  # float (BN-folded); observers give it the sim's grid
         parent, _, attr = name.rpartition(".")
         setattr(gm.get_submodule(parent) if parent else gm, attr, layer)
     del gm.quantizers
@@ -110,20 +107,31 @@ def _producer(node: fx.Node, modules: dict, points: set[str]) -> str | None:
         node = node.args[0]
 
 
-def _qconfig_mapping(sim):
-    from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver, QConfig, QConfigMapping
+def _weight_observer(scheme):
+    """An observer that computes exactly the sim's weight grid: same integer range (7-bit weights on
+    CPUs without VNNI, fewer bits where configured), same granularity, same symmetric formula."""
+    from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver
 
-    qconfig = QConfig(
-        activation=MinMaxObserver.with_args(
-            dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=sim.config.reduce_range
-        ),
-        weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
-    )
-    mapping = QConfigMapping().set_global(qconfig)
+    if scheme.granularity == "channel":
+        return PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                                  quant_min=scheme.qmin, quant_max=scheme.qmax)
+    return MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
+                                    quant_min=scheme.qmin, quant_max=scheme.qmax)
+
+
+def _qconfig_mapping(sim):
+    from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping
+
+    activation = MinMaxObserver.with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine,
+                                          reduce_range=sim.config.reduce_range)
+    mapping = QConfigMapping().set_global(QConfig(activation=activation, weight=_weight_observer(
+        sim.config.for_layer("").weight_scheme())))
     for name, wl in sim.weight_layers.items():
         cfg = sim.config.for_layer(name)
         if not (cfg.quantizes_weight and cfg.quantizes_act and cfg.act_dtype == "int" and cfg.weight_dtype == "int"):
             mapping.set_module_name(name, None)
+        else:
+            mapping.set_module_name(name, QConfig(activation=activation, weight=_weight_observer(cfg.weight_scheme())))
     return mapping
 
 
