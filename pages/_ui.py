@@ -39,8 +39,9 @@ USER_ERRORS = (ModelUnavailable, DataUnavailable, ValueError, FileNotFoundError,
 
 DEFAULTS = {
     "model": DEFAULT_MODEL, "data": "", "calib_size": 512, "eval_size": 10_000, "seed": 0,
-    "weight_bits": 8, "act_bits": 8, "granularity": "channel", "symmetric": False,
+    "weight_bits": 8, "act_bits": 8, "granularity": "channel", "symmetric": False, "weight_range": "auto",
 }
+WEIGHT_RANGE_LABELS = {"auto": "auto (for this CPU)", "full": "full (8 bits)", "reduced": "reduced (7 bits)"}
 
 
 def settings() -> dict:
@@ -86,6 +87,21 @@ def sidebar() -> None:
                  help="One scale per output channel, or one for the whole tensor")
         st.toggle("Symmetric activations", key="symmetric",
                   help="Off: asymmetric uint8-style (what x86 and ONNX Runtime U8S8 run)")
+        st.radio("Weight range", list(WEIGHT_RANGE_LABELS), key="weight_range", format_func=WEIGHT_RANGE_LABELS.get,
+                 help="CPUs without VNNI add pairs of u8 x s8 products in int16, which 8-bit weights overflow: "
+                      "7-bit weights keep real INT8 exact there. The simulation uses the same range.")
+        st.caption(scheme_note())
+
+
+def scheme_note() -> str:
+    """This CPU's class and the weight range the sidebar's choice comes to here."""
+    from qcore.quant.isa import cpu_isa
+    from qcore.quant.qconfig import QuantConfig
+
+    isa = cpu_isa()
+    chosen = QuantConfig(weight_range=settings()["weight_range"]).resolved(isa.vnni)
+    has = "has VNNI" if isa.vnni else "has no VNNI"
+    return f"This CPU ({isa.cpu_class}) {has}: {chosen.weight_range_note()}."
 
 
 def base_config():
@@ -93,7 +109,7 @@ def base_config():
     from qcore.quant.qconfig import QuantConfig
 
     s = settings()
-    return QuantConfig().with_default(weight_bits=int(s["weight_bits"]), act_bits=int(s["act_bits"]),
+    return QuantConfig(weight_range=s["weight_range"]).with_default(weight_bits=int(s["weight_bits"]), act_bits=int(s["act_bits"]),
                                       weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"]))
 
 

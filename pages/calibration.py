@@ -35,7 +35,7 @@ if go:
     run_job(JOB_KEY, "calibration", calibration_study, remember=True, report_of=lambda result: result[0],
             model=loaded, data=s["data"] or None, calib_size=int(s["calib_size"]), eval_size=int(eval_size),
             weight_bits=int(s["weight_bits"]), granularity=s["granularity"], symmetric=bool(s["symmetric"]),
-            seed=int(s["seed"]), act_bits=bits)
+            seed=int(s["seed"]), act_bits=bits, weight_range=s["weight_range"])
 
 finished = job_result(JOB_KEY, "Press **Run calibration** to collect statistics for the model chosen in the sidebar.")
 if finished is None:

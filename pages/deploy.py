@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, chosen_config, page_header, job_result, run_job
+from pages._ui import base_config, chosen_config, job_result, page_header, run_job, scheme_note
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import latency_figure, speedup_figure
 
@@ -20,6 +20,7 @@ s, loaded = page_header(
     "(ONNX Runtime QDQ; PyTorch with the x86 and the oneDNN engine), checks them against the simulation, and times every path "
     "interleaved in one process.",
 )
+st.info(scheme_note() + " Change it with **Weight range** in the sidebar.")
 with st.form("deploy_form"):
     c1, c2, c3, c4 = st.columns(4)
     backend = c1.selectbox("Backend", ["auto", "ort", "x86"], help="auto builds both and picks the fastest")
@@ -69,8 +70,10 @@ if r is not None:
     for line in r.diagnosis or ["Nothing to explain: INT8 is clearly faster here."]:
         st.markdown(f"- {line}")
     m = r.machine
-    st.caption(f"CPU: {m['cpu']} | AVX2 {m['avx2']} | AVX-512 {m['avx512']} | VNNI {m['vnni']} | AMX {m['amx']} | "
-               f"quantized engine {m['quantized_engine']} | reduce_range {m['reduce_range']}")
+    st.markdown(f"**INT8 scheme on this CPU ({m['cpu_class']})**: {r.int8_scheme}.")
+    st.caption(f"CPU: {m['cpu']} | AVX2 {m['avx2']} | AVX-512 {m['avx512']} | AVX512-VNNI {m['avx512_vnni']} | "
+               f"AVX-VNNI {m['avx_vnni']} | AMX {m['amx']} (CPUID) | torch {m['torch_capability']}, quantized engine "
+               f"{m['quantized_engine']} | ONNX Runtime {m['onnxruntime']} | activations reduce_range {m['reduce_range']}")
     with st.expander("What stays in float, and the quantize/dequantize transitions"):
         for name, info in r.int8_paths.items():
             st.markdown(f"**{name}**: {info.transitions} quantize/dequantize ops; float: "

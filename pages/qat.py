@@ -66,7 +66,7 @@ with st.form("qat_form"):
 
 if start:
     try:
-        config = chosen_config(config_file, QuantConfig().with_default(
+        config = chosen_config(config_file, QuantConfig(weight_range=s["weight_range"]).with_default(
             weight_bits=int(weight_bits), act_bits=int(act_bits), act_method=method,
             weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"])))
         steps = int(amount) if budget == "steps" else None

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from qcore.quant.calibration import DEFAULT_METHODS
+from qcore.quant.qconfig import WEIGHT_RANGES
 
 __all__ = ["main"]
 
@@ -64,15 +65,29 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _config(args, default=None):
+    """The config of a run: --config FILE, else `default` (W8A8 per-channel, max), with --weight-range on top."""
+    from dataclasses import replace
+
+    from qcore.quant.qconfig import QuantConfig
+
+    config = QuantConfig.from_json(Path(args.config).read_text()) if getattr(args, "config", None) else (
+        default or QuantConfig())
+    return replace(config, weight_range=args.weight_range) if args.weight_range else config
+
+
 def _cmd_calibrate(args) -> int:
     from qcore.analysis.experiments import compare_methods, parse_methods
+    from qcore.quant.qconfig import QuantConfig
 
     try:
         methods = parse_methods(args.methods)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    config = _config(args, QuantConfig().with_default(act_bits=args.bits, weight_bits=args.weight_bits,
+                                                     weight_granularity=args.granularity))
     report = compare_methods(
-        model=args.model, data=args.data, methods=methods, bits=args.bits, weight_bits=args.weight_bits,
+        model=args.model, data=args.data, methods=methods, config=config, bits=args.bits, weight_bits=args.weight_bits,
         granularity=args.granularity, calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed,
         weights=args.weights, progress=lambda fraction, msg: print(msg, file=sys.stderr),
     )
@@ -89,9 +104,7 @@ def _cmd_calibrate(args) -> int:
 
 def _cmd_deploy(args) -> int:
     from qcore.runtime.deploy import deploy
-    from qcore.quant.qconfig import QuantConfig
-
-    config = QuantConfig.from_json(Path(args.config).read_text()) if args.config else None
+    config = _config(args)
     report = deploy(
         model=args.model, config=config, backend=args.backend, out_dir=args.out, data=args.data,
         calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed, threads=args.threads,
@@ -115,10 +128,9 @@ def _cmd_deploy(args) -> int:
 
 
 def _cmd_sensitivity(args) -> int:
-    from qcore.quant.qconfig import QuantConfig
     from qcore.analysis.sensitivity import greedy_fallback, prepare, sweep
 
-    config = QuantConfig.from_json(Path(args.config).read_text()) if args.config else None
+    config = _config(args)
     say = lambda fraction, msg: print(f"\r{msg:70}", end="", file=sys.stderr)  # noqa: E731
     p = prepare(args.model, config, args.data, args.calib_size, args.eval_size, args.seed)
     report = sweep(p, progress=say)
@@ -144,11 +156,8 @@ def _cmd_qat(args) -> int:
     from qcore.train.qat import QATRecipe, run_qat
     from qcore.quant.qconfig import QuantConfig
 
-    if args.config:
-        config = QuantConfig.from_json(Path(args.config).read_text())
-    else:
-        config = QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
-                                            weight_granularity=args.granularity, act_method=args.method)
+    config = _config(args, QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
+                                                     weight_granularity=args.granularity, act_method=args.method))
     recipe = QATRecipe(steps=args.steps, minutes=None if args.steps is not None else (args.minutes or 2.0), epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, range_mode=args.range_mode, freeze_after=args.freeze_after,
                        bn_freeze_after=args.bn_freeze_after)
@@ -244,6 +253,12 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{x:.2%}"
 
 
+def _weight_range(sp) -> None:
+    sp.add_argument("--weight-range", choices=list(WEIGHT_RANGES), default=None,
+                    help="weights in 8 bits (full), 7 bits (reduced: exact on CPUs without VNNI), or chosen for "
+                         "this CPU (auto, the default)")
+
+
 def _common(sp) -> None:
     from qcore.zoo.models import DEFAULT_MODEL
 
@@ -284,6 +299,7 @@ def _add_ptq(sub) -> None:
     """calibrate, deploy, sensitivity."""
     c = sub.add_parser("calibrate", help="one statistics pass, then accuracy per calibration method")
     _common(c)
+    _weight_range(c)
     c.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     c.add_argument("--bits", type=int, default=8, help="activation bits")
     c.add_argument("--weight-bits", type=int, default=8)
@@ -293,6 +309,7 @@ def _add_ptq(sub) -> None:
     c.set_defaults(fn=_cmd_calibrate, eval_size=None)
     d = sub.add_parser("deploy", help="real INT8 models from a config: accuracy, agreement, latency, files")
     _common(d)
+    _weight_range(d)
     d.add_argument("--backend", default="auto", choices=["auto", "x86", "ort"])
     d.add_argument("--config", default=None, help="a QuantConfig JSON file (default: W8A8 per-channel, max)")
     d.add_argument("--calib-size", type=int, default=512)
@@ -303,6 +320,7 @@ def _add_ptq(sub) -> None:
     d.set_defaults(fn=_cmd_deploy)
     sn = sub.add_parser("sensitivity", help="per-layer two-sided sensitivity sweep (and greedy float fallback)")
     _common(sn)
+    _weight_range(sn)
     sn.add_argument("--config", default=None, help="base QuantConfig JSON (default: W8A8 per-channel, max)")
     sn.add_argument("--calib-size", type=int, default=512)
     sn.add_argument("--budget", type=float, default=None, help="accuracy drop allowed vs FP32, e.g. 0.01")
@@ -313,6 +331,7 @@ def _add_ptq(sub) -> None:
 def _add_qat(sub) -> None:
     q = sub.add_parser("qat", help="quantization-aware fine-tune: PTQ vs QAT vs real INT8")
     _common(q)
+    _weight_range(q)
     q.add_argument("--config", default=None, help="a QuantConfig JSON file (overrides the bit options)")
     q.add_argument("--weight-bits", type=int, default=4)
     q.add_argument("--act-bits", type=int, default=8)

@@ -90,7 +90,7 @@ def compare_methods(
         **inp.identity(), eval_size=inp.eval_size, act_bits=d.act_bits, weight_bits=d.weight_bits,
         granularity=d.weight_granularity, fp32_accuracy=fp32.top1, fp32_top5=fp32.top5, methods=rows,
         stats_pass_seconds=round(stats_seconds, 4), fp32_pass_seconds=round(fp32_seconds, 4),
-        quantizers=len(sim.points), unsupported_layers=sim.unsupported, config=config.to_dict())
+        quantizers=len(sim.points), unsupported_layers=sim.unsupported, config=sim.config.to_dict())
 
 
 MAX_WEIGHT_SAMPLE = 100_000
@@ -184,6 +184,7 @@ def calibration_study(
     eval_size: int | None = 2000,
     seed: int = 0,
     progress: Progress | None = None,
+    weight_range: str = "auto",
 ) -> tuple[CalibrationStudy, QuantSim]:
     """Everything the calibration page shows, from ONE statistics pass.
 
@@ -193,8 +194,8 @@ def calibration_study(
     """
     say = progress or silent
     inp = prepare_inputs(model, data, calib_size, eval_size, seed)
-    config = QuantConfig().with_default(act_bits=act_bits[0], weight_bits=weight_bits, weight_granularity=granularity,
-                                        act_symmetric=symmetric)
+    config = QuantConfig(weight_range=weight_range).with_default(
+        act_bits=act_bits[0], weight_bits=weight_bits, weight_granularity=granularity, act_symmetric=symmetric)
     sim = QuantSim(inp.loaded.module, config)
     n = inp.calib_size
     say(0.0, f"statistics pass over {n} images")
@@ -210,7 +211,7 @@ def calibration_study(
     report = CalibrationStudy(
         **inp.identity(), eval_size=inp.eval_size, fp32_accuracy=fp32.top1, methods=list(methods),
         act_bits=list(act_bits), weight_bits=weight_bits, granularity=granularity, symmetric=symmetric,
-        accuracy=rows, ranges=ranges, layer_sqnr_db=sqnr,
+        weight_range=sim.config.weight_range, accuracy=rows, ranges=ranges, layer_sqnr_db=sqnr,
         points=[{"name": p.name, "kind": p.kind, "type": p.module_type} for p in sim.points],
         weights=weight_ranges(sim), stats_pass_seconds=round(stats_seconds, 3), unsupported_layers=sim.unsupported)
     return report, sim

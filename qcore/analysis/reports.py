@@ -20,6 +20,7 @@ class RunReport(Report):
     data: str | None
     seed: int
     calib_size: int
+    isa: dict  # the CPU's instruction sets as CPUID reports them (quant.isa.Isa.to_dict())
 
 
 @dataclass
@@ -74,6 +75,7 @@ class CalibrationStudy(RunReport):
     weight_bits: int
     granularity: str
     symmetric: bool
+    weight_range: str  # "full" or "reduced", as resolved for this CPU
     accuracy: list[StudyRow]
     ranges: dict[str, dict[str, dict]]  # method -> layer -> RangeResult.to_dict()
     layer_sqnr_db: dict[str, dict[str, float]]  # method -> layer -> dB

@@ -84,7 +84,7 @@ def prepare(
     seed: int = 0,
 ) -> Prepared:
     """Load, run the one statistics pass, compute every layer's range, and run FP32 once."""
-    config = config or QuantConfig()
+    config = (config or QuantConfig()).resolved()
     inp = prepare_inputs(model, data, calib_size, eval_size, seed, eval_batch=500)
     sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
     fp32_preds = _predict(inp.loaded.module, inp.eval_batches)

@@ -176,6 +176,7 @@ def _report(inp: Inputs, config: QuantConfig, paths: BuiltPaths, scored: dict[st
     chosen = scored[best] if best else None
     return DeployReport(
         **inp.identity(), random_weights=inp.labels is None, backend=best, config=config.to_dict(),
+        int8_scheme=config.weight_range_note(),
         fp32_accuracy=fp32_acc, simulation_accuracy=sim_acc, int8_accuracy=chosen.accuracy if chosen else None,
         agreement_with_simulation=chosen.agreement_with_simulation if chosen else None,
         logit_sqnr_db_vs_simulation=chosen.sqnr_db_vs_simulation if chosen else None,
@@ -187,7 +188,7 @@ def _report(inp: Inputs, config: QuantConfig, paths: BuiltPaths, scored: dict[st
         int8_paths={n: Int8Graph(r.transitions, r.float_ops, r.ops, r.notes) for n, r in paths.int8.items()},
         size_bytes={n: r.size_bytes for n, r in paths.everything().items()}, macs=inp.loaded.macs, threads=threads,
         iters=iters, machine={**cpu_features(), "quantized_engine": torch.backends.quantized.engine,
-                              "reduce_range": config.reduce_range},
+                              "reduce_range": config.reduce_range, "weight_range": config.weight_range},
         notes=paths.notes)
 
 
@@ -231,7 +232,7 @@ def deploy(
     fp32_acc = scores(fp32_logits, inp.labels).top1 if has_labels else None
     scored = _score_paths(paths.everything(), inp, sim_logits, fp32_logits, span(say, 0.3, 0.5))
     latency = _time_paths(paths.everything(), inp, batch_sizes, threads, warmup, iters, span(say, 0.5, 1.0))
-    report = _report(inp, config, paths, scored, sim_acc, fp32_acc, latency, batch_sizes, threads, iters)
+    report = _report(inp, sim.config, paths, scored, sim_acc, fp32_acc, latency, batch_sizes, threads, iters)
     report.diagnosis = diagnose(report)
     report.files = _export(paths.int8, out_dir)
     report.out_dir = str(out_dir)

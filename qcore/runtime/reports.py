@@ -40,7 +40,8 @@ class DeployReport(RunReport):
     kind: ClassVar[str] = "deploy"
     random_weights: bool
     backend: str | None
-    config: dict
+    config: dict  # as resolved for this CPU (weight_range "full" or "reduced")
+    int8_scheme: str  # the weight range in words, and why
     fp32_accuracy: float | None
     simulation_accuracy: float | None
     int8_accuracy: float | None

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from qcore.quant.isa import cpu_isa
 from qcore.zoo.data import ImageSet, calibration_subset, eval_subset
 from qcore.zoo.models import LoadedModel, finish_loading, get_spec, load_model
 
@@ -78,9 +79,10 @@ class Inputs:
         return int(sum(len(x) for x in self.eval_batches))
 
     def identity(self) -> dict:
-        """What every report starts with: which model (name and weights digest) on which data."""
+        """What every report starts with: which model (name and weights digest) on which data, and the
+        instruction sets of the CPU it ran on (INT8 results depend on them)."""
         return {"model": self.loaded.name, "model_id": self.loaded.info["sha256"][:16], "seed": self.seed,
-                "calib_size": self.calib_size, "data": self.data}
+                "calib_size": self.calib_size, "data": self.data, "isa": cpu_isa().to_dict()}
 
 
 def _random_inputs(model: str | LoadedModel, seed: int) -> Inputs:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from qcore.quant.isa import cpu_isa
 from qcore.store.jobs import Job
 from tests.helpers import tiny_fashion_model
 
@@ -33,6 +34,21 @@ def test_deploy_page_shows_results_of_a_finished_job(finished_job):
     assert "Agreement with simulation" in labels and "Speedup at batch 1" in labels
     assert len(at.dataframe) == 1
     assert any("Diagnosis" in h.value for h in at.subheader)
+    scheme = next(m.value for m in at.markdown if "INT8 scheme on this CPU" in m.value)
+    assert ("7 bits" in scheme) != cpu_isa().vnni  # the weight range chosen for the CPU at hand, said on the page
+
+
+@pytest.mark.parametrize("choice, said", [("auto", None), ("reduced", "weights use 7 bits"), ("full", "full 8 bits")])
+def test_the_weight_range_choice_is_shown_for_this_cpu_and_overridable(choice, said):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["weight_range"] = choice
+    at.switch_page("pages/deploy.py").run()
+    assert not at.exception
+    note = next(i.value for i in at.info if "This CPU" in i.value)
+    assert ("has no VNNI" in note) == (not cpu_isa().vnni) and cpu_isa().cpu_class in note
+    assert said is None or said in note
+    if choice == "auto":
+        assert ("7 bits" in note) == (not cpu_isa().vnni)
 
 
 def test_deploy_page_without_a_job_invites_a_run():
