@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,9 +28,10 @@ from qcore.runtime.backends import x86 as x86_backend
 from qcore.runtime.backends.common import Runner
 from qcore.runtime.diagnose import diagnose
 from qcore.runtime.latency import measure_interleaved
+from qcore.runtime.layer_check import check_layers, first_divergent
 from qcore.runtime.machine import MACHINE_LOCK, cpu_features
 from qcore.runtime.reports import DeployReport, Int8Graph, PathScore
-from qcore.zoo.inputs import Inputs, prepare_inputs
+from qcore.zoo.inputs import DEFAULT_BATCH, Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
 __all__ = ["BACKENDS", "BuiltPaths", "build_paths", "deploy"]
@@ -121,21 +123,48 @@ def build_paths(loaded: LoadedModel, sim: QuantSim, backend: str, out_dir: Path,
     return paths
 
 
+@dataclass
+class Scored:
+    """Every path's score, and the simulation's and FP32's own logits and accuracy (full set)."""
+
+    paths: dict[str, PathScore]
+    sim_logits: torch.Tensor
+    sim_accuracy: float | None
+    fp32_accuracy: float | None
+    secondary_images: int
+
+
+def _score_one(runner: Runner, xs: list[torch.Tensor], labels, sim_logits, fp32_logits, out=None) -> PathScore:
+    """One path: accuracy, top-1 agreement and logit SQNR against the simulation on `xs`."""
+    out = logits(runner, xs) if out is None else out
+    n = len(out)
+    sim, fp32 = sim_logits[:n], fp32_logits[:n]
+    return PathScore(kind=runner.kind, size_bytes=runner.size_bytes,
+                     agreement_with_simulation=agreement(out.argmax(1), sim.argmax(1)),
+                     agreement_with_fp32=agreement(out.argmax(1), fp32.argmax(1)),
+                     sqnr_db_vs_simulation=round(sqnr_db(sim, out), 2),
+                     accuracy=scores(out, labels[:n]).top1 if labels is not None else None, images=n)
+
+
 @torch.no_grad()
-def _score_paths(everything: dict[str, Runner], inp: Inputs, sim_logits: torch.Tensor, fp32_logits: torch.Tensor,
-                 say: Progress) -> dict[str, PathScore]:
-    """Each path on the evaluation set: accuracy, top-1 agreement and logit SQNR against the simulation."""
+def _score_paths(paths: BuiltPaths, sim: QuantSim, inp: Inputs, headline: set[str], secondary_images: int | None,
+                 say: Progress) -> Scored:
+    """FP32, the simulation and the `headline` paths on the whole evaluation set; the other paths on
+    its first `secondary_images` images (None: all), which is what makes a full-set deploy quick."""
+    sim_logits, fp32_logits = logits(sim, inp.eval_batches), logits(inp.loaded.module, inp.eval_batches)
+    total = len(sim_logits)
+    few = total if secondary_images is None else min(total, secondary_images)
+    subset = list(torch.cat(inp.eval_batches)[:few].split(DEFAULT_BATCH)) if few < total else inp.eval_batches
+    everything = paths.everything()
     scored = {}
-    for name, runner in everything.items():
-        say(len(scored) / len(everything), f"evaluating {name}")
-        out = logits(runner, inp.eval_batches)
-        scored[name] = PathScore(
-            kind=runner.kind, size_bytes=runner.size_bytes,
-            agreement_with_simulation=agreement(out.argmax(1), sim_logits.argmax(1)),
-            agreement_with_fp32=agreement(out.argmax(1), fp32_logits.argmax(1)),
-            sqnr_db_vs_simulation=round(sqnr_db(sim_logits, out), 2),
-            accuracy=scores(out, inp.labels).top1 if inp.labels is not None else None)
-    return scored
+    for i, (name, runner) in enumerate(everything.items()):
+        say(i / len(everything), f"evaluating {name}")
+        full = name in headline or name == "eager"
+        scored[name] = _score_one(runner, inp.eval_batches if full else subset, inp.labels, sim_logits, fp32_logits,
+                                  out=fp32_logits if name == "eager" else None)  # eager FP32 is the FP32 run
+    has_labels = inp.labels is not None
+    return Scored(scored, sim_logits, scores(sim_logits, inp.labels).top1 if has_labels else None,
+                  scores(fp32_logits, inp.labels).top1 if has_labels else None, few)
 
 
 def _timing_input(inp: Inputs, b: int) -> torch.Tensor:
@@ -167,12 +196,19 @@ def _speedups(latency: dict, b: int, fp32_paths, others) -> tuple[dict[str, floa
     return {n: round(t[fastest]["median_ms"] / t[n]["median_ms"], 3) for n in others}, fastest
 
 
-def _report(inp: Inputs, config: QuantConfig, paths: BuiltPaths, scored: dict[str, PathScore], sim_acc, fp32_acc,
-            latency: dict, batch_sizes, threads: int, iters: int) -> DeployReport:
+def _fastest_int8(latency: dict, b: int, paths: BuiltPaths) -> str | None:
+    """The static INT8 backend with the best speedup at batch `b` (the one deploy picks)."""
+    by_path, _ = _speedups(latency, b, paths.fp32, paths.int8)
+    return max(paths.int8, key=lambda n: by_path[n]) if paths.int8 else None
+
+
+def _report(inp: Inputs, config: QuantConfig, paths: BuiltPaths, result: Scored, latency: dict, batch_sizes,
+            threads: int, iters: int) -> DeployReport:
     """The report: the fastest INT8 backend at the first batch size, and every path's numbers."""
     others = {**paths.int8, **paths.other}
     by_path, fastest_fp32 = _speedups(latency, batch_sizes[0], paths.fp32, others)
-    best = max(paths.int8, key=lambda n: by_path[n]) if paths.int8 else None
+    best = _fastest_int8(latency, batch_sizes[0], paths)
+    scored, sim_acc, fp32_acc = result.paths, result.sim_accuracy, result.fp32_accuracy
     chosen = scored[best] if best else None
     return DeployReport(
         **inp.identity(), random_weights=inp.labels is None, backend=best, config=config.to_dict(),
@@ -207,6 +243,7 @@ def deploy(
     warmup: int = 5,
     weights: str | None = None,
     random_weights: bool = False,
+    secondary_images: int | None = 2000,
     progress: Progress | None = None,
 ) -> DeployReport:
     """Build, check, time and export real INT8 models; returns (and writes) report.json."""
@@ -216,29 +253,69 @@ def deploy(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = config or QuantConfig()
+    clock = Stages()
     say(0.0, "loading model and data")
-    inp = prepare_inputs(model, data, calib_size, eval_size, seed, weights, random_weights)
+    with clock("inputs"):
+        inp = prepare_inputs(model, data, calib_size, eval_size, seed, weights, random_weights)
     if random_weights:
         say(0.01, "random weights: calibrating on random inputs; latency only, no accuracy")
     say(0.02, "calibrating (one statistics pass)")
-    sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
-    paths = build_paths(inp.loaded, sim, backend, out_dir, threads, span(say, 0.05, 0.3))
+    with clock("calibrate"):
+        sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
+    with clock("build"):
+        paths = build_paths(inp.loaded, sim, backend, out_dir, threads, span(say, 0.05, 0.3))
     if sim.unsupported_note():
         paths.notes.append(sim.unsupported_note())
-    say(0.3, "evaluating every path")
-    sim_logits, fp32_logits = logits(sim, inp.eval_batches), logits(inp.loaded.module, inp.eval_batches)
-    has_labels = inp.labels is not None
-    sim_acc = scores(sim_logits, inp.labels).top1 if has_labels else None
-    fp32_acc = scores(fp32_logits, inp.labels).top1 if has_labels else None
-    scored = _score_paths(paths.everything(), inp, sim_logits, fp32_logits, span(say, 0.3, 0.5))
-    latency = _time_paths(paths.everything(), inp, batch_sizes, threads, warmup, iters, span(say, 0.5, 1.0))
-    report = _report(inp, sim.config, paths, scored, sim_acc, fp32_acc, latency, batch_sizes, threads, iters)
+    with clock("time"):
+        latency = _time_paths(paths.everything(), inp, batch_sizes, threads, warmup, iters, span(say, 0.3, 0.7))
+    best = _fastest_int8(latency, batch_sizes[0], paths)
+    say(0.7, "evaluating every path")
+    with clock("score"):
+        result = _score_paths(paths, sim, inp, {best}, secondary_images, span(say, 0.7, 0.95))
+    report = _report(inp, sim.config, paths, result, latency, batch_sizes, threads, iters)
+    if result.secondary_images < report.eval_images:
+        report.notes.append(f"FP32, the simulation and {best} scored on all {report.eval_images} images; the other "
+                            f"paths on the first {result.secondary_images}")
+    with clock("layer check"):
+        report.layer_check = _layer_check(sim, paths, inp, best)
     report.diagnosis = diagnose(report)
-    report.files = _export(paths.int8, out_dir)
+    with clock("export"):
+        report.files = _export(paths.int8, out_dir)
     report.out_dir = str(out_dir)
+    report.stage_seconds = clock.seconds
     report.seconds = round(time.perf_counter() - start_all, 1)
     (out_dir / "report.json").write_text(report.to_json())
     return report
+
+
+class Stages:
+    """Seconds per named stage: `with clock("build"): ...` adds to clock.seconds["build"]."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 2)
+
+
+def _layer_check(sim: QuantSim, paths: BuiltPaths, inp: Inputs, best: str | None, images: int = 8) -> dict | None:
+    """The per-layer comparison of ONNX Runtime's INT8 model with the simulation on a few images
+    (see runtime.layer_check), as plain data for the report; None without an ORT INT8 model."""
+    runner = paths.int8.get("ort_u8s8")
+    if runner is None or runner.path is None:
+        return None
+    try:
+        checks = check_layers(sim, runner.path, torch.cat(inp.eval_batches)[:images])
+    except ValueError as exc:
+        return {"path": runner.name, "error": str(exc)}
+    first = first_divergent(checks)
+    return {"path": runner.name, "images": images, "first_divergent": first.name if first else None,
+            "layers": [asdict(c) for c in checks]}
 
 
 def _export(int8_paths: dict[str, Runner], out_dir: Path) -> list[str]:

@@ -28,8 +28,9 @@ def diagnose(report: "DeployReport") -> list[str]:
     elif not cpu.get("vnni"):
         findings.append(
             "This CPU has no VNNI: each INT8 multiply-accumulate takes three instructions instead of one, so "
-            "INT8 gains are small; reduce_range is needed to avoid overflow."
+            "INT8 gains are small."
         )
+    findings += agreement_findings(report)
     macs = report.macs
     if b1 is not None and b1 < 1.2:
         if macs and macs < 30e6:
@@ -67,3 +68,35 @@ def diagnose(report: "DeployReport") -> list[str]:
     if by_batch and best and b1 is not None and b1 >= 1.2 and not findings:
         findings.append(f"INT8 ({best}) is {b1:.2f}x faster than the fastest FP32 path at batch 1.")
     return findings
+
+
+AGREEMENT_GOAL = 0.99
+
+
+def agreement_findings(report: "DeployReport") -> list[str]:
+    """Why a real INT8 model computes something other than the simulation: which paths disagree,
+    the first layer whose INT8 output departs (the per-layer check), and whether this CPU's int16
+    saturation explains it."""
+    low = {n: s.agreement_with_simulation for n, s in report.paths.items()
+           if n in report.int8_paths and s.agreement_with_simulation < AGREEMENT_GOAL}
+    check = report.layer_check or {}
+    first = check.get("first_divergent")
+    if not low and not first:
+        return []
+    out = []
+    if low:
+        out.append("Real INT8 computes something other than the simulation: top-1 agreement "
+                   + ", ".join(f"{n} {a:.1%}" for n, a in low.items()) + f" (goal {AGREEMENT_GOAL:.0%}).")
+    if first:
+        layer = next(x for x in check["layers"] if x["name"] == first)
+        out.append(f"{check['path']} first departs from the simulation at {first}: {layer['off_fraction']:.1%} of its "
+                   f"values are more than one step off (up to {layer['max_steps']} steps), on {check['images']} images.")
+    cpu, weights = report.machine, report.config.get("weight_range")
+    if not cpu.get("vnni") and weights == "full":
+        out.append("This CPU has no VNNI: its INT8 kernels add pairs of u8 x s8 products in a saturating int16, which "
+                   "8-bit weights overflow. Use 7-bit weights (--weight-range reduced, or auto, the default here), "
+                   "which the simulation then uses too.")
+    elif cpu.get("vnni"):
+        out.append("This CPU has VNNI (int32 accumulation), so int16 saturation is not the cause: look at that layer's "
+                   "operator and its ranges.")
+    return out

@@ -20,6 +20,7 @@ class PathScore:
     agreement_with_fp32: float
     sqnr_db_vs_simulation: float
     accuracy: float | None = None
+    images: int = 0  # how many evaluation images these numbers come from
 
 
 @dataclass
@@ -62,9 +63,11 @@ class DeployReport(RunReport):
     iters: int
     machine: dict
     notes: list[str]
+    layer_check: dict | None = None  # real INT8 vs simulation per layer, on a few images (runtime.layer_check)
     diagnosis: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     out_dir: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     def metrics(self) -> dict[str, float]:

@@ -1,5 +1,6 @@
 """Real INT8 backends built from a calibrated QuantSim: agreement, fallback, export, diagnosis."""
 
+import json
 from dataclasses import replace
 
 import onnxruntime as ort
@@ -10,10 +11,11 @@ from torch import nn
 from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.backends import x86 as x86_backend
 from qcore.zoo.builtin_nets import FMGeluNet, FMMobileNetV2, FMResNet
+from qcore.quant.isa import cpu_isa
 from qcore.runtime.diagnose import diagnose
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
-from qcore.runtime.reports import Int8Graph
+from qcore.runtime.reports import Int8Graph, PathScore
 from tests.helpers import DEPLOY, randomized
 
 SHAPE = (1, 28, 28)
@@ -132,6 +134,23 @@ def test_diagnosis_explains_a_slow_tiny_model():
     assert "U8S8" in text and "reduce_range" in text
 
 
+def test_diagnosis_says_why_real_int8_disagrees_and_which_layer_departs_first():
+    check = {"path": "ort_u8s8", "images": 8, "first_divergent": "stem.0",
+             "layers": [{"name": "input", "values": 10, "off_fraction": 0.0, "max_steps": 0},
+                        {"name": "stem.0", "values": 10, "off_fraction": 0.07, "max_steps": 96}]}
+    report = replace(DEPLOY, machine={"avx2": True, "vnni": False}, config={"weight_range": "full"},
+                     int8_paths={"ort_u8s8": Int8Graph(0, [], {}, [])}, layer_check=check,
+                     paths={"ort_u8s8": PathScore("int8", 1, 0.955, 0.95, 20.0, 0.88)})
+    text = " ".join(diagnose(report))
+    assert "agreement ort_u8s8 95.5%" in text and "first departs from the simulation at stem.0" in text
+    assert "up to 96 steps" in text and "saturating int16" in text and "--weight-range reduced" in text
+    vnni = " ".join(diagnose(replace(report, machine={"avx2": True, "vnni": True})))
+    assert "saturation is not the cause" in vnni and "saturating int16" not in vnni
+    agreeing = replace(report, layer_check={**check, "first_divergent": None},
+                       paths={"ort_u8s8": PathScore("int8", 1, 0.999, 0.99, 30.0, 0.9)})
+    assert not any("simulation" in line for line in diagnose(agreeing))
+
+
 def test_diagnosis_names_a_cpu_without_vnni():
     text = " ".join(diagnose(replace(DEPLOY, machine={"avx2": True, "avx512": False, "vnni": False},
                                      speedup_vs_fastest_fp32_by_batch={"1": 1.0})))
@@ -155,6 +174,11 @@ def test_deploy_on_a_tiny_model_reports_everything(tmp_path, tiny_fashion_mnist)
     if report.speedup_vs_fastest_fp32 < 1.2:
         assert any("multiply-accumulates" in d for d in report.diagnosis)
     assert (tmp_path / "report.json").is_file()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["machine"]["cpu_class"] == cpu_isa().cpu_class and saved["isa"]["source"] in ("cpuid", "/proc/cpuinfo")
+    assert saved["config"]["weight_range"] == ("full" if cpu_isa().vnni else "reduced")  # auto, resolved here
+    assert saved["layer_check"]["path"] == "ort_u8s8" and saved["layer_check"]["layers"]
+    assert set(saved["stage_seconds"]) >= {"calibrate", "build", "time", "score", "export"}
 
 
 def test_relu6_becomes_a_fusable_relu_only_where_the_range_makes_it_exact():

@@ -1,0 +1,47 @@
+"""The per-layer check of real INT8 against the simulation names the layer that departs."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from qcore.quant.qconfig import QuantConfig
+from qcore.quant.quantsim import QuantSim
+from qcore.runtime.backends import ort as ort_backend
+from qcore.runtime.layer_check import check_layers, first_divergent
+from qcore.zoo.builtin_nets import FMResNet
+from tests.helpers import randomized
+
+
+def _sim(model):
+    g = torch.Generator().manual_seed(0)
+    return QuantSim.calibrated(model, QuantConfig(), [torch.rand(16, 1, 28, 28, generator=g) * 2 - 1])
+
+
+def test_an_int8_model_built_from_its_own_sim_departs_nowhere(tmp_path):
+    torch.manual_seed(0)
+    sim = _sim(randomized(FMResNet((8, 16, 32), (1, 1, 1))))
+    runner = ort_backend.int8_runner(sim, (1, 28, 28), tmp_path, 1, "u8")
+    checks = check_layers(sim, runner.path, torch.rand(4, 1, 28, 28) * 2 - 1)
+    assert [c.name for c in checks] == [q.name for q in sim.int_quantizers()]
+    assert first_divergent(checks) is None and all(c.max_steps <= 3 for c in checks)
+
+
+def test_a_layer_that_computes_something_else_is_named_first(tmp_path):
+    """The INT8 model of a sim whose layers.1.conv1 weights were scrambled, checked against the
+    original sim: everything before that layer agrees, it departs."""
+    torch.manual_seed(0)
+    model = randomized(FMResNet((8, 16, 32), (1, 1, 1)))
+    sim = _sim(model)
+    broken = copy.deepcopy(sim)
+    with torch.no_grad():
+        w = broken.weight_layers["layers.1.conv1"].layer.weight
+        w.copy_(w.flatten()[torch.randperm(w.numel())].reshape(w.shape))
+    broken.weights_changed()
+    runner = ort_backend.int8_runner(broken, (1, 28, 28), tmp_path, 1, "u8")
+    checks = check_layers(sim, runner.path, torch.rand(4, 1, 28, 28) * 2 - 1)
+    first = first_divergent(checks)
+    assert first is not None and first.name == "layers.1.conv1", [(c.name, c.off_fraction, c.max_steps) for c in checks]
+    names = [c.name for c in checks]
+    assert all(not c.divergent for c in checks[: names.index("layers.1.conv1")])
