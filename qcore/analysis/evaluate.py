@@ -47,10 +47,11 @@ def scores(out: torch.Tensor, labels: torch.Tensor) -> EvalResult:
     """Top-1/top-5 accuracy of logits against labels: the one scoring rule of the engine."""
     if not torch.isfinite(out).all():
         raise FloatingPointError("the model produced NaN or inf outputs")
+    # top-1 is argmax (the first of tied logits, which fake-quantized models do produce); top-5 from topk
+    pred = out.argmax(1)
     top = out.topk(min(5, out.shape[1]), dim=1).indices
     n = len(labels)
-    return EvalResult(float((top[:, 0] == labels).sum()) / n, float((top == labels[:, None]).any(1).sum()) / n,
-                      top[:, 0], n)
+    return EvalResult(float((pred == labels).sum()) / n, float((top == labels[:, None]).any(1).sum()) / n, pred, n)
 
 
 def top1(model: Callable[[torch.Tensor], torch.Tensor], xs: Iterable[torch.Tensor], labels: torch.Tensor,

@@ -22,7 +22,7 @@ import torch
 
 from qcore.runtime.machine import cpu_features
 
-__all__ = ["bench_calibrate", "bench_latency", "main"]
+__all__ = ["bench_calibrate", "bench_latency", "bench_deploy", "bench_sensitivity", "main"]
 
 
 def bench_calibrate(model: str | None = None, calib_size: int = 512, repeats: int = 5, seed: int = 0) -> dict:
@@ -117,6 +117,43 @@ def bench_latency(
     }
 
 
+def bench_deploy(model: str | None = None, eval_size: int | None = None, iters: int = 30, seed: int = 0,
+                 out_dir: str | None = None) -> dict:
+    """`deploy` of the default model on the whole test set, end to end: wall time, seconds per
+    stage and the headline numbers (goal: a full report within 60 s on a 2-core machine)."""
+    import tempfile
+
+    from qcore.runtime.deploy import deploy
+    from qcore.zoo.models import DEFAULT_MODEL
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        report = deploy(model or DEFAULT_MODEL, out_dir=out_dir or tmp, eval_size=eval_size, iters=iters, seed=seed)
+        wall = time.perf_counter() - start
+    return {
+        "benchmark": "deploy", "model": report.model, "eval_images": report.eval_images, "wall_seconds": round(wall, 1),
+        "goal_seconds": 60, "stage_seconds": report.stage_seconds, "backend": report.backend,
+        "fp32_accuracy": report.fp32_accuracy, "simulation_accuracy": report.simulation_accuracy,
+        "int8_accuracy": report.int8_accuracy, "agreement_with_simulation": report.agreement_with_simulation,
+        "speedup_vs_fastest_fp32": report.speedup_vs_fastest_fp32, "weight_range": report.config["weight_range"],
+        "notes": report.notes, "machine": cpu_features(),
+    }
+
+
+def bench_sensitivity(model: str | None = None, eval_size: int = 1000, seed: int = 0) -> dict:
+    """The two-sided sweep of `python -m qcore sensitivity --eval-size 1000` (goal: under 30 s)."""
+    from qcore.analysis.sensitivity import prepare, sweep
+    from qcore.zoo.models import DEFAULT_MODEL
+
+    start = time.perf_counter()
+    p = prepare(model or DEFAULT_MODEL, eval_size=eval_size, seed=seed)
+    prepared = time.perf_counter() - start
+    report = sweep(p)
+    return {"benchmark": "sensitivity", "model": report.model, "eval_size": report.eval_size,
+            "layers": len(report.layers), "sweep_seconds": report.seconds, "prepare_seconds": round(prepared, 1),
+            "goal_seconds": 30, "base_accuracy": report.base_accuracy, "machine": cpu_features()}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m qcore.bench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -135,9 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--iters", type=int, default=50)
     lat.add_argument("--seed", type=int, default=0)
     lat.add_argument("--out", default=None)
+    d = sub.add_parser("deploy", help="deploy end to end on the whole test set: wall time and stages")
+    d.add_argument("--model", default=None)
+    d.add_argument("--eval-size", type=int, default=None)
+    d.add_argument("--iters", type=int, default=30)
+    d.add_argument("--out", default=None)
+    s = sub.add_parser("sensitivity", help="the two-sided sensitivity sweep")
+    s.add_argument("--model", default=None)
+    s.add_argument("--eval-size", type=int, default=1000)
+    s.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.cmd == "latency":
         report = bench_latency(args.model, args.random_weights, args.batch, args.threads, args.iters, seed=args.seed)
+    elif args.cmd == "deploy":
+        report = bench_deploy(args.model, args.eval_size, args.iters)
+    elif args.cmd == "sensitivity":
+        report = bench_sensitivity(args.model, args.eval_size)
     else:
         report = bench_calibrate(args.model, args.calib_size, args.repeats, args.seed)
     text = json.dumps(report, indent=2)
