@@ -137,12 +137,24 @@ class _PrefixCache:
         return fx.Interpreter(self.sim.model).run(self.x, initial_env=initial)
 
 
-def _count_correct(p: Prepared, layers: list[str], reference: QuantConfig, variant, disabled: bool) -> dict[str, int]:
-    """Correct predictions per layer for `variant(name)` configs, reusing the `reference` run's prefix."""
+def _quantizer_nodes(sim: QuantSim) -> dict[str, fx.Node]:
+    """Each activation quantizer's graph node, by the quantizer's (layer) name."""
+    by_key = {f"quantizers.{key}": q.name for key, q in sim.quantizers.items()}
+    return {by_key[n.target]: n for n in sim.model.graph.nodes if n.op == "call_module" and n.target in by_key}
+
+
+def _count_correct(p: Prepared, layers: list[str], reference: QuantConfig, variant, disabled: bool,
+                   errors: dict | None = None, probe: int = 128) -> dict[str, int]:
+    """Correct predictions per layer for `variant(name)` configs, reusing the `reference` run's prefix.
+
+    With `errors` (a dict to fill), the first batch's runs also give each layer's isolated output
+    error: on its first `probe` images, its quantizer's output against the same node of the
+    reference run (float when `disabled`), with no extra forward pass."""
     starts = _layer_starts(p.sim)
+    nodes = _quantizer_nodes(p.sim) if errors is not None else {}
     correct = dict.fromkeys(layers, 0)
     offset = 0
-    for x in p.xs:
+    for i, x in enumerate(p.xs):
         y = p.labels[offset: offset + len(x)]
         offset += len(x)
         p.sim.configure(reference)
@@ -155,17 +167,23 @@ def _count_correct(p: Prepared, layers: list[str], reference: QuantConfig, varia
         for name in layers:
             p.sim.configure(variant(name))
             p.sim.apply_ranges(ranges=p.ranges)
-            correct[name] += int((cache.run_from(starts[name]).argmax(1) == y).sum())
+            with p.sim.capture([name] if errors is not None and i == 0 else ()) as records:
+                out = cache.run_from(starts[name])
+            correct[name] += int((out.argmax(1) == y).sum())
+            if records:
+                errors[name] = output_errors(cache.env[nodes[name]][:probe], records[0][2][:probe])
         del cache
     return correct
 
 
-def _two_sided(p: Prepared, layers: list[str], reuse_prefix: bool, say: Progress) -> tuple[dict, dict]:
-    """Accuracy per layer with only it quantized, and with all but it quantized."""
+def _two_sided(p: Prepared, layers: list[str], reuse_prefix: bool, say: Progress, errors: dict) -> tuple[dict, dict]:
+    """Accuracy per layer with only it quantized, and with all but it quantized (and, reusing the
+    prefix, each layer's isolated output error into `errors`)."""
     n = len(p.labels)
     if reuse_prefix:
         say(0.05, "only one layer quantized, each layer in turn")
-        only = _count_correct(p, layers, p.base_config, lambda name: only_layers(p.base_config, [name], layers), True)
+        only = _count_correct(p, layers, p.base_config, lambda name: only_layers(p.base_config, [name], layers), True,
+                              errors)
         say(0.5, "all layers quantized but one, each layer in turn")
         but = _count_correct(p, layers, p.base_config, lambda name: float_layers(p.base_config, [name]), False)
         return {k: v / n for k, v in only.items()}, {k: v / n for k, v in but.items()}
@@ -201,13 +219,14 @@ def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = Tr
     start = time.perf_counter()
     layers = p.sim.layer_names()
     base = evaluate_config(p, p.base_config)
-    only_acc, but_acc = _two_sided(p, layers, reuse_prefix, say)
+    errors: dict[str, dict] = {}
+    only_acc, but_acc = _two_sided(p, layers, reuse_prefix, say, errors)
     say(0.95, "output error of each layer alone")
     probe = p.xs[0][:128]
     kinds = {pt.name: pt.kind for pt in p.sim.points}
     rows = []
     for name in layers:
-        e = _isolated_errors(p, name, layers, probe)
+        e = errors.get(name) or _isolated_errors(p, name, layers, probe)
         rows.append(LayerSensitivity(name, kinds[name], only_acc[name], but_acc[name], e["sqnr_db"], e["mse"], e["cosine"]))
     _restore(p)
     say(1.0, "done")

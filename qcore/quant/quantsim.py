@@ -533,15 +533,18 @@ class QuantSim(nn.Module):
                 w.enabled = weights[k]
 
     @contextmanager
-    def capture(self):
-        """Record (name, input, output) at every quantizer during the forward passes inside."""
+    def capture(self, names: Iterable[str] | None = None):
+        """Record (name, input, output) at every quantizer (or only those in `names`) during the
+        forward passes inside."""
         records: list = []
-        for q in self.quantizers.values():
+        wanted = None if names is None else set(names)
+        chosen = [q for q in self.quantizers.values() if wanted is None or q.name in wanted]
+        for q in chosen:
             q.capture = records
         try:
             yield records
         finally:
-            for q in self.quantizers.values():
+            for q in chosen:
                 q.capture = None
 
     @contextmanager
