@@ -72,3 +72,18 @@ def test_fake_cast_formats():
     assert bf[0] == 1.0 and bf[1] == 70144.0  # bf16: 7-bit mantissa, fp32 range
     bf.sum().backward()
     assert x.grad.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("qmin,qmax", [(0, 255), (-128, 127)])
+def test_the_inference_path_is_bit_exact_with_torchs_fake_quant_ties_included(qmin, qmax):
+    """Without gradients the 8-bit grids run torch's quantize/dequantize kernels instead: same bits."""
+    g = torch.Generator().manual_seed(1)
+    for scale in (0.0123, 0.02, 1 / 3, 0.5, 7.1e-3):
+        zp = (qmin + qmax + 1) // 2 - 20
+        ties = (torch.arange(-300, 300) + 0.5) * scale
+        # beyond ~2^31 steps torch's fake-quant kernel overflows its integer cast (-1e30 lands on qmax);
+        # quantize_per_tensor clamps correctly. Activations that large are refused long before (robustness).
+        x = torch.cat([torch.randn(500_000, generator=g) * 3, ties, torch.tensor([1e6, -1e6, 0.0])])
+        ref = torch.fake_quantize_per_tensor_affine(x, scale, zp, qmin, qmax)
+        with torch.no_grad():
+            assert torch.equal(fake_quantize(x, torch.tensor(scale), torch.tensor(zp), qmin, qmax), ref), scale
