@@ -115,12 +115,15 @@ def base_config():
 
 def chosen_config(upload, default):
     """The QuantConfig from an uploaded JSON file when there is one, else `default`; raises
-    ValueError (or UnicodeDecodeError) with the reason when the file is not a valid config."""
+    ValueError (or UnicodeDecodeError) with the reason when the file is not a valid config. The
+    sidebar's Weight range applies to an uploaded file too (its own is for the CPU it came from)."""
+    from dataclasses import replace
+
     from qcore.quant.qconfig import QuantConfig
 
     if upload is None:
         return default
-    return QuantConfig.from_json(upload.getvalue().decode())
+    return replace(QuantConfig.from_json(upload.getvalue().decode()), weight_range=settings()["weight_range"])
 
 
 @st.cache_resource(show_spinner="Loading model ...", max_entries=8)

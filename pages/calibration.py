@@ -111,7 +111,7 @@ if has_unbounded_activations(study.points):
 
         run_job("clipping_job", "clipping", clipping_experiment, model=loaded, bound=float(bound),
                 act_bits=int(study.act_bits[0]), calib_size=int(s["calib_size"]), eval_size=int(study.eval_size),
-                seed=int(s["seed"]), data=s["data"] or None)
+                seed=int(s["seed"]), data=s["data"] or None, weight_range=s["weight_range"])
     clip = job_result("clipping_job", "Choose a bound and run the experiment.")
     if clip is not None:
         df = pd.DataFrame([asdict(row) for row in clip.rows])

@@ -127,6 +127,7 @@ def clipping_experiment(
     seed: int = 0,
     data: str | None = None,
     progress: Progress | None = None,
+    weight_range: str = "auto",
 ) -> ClippingReport:
     """The GELU10 experiment: accuracy per method with and without clipped activations."""
     say = progress or silent
@@ -135,8 +136,8 @@ def clipping_experiment(
     rows = []
     for i, (label, m) in enumerate((("original", loaded), (f"clipped to ±{bound:g}", clipped))):
         say(i / 2, f"{label}: statistics pass and {len(methods)} methods")
-        rep = compare_methods(m, data=data, methods=list(methods), bits=act_bits, calib_size=calib_size,
-                              eval_size=eval_size, seed=seed)
+        rep = compare_methods(m, data=data, methods=list(methods), calib_size=calib_size, eval_size=eval_size,
+                              seed=seed, config=QuantConfig(weight_range=weight_range).with_default(act_bits=act_bits))
         rows += [ClippingRow(label, row.method, row.accuracy, rep.fp32_accuracy) for row in rep.methods]
     say(1.0, "done")
     return ClippingReport(loaded.name, bound, act_bits, rows, clipped.info["clipped_activations"])

@@ -94,10 +94,10 @@ def measure_config(prepared, config: QuantConfig, latency_probe: ProbeFactory,
     analysis layer does not import the runtime); its models go to a temporary folder.
     """
     say = progress or silent
-    say(0.1, "accuracy")
-    acc = evaluate_config(prepared, config)
-    say(0.5, "building the INT8 model and timing it")
-    with tempfile.TemporaryDirectory() as tmp:
+    with prepared.lock, tempfile.TemporaryDirectory() as tmp:
+        say(0.1, "accuracy")
+        acc = evaluate_config(prepared, config)
+        say(0.5, "building the INT8 model and timing it")
         probe = latency_probe(prepared, tmp)
         ms = probe(config)
     return ConfigMeasurement(acc["accuracy"], ms, probe.fp32_ms[-1], weight_bytes(prepared, config), config.to_dict(),
@@ -109,7 +109,7 @@ def greedy_search(prepared, report, budget: float, max_float: int, latency_probe
     """The greedy float fallback (`budget`: allowed accuracy drop vs FP32, as a fraction) with every
     curve point's measured INT8 latency, the FP32 latency of the same rounds and its weight bytes
     filled in (`latency_probe` as for `measure_config`)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with prepared.lock, tempfile.TemporaryDirectory() as tmp:
         probe = latency_probe(prepared, tmp)
         result = greedy_fallback(prepared, report, budget=budget, max_float=int(max_float), latency=probe,
                                  progress=progress)

@@ -12,8 +12,9 @@ so a sweep can be spread over processes or machines later. Inputs are preprocess
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -42,6 +43,8 @@ class Prepared:
     fp32_preds: torch.Tensor
     fp32_accuracy: float
     base_config: QuantConfig
+    # one evaluation at a time on the shared sim: the page's re-measure and greedy jobs may overlap
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def loaded(self) -> LoadedModel:
@@ -279,12 +282,16 @@ def greedy_fallback(
 
 
 def weight_bytes(p: Prepared, config: QuantConfig) -> int:
-    """Model weight storage under `config`: bits per weight for quantized layers, 4 bytes for float ones."""
+    """Model weight storage under `config`: bits per weight for quantized layers, 4 bytes for float ones.
+    7-bit weights (the reduced range of CPUs without VNNI) are stored in a byte all the same."""
     total = 0
+    reduced = config.resolved().weight_range == "reduced"
     for name, wl in p.sim.weight_layers.items():
         cfg = config.for_layer(name)
         n = wl.layer.weight.numel()
         bits = cfg.weight_bits if cfg.quantizes_weight and cfg.weight_dtype == "int" else (
             16 if cfg.quantizes_weight else 32)
+        if reduced and bits == 7:
+            bits = 8
         total += n * bits // 8 + (wl.layer.bias.numel() * 4 if wl.layer.bias is not None else 0)
     return total

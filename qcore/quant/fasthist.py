@@ -49,12 +49,7 @@ def target_flags(isa: Isa | None = None) -> list[str]:
     one that filled a shared cache, and a library built for AVX-512 dies there with SIGILL."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return []
-    isa = isa or cpu_isa()
-    if isa.avx512:
-        return ["-march=x86-64-v4"]
-    if isa.avx2:
-        return ["-march=x86-64-v3"]
-    return ["-march=x86-64"]
+    return [f"-march={(isa or cpu_isa()).level}"]  # every instruction set of that level checked, OS support too
 
 
 def _build() -> ctypes.CDLL | None:

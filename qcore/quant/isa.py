@@ -51,6 +51,7 @@ class Isa:
     bf16: bool  # AVX512_BF16 or AMX-BF16
     fp16: bool  # AVX512_FP16
     source: str  # "cpuid" or "/proc/cpuinfo"
+    level: str = "x86-64"  # the x86-64 micro-architecture level the compiler may target: x86-64, -v3 or -v4
 
     @property
     def vnni(self) -> bool:
@@ -103,15 +104,32 @@ def _bit(value: int, n: int) -> bool:
     return bool((value >> n) & 1)
 
 
+def _level(c1: int, b7: int, ext_c: int) -> str:
+    """The highest x86-64 level whose every instruction set CPUID reports and torch (whose cpuinfo
+    also checks that the OS saves the wider registers, XGETBV) agrees to use."""
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    v3 = all(_bit(c1, n) for n in (12, 22, 27, 29)) and all(_bit(b7, n) for n in (3, 5, 8)) and _bit(ext_c, 5)
+    v4 = v3 and all(_bit(b7, n) for n in (16, 17, 28, 30, 31))
+    if v4 and capability == "AVX512":
+        return "x86-64-v4"
+    if v3 and capability in ("AVX2", "AVX512"):
+        return "x86-64-v3"
+    return "x86-64"
+
+
 def _from_cpuid() -> Isa | None:
     top = cpuid(0)
     if top is None or top[0] < 7:
         return None
-    _, b7, c7, d7 = cpuid(7, 0)
-    a71 = cpuid(7, 1)[0] if cpuid(7, 0)[0] >= 1 else 0
+    c1 = cpuid(1)[2]
+    a70, b7, c7, d7 = cpuid(7, 0)
+    a71 = cpuid(7, 1)[0] if a70 >= 1 else 0
+    ext_c = cpuid(0x80000001)[2] if cpuid(0x80000000)[0] >= 0x80000001 else 0
     return Isa(avx2=_bit(b7, 5), avx512=_bit(b7, 16), avx512_vnni=_bit(c7, 11), avx_vnni=_bit(a71, 4),
                amx=_bit(d7, 25) and _bit(d7, 24), bf16=_bit(a71, 5) or _bit(d7, 22), fp16=_bit(d7, 23),
-               source="cpuid")
+               source="cpuid", level=_level(c1, b7, ext_c))
 
 
 def _from_proc() -> Isa:

@@ -107,8 +107,10 @@ class QuantConfig:
         return "weight range chosen per CPU: 7 bits without VNNI, 8 bits with it"
 
     def with_layer(self, name: str, **changes) -> "QuantConfig":
-        """A copy where layer `name` has `changes` applied on top of its current config."""
-        cfg = replace(self.for_layer(name), **changes)
+        """A copy where layer `name` has `changes` applied on top of its stored config (not the view
+        `for_layer` gives, which the weight range may have narrowed to 7 bits)."""
+        stored = next((c for layer_name, c in self.layers if layer_name == name), self.default)
+        cfg = replace(stored, **changes)
         others = tuple((n, c) for n, c in self.layers if n != name)
         return replace(self, layers=others + ((name, cfg),))
 

@@ -89,7 +89,8 @@ class ActQuantizer(nn.Module):
     """Observes (collects stats), fake-quantizes, or passes through one activation tensor.
 
     Its state changes only through its methods: `set_range` (calibration), `observe_ranges`,
-    `learn_range` and `freeze_range` (QAT), `export_as` (ONNX Q/DQ export)."""
+    `learn_range`, `stop_observing` and `freeze_range` (QAT); QuantSim.torch_fake_quant sets the
+    export mode (torch's own fake-quant ops, which ONNX export turns into Q/DQ pairs)."""
 
     def __init__(self, name: str):
         super().__init__()

@@ -311,8 +311,8 @@ def _layer_check(sim: QuantSim, paths: BuiltPaths, inp: Inputs, best: str | None
         return None
     try:
         checks = check_layers(sim, runner.path, torch.cat(inp.eval_batches)[:images])
-    except ValueError as exc:
-        return {"path": runner.name, "error": str(exc)}
+    except Exception as exc:  # a diagnostic: its failure is reported, never the end of a finished deploy
+        return {"path": runner.name, "error": f"{type(exc).__name__}: {exc}"}
     first = first_divergent(checks)
     return {"path": runner.name, "images": images, "first_divergent": first.name if first else None,
             "layers": [asdict(c) for c in checks]}

@@ -65,7 +65,8 @@ def _sim_integers(sim: QuantSim, x: torch.Tensor) -> list[tuple[str, np.ndarray]
     for name, _, y in records:
         q = active.get(name)
         if q is not None:
-            out.append((name, torch.round(y / q.scale).to(torch.int64).numpy() + int(q.zero_point)))
+            shift = 128 if q.scheme.qmin < 0 else 0  # a signed grid is stored as uint8, zero-point + 128, in U8S8
+            out.append((name, torch.round(y / q.scale).to(torch.int64).numpy() + int(q.zero_point) + shift))
     return out
 
 

@@ -98,7 +98,8 @@ def record(report, model_id: str | None = None, data_id: dict | None = None, pat
     if report.kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {report.kind!r}")
     d = report.to_dict()
-    config = d.get("config") or {k: d[k] for k in ("weight_bits", "act_bits", "granularity", "symmetric", "methods")
+    config = d.get("config") or {k: d[k] for k in ("weight_bits", "act_bits", "granularity", "symmetric", "methods",
+                                                                  "weight_range")
                                  if k in d}
     data_identity = {"data": report.data, "calib_size": report.calib_size,
                      "eval_size": d.get("eval_size") or d.get("eval_images"), "seed": report.seed, **(data_id or {})}

@@ -26,7 +26,7 @@ def load_image_tensor(file_like, input_shape: tuple[int, int, int]) -> torch.Ten
         with Image.open(file_like) as im:
             im = im.convert("L" if channels == 1 else "RGB").resize((w, h))
             arr = torch.from_numpy(np.asarray(im).copy())
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         name = getattr(file_like, "name", None) or str(file_like)
         raise ValueError(f"{name}: not a readable image") from exc
     return arr[None, None] if arr.dim() == 2 else arr.permute(2, 0, 1)[None]

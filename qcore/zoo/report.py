@@ -32,7 +32,8 @@ class Report:
         return asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n"
+        """Strict JSON: NaN and infinities (an undefined cosine, an SQNR of a perfect match) become null."""
+        return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False) + "\n"
 
     def metrics(self) -> dict[str, float]:
         """Top-level scalar results (timings and identity numbers are not results)."""
@@ -43,7 +44,11 @@ class Report:
         return {k: float(v) for k, v in self.to_dict().items() if scalar(v) and k.endswith("seconds")}
 
 
-def _jsonable(o):
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    raise TypeError(f"{type(o).__name__} is not JSON data")
+def _finite(o):
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o

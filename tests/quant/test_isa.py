@@ -43,8 +43,11 @@ def test_the_kernel_is_built_for_the_cpuid_instruction_set_never_native():
     base = dict(avx2=True, avx512=False, avx512_vnni=False, avx_vnni=False, amx=False, bf16=False, fp16=False,
                 source="test")
     if X86:
-        assert fasthist.target_flags(Isa(**base)) == ["-march=x86-64-v3"]
-        assert fasthist.target_flags(Isa(**{**base, "avx512": True})) == ["-march=x86-64-v4"]
+        assert fasthist.target_flags(Isa(**base, level="x86-64-v3")) == ["-march=x86-64-v3"]
+        assert fasthist.target_flags(Isa(**base)) == ["-march=x86-64"]  # a level is only what CPUID fully reports
+        assert fasthist.target_flags() == [f"-march={cpu_isa().level}"]
+        assert cpu_isa().level == {"AVX512": "x86-64-v4", "AVX2": "x86-64-v3"}.get(
+            torch.backends.cpu.get_cpu_capability(), "x86-64")
     assert not any("native" in f for f in fasthist.CFLAGS + fasthist.target_flags())
 
 
@@ -55,7 +58,7 @@ def test_under_an_avx2_only_cpu_the_kernel_runs_and_counts_exactly(tmp_path):
     the statistics pass must see the emulated CPU and its kernel must not die with SIGILL there."""
     code = (
         "import torch; from qcore.quant import fasthist; from qcore.quant.isa import cpu_isa;"
-        "isa = cpu_isa(); assert not isa.avx512 and not isa.vnni and isa.avx2, isa;"
+        "isa = cpu_isa(); assert not isa.avx512 and not isa.vnni and isa.avx2 and isa.level == 'x86-64-v3', isa;"
         "x = torch.randn(100_000); counts = fasthist.counts(x, 1 / 64, -400, 800);"
         "ref = torch.bincount((torch.floor(x * 64).long() + 400).clamp(0, 799), minlength=800);"
         "assert counts is not None and torch.equal(counts.long(), ref); print('ok', isa.cpu_class)"

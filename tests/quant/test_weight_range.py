@@ -43,3 +43,11 @@ def test_the_sim_records_what_auto_became_and_deploys_weights_in_range():
         ints = torch.round(values / scale.reshape(-1, *([1] * (values.dim() - 1))))
         assert ints.min() >= -64 and ints.max() <= 63
     assert sim.config.to_dict()["weight_range"] == "reduced"
+
+
+def test_layer_overrides_store_the_layers_own_bits_not_the_reduced_view():
+    cfg = QuantConfig(weight_range="reduced").with_layer("conv1", act_bits=6)
+    assert dict(cfg.layers)["conv1"].weight_bits == 8  # stored as configured
+    assert cfg.for_layer("conv1").weight_bits == 7  # narrowed only where it is used
+    full = QuantConfig.from_json(cfg.to_json()).__class__.from_dict({**cfg.to_dict(), "weight_range": "full"})
+    assert full.for_layer("conv1").weight_bits == 8

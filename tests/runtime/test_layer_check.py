@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from qcore.quant.qconfig import QuantConfig
@@ -14,14 +15,16 @@ from qcore.zoo.builtin_nets import FMResNet
 from tests.helpers import randomized
 
 
-def _sim(model):
+def _sim(model, config=None):
     g = torch.Generator().manual_seed(0)
-    return QuantSim.calibrated(model, QuantConfig(), [torch.rand(16, 1, 28, 28, generator=g) * 2 - 1])
+    return QuantSim.calibrated(model, config or QuantConfig(), [torch.rand(16, 1, 28, 28, generator=g) * 2 - 1])
 
 
-def test_an_int8_model_built_from_its_own_sim_departs_nowhere(tmp_path):
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_an_int8_model_built_from_its_own_sim_departs_nowhere(tmp_path, symmetric):
+    """Symmetric (signed) activation grids are stored as uint8 with the zero-point moved by 128."""
     torch.manual_seed(0)
-    sim = _sim(randomized(FMResNet((8, 16, 32), (1, 1, 1))))
+    sim = _sim(randomized(FMResNet((8, 16, 32), (1, 1, 1))), QuantConfig().with_default(act_symmetric=symmetric))
     runner = ort_backend.int8_runner(sim, (1, 28, 28), tmp_path, 1, "u8")
     checks = check_layers(sim, runner.path, torch.rand(4, 1, 28, 28) * 2 - 1)
     assert [c.name for c in checks] == [q.name for q in sim.int_quantizers()]

@@ -161,3 +161,9 @@ def test_history_cli_lists_compares_exports_deletes(private_history, capsys, tmp
     assert [r["id"] for r in history.list_runs()] == [b]
     assert main(["history", "--delete", "one,two"]) == 2
     assert "run ids are numbers" in capsys.readouterr().err
+
+
+def test_report_json_is_strict_json_without_nan_or_infinity():
+    report = replace(DEPLOY, logit_sqnr_db_vs_simulation=float("inf"), fp32_accuracy=float("nan"))
+    data = json.loads(report.to_json(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert data["logit_sqnr_db_vs_simulation"] is None and data["fp32_accuracy"] is None

@@ -147,6 +147,6 @@ def run_qat(
         **final, seconds=round(trainer.finetune_s, 1), total_seconds=round(time.perf_counter() - started, 1),
         step_overhead_vs_fp32=trainer.overhead["ratio"], step_times=trainer.overhead, steps=trainer.total,
         monitor_images=len(inp.labels), history=trainer.history, losses=trainer.steps_log, threads=threads,
-        notes=notes, files=_write_files(trainer, config, out_dir), out_dir=str(out_dir))
+        notes=notes, files=_write_files(trainer, trainer.sim.config, out_dir), out_dir=str(out_dir))
     say(1.0, "done")
     return QATResult(report, trainer.sim)
