@@ -30,7 +30,8 @@ def _keep_large_blocks_in_the_heap() -> None:
     except OSError:  # not glibc (musl, ...): nothing to tune
         return
     m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)
+    if not libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD):  # glibc versions that cap it at 32 MiB refuse more
+        libc.mallopt(m_mmap_threshold, 32 << 20)
     libc.mallopt(m_trim_threshold, TRIM_THRESHOLD)
 
 
