@@ -59,12 +59,13 @@ st.subheader("Your own model or images")
 tab_model, tab_data, tab_images = st.tabs(["Upload a model", "Upload a dataset (.zip)", "Classify images"])
 
 with tab_model:
-    st.caption("A state_dict for a known architecture (.pt/.pth), TorchScript (.pt/.ts), or a torch.export program "
-               "(.pt2). Files load with weights_only=True: pickles that would run code are refused.")
+    st.caption("A state_dict for a known architecture (.pt/.pth). Files load with weights_only=True: pickles that "
+               "would run code are refused. TorchScript and torch.export (.pt2) files are checked and refused with "
+               "the reason while qcore cannot quantize their layers for real (no silent FP32 'INT8').")
     f = st.file_uploader("Model file", type=["pt", "pth", "pt2", "ts", "bin"], key="model_upload")
     c1, c2 = st.columns(2)
     arch = c1.selectbox("Architecture (for a state_dict)", ["(none)", *BUILTIN, *TORCHVISION])
-    shape_text = c2.text_input("Input shape C,H,W (TorchScript/.pt2 without an architecture)", value="")
+    shape_text = c2.text_input("Input shape C,H,W (.pt2 without an architecture)", value="")
     if st.button("Load model", disabled=f is None):
         path = upload_dir() / f.name
         path.write_bytes(f.getvalue())

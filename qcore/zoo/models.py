@@ -364,25 +364,31 @@ def load_user_model(
     class_names: tuple[str, ...] | None = None,
     max_mb: float = MAX_UPLOAD_MB,
 ) -> LoadedModel:
-    """A user's model file: a state_dict for a known architecture, TorchScript, or a .pt2 program.
+    """A user's model file: a state_dict for a known architecture, or a .pt2 program.
 
     A state_dict needs `arch` (a registry name); its class count may differ from the registry's
-    (the final layer is rebuilt to match). TorchScript and .pt2 files carry their own code and
-    need `input_shape`, unless their input matches the architecture given as `arch`.
+    (the final layer is rebuilt to match). A .pt2 file carries its own code and needs `input_shape`,
+    unless its input matches the architecture given as `arch`. TorchScript is refused with the way
+    out (it cannot be traced), and so is any model with nothing to quantize, or one that does not run
+    at batch 1 and 2.
     """
     path = Path(path)
     _check_size(path, max_mb)
     fmt = detect_format(path)
     base = get_spec(arch) if arch else None
     shape = input_shape or (base.input_shape if base else None)
-    if fmt in ("pt2", "torchscript"):
+    if fmt == "torchscript":
+        raise ModelUnavailable(
+            f"{path.name} is TorchScript: its layers are compiled code that torch.fx cannot trace, so none of them "
+            "could be quantized for real. Export the model with torch.export instead (torch.export.save("
+            "torch.export.export(model, (x,), dynamic_shapes={'x': {0: torch.export.Dim.AUTO}}), 'model.pt2')), "
+            "or upload its state_dict with the architecture it belongs to."
+        )
+    if fmt == "pt2":
         if shape is None:
             raise ModelUnavailable(f"{path.name} is a {fmt} file: give its input shape (C, H, W) or a base architecture")
         try:
-            if fmt == "pt2":
-                module = torch.export.load(str(path)).module()
-            else:
-                module = torch.jit.load(str(path), map_location="cpu")
+            module = torch.export.load(str(path)).module()
         except Exception as exc:
             raise ModelUnavailable(f"{path.name} could not be loaded as {fmt}: {type(exc).__name__}: {exc}") from None
     else:
@@ -394,18 +400,8 @@ def load_user_model(
             )
         module = _build_for_state(base, state)
         _load_state_dict_into(module, state, path.name)
-    with torch.no_grad():
-        try:
-            out = module(torch.zeros(1, *shape))
-        except Exception as exc:
-            hint = ""
-            if fmt == "pt2" and "Guard failed" in str(exc):
-                hint = " Export it with a dynamic batch: dynamic_shapes={'x': {0: torch.export.Dim.AUTO}}."
-            raise ModelUnavailable(
-                f"{path.name} failed on a batch-1 {tuple(shape)} input: {type(exc).__name__}: {exc}.{hint}"
-            ) from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ModelUnavailable(f"{path.name} must return class logits of shape (N, classes)")
+    out = _check_runs(module, shape, path.name, fmt)
+    _check_quantizable(module, path.name, fmt)
     n_classes = out.shape[1]
     names = class_names or (base.class_names if base and len(base.class_names) == n_classes else None)
     names = names or tuple(str(i) for i in range(n_classes))
@@ -416,6 +412,38 @@ def load_user_model(
         lambda: module, 0,
     )
     return finish_loading(spec, module, {"format": fmt, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+
+
+def _check_runs(module: nn.Module, shape, fname: str, fmt: str) -> torch.Tensor:
+    """The model runs at batch 1 and at batch 2 (every experiment evaluates batches) and returns logits."""
+    hint = " Export it with a dynamic batch: dynamic_shapes={'x': {0: torch.export.Dim.AUTO}}." if fmt == "pt2" else ""
+    with torch.no_grad():
+        for batch in (1, 2):
+            try:
+                out = module(torch.zeros(batch, *shape))
+            except Exception as exc:
+                more = hint if batch == 2 or "Guard failed" in str(exc) else ""
+                raise ModelUnavailable(f"{fname} failed on a batch-{batch} {tuple(shape)} input: "
+                                       f"{type(exc).__name__}: {exc}.{more}") from None
+            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != batch:
+                raise ModelUnavailable(f"{fname} must return class logits of shape (N, classes)")
+    return out
+
+
+def _check_quantizable(module: nn.Module, fname: str, fmt: str) -> None:
+    """Refuse a model in which the simulation would find nothing to quantize: every "INT8" number
+    would then be the FP32 model's (issue: never a silent FP32 INT8)."""
+    from qcore.quant.quantsim import QuantSim, TraceError
+
+    try:
+        sim = QuantSim(module)
+    except TraceError as exc:
+        raise ModelUnavailable(f"{fname}: {exc}") from None
+    if not sim.weight_layers:
+        why = (" A torch.export program calls aten.conv2d/aten.linear with the weights as inputs; qcore does not "
+               "quantize those graphs yet: upload the state_dict with its architecture instead.") if fmt == "pt2" else ""
+        raise ModelUnavailable(f"{fname} has no Conv2d or Linear layer qcore can quantize, so every INT8 number "
+                               f"would be the FP32 model's.{why}")
 
 
 def _build_for_state(base: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:
