@@ -125,10 +125,9 @@ def build_paths(loaded: LoadedModel, sim: QuantSim, backend: str, out_dir: Path,
 
 @dataclass
 class Scored:
-    """Every path's score, and the simulation's and FP32's own logits and accuracy (full set)."""
+    """Every path's score, and the simulation's and FP32's own accuracy (full set)."""
 
     paths: dict[str, PathScore]
-    sim_logits: torch.Tensor
     sim_accuracy: float | None
     fp32_accuracy: float | None
     secondary_images: int
@@ -163,7 +162,7 @@ def _score_paths(paths: BuiltPaths, sim: QuantSim, inp: Inputs, headline: set[st
         scored[name] = _score_one(runner, inp.eval_batches if full else subset, inp.labels, sim_logits, fp32_logits,
                                   out=fp32_logits if name == "eager" else None)  # eager FP32 is the FP32 run
     has_labels = inp.labels is not None
-    return Scored(scored, sim_logits, scores(sim_logits, inp.labels).top1 if has_labels else None,
+    return Scored(scored, scores(sim_logits, inp.labels).top1 if has_labels else None,
                   scores(fp32_logits, inp.labels).top1 if has_labels else None, few)
 
 

@@ -73,17 +73,31 @@ def _retrying(fn):
 def _connect(path: Path | None = None) -> sqlite3.Connection:
     """A connection that waits for locks (busy_timeout) on a WAL-mode file with the schema in place.
     WAL lets readers go on while one writer commits; switching to it (once per file: the mode is
-    stored in the file) and creating the table are writes too, so they retry like one."""
+    stored in the file) and creating the table are writes too: callers go through `_with_connection`,
+    which retries the whole operation."""
     path = Path(path or db_path())
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     try:
-        _retrying(lambda: _set_up(conn))  # reads only, once the file is set up
+        _set_up(conn)  # reads only, once the file is set up
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _with_connection(path: Path | None, fn):
+    """`fn(connection)` on a fresh connection, closed afterwards; the whole of it retried while
+    another writer holds the file (the one retry layer of this module)."""
+    def attempt():
+        conn = _connect(path)
+        try:
+            return fn(conn)
+        finally:
+            conn.close()
+
+    return _retrying(attempt)
 
 
 def _set_up(conn: sqlite3.Connection) -> None:
@@ -109,24 +123,20 @@ def record(report, model_id: str | None = None, data_id: dict | None = None, pat
         json.dumps(report.metrics(), allow_nan=True), json.dumps(report.timings()),
         json.dumps({k: v for k, v in d.items() if k not in BULKY}, default=lambda o: None),
     )
-    return _retrying(lambda: _insert(row, path))
+    return _with_connection(path, lambda conn: _insert(conn, row))
 
 
-def _insert(row: tuple, path: Path | None) -> int:
+def _insert(conn: sqlite3.Connection, row: tuple) -> int:
     """One INSERT in one transaction that takes the write lock up front (BEGIN IMMEDIATE): committed
     whole or rolled back, never half a run."""
-    conn = _connect(path)
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cur = conn.execute(f"INSERT INTO runs ({', '.join(COLUMNS[1:])}) VALUES ({', '.join('?' * 10)})", row)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return int(cur.lastrowid)
-    finally:
-        conn.close()
+        cur = conn.execute(f"INSERT INTO runs ({', '.join(COLUMNS[1:])}) VALUES ({', '.join('?' * 10)})", row)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(cur.lastrowid)
 
 
 def remember(report, say=None) -> int | None:
@@ -162,23 +172,15 @@ def list_runs(kind: str | None = None, model: str | None = None, since: float | 
         args.append(since)
     cols = COLUMNS if with_details else COLUMNS[:-1] + ("'{}'",)
     sql = f"SELECT {', '.join(cols)} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id DESC"
-    conn = _connect(path)
-    try:
-        return [_decode(r) for r in conn.execute(sql, args).fetchall()]
-    finally:
-        conn.close()
+    return [_decode(r) for r in _with_connection(path, lambda conn: conn.execute(sql, args).fetchall())]
 
 
 def get_runs(ids: list[int], path: Path | None = None) -> list[dict]:
     """The runs with these ids, with their details, in the order asked."""
     if not ids:
         return []
-    conn = _connect(path)
-    try:
-        rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM runs WHERE id IN ({', '.join('?' * len(ids))})",
-                            [int(i) for i in ids]).fetchall()
-    finally:
-        conn.close()
+    sql = f"SELECT {', '.join(COLUMNS)} FROM runs WHERE id IN ({', '.join('?' * len(ids))})"
+    rows = _with_connection(path, lambda conn: conn.execute(sql, [int(i) for i in ids]).fetchall())
     by_id = {r[0]: _decode(r) for r in rows}
     return [by_id[i] for i in ids if i in by_id]
 
@@ -187,15 +189,8 @@ def delete_runs(ids: list[int], path: Path | None = None) -> int:
     """Delete runs by id; returns how many were deleted."""
     if not ids:
         return 0
-    def delete() -> int:
-        conn = _connect(path)
-        try:  # one statement in autocommit mode: atomic
-            return conn.execute(f"DELETE FROM runs WHERE id IN ({', '.join('?' * len(ids))})",
-                                [int(i) for i in ids]).rowcount
-        finally:
-            conn.close()
-
-    return _retrying(delete)
+    sql = f"DELETE FROM runs WHERE id IN ({', '.join('?' * len(ids))})"  # one statement in autocommit: atomic
+    return _with_connection(path, lambda conn: conn.execute(sql, [int(i) for i in ids]).rowcount)
 
 
 def flat_rows(runs: list[dict]) -> list[dict]:

@@ -72,7 +72,6 @@ class Inputs:
     eval_batches: list[torch.Tensor]
     labels: torch.Tensor | None
     calib_size: int
-    eval_set: ImageSet | None = None
 
     @property
     def eval_size(self) -> int:
@@ -118,4 +117,4 @@ def prepare_inputs(
     check_compatible(loaded, evald)
     pre = loaded.spec.preprocess
     return Inputs(loaded, data_name, seed, list(batches(calib.images, pre)), list(batches(evald.images, pre, eval_batch)),
-                  evald.labels, len(calib), evald)
+                  evald.labels, len(calib))
