@@ -12,7 +12,8 @@ from pages._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_fo
                        user_errors, user_models)
 from qcore.zoo.data import extract_image_archive
 from qcore.zoo.images import display_array, load_image_tensor, top_classes
-from qcore.zoo.models import BUILTIN, TORCHVISION, layer_table, load_user_model
+from qcore.zoo.models import BUILTIN, TORCHVISION, layer_table
+from qcore.zoo.user_models import load_user_model
 
 s = settings()
 st.title("Quantization Explorer")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.quant.qconfig import WEIGHT_RANGES
+from qcore.zoo.preprocess import PRESETS
 
 __all__ = ["main"]
 
@@ -55,14 +56,45 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from qcore.analysis.evaluate import evaluate
     from qcore.zoo.data import eval_subset
-    from qcore.zoo.inputs import check_compatible, default_data, load
+    from qcore.zoo.inputs import check_compatible, decode_for, default_data, load
 
-    loaded = load(args.model, args.weights)
-    data = eval_subset(args.data or default_data(loaded), args.eval_size, args.seed)
-    check_compatible(loaded, data)
+    loaded = load(_model(args), args.weights)
+    data = eval_subset(args.data or default_data(loaded), args.eval_size, args.seed, decode_for(loaded))
+    if check_compatible(loaded, data) != "labels":
+        raise CliError(f"{data.name} has no labels {loaded.name} knows, so there is no accuracy to measure: "
+                       "calibrate, sensitivity and deploy score it by agreement with FP32")
     result = evaluate(loaded.module, loaded.spec.preprocess, data)
     print(f"{loaded.name} on {data.name} ({len(data)} images): top-1 {result.top1:.4f}  top-5 {result.top5:.4f}")
     return 0
+
+
+OWN_MODEL_OPTIONS = ("arch", "input_shape", "preprocess", "mean", "std", "resize", "crop", "interpolation")
+
+
+def _model(args):
+    """--model as given: a registry name, or (an existing file) the user's model, loaded and checked now."""
+    from qcore.zoo.preprocess import parse_floats
+    from qcore.zoo.user_models import load_user_model
+
+    if not Path(args.model).is_file():
+        given = [f"--{o.replace('_', '-')}" for o in OWN_MODEL_OPTIONS if getattr(args, o, None) is not None]
+        if given:
+            raise CliError(f"{', '.join(given)} apply to a model file; {args.model!r} is not a file")
+        return args.model
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(v) for v in args.input_shape.replace("x", ",").split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3:
+            raise CliError(f"--input-shape takes C,H,W (three numbers), not {args.input_shape!r}")
+    overrides = {k: v for k, v in (("mean", parse_floats(args.mean)), ("std", parse_floats(args.std)),
+                                   ("resize", args.resize), ("crop", args.crop),
+                                   ("interpolation", args.interpolation)) if v is not None}
+    preset_name = args.preprocess or ("custom" if overrides and not args.arch else None)
+    return load_user_model(args.model, arch=args.arch, input_shape=shape, preprocess=preset_name,
+                           preprocess_overrides=overrides or None)
 
 
 def _config(args, default=None):
@@ -87,7 +119,7 @@ def _cmd_calibrate(args) -> int:
     config = _config(args, QuantConfig().with_default(act_bits=args.bits, weight_bits=args.weight_bits,
                                                      weight_granularity=args.granularity))
     report = compare_methods(
-        model=args.model, data=args.data, methods=methods, config=config, bits=args.bits, weight_bits=args.weight_bits,
+        model=_model(args), data=args.data, methods=methods, config=config, bits=args.bits, weight_bits=args.weight_bits,
         granularity=args.granularity, calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed,
         weights=args.weights, progress=lambda fraction, msg: print(msg, file=sys.stderr),
     )
@@ -106,7 +138,7 @@ def _cmd_deploy(args) -> int:
     from qcore.runtime.deploy import deploy
     config = _config(args)
     report = deploy(
-        model=args.model, config=config, backend=args.backend, out_dir=args.out, data=args.data,
+        model=_model(args), config=config, backend=args.backend, out_dir=args.out, data=args.data,
         calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed, threads=args.threads,
         iters=args.iters, batch_sizes=(1, args.batch), weights=args.weights,
         progress=lambda fraction, msg: print(f"\r{msg:70}", end="" if "timing" in msg else "\n", file=sys.stderr),
@@ -132,7 +164,7 @@ def _cmd_sensitivity(args) -> int:
 
     config = _config(args)
     say = lambda fraction, msg: print(f"\r{msg:70}", end="", file=sys.stderr)  # noqa: E731
-    p = prepare(args.model, config, args.data, args.calib_size, args.eval_size, args.seed)
+    p = prepare(_model(args), config, args.data, args.calib_size, args.eval_size, args.seed)
     report = sweep(p, progress=say)
     print(file=sys.stderr)
     if args.budget is not None:
@@ -170,7 +202,7 @@ def _cmd_qat(args) -> int:
             print(f"\repoch {row['epoch']} (step {row['step']}): fake-quant {_pct(row['fake_quant_accuracy'])}{int8}{'':20}",
                   file=sys.stderr)
 
-    report = run_qat(args.model, config, recipe, args.data, args.calib_size, args.monitor_size, args.eval_size,
+    report = run_qat(_model(args), config, recipe, args.data, args.calib_size, args.monitor_size, args.eval_size,
                      args.seed, files_dir, progress=lambda fraction, msg: print(f"\r{msg:70}", end="", file=sys.stderr),
                      on_metric=on_metric).report
     print(file=sys.stderr)
@@ -262,8 +294,21 @@ def _weight_range(sp) -> None:
 def _common(sp) -> None:
     from qcore.zoo.models import DEFAULT_MODEL
 
-    sp.add_argument("--model", default=DEFAULT_MODEL)
-    sp.add_argument("--weights", default=None, help="a local weights file for the model")
+    sp.add_argument("--model", default=DEFAULT_MODEL,
+                    help="a registered name (python -m qcore models) or your model file: .pt2, .onnx, or a state_dict "
+                         "(.pt/.pth/.safetensors, with --arch)")
+    sp.add_argument("--weights", default=None, help="a local weights file for a registered model")
+    own = sp.add_argument_group("your own model file (--model PATH)")
+    own.add_argument("--arch", default=None, help="a state_dict's architecture: a registered name or timm:NAME")
+    own.add_argument("--input-shape", default=None, help="C,H,W, e.g. 3,224,224 (.pt2 and .onnx files)")
+    own.add_argument("--preprocess", default=None, choices=list(PRESETS),
+                     help="imagenet (resize 256, crop 224, ImageNet mean/std), tf (mean=std=0.5), timm (the "
+                          "architecture's config), custom (--mean/--std/--resize/--crop)")
+    own.add_argument("--mean", default=None, help="per-channel mean, e.g. 0.485,0.456,0.406")
+    own.add_argument("--std", default=None, help="per-channel std, e.g. 0.229,0.224,0.225")
+    own.add_argument("--resize", type=int, default=None, help="short side images are resized to before the crop")
+    own.add_argument("--crop", type=int, default=None, help="centre crop (the model's input size)")
+    own.add_argument("--interpolation", default=None, choices=["bilinear", "bicubic", "nearest"])
     sp.add_argument("--data", default=None, help="fashion-mnist, cifar10 or imagefolder:PATH")
     sp.add_argument("--eval-size", type=int, default=None, help="evaluation images (default: all)")
     sp.add_argument("--seed", type=int, default=0)

@@ -21,6 +21,11 @@ class RunReport(Report):
     seed: int
     calib_size: int
     isa: dict  # the CPU's instruction sets as CPUID reports them (quant.isa.Isa.to_dict())
+    # "labels": accuracies are against the data's labels; "fp32": the images have no labels the model
+    # knows, and every "accuracy" is top-1 agreement with the FP32 model (FP32 itself scores 1.0)
+    scored_by: str
+    quantized_layers: list[str]  # the Conv2d/Linear layers whose weights are quantized
+    float_layers: list[dict]  # {"layer", "reason"}: layers with weights that stay float, and why
 
 
 @dataclass

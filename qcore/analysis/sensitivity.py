@@ -234,7 +234,7 @@ def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = Tr
     _restore(p)
     say(1.0, "done")
     return SensitivityReport(
-        **p.inputs.identity(), eval_size=len(p.labels), fp32_accuracy=p.fp32_accuracy, base_accuracy=base["accuracy"],
+        **p.inputs.identity(), **p.sim.inventory(), eval_size=len(p.labels), fp32_accuracy=p.fp32_accuracy, base_accuracy=base["accuracy"],
         base_agreement=base["agreement"], config=p.base_config.to_dict(), layers=rows,
         unsupported_layers=p.sim.unsupported, seconds=round(time.perf_counter() - start, 2))
 

@@ -42,7 +42,8 @@ from qcore.quant.qparams import QScheme, compute_qparams, minmax
 from qcore.quant.stats import TensorStats
 from qcore.quant.tracing import symbolic_trace
 
-__all__ = ["QuantSim", "Mode", "RangeMode", "ActQuantizer", "QuantWeightLayer", "QuantPoint", "TraceError"]
+__all__ = ["QuantSim", "Mode", "RangeMode", "ActQuantizer", "QuantWeightLayer", "QuantPoint", "TraceError",
+           "NothingQuantized"]
 
 FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # clamps: folded into the requantization
 FUSED_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.hardtanh, torch.clamp)
@@ -55,6 +56,10 @@ EXPORT_BUFFERS = ("export_w", "export_scale", "export_zp")
 
 class TraceError(RuntimeError):
     """The model cannot be traced by torch.fx, so quantizers cannot be placed."""
+
+
+class NothingQuantized(ValueError):
+    """Nothing in the model would be quantized: every "INT8" number would be the FP32 model's."""
 
 
 @dataclass(frozen=True)
@@ -342,7 +347,12 @@ class QuantSim(nn.Module):
         self.points: list[QuantPoint] = []
         self.weight_layers: dict[str, QuantWeightLayer] = {}
         self.unsupported: list[str] = []
+        self.float_reasons: dict[str, str] = {}  # layers with weights that stay float, and why
         self._insert_quantizers(gm)
+        if not self.weight_layers:
+            raise NothingQuantized(
+                f"{type(model).__name__} has no Conv2d or Linear layer the simulation can quantize, so every INT8 "
+                "number would be the FP32 model's" + (f" (float: {', '.join(self.unsupported[:5])})" if self.unsupported else ""))
         self.model = gm
         self.stats: dict[str, TensorStats] = {}
         self._range_cache: dict[tuple, RangeResult] = {}
@@ -398,6 +408,12 @@ class QuantSim(nn.Module):
             if name and not list(mod.children()) and any(True for _ in mod.parameters(recurse=False)):
                 if not isinstance(mod, (*WEIGHT_LAYERS, nn.BatchNorm2d)):
                     self.unsupported.append(f"{name} ({type(mod).__name__})")
+                    self.float_reasons[name] = f"{type(mod).__name__}: no INT8 kernel in qcore; runs in float"
+        for node in gm.graph.nodes:  # functional calls with weights (an aten op the loader did not lift)
+            if node.op == "call_function" and any(a.op == "get_attr" for a in node.all_input_nodes):
+                op = getattr(node.target, "__name__", str(node.target))
+                self.unsupported.append(f"{node.name} ({op})")
+                self.float_reasons[node.name] = f"{op} takes its weights as inputs (not a layer); runs in float"
         gm.graph.lint()
         gm.recompile()
 
@@ -413,6 +429,19 @@ class QuantSim(nn.Module):
         if not self.unsupported:
             return None
         return (f"left in float, no quantizer for these layer types: {', '.join(self.unsupported)}")
+
+    def inventory(self) -> dict[str, list]:
+        """Which layers are quantized under the current config and which stay float, with the reason:
+        every report carries this, so no FP32 number passes for an INT8 one."""
+        quantized = [n for n, w in self.weight_layers.items() if w.enabled]
+        floats = [{"layer": n, "reason": f"{self.config.for_layer(n).weight_dtype} weights by the configuration"}
+                  for n, w in self.weight_layers.items() if not w.enabled]
+        floats += [{"layer": n, "reason": r} for n, r in self.float_reasons.items()]
+        if not quantized and not self.int_quantizers() and not any(
+                q.mode == Mode.QUANT for q in self.quantizers.values()):
+            raise NothingQuantized("this configuration quantizes no layer and no activation: every number would be "
+                                   "the FP32 model's")
+        return {"quantized_layers": quantized, "float_layers": floats}
 
     def layer_names(self) -> list[str]:
         return [p.name for p in self.points]

@@ -201,7 +201,7 @@ def _fastest_int8(latency: dict, b: int, paths: BuiltPaths) -> str | None:
     return max(paths.int8, key=lambda n: by_path[n]) if paths.int8 else None
 
 
-def _report(inp: Inputs, config: QuantConfig, paths: BuiltPaths, result: Scored, latency: dict, batch_sizes,
+def _report(inp: Inputs, sim: QuantSim, paths: BuiltPaths, result: Scored, latency: dict, batch_sizes,
             threads: int, iters: int) -> DeployReport:
     """The report: the fastest INT8 backend at the first batch size, and every path's numbers."""
     others = {**paths.int8, **paths.other}
@@ -209,8 +209,9 @@ def _report(inp: Inputs, config: QuantConfig, paths: BuiltPaths, result: Scored,
     best = _fastest_int8(latency, batch_sizes[0], paths)
     scored, sim_acc, fp32_acc = result.paths, result.sim_accuracy, result.fp32_accuracy
     chosen = scored[best] if best else None
+    config = sim.config
     return DeployReport(
-        **inp.identity(), random_weights=inp.labels is None, backend=best, config=config.to_dict(),
+        **inp.identity(), **sim.inventory(), random_weights=inp.labels is None, backend=best, config=config.to_dict(),
         int8_scheme=config.weight_range_note(),
         fp32_accuracy=fp32_acc, simulation_accuracy=sim_acc, int8_accuracy=chosen.accuracy if chosen else None,
         agreement_with_simulation=chosen.agreement_with_simulation if chosen else None,
@@ -271,7 +272,7 @@ def deploy(
     say(0.7, "evaluating every path")
     with clock("score"):
         result = _score_paths(paths, sim, inp, {best}, secondary_images, span(say, 0.7, 0.95))
-    report = _report(inp, sim.config, paths, result, latency, batch_sizes, threads, iters)
+    report = _report(inp, sim, paths, result, latency, batch_sizes, threads, iters)
     if result.secondary_images < report.eval_images:
         report.notes.append(f"FP32, the simulation and {best} scored on all {report.eval_images} images; the other "
                             f"paths on the first {result.secondary_images}")

@@ -72,6 +72,11 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def labeled(self) -> bool:
+        """Whether every image has a class (a folder of plain images has none: labels are -1)."""
+        return bool(self.class_names) and bool((self.labels >= 0).all())
+
 
 def data_dir() -> Path:
     """The project's data directory: $QX_DATA_DIR, else ./data."""
@@ -191,67 +196,92 @@ def imagenet_wnids() -> tuple[str, ...]:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def load_image_folder(path: str | Path, size: int = 256, max_images: int | None = None) -> ImageSet:
-    """The user's images, one sub-folder per class, decoded to RGB and resized to size x size.
+def _decode(path: Path, size: int, interpolation: str) -> torch.Tensor:
+    """One image file as uint8 (3, size, size): short side resized to `size`, centre square kept."""
+    from PIL import Image
 
-    Folders named by ImageNet synset ids (n01440764, ...) get ImageNet class indices, so an
-    ImageNet-val or Imagenette folder evaluates ImageNet models correctly. Otherwise classes are
-    numbered in sorted folder order, as torchvision's ImageFolder does. Images are resized on the
-    short side and centre-cropped once here (256 by default, as ImageNet evaluation does
-    before its 224 centre crop); each model crops further in its own preprocessing.
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[interpolation]
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        scale = size / min(im.size)
+        im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))), resample)
+        left, top = (im.width - size) // 2, (im.height - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _folder_classes(root: Path, class_dirs: list[Path]) -> tuple[dict[str, int], tuple[str, ...]]:
+    """Synset-named folders get ImageNet indices; others are numbered in sorted order (torchvision's way)."""
+    wnids = imagenet_wnids()
+    synset = {w: i for i, w in enumerate(wnids)}
+    if all(d.name in synset for d in class_dirs):
+        return {d.name: synset[d.name] for d in class_dirs}, wnids
+    return {d.name: i for i, d in enumerate(class_dirs)}, tuple(d.name for d in class_dirs)
+
+
+def load_image_folder(path: str | Path, size: int = 256, max_images: int | None = None,
+                      interpolation: str = "bilinear") -> ImageSet:
+    """The user's images, decoded to RGB, resized on the short side to `size` and centre-cropped square.
+
+    With one sub-folder per class, folders named by ImageNet synset ids (n01440764, ...) get ImageNet
+    class indices, so an ImageNet-val or Imagenette folder evaluates ImageNet models correctly; other
+    classes are numbered in sorted folder order, as torchvision's ImageFolder does. A folder of plain
+    images (no class sub-folders) is unlabeled: its labels are -1, and experiments score it by
+    agreement with FP32 instead of accuracy. `size` is the model's decode size (its preprocessing's
+    resize); each model crops to its input in its own preprocessing.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     root = Path(path)
     if not root.is_dir():
         raise DataUnavailable(f"Image folder {root} does not exist")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not class_dirs:
-        raise DataUnavailable(f"{root} has no class sub-folders (expected root/CLASS/image.jpg)")
-    wnids = imagenet_wnids()
-    synset = {w: i for i, w in enumerate(wnids)}
-    if all(d.name in synset for d in class_dirs):
-        index_of = {d.name: synset[d.name] for d in class_dirs}
-        class_names = wnids
+    if class_dirs:
+        index_of, class_names = _folder_classes(root, class_dirs)
+        files = [(f, index_of[d.name]) for d in class_dirs for f in _image_files(d)]
     else:
-        index_of = {d.name: i for i, d in enumerate(class_dirs)}
-        class_names = tuple(d.name for d in class_dirs)
+        class_names, files = (), [(f, -1) for f in _image_files(root)]
     images, labels, bad = [], [], []
-    for d in class_dirs:
-        for f in sorted(d.iterdir()):
-            if f.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("RGB")
-                    scale = size / min(im.size)
-                    im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))))
-                    left, top = (im.width - size) // 2, (im.height - size) // 2
-                    im = im.crop((left, top, left + size, top + size))
-                    images.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
-            except (UnidentifiedImageError, OSError):
-                bad.append(f.name)
-                continue
-            labels.append(index_of[d.name])
-            if max_images and len(images) >= max_images:
-                break
+    for f, label in files:
+        try:
+            images.append(_decode(f, size, interpolation))
+        except (UnidentifiedImageError, OSError, ValueError):
+            bad.append(f.name)
+            continue
+        labels.append(label)
+        if max_images and len(images) >= max_images:
+            break
     if not images:
         raise DataUnavailable(
-            f"{root} has no readable images ({', '.join(IMAGE_EXTENSIONS)})"
+            f"{root} has no readable images ({', '.join(IMAGE_EXTENSIONS)}), neither in class sub-folders nor at its top"
             + (f"; unreadable: {', '.join(bad[:5])}" if bad else "")
         )
-    return ImageSet(f"imagefolder:{root}", torch.stack(images), torch.tensor(labels), class_names)
+    return ImageSet(f"imagefolder:{root}", torch.stack(images), torch.tensor(labels, dtype=torch.int64), class_names)
 
 
-def load_dataset(name: str, split: str = "test") -> ImageSet:
-    """Load a dataset by name: 'fashion-mnist', 'cifar10' or 'imagefolder:PATH'."""
+_FOLDER_CACHE: dict[tuple, ImageSet] = {}
+
+
+def load_dataset(name: str, split: str = "test", decode: tuple[int, str] | None = None) -> ImageSet:
+    """Load a dataset by name: 'fashion-mnist', 'cifar10' or 'imagefolder:PATH'. `decode` is
+    (size, interpolation) for image files: the model's preprocessing decides it."""
     if name in ("fashion-mnist", "fashion_mnist", "fmnist"):
         return load_fashion_mnist(split)
     if name == "cifar10":
         return load_cifar10(split)
     if name.startswith("imagefolder:"):
         # A user's folder has no train/test split: calibration and evaluation share it.
-        return load_image_folder(name.split(":", 1)[1])
+        size, interpolation = decode or (256, "bilinear")
+        key = (name, size, interpolation)
+        if key not in _FOLDER_CACHE:
+            if len(_FOLDER_CACHE) > 4:
+                _FOLDER_CACHE.clear()
+            _FOLDER_CACHE[key] = load_image_folder(name.split(":", 1)[1], size, interpolation=interpolation)
+        return _FOLDER_CACHE[key]
     raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
@@ -266,18 +296,18 @@ def subset(ds: ImageSet, size: int | None, seed: int = 0) -> ImageSet:
     return ImageSet(ds.name, ds.images[idx], ds.labels[idx], ds.class_names)
 
 
-def calibration_subset(name: str, size: int, seed: int = 0) -> ImageSet:
+def calibration_subset(name: str, size: int, seed: int = 0, decode: tuple[int, str] | None = None) -> ImageSet:
     """Calibration images: from the train split, so evaluation never sees them."""
     if size is not None and size < 1:
         raise ValueError(f"calibration needs at least one image, not {size}")
-    return subset(load_dataset(name, "train"), size, seed)
+    return subset(load_dataset(name, "train", decode), size, seed)
 
 
-def eval_subset(name: str, size: int | None, seed: int = 0) -> ImageSet:
+def eval_subset(name: str, size: int | None, seed: int = 0, decode: tuple[int, str] | None = None) -> ImageSet:
     """Evaluation images: from the test split."""
     if size is not None and size < 1:
         raise ValueError(f"evaluation needs at least one image, not {size}")
-    return subset(load_dataset(name, "test"), size, seed)
+    return subset(load_dataset(name, "test", decode), size, seed)
 
 
 MAX_ARCHIVE_MB = float(os.environ.get("QX_MAX_ARCHIVE_MB", "1024"))

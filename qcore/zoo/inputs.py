@@ -16,7 +16,8 @@ from qcore.quant.isa import cpu_isa
 from qcore.zoo.data import ImageSet, calibration_subset, eval_subset
 from qcore.zoo.models import LoadedModel, finish_loading, get_spec, load_model
 
-__all__ = ["DEFAULT_BATCH", "Inputs", "batches", "check_compatible", "default_data", "load", "prepare_inputs"]
+__all__ = ["DEFAULT_BATCH", "Inputs", "batches", "check_compatible", "decode_for", "default_data", "fp32_predictions",
+           "load", "prepare_inputs"]
 
 DEFAULT_BATCH = 250
 
@@ -31,28 +32,54 @@ def default_data(loaded: LoadedModel) -> str:
     """The dataset a model is evaluated on when none is named."""
     if loaded.spec.dataset == "fashion-mnist":
         return "fashion-mnist"
+    if loaded.info.get("data"):
+        return loaded.info["data"]
     raise ValueError(
         f"{loaded.name} classifies {loaded.spec.dataset} images: choose a dataset with those classes "
         "(e.g. imagefolder:PATH with ImageNet synset-named folders)"
     )
 
 
-def check_compatible(loaded: LoadedModel, data: ImageSet) -> None:
-    """Refuse to score a model on data whose labels mean something else."""
+def decode_for(loaded: LoadedModel) -> tuple[int, str]:
+    """(size, interpolation) image files are decoded at for this model's preprocessing."""
+    pre = loaded.spec.preprocess
+    return pre.decode_size(loaded.spec.input_shape), pre.interpolation
+
+
+def _labels_are_the_models(loaded: LoadedModel, data: ImageSet) -> bool:
+    """Whether the data's class indices mean the model's classes."""
     spec = loaded.spec
-    if spec.dataset == "fashion-mnist" and data.name != "fashion-mnist":
-        raise ValueError(f"{spec.name} was trained on Fashion-MNIST; {data.name} has different classes")
-    if spec.dataset == "imagenet" and len(data.class_names) != 1000:
-        raise ValueError(
-            f"{spec.name} predicts the 1000 ImageNet classes; {data.name} has {len(data.class_names)} classes. "
-            "Name the image folders by ImageNet synset id (n01440764, ...) to evaluate it."
-        )
+    if not data.labeled or int(data.labels.max()) >= len(spec.class_names):
+        return False
+    if data.class_names == spec.class_names:
+        return True
+    if spec.dataset == "imagenet":
+        return len(data.class_names) == 1000  # synset-named folders: ImageNet's class order
+    # an own model with numbered classes and as many class folders: torchvision's sorted-folder order
+    return spec.family == "user" and spec.dataset == "user" and len(data.class_names) == len(spec.class_names)
+
+
+def check_compatible(loaded: LoadedModel, data: ImageSet) -> str:
+    """How the model is scored on `data`: "labels", or "fp32" (top-1 agreement with the FP32 model) for
+    an image folder without labels the model knows. Refuses a named dataset whose labels mean something
+    else, and images of the wrong size."""
+    spec = loaded.spec
     h, w = data.images.shape[-2:]
     want = spec.input_shape[1:]
     if spec.preprocess.crop is None and (h, w) != tuple(want):
         raise ValueError(f"{data.name} has {h}x{w} images; {spec.name} takes {want[0]}x{want[1]} inputs")
-    if int(data.labels.max()) >= len(spec.class_names):
-        raise ValueError(f"{data.name} has labels up to {int(data.labels.max())}; {spec.name} has {len(spec.class_names)} classes")
+    if spec.preprocess.crop is not None and min(h, w) < spec.preprocess.crop:
+        raise ValueError(f"{data.name} has {h}x{w} images; {spec.name} takes {want[0]}x{want[1]} inputs")
+    if _labels_are_the_models(loaded, data):
+        return "labels"
+    if data.name.startswith("imagefolder:"):
+        return "fp32"
+    if spec.dataset == "fashion-mnist":
+        raise ValueError(f"{spec.name} was trained on Fashion-MNIST; {data.name} has different classes")
+    raise ValueError(
+        f"{spec.name} predicts {len(spec.class_names)} classes ({spec.dataset}); {data.name} has "
+        f"{len(data.class_names)} classes. Use an image folder: synset-named folders (n01440764, ...) for ImageNet "
+        "models, or plain images, scored by agreement with FP32.")
 
 
 def load(model: str | LoadedModel, weights: str | None = None) -> LoadedModel:
@@ -72,6 +99,7 @@ class Inputs:
     eval_batches: list[torch.Tensor]
     labels: torch.Tensor | None
     calib_size: int
+    scored_by: str = "labels"  # "fp32": unlabeled images, `labels` are the FP32 model's top-1 predictions
 
     @property
     def eval_size(self) -> int:
@@ -81,7 +109,7 @@ class Inputs:
         """What every report starts with: which model (name and weights digest) on which data, and the
         instruction sets of the CPU it ran on (INT8 results depend on them)."""
         return {"model": self.loaded.name, "model_id": self.loaded.info["sha256"][:16], "seed": self.seed,
-                "calib_size": self.calib_size, "data": self.data, "isa": cpu_isa().to_dict()}
+                "calib_size": self.calib_size, "data": self.data, "isa": cpu_isa().to_dict(), "scored_by": self.scored_by}
 
 
 def _random_inputs(model: str | LoadedModel, seed: int) -> Inputs:
@@ -112,9 +140,16 @@ def prepare_inputs(
         return _random_inputs(model, seed)
     loaded = load(model, weights)
     data_name = data or default_data(loaded)
-    calib = calibration_subset(data_name, calib_size, seed)
-    evald = eval_subset(data_name, eval_size, seed)
-    check_compatible(loaded, evald)
+    calib = calibration_subset(data_name, calib_size, seed, decode_for(loaded))
+    evald = eval_subset(data_name, eval_size, seed, decode_for(loaded))
+    scored_by = check_compatible(loaded, evald)
     pre = loaded.spec.preprocess
-    return Inputs(loaded, data_name, seed, list(batches(calib.images, pre)), list(batches(evald.images, pre, eval_batch)),
-                  evald.labels, len(calib))
+    eval_batches = list(batches(evald.images, pre, eval_batch))
+    labels = evald.labels if scored_by == "labels" else fp32_predictions(loaded.module, eval_batches)
+    return Inputs(loaded, data_name, seed, list(batches(calib.images, pre)), eval_batches, labels, len(calib), scored_by)
+
+
+@torch.no_grad()
+def fp32_predictions(module, eval_batches: list[torch.Tensor]) -> torch.Tensor:
+    """The FP32 model's top-1 classes: the reference unlabeled images are scored against."""
+    return torch.cat([module(x).argmax(1) for x in eval_batches])

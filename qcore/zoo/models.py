@@ -1,4 +1,4 @@
-"""Model registry: built-in Fashion-MNIST nets, torchvision ImageNet classifiers, user uploads.
+"""Model registry: built-in Fashion-MNIST nets and torchvision ImageNet classifiers (uploads: user_models).
 
 Every model, whatever its source, is described by one `ModelSpec` (name, input shape,
 preprocessing, class names, weight source) and loaded into a `LoadedModel` that adds the module
@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,6 +24,7 @@ from torch import nn
 
 from qcore.zoo import builtin_nets
 from qcore.zoo.data import FASHION_MNIST_CLASSES
+from qcore.zoo.preprocess import Preprocess, preset
 
 __all__ = [
     "ModelUnavailable",
@@ -38,8 +38,11 @@ __all__ = [
     "list_models",
     "get_spec",
     "load_model",
-    "load_user_model",
     "count_macs",
+    "unwrap_state_dict",
+    "load_state_dict_into",
+    "safe_torch_load",
+    "imagenet_class_names",
     "finish_loading",
     "layer_table",
 ]
@@ -53,38 +56,8 @@ class ModelUnavailable(RuntimeError):
     """The model's weights or file cannot be had; the message tells the user what to do."""
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """How raw uint8 images (N, C, H, W) become the model's float input."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    channels: int
-    crop: int | None = None  # centre crop to this square size, after the loader's resize
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images
-        if x.shape[1] != self.channels:
-            if x.shape[1] == 1 and self.channels == 3:
-                x = x.expand(-1, 3, -1, -1)
-            elif x.shape[1] == 3 and self.channels == 1:
-                luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-                x = (x.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-            else:
-                raise ValueError(f"cannot turn {x.shape[1]}-channel images into {self.channels} channels")
-        if self.crop is not None and (x.shape[-1] != self.crop or x.shape[-2] != self.crop):
-            h, w = x.shape[-2:]
-            if h < self.crop or w < self.crop:
-                raise ValueError(f"images are {h}x{w}; this model needs at least {self.crop}x{self.crop}")
-            top, left = (h - self.crop) // 2, (w - self.crop) // 2
-            x = x[..., top: top + self.crop, left: left + self.crop]
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return (x.float() / 255.0 - mean) / std
-
-
-FM_PREPROCESS = Preprocess(mean=(0.2860,), std=(0.3530,), channels=1)
-IMAGENET_PREPROCESS = Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), channels=3, crop=224)
+FM_PREPROCESS = Preprocess(mean=(0.2860,), std=(0.3530,), channels=1, name="fashion-mnist")
+IMAGENET_PREPROCESS = preset("imagenet", (3, 224, 224))
 
 
 @dataclass(frozen=True)
@@ -172,6 +145,11 @@ def _tv_spec(name: str) -> ModelSpec:
     )
 
 
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in index order (from torchvision's weight metadata; no download)."""
+    return tuple(_tv_weights("resnet18").meta["categories"])
+
+
 def list_models() -> list[ModelSpec]:
     """Every registered model: built-ins first (the default first of all), then torchvision."""
     return list(BUILTIN.values()) + [_tv_spec(n) for n in TORCHVISION]
@@ -245,7 +223,7 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
     """Accept a bare state_dict or the common {'state_dict': ...} / {'model': ...} wrappers."""
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
@@ -257,7 +235,7 @@ def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
     raise ModelUnavailable("The file is not a state_dict (a mapping of parameter names to tensors)")
 
 
-def _load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+def load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -265,7 +243,7 @@ def _load_state_dict_into(module: nn.Module, state: dict[str, torch.Tensor], wha
         raise ModelUnavailable(f"{what} does not match the architecture: " + " ".join(lines)) from None
 
 
-def _safe_torch_load(path: Path):
+def safe_torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for code-running pickles, zip errors for junk
@@ -282,7 +260,7 @@ def _load_builtin(spec: ModelSpec, weights: Path | None) -> LoadedModel:
             f"The checkpoint {path} is missing. Recreate it with: python -m qcore train {spec.name}"
         )
     module = spec.build()
-    _load_state_dict_into(module, _unwrap_state_dict(_safe_torch_load(path)), path.name)
+    load_state_dict_into(module, unwrap_state_dict(safe_torch_load(path)), path.name)
     info = {}
     meta = path.with_suffix(".json")
     if meta.is_file():
@@ -302,8 +280,8 @@ def _load_torchvision(spec: ModelSpec, weights: Path | None, download: bool) -> 
     candidates = [weights] if weights else torchvision_weight_paths(spec.name)
     found = next((p for p in candidates if p.is_file()), None)
     if found is not None:
-        state = _unwrap_state_dict(_safe_torch_load(found))
-        _load_state_dict_into(module, state, found.name)
+        state = unwrap_state_dict(safe_torch_load(found))
+        load_state_dict_into(module, state, found.name)
         return finish_loading(spec, module, {"weights": str(found)})
     if weights is not None:
         raise ModelUnavailable(f"Weights file {weights} does not exist")
@@ -334,124 +312,3 @@ def load_model(name: str, weights: str | Path | None = None, download: bool = Tr
     if spec.family == "builtin":
         return _load_builtin(spec, weights)
     return _load_torchvision(spec, weights, download)
-
-
-def _check_size(path: Path, max_mb: float) -> None:
-    if not path.is_file():
-        raise ModelUnavailable(f"{path} does not exist")
-    size_mb = path.stat().st_size / 2**20
-    if size_mb > max_mb:
-        raise ModelUnavailable(f"{path.name} is {size_mb:.0f} MB; the limit is {max_mb:.0f} MB (QX_MAX_UPLOAD_MB)")
-
-
-def detect_format(path: Path) -> str:
-    """'pt2' (torch.export), 'torchscript', or 'state_dict', from the file's contents."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-        if any(n.endswith("serialized_exported_program.json") or "/models/" in n and n.endswith(".json") for n in names):
-            return "pt2"
-        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
-            return "torchscript"
-    return "state_dict"
-
-
-def load_user_model(
-    path: str | Path,
-    arch: str | None = None,
-    name: str | None = None,
-    input_shape: tuple[int, int, int] | None = None,
-    class_names: tuple[str, ...] | None = None,
-    max_mb: float = MAX_UPLOAD_MB,
-) -> LoadedModel:
-    """A user's model file: a state_dict for a known architecture, or a .pt2 program.
-
-    A state_dict needs `arch` (a registry name); its class count may differ from the registry's
-    (the final layer is rebuilt to match). A .pt2 file carries its own code and needs `input_shape`,
-    unless its input matches the architecture given as `arch`. TorchScript is refused with the way
-    out (it cannot be traced), and so is any model with nothing to quantize, or one that does not run
-    at batch 1 and 2.
-    """
-    path = Path(path)
-    _check_size(path, max_mb)
-    fmt = detect_format(path)
-    base = get_spec(arch) if arch else None
-    shape = input_shape or (base.input_shape if base else None)
-    if fmt == "torchscript":
-        raise ModelUnavailable(
-            f"{path.name} is TorchScript: its layers are compiled code that torch.fx cannot trace, so none of them "
-            "could be quantized for real. Export the model with torch.export instead (torch.export.save("
-            "torch.export.export(model, (x,), dynamic_shapes={'x': {0: torch.export.Dim.AUTO}}), 'model.pt2')), "
-            "or upload its state_dict with the architecture it belongs to."
-        )
-    if fmt == "pt2":
-        if shape is None:
-            raise ModelUnavailable(f"{path.name} is a {fmt} file: give its input shape (C, H, W) or a base architecture")
-        try:
-            module = torch.export.load(str(path)).module()
-        except Exception as exc:
-            raise ModelUnavailable(f"{path.name} could not be loaded as {fmt}: {type(exc).__name__}: {exc}") from None
-    else:
-        state = _unwrap_state_dict(_safe_torch_load(path))  # refuse unsafe or junk files first
-        if base is None:
-            raise ModelUnavailable(
-                f"{path.name} is a state_dict: choose the architecture it belongs to ({', '.join(BUILTIN)}, "
-                f"{', '.join(TORCHVISION)})"
-            )
-        module = _build_for_state(base, state)
-        _load_state_dict_into(module, state, path.name)
-    out = _check_runs(module, shape, path.name, fmt)
-    _check_quantizable(module, path.name, fmt)
-    n_classes = out.shape[1]
-    names = class_names or (base.class_names if base and len(base.class_names) == n_classes else None)
-    names = names or tuple(str(i) for i in range(n_classes))
-    preprocess = base.preprocess if base else Preprocess((0.5,) * shape[0], (0.5,) * shape[0], shape[0])
-    spec = ModelSpec(
-        name or f"user:{path.name}", "user", f"uploaded {fmt} ({path.name})", tuple(shape), preprocess,
-        tuple(names), base.dataset if base and names == base.class_names else "user", str(path),
-        lambda: module, 0,
-    )
-    return finish_loading(spec, module, {"format": fmt, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
-
-
-def _check_runs(module: nn.Module, shape, fname: str, fmt: str) -> torch.Tensor:
-    """The model runs at batch 1 and at batch 2 (every experiment evaluates batches) and returns logits."""
-    hint = " Export it with a dynamic batch: dynamic_shapes={'x': {0: torch.export.Dim.AUTO}}." if fmt == "pt2" else ""
-    with torch.no_grad():
-        for batch in (1, 2):
-            try:
-                out = module(torch.zeros(batch, *shape))
-            except Exception as exc:
-                more = hint if batch == 2 or "Guard failed" in str(exc) else ""
-                raise ModelUnavailable(f"{fname} failed on a batch-{batch} {tuple(shape)} input: "
-                                       f"{type(exc).__name__}: {exc}.{more}") from None
-            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != batch:
-                raise ModelUnavailable(f"{fname} must return class logits of shape (N, classes)")
-    return out
-
-
-def _check_quantizable(module: nn.Module, fname: str, fmt: str) -> None:
-    """Refuse a model in which the simulation would find nothing to quantize: every "INT8" number
-    would then be the FP32 model's (issue: never a silent FP32 INT8)."""
-    from qcore.quant.quantsim import QuantSim, TraceError
-
-    try:
-        sim = QuantSim(module)
-    except TraceError as exc:
-        raise ModelUnavailable(f"{fname}: {exc}") from None
-    if not sim.weight_layers:
-        why = (" A torch.export program calls aten.conv2d/aten.linear with the weights as inputs; qcore does not "
-               "quantize those graphs yet: upload the state_dict with its architecture instead.") if fmt == "pt2" else ""
-        raise ModelUnavailable(f"{fname} has no Conv2d or Linear layer qcore can quantize, so every INT8 number "
-                               f"would be the FP32 model's.{why}")
-
-
-def _build_for_state(base: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Build the base architecture, resizing its last Linear to the checkpoint's class count."""
-    module = base.build()
-    last_name, last = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)][-1]
-    w = state.get(f"{last_name}.weight")
-    if w is not None and w.dim() == 2 and w.shape[0] != last.out_features and w.shape[1] == last.in_features:
-        parent = module.get_submodule(last_name.rsplit(".", 1)[0]) if "." in last_name else module
-        setattr(parent, last_name.rsplit(".", 1)[-1], nn.Linear(last.in_features, w.shape[0]))
-    return module

@@ -7,7 +7,8 @@ import torchvision
 from torch import nn
 
 from qcore.zoo import models
-from qcore.zoo.models import ModelUnavailable, load_model, load_user_model
+from qcore.zoo.models import ModelUnavailable, load_model
+from qcore.zoo.user_models import load_user_model
 
 
 def test_registry_lists_builtins_first_then_torchvision():

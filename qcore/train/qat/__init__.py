@@ -143,7 +143,7 @@ def run_qat(
                           final_eval_size == eval_size, say)
     notes = trainer.notes + ([probe.note] if probe.note else [])
     report = QATReport(
-        **inp.identity(), config=sim.config.to_dict(), recipe={**asdict(recipe), "lr": trainer.lr, "steps": trainer.total},
+        **inp.identity(), **trainer.sim.inventory(), config=sim.config.to_dict(), recipe={**asdict(recipe), "lr": trainer.lr, "steps": trainer.total},
         **final, seconds=round(trainer.finetune_s, 1), total_seconds=round(time.perf_counter() - started, 1),
         step_overhead_vs_fp32=trainer.overhead["ratio"], step_times=trainer.overhead, steps=trainer.total,
         monitor_images=len(inp.labels), history=trainer.history, losses=trainer.steps_log, threads=threads,

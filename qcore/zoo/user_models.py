@@ -1,0 +1,231 @@
+"""The user's own model file, in any format qcore can quantize for real, with its preprocessing.
+
+Formats, each ending as an nn.Module whose Conv2d/Linear layers the simulation wraps:
+- a state_dict (.pt/.pth/.bin/.safetensors) for a registry architecture or any timm architecture
+  (`timm:NAME`); timm models are exported and lifted (see timm_models);
+- a torch.export program (.pt2), lifted from aten calls back to layer modules (aten_lift);
+- an ONNX file (.onnx), converted with onnx2torch (onnx_import);
+- TorchScript is refused with the way out: its layers are compiled code no tracer can see into.
+
+Every upload is checked before it is accepted: it runs at batch 1 and 2 (experiments evaluate
+batches; a static-batch export is told how to export a dynamic one), it returns (N, classes) logits,
+and the simulation finds layers to quantize in it (never a silent FP32 "INT8").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qcore.zoo.models import (BUILTIN, MAX_UPLOAD_MB, TORCHVISION, LoadedModel, ModelSpec, ModelUnavailable,
+                              finish_loading, get_spec, imagenet_class_names, load_state_dict_into,
+                              safe_torch_load, unwrap_state_dict)
+from qcore.zoo.preprocess import Preprocess, preset
+from qcore.zoo.timm_models import build_timm, export_and_lift, is_timm_arch, timm_data_config
+
+__all__ = ["FORMATS", "detect_format", "load_user_model", "UPLOAD_TYPES"]
+
+FORMATS = ("state_dict", "pt2", "onnx", "torchscript")
+UPLOAD_TYPES = ["pt", "pth", "bin", "safetensors", "pt2", "onnx", "ts"]
+TORCHSCRIPT_FIX = (
+    "Export the model with torch.export instead (torch.export.save(torch.export.export(model, (x,), "
+    "dynamic_shapes={'x': {0: torch.export.Dim.AUTO}}), 'model.pt2')) or to ONNX, or upload its state_dict with "
+    "the architecture it belongs to.")
+
+
+def _check_size(path: Path, max_mb: float) -> None:
+    if not path.is_file():
+        raise ModelUnavailable(f"{path} does not exist")
+    size_mb = path.stat().st_size / 2**20
+    if size_mb > max_mb:
+        raise ModelUnavailable(f"{path.name} is {size_mb:.0f} MB; the limit is {max_mb:.0f} MB (QX_MAX_UPLOAD_MB)")
+
+
+def detect_format(path: Path) -> str:
+    """'pt2' (torch.export), 'torchscript', 'onnx' or 'state_dict', from the file's contents."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+        if any(n.endswith("serialized_exported_program.json") or "/models/" in n and n.endswith(".json") for n in names):
+            return "pt2"
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        return "state_dict"
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    return "state_dict"
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise ModelUnavailable(f"{path.name} is not a readable safetensors file ({type(exc).__name__})") from None
+    return unwrap_state_dict(safe_torch_load(path))
+
+
+def _from_state_dict(path: Path, arch: str | None, shape) -> tuple[nn.Module, tuple, dict | None]:
+    """(module, input shape, timm data config or None) for a state_dict and its architecture."""
+    state = _read_state(path)  # refuse unsafe or junk files first
+    if arch is None:
+        raise ModelUnavailable(
+            f"{path.name} is a state_dict: choose the architecture it belongs to ({', '.join(BUILTIN)}, "
+            f"{', '.join(TORCHVISION)}, or any timm architecture as timm:NAME)")
+    if is_timm_arch(arch):
+        try:
+            probe = build_timm(arch)
+        except ValueError as exc:
+            raise ModelUnavailable(str(exc)) from None
+        cfg = timm_data_config(probe)
+        classifier = probe.pretrained_cfg.get("classifier", "")
+        head = state.get(f"{classifier}.weight") if isinstance(classifier, str) else None
+        module = build_timm(arch, num_classes=int(head.shape[0]) if head is not None else None)
+        load_state_dict_into(module, state, path.name)
+        shape = shape or tuple(cfg["input_size"])
+        return export_and_lift(module, shape), shape, cfg
+    base = get_spec(arch)
+    module = _build_for_state(base, state)
+    load_state_dict_into(module, state, path.name)
+    return module, shape or base.input_shape, None
+
+
+def _from_program(path: Path, fmt: str, shape) -> nn.Module:
+    if fmt == "torchscript":
+        raise ModelUnavailable(f"{path.name} is TorchScript: its layers are compiled code that no tracer can see "
+                               f"into, so none of them could be quantized for real. {TORCHSCRIPT_FIX}")
+    if shape is None:
+        raise ModelUnavailable(f"{path.name} is a {fmt} file: give its input shape (C, H, W)")
+    if fmt == "onnx":
+        from qcore.zoo.onnx_import import OnnxUnsupported, load_onnx
+
+        try:
+            return load_onnx(path)
+        except OnnxUnsupported as exc:
+            raise ModelUnavailable(str(exc)) from None
+    from qcore.zoo.aten_lift import lift_exported
+
+    try:
+        return lift_exported(torch.export.load(str(path)))
+    except Exception as exc:
+        raise ModelUnavailable(f"{path.name} could not be loaded as a torch.export program: "
+                               f"{type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def _preprocessing(choice, shape, base: ModelSpec | None, timm_cfg: dict | None, overrides: dict | None) -> Preprocess:
+    """The chosen preset (or a Preprocess), else the architecture's own, else ImageNet's for RGB inputs."""
+    if isinstance(choice, Preprocess):
+        return choice
+    if choice is None and not overrides:
+        if base is not None:
+            return base.preprocess
+        choice = "timm" if timm_cfg else ("imagenet" if shape[0] == 3 else "custom")
+    try:
+        return preset(choice or "custom", tuple(shape), timm_cfg, **(overrides or {}))
+    except ValueError as exc:
+        raise ModelUnavailable(f"preprocessing: {exc}") from None
+
+
+def load_user_model(
+    path: str | Path,
+    arch: str | None = None,
+    name: str | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    class_names: tuple[str, ...] | None = None,
+    preprocess: str | Preprocess | None = None,
+    preprocess_overrides: dict | None = None,
+    max_mb: float = MAX_UPLOAD_MB,
+) -> LoadedModel:
+    """A user's model file (see the module docstring), checked and ready for every experiment.
+
+    `arch` is a registry name or `timm:NAME` (state_dicts need one). `preprocess` is a preset name
+    (imagenet, tf, timm, custom) or a Preprocess; `preprocess_overrides` sets mean, std, resize, crop,
+    interpolation on top. A 1000-class model gets ImageNet's class names and ImageNet-labelled data.
+    """
+    path = Path(path)
+    _check_size(path, max_mb)
+    fmt = detect_format(path)
+    base = get_spec(arch) if arch and not is_timm_arch(arch) else None
+    shape = tuple(input_shape) if input_shape else None
+    timm_cfg = None
+    if fmt == "state_dict":
+        module, shape, timm_cfg = _from_state_dict(path, arch, shape)
+    else:
+        module = _from_program(path, fmt, shape or (base.input_shape if base else None))
+        shape = shape or base.input_shape
+    out = _check_runs(module, shape, path.name, fmt)
+    _check_quantizable(module, path.name)
+    pre = _preprocessing(preprocess, shape, base, timm_cfg, preprocess_overrides)
+    names, dataset = _classes(out.shape[1], class_names, base)
+    source = f"timm {arch[5:]} state_dict" if is_timm_arch(arch) else fmt
+    spec = ModelSpec(
+        name or f"user:{path.name}", "user", f"uploaded {source} ({path.name})", tuple(shape), pre,
+        names, dataset, str(path), lambda: module, 0,
+    )
+    return finish_loading(spec, module, {"format": fmt, "arch": arch, "sha256": _file_digest(path)})
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _classes(n_classes: int, given: tuple[str, ...] | None, base: ModelSpec | None) -> tuple[tuple[str, ...], str]:
+    """Class names and what they are: the given ones, the base architecture's, ImageNet's for 1000."""
+    if given and len(given) == n_classes:
+        return tuple(given), "user"
+    if base is not None and len(base.class_names) == n_classes:
+        return base.class_names, base.dataset
+    if n_classes == 1000:
+        return imagenet_class_names(), "imagenet"
+    return tuple(str(i) for i in range(n_classes)), "user"
+
+
+def _check_runs(module: nn.Module, shape, fname: str, fmt: str) -> torch.Tensor:
+    """The model runs at batch 1 and at batch 2 (every experiment evaluates batches) and returns logits."""
+    hint = {"pt2": " Export it with a dynamic batch: dynamic_shapes={'x': {0: torch.export.Dim.AUTO}}.",
+            "onnx": " Export it with a dynamic batch axis (dynamic_axes={'x': {0: 'batch'}})."}.get(fmt, "")
+    with torch.no_grad():
+        for batch in (1, 2):
+            try:
+                out = module(torch.zeros(batch, *shape))
+            except Exception as exc:
+                more = hint if batch == 2 or "Guard failed" in str(exc) else ""
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                raise ModelUnavailable(f"{fname} failed on a batch-{batch} {tuple(shape)} input: "
+                                       f"{type(exc).__name__}: {first}.{more}") from None
+            if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != batch:
+                raise ModelUnavailable(f"{fname} must return class logits of shape (N, classes)")
+    return out
+
+
+def _check_quantizable(module: nn.Module, fname: str) -> None:
+    """Refuse a model in which the simulation would find nothing to quantize: every "INT8" number
+    would then be the FP32 model's (never a silent FP32 INT8)."""
+    from qcore.quant.quantsim import NothingQuantized, QuantSim, TraceError
+
+    try:
+        QuantSim(module)
+    except (TraceError, NothingQuantized) as exc:
+        raise ModelUnavailable(f"{fname}: {exc}") from None
+
+
+def _build_for_state(base: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Build the base architecture, resizing its last Linear to the checkpoint's class count."""
+    module = base.build()
+    last_name, last = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)][-1]
+    w = state.get(f"{last_name}.weight")
+    if w is not None and w.dim() == 2 and w.shape[0] != last.out_features and w.shape[1] == last.in_features:
+        parent = module.get_submodule(last_name.rsplit(".", 1)[0]) if "." in last_name else module
+        setattr(parent, last_name.rsplit(".", 1)[-1], nn.Linear(last.in_features, w.shape[0]))
+    return module
+
