@@ -15,7 +15,7 @@ import streamlit as st
 
 from qcore.zoo.data import DataUnavailable, ImageSet, data_dir, eval_subset
 from qcore.analysis.evaluate import EvalResult, evaluate
-from qcore.zoo.inputs import check_compatible, default_data
+from qcore.zoo.inputs import check_compatible, decode_for, default_data
 from qcore.zoo.models import DEFAULT_MODEL, LoadedModel, ModelUnavailable, list_models, load_model
 
 
@@ -162,8 +162,9 @@ def current_model() -> LoadedModel:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def cached_eval_set(name: str, size: int, seed: int) -> ImageSet:
-    return eval_subset(name, size, seed)
+def cached_eval_set(name: str, size: int, seed: int, decode: tuple[int, str] | None = None) -> ImageSet:
+    """Evaluation images; `decode` (size, interpolation) is the model's, for image folders."""
+    return eval_subset(name, size, seed, decode)
 
 
 @st.cache_resource
@@ -178,7 +179,7 @@ def fp32_eval(loaded: LoadedModel, data_name: str, size: int, seed: int) -> Eval
     identity = loaded.info.get("sha256", loaded.name)  # uploads may share a file name, never a hash
     key = (identity, data_name, size, seed)
     if key not in store:
-        data = cached_eval_set(data_name, size, seed)
+        data = cached_eval_set(data_name, size, seed, decode_for(loaded))
         check_compatible(loaded, data)
         bar = st.progress(0.0, text=f"FP32 evaluation of {loaded.name} on {len(data)} images")
         result = evaluate(loaded.module, loaded.spec.preprocess, data, progress=lambda f, _msg: bar.progress(f or 0.0))
@@ -302,6 +303,6 @@ def layer_stats(loaded: LoadedModel, data: str | None, seed: int, images: int = 
     from qcore.zoo.data import calibration_subset
     from qcore.zoo.inputs import batches
 
-    calib = calibration_subset(data or default_data(loaded), images, seed)
+    calib = calibration_subset(data or default_data(loaded), images, seed, decode_for(loaded))
     sim = QuantSim(loaded.module)
     return sim, sim.collect_stats(list(batches(calib.images, loaded.spec.preprocess)))

@@ -123,15 +123,27 @@ def _cmd_calibrate(args) -> int:
         granularity=args.granularity, calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed,
         weights=args.weights, progress=lambda fraction, msg: print(msg, file=sys.stderr),
     )
-    print(f"{report.model} on {report.data}: FP32 top-1 {report.fp32_accuracy:.4f}")
-    print(f"{'method':22}{'accuracy':>10}{'agreement':>11}")
+    if report.scored_by == "labels":
+        print(f"{report.model} on {report.data}: FP32 top-1 {report.fp32_accuracy:.4f}")
+    else:
+        print(f"{report.model} on {report.data}: no labels the model knows; scored by agreement with FP32")
+    print(f"{'method':22}{'accuracy':>10}{'agreement':>11}{'logit SQNR dB':>15}{'KL':>9}")
     for row in report.methods:
-        print(f"{row.method:22}{row.accuracy:>10.4f}{row.agreement:>11.4f}")
+        acc = f"{row.accuracy:>10.4f}" if report.scored_by == "labels" else f"{'-':>10}"
+        print(f"{row.method:22}{acc}{row.agreement:>11.4f}{row.logit_sqnr_db:>15.2f}{row.kl_vs_fp32:>9.4f}")
+    print(_layers_line(report))
     print(f"statistics pass {report.stats_pass_seconds:.2f} s, FP32 pass {report.fp32_pass_seconds:.2f} s")
     _remember(report)
     if args.out:
         _write(args.out, report)
     return 0
+
+
+def _layers_line(report) -> str:
+    """How many layers were quantized and which stay float (never a silent FP32 "INT8")."""
+    floats = report.float_layers
+    more = f": {', '.join(f['layer'] for f in floats[:6])}{' ...' if len(floats) > 6 else ''}" if floats else ""
+    return f"{len(report.quantized_layers)} layers quantized, {len(floats)} stay float{more}"
 
 
 def _cmd_deploy(args) -> int:
@@ -152,6 +164,7 @@ def _cmd_deploy(args) -> int:
             print(f"  {name:13}{t['median_ms']:9.3f}  ({t['p10_ms']:.3f}-{t['p90_ms']:.3f})")
     print(f"\nspeedup of {report.backend} vs fastest FP32 ({report.fastest_fp32}): "
           + ", ".join(f"batch {b}: {s:.2f}x" for b, s in report.speedup_vs_fastest_fp32_by_batch.items()))
+    print(_layers_line(report))
     for line in report.diagnosis:
         print(f"- {line}")
     print(f"wrote {', '.join(report.files)} to {args.out}")
@@ -171,7 +184,9 @@ def _cmd_sensitivity(args) -> int:
         report.greedy = greedy_fallback(p, report, budget=args.budget, progress=say)
         print(file=sys.stderr)
     print(f"{report.model}: FP32 {report.fp32_accuracy:.4f}, all quantized {report.base_accuracy:.4f} "
-          f"({report.eval_size} images, {report.seconds:.1f} s)")
+          f"({report.eval_size} images, {report.seconds:.1f} s)"
+          + ("; scored by agreement with FP32 (no labels)" if report.scored_by != "labels" else ""))
+    print(_layers_line(report))
     print(f"{'layer':28}{'only this':>11}{'all but this':>14}{'SQNR dB':>9}")
     for row in sorted(report.layers, key=lambda r: r.all_but_this, reverse=True):
         print(f"{row.name:28}{row.only_this_quantized:>11.4f}{row.all_but_this:>14.4f}{row.sqnr_db:>9.1f}")

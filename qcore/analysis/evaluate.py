@@ -89,6 +89,14 @@ def sqnr_db(reference: torch.Tensor, test: torch.Tensor) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
+def kl_divergence(reference_logits: torch.Tensor, test_logits: torch.Tensor) -> float:
+    """Mean KL(softmax(reference) || softmax(test)) per image, in nats: how far the quantized model's
+    class distribution moved from the FP32 one (needs no labels)."""
+    p = torch.log_softmax(reference_logits.double(), 1)
+    q = torch.log_softmax(test_logits.double(), 1)
+    return float((p.exp() * (p - q)).sum(1).mean())
+
+
 def output_errors(reference: torch.Tensor, test: torch.Tensor) -> dict:
     """SQNR (dB), MSE and cosine similarity between two tensors of the same shape."""
     r, t = reference.double().flatten(), test.double().flatten()

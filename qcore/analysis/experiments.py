@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from qcore.analysis.evaluate import EvalResult, layer_errors, logits, scores
+from qcore.analysis.evaluate import EvalResult, kl_divergence, layer_errors, logits, scores, sqnr_db
 from qcore.analysis.reports import (CalibrationReport, CalibrationStudy, ClippingReport, ClippingRow, MethodResult,
                                     StudyRow)
 from qcore.quant.calibration import DEFAULT_METHODS, parse_method
@@ -46,12 +46,14 @@ def timed_pass(fn: Callable[[torch.Tensor], object], xs: list[torch.Tensor]) -> 
     return time.perf_counter() - start
 
 
-def _method_result(sim: QuantSim, method: str, inp: Inputs, fp32: EvalResult) -> MethodResult:
+def _method_result(sim: QuantSim, method: str, inp: Inputs, fp32: EvalResult, fp32_logits: torch.Tensor) -> MethodResult:
     start = time.perf_counter()
     sim.apply_ranges(method=method)
-    result = scores(logits(sim, inp.eval_batches), inp.labels)
+    out = logits(sim, inp.eval_batches)
+    result = scores(out, inp.labels)
     return MethodResult(method, result.top1, result.top5, result.agreement_with(fp32),
-                        round(time.perf_counter() - start, 3))
+                        round(time.perf_counter() - start, 3), round(sqnr_db(fp32_logits, out), 2),
+                        kl_divergence(fp32_logits, out))
 
 
 def compare_methods(
@@ -74,7 +76,8 @@ def compare_methods(
     if config is None:
         config = QuantConfig().with_default(act_bits=bits, weight_bits=weight_bits, weight_granularity=granularity)
     say(0.0, f"FP32 evaluation on {inp.eval_size} images")
-    fp32 = scores(logits(inp.loaded.module, inp.eval_batches), inp.labels)
+    fp32_logits = logits(inp.loaded.module, inp.eval_batches)
+    fp32 = scores(fp32_logits, inp.labels)
     sim = QuantSim(inp.loaded.module, config)
     say(0.1, f"statistics pass over {inp.calib_size} calibration images")
     fp32_seconds = timed_pass(inp.loaded.module, inp.calib_batches)
@@ -84,7 +87,7 @@ def compare_methods(
     rows = []
     for i, m in enumerate(methods):
         say(0.2 + 0.8 * i / len(methods), f"evaluating {m}")
-        rows.append(_method_result(sim, m, inp, fp32))
+        rows.append(_method_result(sim, m, inp, fp32, fp32_logits))
     d = config.default
     return CalibrationReport(
         **inp.identity(), **sim.inventory(), eval_size=inp.eval_size, act_bits=d.act_bits, weight_bits=d.weight_bits,

@@ -35,6 +35,8 @@ class MethodResult:
     top5: float
     agreement: float  # top-1 agreement with FP32
     seconds: float
+    logit_sqnr_db: float  # FP32 logits vs these (no labels needed)
+    kl_vs_fp32: float  # mean KL(FP32 softmax || this softmax), nats
 
 
 @dataclass

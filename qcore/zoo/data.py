@@ -28,6 +28,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_cifar10",
     "load_image_folder",
+    "decode_image",
     "load_dataset",
     "subset",
     "calibration_subset",
@@ -196,7 +197,7 @@ def imagenet_wnids() -> tuple[str, ...]:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def _decode(path: Path, size: int, interpolation: str) -> torch.Tensor:
+def decode_image(path, size: int, interpolation: str = "bilinear") -> torch.Tensor:
     """One image file as uint8 (3, size, size): short side resized to `size`, centre square kept."""
     from PIL import Image
 
@@ -234,7 +235,7 @@ def load_image_folder(path: str | Path, size: int = 256, max_images: int | None 
     agreement with FP32 instead of accuracy. `size` is the model's decode size (its preprocessing's
     resize); each model crops to its input in its own preprocessing.
     """
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     root = Path(path)
     if not root.is_dir():
@@ -248,8 +249,8 @@ def load_image_folder(path: str | Path, size: int = 256, max_images: int | None 
     images, labels, bad = [], [], []
     for f, label in files:
         try:
-            images.append(_decode(f, size, interpolation))
-        except (UnidentifiedImageError, OSError, ValueError):
+            images.append(decode_image(f, size, interpolation))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
             bad.append(f.name)
             continue
         labels.append(label)

@@ -10,19 +10,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from qcore.zoo.data import decode_image
 from qcore.zoo.models import LoadedModel
+from qcore.zoo.preprocess import Preprocess
 
 __all__ = ["load_image_tensor", "top_classes", "classify_image", "display_array"]
 
 
-def load_image_tensor(file_like, input_shape: tuple[int, int, int]) -> torch.Tensor:
-    """The picture as a 1xCxHxW uint8 tensor: greyscale for 1-channel models, else RGB, resized
-    (not cropped) to HxW. `file_like` is a path or a binary file object (e.g. an upload).
-    Raises ValueError when it is not a readable image."""
+def load_image_tensor(file_like, input_shape: tuple[int, int, int], preprocess: Preprocess | None = None) -> torch.Tensor:
+    """The picture as a 1xCxHxW uint8 tensor. With a cropping `preprocess` (ImageNet-style models) it is
+    decoded as the datasets are (short side to the resize, centre square; the model crops); otherwise
+    greyscale for 1-channel models, else RGB, resized (not cropped) to HxW. `file_like` is a path or a
+    binary file object (e.g. an upload). Raises ValueError when it is not a readable image."""
     from PIL import Image, UnidentifiedImageError
 
     channels, h, w = input_shape
     try:
+        if preprocess is not None and preprocess.crop:
+            return decode_image(file_like, preprocess.decode_size(input_shape), preprocess.interpolation)[None]
         with Image.open(file_like) as im:
             im = im.convert("L" if channels == 1 else "RGB").resize((w, h))
             arr = torch.from_numpy(np.asarray(im).copy())
@@ -45,7 +50,7 @@ def top_classes(loaded: LoadedModel, x: torch.Tensor, k: int = 3) -> list[tuple[
 def classify_image(loaded: LoadedModel, file_like, k: int = 3) -> list[tuple[str, float]]:
     """Decode `file_like` at the model's input size and return its top-k (class, probability);
     raises ValueError when it is not a readable image."""
-    return top_classes(loaded, load_image_tensor(file_like, loaded.spec.input_shape), k)
+    return top_classes(loaded, load_image_tensor(file_like, loaded.spec.input_shape, loaded.spec.preprocess), k)
 
 
 def display_array(image: torch.Tensor) -> np.ndarray:

@@ -63,5 +63,5 @@ def export_and_lift(module: nn.Module, input_shape: tuple[int, int, int]) -> fx.
     """torch.export with a dynamic batch, then lifted to plain layer modules."""
     x = torch.zeros(2, *input_shape)
     with torch.no_grad():
-        program = torch.export.export(module.eval(), (x,), dynamic_shapes={"x": {0: torch.export.Dim.AUTO}})
+        program = torch.export.export(module.eval(), (x,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
     return lift_exported(program)

@@ -190,8 +190,18 @@ def _classes(n_classes: int, given: tuple[str, ...] | None, base: ModelSpec | No
     return tuple(str(i) for i in range(n_classes)), "user"
 
 
+def _runs_at(module: nn.Module, shape, batch: int) -> bool:
+    try:
+        with torch.no_grad():
+            module(torch.zeros(batch, *shape))
+        return True
+    except Exception:
+        return False
+
+
 def _check_runs(module: nn.Module, shape, fname: str, fmt: str) -> torch.Tensor:
-    """The model runs at batch 1 and at batch 2 (every experiment evaluates batches) and returns logits."""
+    """The model runs at batch 1 and at batch 2 (every experiment evaluates batches) and returns logits.
+    A model that fails at batch 1 but runs at batch 2 was exported with a fixed batch: say how to fix it."""
     hint = {"pt2": " Export it with a dynamic batch: dynamic_shapes={'x': {0: torch.export.Dim.AUTO}}.",
             "onnx": " Export it with a dynamic batch axis (dynamic_axes={'x': {0: 'batch'}})."}.get(fmt, "")
     with torch.no_grad():
@@ -199,7 +209,8 @@ def _check_runs(module: nn.Module, shape, fname: str, fmt: str) -> torch.Tensor:
             try:
                 out = module(torch.zeros(batch, *shape))
             except Exception as exc:
-                more = hint if batch == 2 or "Guard failed" in str(exc) else ""
+                fixed = batch == 2 or "Guard failed" in str(exc) or _runs_at(module, shape, 2)
+                more = (" It runs at one batch size only." + hint) if fixed and hint else ""
                 first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
                 raise ModelUnavailable(f"{fname} failed on a batch-{batch} {tuple(shape)} input: "
                                        f"{type(exc).__name__}: {first}.{more}") from None

@@ -105,10 +105,22 @@ def test_image_folder_with_plain_names_and_a_corrupt_file(tmp_path):
     assert ds.images.shape == (2, 3, 32, 32)
 
 
+def test_a_folder_of_plain_images_is_unlabeled_and_decoded_at_the_given_size(tmp_path):
+    """Most users have images but no labels: such a folder loads with labels -1 (scored by FP32 agreement),
+    each image resized on its short side and centre-cropped, whatever its size."""
+    _save(tmp_path / "wide.jpg", size=(300, 200), color=(200, 10, 10))
+    _save(tmp_path / "tall.png", size=(120, 260), color=(10, 200, 10))
+    ds = load_image_folder(tmp_path, size=64, interpolation="bicubic")
+    assert ds.images.shape == (2, 3, 64, 64) and ds.labels.tolist() == [-1, -1]
+    assert not ds.labeled and ds.class_names == ()
+    assert ds.images[0, 1].float().mean() > 150 and ds.images[0, 0].float().mean() < 50  # tall.png sorts first: green
+    assert ds.images[1, 0].float().mean() > 150 and ds.images[1, 1].float().mean() < 50  # wide.jpg: red
+
+
 def test_image_folder_errors(tmp_path):
     with pytest.raises(DataUnavailable, match="does not exist"):
         load_image_folder(tmp_path / "missing")
-    with pytest.raises(DataUnavailable, match="no class sub-folders"):
+    with pytest.raises(DataUnavailable, match="no readable images"):
         load_image_folder(tmp_path)
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(DataUnavailable, match="no readable images"):

@@ -113,27 +113,6 @@ def test_user_state_dict_with_a_different_class_count(tmp_path):
         load_user_model(tmp_path / "four.pt")
 
 
-def test_torchscript_and_unquantizable_programs_are_refused_with_the_way_out(tmp_path):
-    """Never a silent FP32 "INT8": TorchScript cannot be traced and a torch.export program has no
-    Conv2d/Linear modules (aten calls), so neither is loaded as if it could be quantized."""
-    net = models.BUILTIN["fm_gelunet"].build().eval()
-    x = torch.randn(2, 1, 28, 28)
-    torch.jit.save(torch.jit.trace(net, x), tmp_path / "net.ts")
-    batch = {"x": {0: torch.export.Dim.AUTO}}
-    torch.export.save(torch.export.export(net, (x,), dynamic_shapes=batch), tmp_path / "net.pt2")
-    torch.export.save(torch.export.export(net, (x,)), tmp_path / "static.pt2")
-    with pytest.raises(ModelUnavailable, match="TorchScript.*torch.export"):
-        load_user_model(tmp_path / "net.ts", input_shape=(1, 28, 28))
-    with pytest.raises(ModelUnavailable, match="no Conv2d or Linear layer qcore can quantize.*state_dict"):
-        load_user_model(tmp_path / "net.pt2", input_shape=(1, 28, 28))
-    with pytest.raises(ModelUnavailable, match="dynamic batch"):
-        load_user_model(tmp_path / "static.pt2", input_shape=(1, 28, 28))
-    with pytest.raises(ModelUnavailable, match="input shape"):
-        load_user_model(tmp_path / "net.pt2")
-    with pytest.raises(ModelUnavailable, match="failed on a batch-1"):
-        load_user_model(tmp_path / "net.pt2", input_shape=(3, 5, 5))
-
-
 def test_user_file_size_limit_and_junk(tmp_path):
     (tmp_path / "big.pt").write_bytes(b"\0" * (2 * 2**20))
     with pytest.raises(ModelUnavailable, match="limit is 1 MB"):

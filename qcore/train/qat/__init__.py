@@ -40,8 +40,8 @@ from qcore.train.qat.loop import Trainer, accuracy
 from qcore.train.qat.probe import Int8Probe, step_overhead
 from qcore.train.qat.recipe import RANGE_MODES, QATRecipe, default_lr
 from qcore.train.qat.report import QATReport
-from qcore.zoo.data import eval_subset, load_dataset, subset
-from qcore.zoo.inputs import DEFAULT_BATCH, Inputs, batches, prepare_inputs
+from qcore.zoo.data import ImageSet, eval_subset, load_dataset, subset
+from qcore.zoo.inputs import DEFAULT_BATCH, Inputs, batches, decode_for, fp32_predictions, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
 __all__ = ["RANGE_MODES", "QATRecipe", "QATReport", "QATResult", "default_lr", "run_qat", "step_overhead"]
@@ -54,12 +54,23 @@ class QATResult(NamedTuple):
     sim: QuantSim
 
 
+def _training_set(inp: Inputs, size: int | None, seed: int) -> ImageSet:
+    """The fine-tuning images. Unlabeled images train towards the FP32 model's own top-1 (hard-label
+    self-distillation): the only target there is, and the one the report scores against."""
+    train = subset(load_dataset(inp.data, "train", decode_for(inp.loaded)), size, seed)
+    if inp.scored_by == "labels":
+        return train
+    pseudo = fp32_predictions(inp.loaded.module, list(batches(train.images, inp.loaded.spec.preprocess)))
+    return ImageSet(train.name, train.images, pseudo, inp.loaded.spec.class_names)
+
+
 def _final_set(inp: Inputs, data_name: str, final_eval_size, eval_size, seed: int):
     """(batches, labels) of the final comparison: the monitor set itself when the sizes agree."""
     if final_eval_size == eval_size:
         return inp.eval_batches, inp.labels
-    evald = eval_subset(data_name, final_eval_size, seed)
-    return list(batches(evald.images, inp.loaded.spec.preprocess, DEFAULT_BATCH)), evald.labels
+    evald = eval_subset(data_name, final_eval_size, seed, decode_for(inp.loaded))
+    xs = list(batches(evald.images, inp.loaded.spec.preprocess, DEFAULT_BATCH))
+    return xs, evald.labels if inp.scored_by == "labels" else fp32_predictions(inp.loaded.module, xs)
 
 
 def _final_scores(trainer: Trainer, final_set, same_set: bool, say: Progress) -> dict:
@@ -129,7 +140,7 @@ def run_qat(
     torch.manual_seed(seed)
     say(0.0, "loading model and data")
     inp = prepare_inputs(model, data, calib_size, eval_size, seed)
-    train = subset(load_dataset(inp.data, "train"), recipe.train_size, seed)
+    train = _training_set(inp, recipe.train_size, seed)
     if len(train) == 0:
         raise ValueError("the training set is empty")
     say(0.01, "calibrating (one statistics pass)")
