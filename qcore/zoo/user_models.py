@@ -84,16 +84,24 @@ def _from_state_dict(path: Path, arch: str | None, shape) -> tuple[nn.Module, tu
         except ValueError as exc:
             raise ModelUnavailable(str(exc)) from None
         cfg = timm_data_config(probe)
-        classifier = probe.pretrained_cfg.get("classifier", "")
-        head = state.get(f"{classifier}.weight") if isinstance(classifier, str) else None
-        module = build_timm(arch, num_classes=int(head.shape[0]) if head is not None else None)
+        head = _tensor_of(state, probe.pretrained_cfg.get("classifier"))
+        stem = _tensor_of(state, probe.pretrained_cfg.get("first_conv"))
+        module = build_timm(arch, num_classes=int(head.shape[0]) if head is not None else None,
+                            in_chans=int(stem.shape[1]) if stem is not None and stem.dim() == 4 else None)
         load_state_dict_into(module, state, path.name)
-        shape = shape or tuple(cfg["input_size"])
+        shape = shape or (module.pretrained_cfg.get("in_chans", 3) if stem is None else int(stem.shape[1]),
+                          *cfg["input_size"][1:])
         return export_and_lift(module, shape), shape, cfg
     base = get_spec(arch)
     module = _build_for_state(base, state)
     load_state_dict_into(module, state, path.name)
     return module, shape or base.input_shape, None
+
+
+def _tensor_of(state: dict, layer) -> torch.Tensor | None:
+    """The weight of a layer named in timm's pretrained config (a name, or a tuple of names)."""
+    name = layer[0] if isinstance(layer, (tuple, list)) and layer else layer
+    return state.get(f"{name}.weight") if isinstance(name, str) else None
 
 
 def _from_program(path: Path, fmt: str, shape) -> nn.Module:
