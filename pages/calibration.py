@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from pages._ui import page_header, job_result, run_job
+from pages._ui import job_result, layer_summary, page_header, run_job
 from qcore.analysis.layers import channel_spread, has_unbounded_activations, method_ranges
 from qcore.figures import (accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure,
                            weight_histogram_figure)
@@ -44,9 +44,7 @@ study, sim = finished  # the report, and the sim whose statistics the histograms
 accuracy_rows = [asdict(row) for row in study.accuracy]  # by attribute: to_dict() copies the weights every rerun
 st.caption(f"{study.model} on {study.data}: {study.calib_size} calibration images (train split), statistics pass "
            f"{study.stats_pass_seconds:.2f} s; accuracy on {study.eval_size} test images.")
-if study.unsupported_layers:
-    st.warning(f"Left in float, no quantizer for these layer types: {', '.join(study.unsupported_layers)}. "
-               "Every number below quantizes the rest of the model.")
+layer_summary(study)
 
 st.subheader("End-to-end accuracy per method and activation bit width")
 st.plotly_chart(accuracy_figure(accuracy_rows, study.fp32_accuracy), key="acc")

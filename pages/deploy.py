@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, chosen_config, job_result, page_header, run_job, scheme_note
+from pages._ui import base_config, chosen_config, job_result, layer_summary, page_header, run_job, scheme_note
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import latency_figure, speedup_figure
 
@@ -56,6 +56,7 @@ if r is not None:
     cols[3].metric("Agreement with simulation", pct(r.agreement_with_simulation))
     cols[4].metric("Speedup at batch 1", f"{r.speedup_vs_fastest_fp32:.2f}x",
                    help=f"{r.backend} vs the fastest FP32 path ({r.fastest_fp32})")
+    layer_summary(r)
     kinds = {n: p.kind for n, p in r.paths.items()}
     rows = [{"path": name, "kind": p.kind, "top-1": p.accuracy, "agreement with sim": p.agreement_with_simulation,
              "logit SQNR vs sim (dB)": p.sqnr_db_vs_simulation, "size (KB)": round(p.size_bytes / 1024, 1),

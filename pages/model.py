@@ -1,4 +1,4 @@
-"""Model page: the chosen model, its FP32 accuracy measured here, its layers, and uploads."""
+"""Model page: the chosen model, its FP32 accuracy measured here, what gets quantized, its layers, and uploads."""
 
 from __future__ import annotations
 
@@ -10,72 +10,127 @@ import streamlit as st
 
 from pages._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_for, fp32_eval, settings, upload_dir,
                        user_errors, user_models)
+from qcore.analysis.layers import model_facts
 from qcore.zoo.data import extract_image_archive
 from qcore.zoo.images import display_array, load_image_tensor, top_classes
-from qcore.zoo.models import BUILTIN, TORCHVISION, layer_table
-from qcore.zoo.user_models import load_user_model
+from qcore.zoo.inputs import check_compatible, decode_for
+from qcore.zoo.models import BUILTIN, TORCHVISION, LoadedModel, layer_table
+from qcore.zoo.preprocess import PRESETS, parse_floats
+from qcore.zoo.timm_models import timm_names
+from qcore.zoo.user_models import UPLOAD_TYPES, load_user_model
 
 s = settings()
 st.title("Quantization Explorer")
 st.caption("What quantization does to a real vision model, and how to choose how to quantize it.")
 
+
+@st.cache_resource(show_spinner="Finding the layers to quantize ...", max_entries=16,
+                   hash_funcs={LoadedModel: lambda m: m.info.get("sha256", m.name)})
+def facts(loaded: LoadedModel) -> dict:
+    return model_facts(loaded)
+
+
 with user_errors():
     loaded = current_model()
     data_name = data_name_for(loaded)
     result = fp32_eval(loaded, data_name, s["eval_size"], s["seed"])
-    data = cached_eval_set(data_name, s["eval_size"], s["seed"])
+    data = cached_eval_set(data_name, s["eval_size"], s["seed"], decode_for(loaded))
+    scored_by = check_compatible(loaded, data)
+    info = facts(loaded)
 
 spec = loaded.spec
 st.subheader(spec.name)
 st.write(spec.description)
-cols = st.columns(4)
-cols[0].metric("FP32 top-1", f"{result.top1:.2%}", help=f"Measured now on {result.n} {data.name} test images")
-cols[1].metric("FP32 top-5", f"{result.top5:.2%}")
+cols = st.columns(5)
+if scored_by == "labels":
+    cols[0].metric("FP32 top-1", f"{result.top1:.2%}", help=f"Measured now on {result.n} {data.name} test images")
+    cols[1].metric("FP32 top-5", f"{result.top5:.2%}")
+else:
+    cols[0].metric("FP32 top-1", "no labels", help="These images have no labels this model knows: experiments score "
+                   "them by top-1 agreement with FP32, logit SQNR and KL.")
+    cols[1].metric("Images", f"{result.n:,}")
 cols[2].metric("Parameters", f"{loaded.params:,}")
 cols[3].metric("MACs per image", f"{loaded.macs / 1e6:.1f} M")
+cols[4].metric("Quantized layers", f"{len(info['quantized_layers'])}",
+               help=f"{len(info['float_layers'])} layer(s) with weights stay float")
 st.caption(
-    f"Input {'x'.join(map(str, spec.input_shape))}, {len(spec.class_names)} classes, "
-    f"weights: {spec.weight_source}. Accuracy measured on {result.n} images of {data.name} (test split)."
+    f"Format: {info['format']}{' (' + info['arch'] + ')' if info['arch'] else ''}. Input {'x'.join(map(str, spec.input_shape))}, "
+    f"{len(spec.class_names)} classes, weights: {spec.weight_source}. Preprocessing: {info['preprocess']}. "
+    f"Evaluated on {result.n} images of {data.name} (test split)."
 )
+if info["float_layers"]:
+    st.warning(f"{len(info['float_layers'])} layer(s) stay float: "
+               + "; ".join(f"{f['layer']} ({f['reason']})" for f in info["float_layers"][:8]))
 
-st.subheader("Predictions on test images")
-n_show = min(12, len(data))
+st.subheader("Predictions on test images (top-5)")
+n_show = min(6, len(data))
 cols = st.columns(6)
 for i in range(n_show):
-    pred, true = int(result.predictions[i]), int(data.labels[i])
-    with cols[i % 6]:
-        st.image(display_array(data.images[i]), width=112, clamp=True)
-        true_name = data.class_names[true] if true < len(data.class_names) else str(true)
-        mark = ":green[**✓**]" if pred == true else ":red[**✗**]"
-        st.markdown(f"{mark} **{spec.class_names[pred]}**  \n<small>true: {true_name}</small>", unsafe_allow_html=True)
+    x = data.images[i: i + 1]
+    with cols[i]:
+        st.image(display_array(x[0]), width=112, clamp=True)
+        top = top_classes(loaded, x, k=5)
+        true = int(data.labels[i])
+        if scored_by == "labels":
+            mark = ":green[**✓**]" if int(result.predictions[i]) == true else ":red[**✗**]"
+            st.markdown(f"{mark} true: {data.class_names[true] if true < len(data.class_names) else true}")
+        st.caption("  \n".join(f"{name[:22]}: {p:.0%}" for name, p in top))
 
 with st.expander("Architecture: every layer, its output shape, parameters and MACs"):
     rows = layer_table(loaded.module, spec.input_shape)
-    if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=360)
-    else:
-        st.info("This model's layers are not visible (TorchScript hides them).")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=360)
 
 st.subheader("Your own model or images")
 tab_model, tab_data, tab_images = st.tabs(["Upload a model", "Upload a dataset (.zip)", "Classify images"])
 
+
+def _shape(text: str):
+    if not text.strip():
+        return None
+    shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    if len(shape) != 3:
+        raise ValueError("the input shape needs three numbers: channels, height, width")
+    return shape
+
+
+def _preprocess_widgets() -> tuple[str | None, dict]:
+    """The preprocessing preset and any custom values."""
+    choice = st.radio("Preprocessing", ["auto", *PRESETS], horizontal=True, key="pre_choice",
+                      help="auto: the architecture's own (timm's config for timm models), else ImageNet's for RGB "
+                           "inputs. imagenet: resize 256, centre crop 224, ImageNet mean/std. tf: mean = std = 0.5. "
+                           "custom: the values below.")
+    overrides = {}
+    if choice == "custom":
+        c = st.columns(5)
+        overrides = {"mean": parse_floats(c[0].text_input("Mean", "0.5,0.5,0.5")),
+                     "std": parse_floats(c[1].text_input("Std", "0.5,0.5,0.5")),
+                     "resize": int(c[2].number_input("Resize (short side)", 1, 2048, 256)),
+                     "crop": int(c[3].number_input("Centre crop", 1, 2048, 224)),
+                     "interpolation": c[4].selectbox("Interpolation", ["bilinear", "bicubic", "nearest"])}
+    return (None if choice == "auto" else choice), overrides
+
+
 with tab_model:
-    st.caption("A state_dict for a known architecture (.pt/.pth). Files load with weights_only=True: pickles that "
-               "would run code are refused. TorchScript and torch.export (.pt2) files are checked and refused with "
-               "the reason while qcore cannot quantize their layers for real (no silent FP32 'INT8').")
-    f = st.file_uploader("Model file", type=["pt", "pth", "pt2", "ts", "bin"], key="model_upload")
-    c1, c2 = st.columns(2)
-    arch = c1.selectbox("Architecture (for a state_dict)", ["(none)", *BUILTIN, *TORCHVISION])
-    shape_text = c2.text_input("Input shape C,H,W (.pt2 without an architecture)", value="")
+    st.caption("A torch.export program (.pt2, dynamic batch), an ONNX file (.onnx, converted with onnx2torch), or a "
+               "state_dict (.pt/.pth/.bin/.safetensors) for a registry or timm architecture. Every convolution and "
+               "linear layer is quantized for real; TorchScript is refused (its layers cannot be seen into). "
+               "Files load with weights_only=True: pickles that would run code are refused.")
+    f = st.file_uploader("Model file", type=UPLOAD_TYPES, key="model_upload")
+    c1, c2, c3 = st.columns(3)
+    arch = c1.selectbox("Architecture (for a state_dict)", ["(none)", *BUILTIN, *TORCHVISION, "timm ..."])
+    timm_arch = c2.selectbox("timm architecture", timm_names(), index=None, placeholder="type to search",
+                             disabled=arch != "timm ...")
+    shape_text = c3.text_input("Input shape C,H,W (.pt2/.onnx)", value="", placeholder="3,224,224")
+    with user_errors():
+        preset_name, overrides = _preprocess_widgets()
     if st.button("Load model", disabled=f is None):
         path = upload_dir() / f.name
         path.write_bytes(f.getvalue())
+        chosen = f"timm:{timm_arch}" if arch == "timm ..." and timm_arch else (None if arch in ("(none)", "timm ...") else arch)
         try:
-            shape = tuple(int(v) for v in shape_text.replace("x", ",").split(",")) if shape_text.strip() else None
-            if shape is not None and len(shape) != 3:
-                raise ValueError("the input shape needs three numbers: channels, height, width")
-            user = load_user_model(path, arch=None if arch == "(none)" else arch, input_shape=shape,
-                                   name=f"user:{f.name}")
+            with st.spinner(f"Loading and checking {f.name} ..."):
+                user = load_user_model(path, arch=chosen, input_shape=_shape(shape_text), name=f"user:{f.name}",
+                                       preprocess=preset_name, preprocess_overrides=overrides or None)
         except USER_ERRORS as exc:
             st.error(str(exc))
         else:
@@ -85,15 +140,16 @@ with tab_model:
             st.rerun()
 
 with tab_data:
-    st.caption("A .zip with one folder per class (cat/1.jpg, dog/2.png, ...). ImageNet synset folder names "
-               "(n01440764, ...) map to ImageNet classes, for evaluating the torchvision models.")
+    st.caption("A .zip with one folder per class (cat/1.jpg, dog/2.png, ...), or plain images with no folders "
+               "(scored by agreement with FP32). ImageNet synset folder names (n01440764, ...) map to ImageNet "
+               "classes. Images of any size go through the model's preprocessing.")
     z = st.file_uploader("Dataset archive", type=["zip"], key="data_upload")
     if st.button("Use this dataset", disabled=z is None):
         archive = upload_dir() / z.name
         archive.write_bytes(z.getvalue())
         try:
             root = extract_image_archive(archive, upload_dir() / f"{Path(z.name).stem}-{uuid.uuid4().hex[:6]}")
-            cached_eval_set(f"imagefolder:{root}", 1, 0)  # decode now, so bad archives fail here
+            cached_eval_set(f"imagefolder:{root}", 1, 0, decode_for(loaded))  # decode now: bad archives fail here
         except USER_ERRORS as exc:
             st.error(str(exc))
         else:
@@ -107,13 +163,13 @@ with tab_images:
         c = st.columns(4)
         for i, file in enumerate(files[:16]):
             try:
-                x = load_image_tensor(file, spec.input_shape)
+                x = load_image_tensor(file, spec.input_shape, spec.preprocess)
             except ValueError as exc:
                 c[i % 4].error(str(exc))
                 continue
             with c[i % 4]:
                 st.image(display_array(x[0]), caption=file.name, width=140)
-                for name, p in top_classes(loaded, x, k=3):
+                for name, p in top_classes(loaded, x, k=5):
                     st.caption(f"{name}: {p:.1%}")
         if spec.input_shape[0] == 1:
             st.caption("Built-in models expect Fashion-MNIST-like pictures: a light garment on a black background.")

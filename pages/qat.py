@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import chosen_config, page_header, job_result, run_job
+from pages._ui import chosen_config, job_result, layer_summary, page_header, run_job
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
 from qcore.train.qat import RANGE_MODES, QATRecipe, default_lr, run_qat
@@ -110,6 +110,7 @@ if finished is not None:
     cols[4].metric("Step cost vs FP32", f"{r.step_overhead_vs_fp32:.2f}x",
                    help=f"{r.step_times['qat_step_s'] * 1e3:.0f} ms vs {r.step_times['fp32_step_s'] * 1e3:.0f} ms "
                         f"per step of {r.step_times['batch']} images, interleaved")
+    layer_summary(r)
     lat, size = r.latency_ms, r.size_bytes
     kb = lambda b: round(b / 1024, 1) if b else None  # noqa: E731
     pc = lambda x: None if x is None else round(100 * x, 2)  # noqa: E731

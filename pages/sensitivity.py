@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, page_header, job_result, run_job
+from pages._ui import base_config, job_result, layer_summary, page_header, run_job
 from qcore.analysis.partial import (PRECISIONS, config_from_precisions, greedy_search, measure_config,
                                     sweep_layers)
 from qcore.figures import pareto_figure, sensitivity_figure
@@ -43,8 +43,7 @@ c[0].metric("FP32 top-1", f"{rep.fp32_accuracy:.2%}")
 c[1].metric("All layers quantized", f"{rep.base_accuracy:.2%}", f"{(rep.base_accuracy - rep.fp32_accuracy) * 100:+.2f} pts")
 c[2].metric("Layers", len(rep.layers))
 c[3].metric("Sweep time", f"{rep.seconds:.0f} s", help=f"{2 * len(rep.layers) + 1} evaluations of {rep.eval_size} images")
-if rep.unsupported_layers:
-    st.warning(f"Left in float, no quantizer for these layer types: {', '.join(rep.unsupported_layers)}.")
+layer_summary(rep)
 
 df = pd.DataFrame([asdict(r) for r in rep.layers])
 event = st.plotly_chart(sensitivity_figure(rep.layers, rep.fp32_accuracy, rep.base_accuracy),

@@ -12,7 +12,8 @@ from qcore.quant.calibration import RangeResult, compute_range
 from qcore.quant.qparams import QScheme
 from qcore.quant.stats import TensorStats
 
-__all__ = ["UNBOUNDED_ACTIVATIONS", "method_ranges", "channel_spread", "folded_weight", "has_unbounded_activations"]
+__all__ = ["UNBOUNDED_ACTIVATIONS", "method_ranges", "channel_spread", "folded_weight", "has_unbounded_activations",
+           "model_facts"]
 
 # Activation types with no upper bound: a few large outputs stretch their quantization range.
 UNBOUNDED_ACTIVATIONS = ("GELU", "SiLU", "Hardswish", "Mish")
@@ -42,3 +43,13 @@ def has_unbounded_activations(points: list[dict]) -> bool:
     """Whether any quantization point (a study's `points`: dicts with a "type") follows an
     activation unbounded above, for which clipping the activation (GELU10) is worth trying."""
     return any(p["type"] in UNBOUNDED_ACTIVATIONS for p in points)
+
+
+def model_facts(loaded) -> dict:
+    """What the Model page says about a loaded model before any experiment: its format, its
+    preprocessing, and which layers the default W8A8 simulation quantizes and which stay float."""
+    from qcore.quant.quantsim import QuantSim
+
+    inventory = QuantSim(loaded.module).inventory()
+    return {"format": loaded.info.get("format") or loaded.spec.family, "arch": loaded.info.get("arch"),
+            "preprocess": loaded.spec.preprocess.describe(), **inventory}

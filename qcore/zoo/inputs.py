@@ -32,11 +32,10 @@ def default_data(loaded: LoadedModel) -> str:
     """The dataset a model is evaluated on when none is named."""
     if loaded.spec.dataset == "fashion-mnist":
         return "fashion-mnist"
-    if loaded.info.get("data"):
-        return loaded.info["data"]
     raise ValueError(
-        f"{loaded.name} classifies {loaded.spec.dataset} images: choose a dataset with those classes "
-        "(e.g. imagefolder:PATH with ImageNet synset-named folders)"
+        f"{loaded.name} classifies {loaded.spec.dataset} images: name the images to run it on (Dataset in the "
+        "sidebar, --data on the command line): imagefolder:PATH with class sub-folders (ImageNet synset names "
+        "such as n01440764 for ImageNet models) or plain images (scored by agreement with FP32), fashion-mnist, cifar10"
     )
 
 

@@ -106,6 +106,48 @@ def test_bad_model_upload_is_a_message(app_url, page, tmp_path):
     expect_no_exception(page)
 
 
+def test_an_uploaded_torch_export_program_is_quantized_for_real(app_url, page, tmp_path):
+    """The upload path of the done-when: a .pt2 of the trained MobileNet-style model, loaded with its input
+    shape and preprocessing, shows its format and quantized layer count, then calibrates in the browser."""
+    import torch
+
+    from qcore.zoo.models import load_model
+
+    net = load_model("fm_mobilenetv2").module
+    program = torch.export.export(net, (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    torch.export.save(program, tmp_path / "fm_mobile.pt2")
+    page.goto(app_url)
+    expect(page.get_by_text("Your own model or images")).to_be_visible(timeout=180_000)
+    wait_idle(page)
+    data = page.get_by_test_id("stSidebar").get_by_label("Dataset", exact=True)
+    data.fill("fashion-mnist")  # an own model's classes are its own: say which images it is scored on
+    data.press("Enter")
+    wait_idle(page)
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(tmp_path / "fm_mobile.pt2"))
+    wait_idle(page)
+    box = page.get_by_label("Input shape C,H,W (.pt2/.onnx)", exact=True)
+    box.fill("1,28,28")
+    box.press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Load model").click()
+    expect(page.get_by_role("heading", name="user:fm_mobile.pt2")).to_be_visible(timeout=180_000)
+    wait_idle(page)
+    expect(page.get_by_text("Format: pt2")).to_be_visible()
+    quantized = page.get_by_test_id("stMetric").filter(has_text="Quantized layers")
+    expect(quantized).to_contain_text(str(sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in net.modules())))
+    expect_no_exception(page)
+    shot(page, "upload-pt2")
+    page.get_by_test_id("stSidebarNav").get_by_text("Calibration").click()
+    expect(page.get_by_role("heading", name="Calibration explorer")).to_be_visible(timeout=60_000)
+    wait_idle(page)
+    set_number(page, "Calibration images", 64)
+    page.get_by_label("Evaluation images", exact=True).last.fill("200")
+    page.get_by_role("button", name="Run calibration").click()
+    expect(page.get_by_text("End-to-end accuracy per method")).to_be_visible(timeout=300_000)
+    expect(page.get_by_text(re.compile(r"\d+ layers quantized"))).to_be_visible()
+    expect_no_exception(page)
+
+
 def test_classify_uploaded_images(app_url, page, tmp_path):
     """A picture gets its top classes under it; a file that is no image gets a message, not a traceback."""
     from PIL import Image
@@ -120,7 +162,7 @@ def test_classify_uploaded_images(app_url, page, tmp_path):
     page.get_by_test_id("stFileUploaderDropzoneInput").nth(2).set_input_files([str(picture), str(junk)])
     wait_idle(page)
     expect(page.get_by_text("junk.png: not a readable image")).to_be_visible(timeout=60_000)
-    expect(page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile(r": \d+\.\d%$"))).to_have_count(3)
+    expect(page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile(r": \d+\.\d%$"))).to_have_count(5)
     expect_no_exception(page)
 
 
