@@ -437,8 +437,7 @@ class QuantSim(nn.Module):
         floats = [{"layer": n, "reason": f"{self.config.for_layer(n).weight_dtype} weights by the configuration"}
                   for n, w in self.weight_layers.items() if not w.enabled]
         floats += [{"layer": n, "reason": r} for n, r in self.float_reasons.items()]
-        if not quantized and not self.int_quantizers() and not any(
-                q.mode == Mode.QUANT for q in self.quantizers.values()):
+        if not quantized and not any(q.mode == Mode.QUANT for q in self.quantizers.values()):
             raise NothingQuantized("this configuration quantizes no layer and no activation: every number would be "
                                    "the FP32 model's")
         return {"quantized_layers": quantized, "float_layers": floats}

@@ -127,8 +127,10 @@ class _Lifter:
             return self.linear(node)
         if target in (aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default):
             return self.batch_norm(node)
+        if target is aten.layer_norm.default:
+            return self.layer_norm(node)
         if target in _ACTIVATIONS:
-            return self.call_module(_layer_path(node, "act"), _ACTIVATIONS[target](*args[1:]), node.args[0])
+            return self.call_module(_layer_path(node), _ACTIVATIONS[target](*args[1:]), node.args[0])
         if target in _IDENTITY:
             return self.value(node.args[0])
         if target in _FUNCTIONS and not node.kwargs.get("alpha"):
@@ -183,6 +185,17 @@ class _Lifter:
             return out
         return (out,)  # the legit op returns (out, saved_mean, saved_invstd); users take [0]
 
+    def layer_norm(self, node: fx.Node):
+        """A LayerNorm module (it stays float, but is named and listed as a layer like the others)."""
+        x, shape, w, b, eps = (list(node.args) + [None, None, 1e-5])[:5]
+        weight, bias = self.const(w), self.const(b)
+        if (w is not None and weight is None) or (b is not None and bias is None):
+            return None
+        norm = nn.LayerNorm(list(shape), eps=float(eps), elementwise_affine=weight is not None, bias=bias is not None)
+        if weight is not None:
+            _set_params(norm, weight, bias)
+        return self.call_module(_owner(w) if w is not None else node.name, norm, x)
+
     # --- the copy ---------------------------------------------------------------------------
     def copy(self, node: fx.Node) -> None:
         if node.op == "call_function" and node.target is operator.getitem and isinstance(self.env[node.args[0]], tuple):
@@ -207,7 +220,7 @@ class _Lifter:
     def get_attr(self, node: fx.Node) -> fx.Node:
         """Constants the lifted layers do not consume (e.g. a class token) are copied lazily: a node is
         created on first use, so weights owned by a lifted layer leave no trace in the new graph."""
-        return _LazyAttr(self, node)
+        return _LazyAttr(node)
 
     def materialize(self, lazy: "_LazyAttr") -> fx.Node:
         if lazy.created is None:
@@ -231,8 +244,10 @@ class _Lifter:
 
 
 class _LazyAttr:
-    def __init__(self, lifter: _Lifter, node: fx.Node):
-        self.lifter, self.node, self.created = lifter, node, None
+    """A get_attr of the source graph not copied yet (see `_Lifter.get_attr`)."""
+
+    def __init__(self, node: fx.Node):
+        self.node, self.created = node, None
 
 
 def _rank(node) -> int | None:
@@ -260,7 +275,7 @@ def _owner(weight_node) -> str:
     return weight_node.target.rpartition(".")[0] or weight_node.target
 
 
-def _layer_path(node: fx.Node, suffix: str) -> str:
+def _layer_path(node: fx.Node) -> str:
     """An activation's name: the innermost module that called it in the original model, else the node."""
     stack = node.meta.get("nn_module_stack") or {}
     if stack:

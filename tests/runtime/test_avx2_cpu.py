@@ -27,9 +27,15 @@ from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.layer_check import check_layers, first_divergent
 from qcore.zoo.inputs import prepare_inputs
 
+from qcore.zoo.user_models import load_user_model
+
 out = {"cpu_class": cpu_isa().cpu_class}
-for model, images, weight_range in (("fm_resnet", 200, "auto"), ("fm_resnet", 64, "full"), ("fm_gelunet", 300, "auto")):
-    inp = prepare_inputs(model, calib_size=128, eval_size=images, eval_batch=50)
+own = load_user_model(sys.argv[1], input_shape=(1, 28, 28), preprocess="custom",
+                      preprocess_overrides={"mean": (0.286,), "std": (0.353,), "resize": 28})
+for model, images, weight_range in (("fm_resnet", 200, "auto"), ("fm_resnet", 64, "full"), ("fm_gelunet", 300, "auto"),
+                                    (own, 200, "auto")):
+    inp = prepare_inputs(model, "fashion-mnist", calib_size=128, eval_size=images, eval_batch=50)
+    model = "own" if model is own else model
     sim = QuantSim.calibrated(inp.loaded.module, QuantConfig(weight_range=weight_range), inp.calib_batches)
     runner = ort_backend.int8_runner(sim, inp.loaded.spec.input_shape, Path(tempfile.mkdtemp()), 2, "u8")
     s, r = logits(sim, inp.eval_batches), logits(runner, inp.eval_batches)
@@ -42,10 +48,20 @@ print("RESULT " + json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def emulated():
+def emulated(tmp_path_factory):
+    """One emulated run; besides the built-ins it checks an own model: fm_mobilenetv2 as a torch.export
+    program (exported here, natively), lifted and deployed through ONNX Runtime on the AVX2 kernels."""
     if os.uname().machine != "x86_64" or not os.path.exists(QEMU):
         pytest.skip("needs an x86-64 machine with Debian's qemu-user (apt-get install qemu-user)")
-    proc = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True,
+    import torch
+
+    from qcore.zoo.models import load_model
+
+    pt2 = tmp_path_factory.mktemp("own") / "fm_mobile.pt2"
+    program = torch.export.export(load_model("fm_mobilenetv2").module, (torch.zeros(2, 1, 28, 28),),
+                                  dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    torch.export.save(program, pt2)
+    proc = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", SCRIPT, str(pt2)], cwd=ROOT, capture_output=True,
                           text=True, timeout=1500, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
@@ -64,6 +80,13 @@ def test_auto_weights_keep_real_int8_equal_to_the_simulation_without_vnni(emulat
     assert resnet["agreement"] >= 0.99, resnet
     assert abs(gelunet["int8"] - gelunet["sim"]) <= 0.003 + 1e-9, gelunet  # within 0.3 pt
     assert resnet["first_divergent"] is None and gelunet["first_divergent"] is None
+
+
+@pytest.mark.slow
+def test_an_own_torch_export_program_is_exact_in_int8_without_vnni(emulated):
+    own = emulated["own auto"]
+    assert own["resolved"] == "reduced" and own["agreement"] >= 0.99, own
+    assert own["first_divergent"] is None, own
 
 
 @pytest.mark.slow
