@@ -137,3 +137,19 @@ def test_a_model_without_quantizable_layers_is_refused(tmp_path):
     export_pt2(net, tmp_path / "pool.pt2")
     with pytest.raises(ModelUnavailable, match="no Conv2d or Linear layer"):
         load_user_model(tmp_path / "pool.pt2", input_shape=SHAPE)
+
+
+def test_an_experiment_that_quantizes_nothing_is_an_error_and_the_cli_says_so_in_one_line(mobilenet, tmp_path, capsys):
+    from qcore.__main__ import main
+    from qcore.quant.qconfig import QuantConfig
+    from qcore.quant.quantsim import NothingQuantized
+
+    sim = QuantSim(mobilenet, QuantConfig().with_default(enabled=False))
+    with pytest.raises(NothingQuantized, match="quantizes no layer"):
+        sim.inventory()
+    torch.jit.save(torch.jit.trace(mobilenet, torch.randn(1, *SHAPE)), tmp_path / "m.ts")
+    assert main(["calibrate", "--model", str(tmp_path / "m.ts"), "--input-shape", "3,64,64", "--eval-size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: m.ts is TorchScript") and err.count("\n") == 1 and "Traceback" not in err
+    assert main(["calibrate", "--model", "fm_resnet", "--arch", "timm:resnet18", "--eval-size", "8"]) == 2
+    assert "apply to a model file" in capsys.readouterr().err
