@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from qcore.quant.calibration import parse_method
 from qcore.quant.qparams import FLOAT_FORMATS, QScheme
 
-__all__ = ["DTYPES", "WEIGHT_RANGES", "LayerConfig", "QuantConfig"]
+__all__ = ["DTYPES", "WEIGHT_RANGES", "RECOVERY_STEPS", "LayerConfig", "QuantConfig", "RecoveryStep", "parse_steps"]
 
 DTYPES = ("int", *FLOAT_FORMATS)  # "int" uses the bit width; the others are float formats
 # "full": 8-bit weights. "reduced": 7-bit weights ([-64, 63]), so that pairs of u8 x s8 products fit
@@ -67,6 +67,50 @@ class LayerConfig:
         return QScheme(self.act_bits, self.act_symmetric, self.act_symmetric, reduce_range, "tensor")
 
 
+RECOVERY_STEPS = ("cle", "bias_correction", "adaround", "gptq", "smoothquant")
+
+
+@dataclass(frozen=True)
+class RecoveryStep:
+    """One accuracy-recovery step applied to the simulated model before calibration, with its settings
+    (e.g. adaround's iterations, smoothquant's alpha); see qcore.quant.recovery."""
+
+    name: str
+    params: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self):
+        if self.name not in RECOVERY_STEPS:
+            raise ValueError(f"unknown recovery step {self.name!r}; choose from {', '.join(RECOVERY_STEPS)}")
+
+    def param(self, key: str, default):
+        return type(default)(dict(self.params).get(key, default))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: dict | str) -> "RecoveryStep":
+        if isinstance(d, str):
+            return cls(d)
+        return cls(d["name"], tuple(sorted((k, v) for k, v in d.items() if k != "name")))
+
+
+def parse_steps(text: str) -> tuple[RecoveryStep, ...]:
+    """'cle,bias_correction,adaround:iters=500,smoothquant:alpha=0.5' -> steps, in order."""
+    steps = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        name, _, rest = item.partition(":")
+        params = []
+        for kv in (p for p in rest.split(";") if p):
+            key, _, value = kv.partition("=")
+            try:
+                params.append((key.strip(), float(value)))
+            except ValueError:
+                raise ValueError(f"step setting {kv!r} is not key=number") from None
+        steps.append(RecoveryStep(name.strip(), tuple(params)))
+    return tuple(steps)
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """A whole model's config: a default for every layer plus per-layer overrides by name."""
@@ -76,6 +120,7 @@ class QuantConfig:
     fold_bn: bool = True
     reduce_range: bool = False  # activations one bit narrower (fbgemm's own guard against int16 overflow)
     weight_range: str = "auto"
+    recovery: tuple[RecoveryStep, ...] = ()  # applied in order after BN folding, before calibration
 
     def __post_init__(self):
         if self.weight_range not in WEIGHT_RANGES:
@@ -124,6 +169,7 @@ class QuantConfig:
             "fold_bn": self.fold_bn,
             "reduce_range": self.reduce_range,
             "weight_range": self.weight_range,
+            "recovery": [step.to_dict() for step in self.recovery],
         }
 
     @classmethod
@@ -142,6 +188,7 @@ class QuantConfig:
             fold_bn=bool(d.get("fold_bn", True)),
             reduce_range=bool(d.get("reduce_range", False)),
             weight_range=str(d.get("weight_range", "auto")),
+            recovery=tuple(RecoveryStep.from_dict(x) for x in d.get("recovery", ())),
         )
 
     def to_json(self) -> str:

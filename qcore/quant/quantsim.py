@@ -224,6 +224,7 @@ class QuantWeightLayer(nn.Module):
         self.enabled = False
         self._cached: torch.Tensor | None = None
         self.torch_ops = False  # True while exporting to ONNX
+        self.pinned: dict[QScheme, tuple[torch.Tensor, torch.Tensor]] = {}  # see pin_grid
 
     def configure(self, cfg: LayerConfig) -> None:
         self.cfg = cfg
@@ -263,19 +264,32 @@ class QuantWeightLayer(nn.Module):
             self._cached = wq
         return wq
 
+    def pin_grid(self, scheme: QScheme, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        """Keep this grid for `scheme` whatever the weight's min/max becomes: AdaRound and GPTQ store
+        weights that lie on it, and their rounding must survive being quantized again."""
+        self.pinned[scheme] = (scale.detach().clone(), zero_point.detach().clone())
+        self._cached = None
+
+    def grid(self, w: torch.Tensor, scheme: QScheme) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, zero-point) of `w` under `scheme`: a pinned grid, else from its min/max."""
+        if scheme in self.pinned:
+            return self.pinned[scheme]
+        return compute_qparams(*minmax(w.detach(), scheme), scheme)
+
+    def effective_scheme(self, w: torch.Tensor) -> QScheme:
+        """The weight scheme as applied: one group spanning every input (stems, depthwise convs) is per-channel."""
+        scheme = self.weight_scheme
+        if scheme.granularity == "group" and w.shape[1] <= scheme.group_size:
+            scheme = replace(scheme, granularity="channel", axis=0, group_size=0)
+        if scheme.granularity == "group" and w.shape[1] % scheme.group_size:
+            raise ValueError(f"{self.name}: {w.shape[1]} input channels do not divide into groups of {scheme.group_size}")
+        return scheme
+
     def quantize(self, w: torch.Tensor) -> torch.Tensor:
         """`w` fake-quantized (or cast) with this layer's weight config."""
         if self.cfg.weight_dtype == "int":
-            scheme = self.weight_scheme
-            if scheme.granularity == "group" and w.shape[1] <= scheme.group_size:
-                # One group spans every input (stems, depthwise convs): that is per-channel.
-                scheme = replace(scheme, granularity="channel", axis=0, group_size=0)
-            if scheme.granularity == "group" and w.shape[1] % scheme.group_size:
-                raise ValueError(
-                    f"{self.name}: {w.shape[1]} input channels do not divide into groups of {scheme.group_size}"
-                )
-            lo, hi = minmax(w.detach(), scheme)
-            scale, zp = compute_qparams(lo, hi, scheme)
+            scheme = self.effective_scheme(w)
+            scale, zp = self.grid(w, scheme)
             return fake_quantize_scheme(w, scale, zp, scheme)
         return fake_cast(w, self.cfg.weight_dtype)
 
@@ -290,8 +304,7 @@ class QuantWeightLayer(nn.Module):
         scheme = self.weight_scheme
         if scheme.granularity == "group" or not scheme.symmetric or self.cfg.weight_dtype != "int":
             raise ValueError(f"{self.name}: only symmetric per-tensor or per-channel integer weights deploy as INT8")
-        lo, hi = minmax(w, scheme)
-        scale, zp = compute_qparams(lo, hi, scheme)
+        scale, zp = self.grid(w, scheme)
         if scheme.granularity == "tensor":
             scale, zp = scale.expand(w.shape[0]).contiguous(), zp.expand(w.shape[0]).contiguous()
         wq = fake_quantize_scheme(w, scale, zp, replace(scheme, granularity="channel", axis=0))

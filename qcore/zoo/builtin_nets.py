@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["FMResNet", "FMMobileNetV2", "FMGeluNet"]
+__all__ = ["FMResNet", "FMMobileNetV2", "FMGeluNet", "FMViT"]
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> list[nn.Module]:
@@ -105,3 +105,55 @@ class FMGeluNet(FMResNet):
 
     def __init__(self, widths=(32, 64, 96), blocks=(1, 1, 1), num_classes: int = 10):
         super().__init__(widths, blocks, num_classes, act=nn.GELU)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with its two activation x activation products written as matmuls
+    (not F.scaled_dot_product_attention), so torch.fx sees them and the simulation can quantize them."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        n, t, d = x.shape
+        qkv = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)
+        return self.proj(torch.matmul(attn, v).transpose(1, 2).reshape(n, t, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN block: x + attention(LN(x)), then x + MLP(LN(x)) with GELU."""
+
+    def __init__(self, dim: int, heads: int, mlp: int):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, mlp), nn.GELU(), nn.Linear(mlp, dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class FMViT(nn.Module):
+    """A small Vision Transformer for 28 x 28: 4 x 4 patches (49 tokens), learned position embedding,
+    pre-LN blocks, mean-pooled tokens, linear head. Linear layers, LayerNorm outliers and attention's
+    matmuls are where transformer quantization differs from a CNN's."""
+
+    def __init__(self, num_classes: int = 10, dim: int = 64, depth: int = 4, heads: int = 4, mlp: int = 128, patch: int = 4):
+        super().__init__()
+        self.patch = nn.Conv2d(1, dim, patch, patch)
+        self.pos = nn.Parameter(torch.zeros(1, (28 // patch) ** 2, dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = nn.Sequential(*[TransformerBlock(dim, heads, mlp) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        x = self.norm(self.blocks(x))
+        return self.head(x.mean(1))

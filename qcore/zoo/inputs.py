@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import torch
 
 from qcore.quant.isa import cpu_isa
-from qcore.zoo.data import ImageSet, calibration_subset, eval_subset
+from qcore.zoo.data import ImageSet, calibration_subset, eval_subset, imagenet_wnids
 from qcore.zoo.models import LoadedModel, finish_loading, get_spec, load_model
 
 __all__ = ["DEFAULT_BATCH", "Inputs", "batches", "check_compatible", "decode_for", "default_data", "fp32_predictions",
@@ -53,7 +53,7 @@ def _labels_are_the_models(loaded: LoadedModel, data: ImageSet) -> bool:
     if data.class_names == spec.class_names:
         return True
     if spec.dataset == "imagenet":
-        return len(data.class_names) == 1000  # synset-named folders: ImageNet's class order
+        return data.class_names == imagenet_wnids()  # synset-named folders: ImageNet's class order
     # an own model with numbered classes and as many class folders: torchvision's sorted-folder order
     return spec.family == "user" and spec.dataset == "user" and len(data.class_names) == len(spec.class_names)
 

@@ -112,6 +112,12 @@ BUILTIN: dict[str, ModelSpec] = {
             (1, 28, 28), FM_PREPROCESS, FASHION_MNIST_CLASSES, "fashion-mnist",
             "assets/fm_gelunet.pt", builtin_nets.FMGeluNet, 8,
         ),
+        ModelSpec(
+            "fm_vit", "builtin",
+            "Vision Transformer (4x4 patches, 4 pre-LN blocks, multi-head attention, GELU MLP)",
+            (1, 28, 28), FM_PREPROCESS, FASHION_MNIST_CLASSES, "fashion-mnist",
+            "assets/fm_vit.pt", builtin_nets.FMViT, 20,
+        ),
     )
 }
 

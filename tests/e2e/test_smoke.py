@@ -17,6 +17,7 @@ def test_app_opens_on_the_model_page_with_accuracy(app_url, page):
     value = metric.get_by_test_id("stMetricValue")
     expect(value).to_have_text(re.compile(r"^\d+(\.\d+)?%$"))
     assert 85.0 < float(value.inner_text().rstrip("%")) <= 100.0
-    expect_at_least(page.locator("img"), 12)  # the sample predictions
+    expect_at_least(page.locator("img"), 6)  # the sample predictions (top-5 under each)
+    expect(page.get_by_text("Format: builtin")).to_be_visible()
     (ROOT / "logs").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "logs" / "e2e-model-page.png"), full_page=True)
