@@ -361,6 +361,7 @@ class QuantSim(nn.Module):
         self.weight_layers: dict[str, QuantWeightLayer] = {}
         self.unsupported: list[str] = []
         self.float_reasons: dict[str, str] = {}  # layers with weights that stay float, and why
+        self.recovery_results: list = []  # what each of config.recovery's steps changed (quant.recovery.StepResult)
         self._insert_quantizers(gm)
         if not self.weight_layers:
             raise NothingQuantized(
@@ -474,6 +475,10 @@ class QuantSim(nn.Module):
                    progress: Progress | None = None) -> "QuantSim":
         """A sim of `model` under `config`, calibrated on `batches` with each layer's method."""
         sim = cls(model, config)
+        if sim.config.recovery:  # accuracy-recovery steps change the sim's weights before the final ranges
+            from qcore.quant.recovery import apply_recovery
+
+            sim.recovery_results = apply_recovery(sim, batches, progress)
         sim.collect_stats(batches, progress)
         sim.apply_ranges()
         return sim

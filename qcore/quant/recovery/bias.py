@@ -1,0 +1,94 @@
+"""Empirical bias correction and SmoothQuant.
+
+Bias correction (Nagel et al. 2019, empirical form as in AIMET): quantized weights shift the mean of
+a layer's output, and the shift adds up layer after layer. On calibration data, in graph order,
+each layer's mean output in the quantized sim is compared with the FP32 model's, per output channel,
+and the difference is taken out of the layer's bias. Done sequentially, each correction sees the
+corrected layers before it. (The analytic form from BN statistics is not implemented: the empirical
+one needs only the calibration images every run has anyway.)
+
+SmoothQuant (Xiao et al. 2023): a Linear's input channels j with outliers are divided by
+s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) and its weight columns multiplied by s_j; the division is
+folded into the LayerNorm that produces X (its weight and bias), so the function is unchanged and the
+activation range the per-tensor quantizer must cover shrinks. Applies to LayerNorm -> Linear pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qcore.quant.progress import Progress, silent
+from qcore.quant.quantsim import QuantSim
+from qcore.quant.recovery.graph import capture_outputs, norm_linear_pairs
+
+__all__ = ["correct_bias", "smooth"]
+
+
+def _channel_mean(y: torch.Tensor) -> torch.Tensor:
+    return y.mean((0, 2, 3)) if y.dim() == 4 else y.reshape(-1, y.shape[-1]).mean(0)
+
+
+@torch.no_grad()
+def _mean_outputs(sim: QuantSim, names: list[str], batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    sums: dict[str, torch.Tensor] = {}
+    counts = dict.fromkeys(names, 0)
+    handles = []
+    for n in names:
+        def hook(m, i, o, n=n):
+            sums[n] = sums.get(n, 0) + _channel_mean(o) * len(o)
+            counts[n] += len(o)
+        handles.append(sim.wrapper_of(n).register_forward_hook(hook))
+    try:
+        for x in batches:
+            sim.model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: sums[n] / counts[n] for n in names}
+
+
+@torch.no_grad()
+def correct_bias(sim: QuantSim, batches: list[torch.Tensor], progress: Progress | None = None) -> dict:
+    """Correct every quantized layer's bias in graph order (the sim must be calibrated); returns the shifts."""
+    say = progress or silent
+    names = [n for n, wl in sim.weight_layers.items() if wl.enabled]
+    with sim.disabled():
+        reference = _mean_outputs(sim, names, batches)
+    shifts = {}
+    for i, name in enumerate(names):
+        say(i / len(names), f"bias correction {name} ({i + 1}/{len(names)})")
+        delta = _mean_outputs(sim, [name], batches)[name] - reference[name]
+        layer = sim.weight_layers[name].layer
+        if layer.bias is None:
+            layer.bias = nn.Parameter(torch.zeros_like(delta), requires_grad=False)
+        layer.bias.sub_(delta)
+        shifts[name] = {"mean_abs_shift": round(float(delta.abs().mean()), 6), "max_abs_shift": round(float(delta.abs().max()), 6)}
+    return {"layers": shifts}
+
+
+@torch.no_grad()
+def smooth(sim: QuantSim, batches: list[torch.Tensor], alpha: float = 0.5) -> dict:
+    """Migrate activation outliers of every LayerNorm -> Linear pair into the Linear weights."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"smoothquant alpha must be in [0, 1], not {alpha}")
+    pairs = norm_linear_pairs(sim)
+    with sim.disabled():
+        outs = capture_outputs(sim, [n for n, _ in pairs], batches)
+    report = {}
+    for norm_name, linears in pairs:
+        norm = sim.model.get_submodule(norm_name)
+        if not norm.elementwise_affine:
+            continue
+        act_max = outs[norm_name].abs().reshape(-1, outs[norm_name].shape[-1]).amax(0)
+        w_max = torch.stack([sim.weight_layers[n].layer.weight.abs().amax(0) for n in linears]).amax(0)
+        s = (act_max.clamp_min(1e-5) ** alpha / w_max.clamp_min(1e-5) ** (1 - alpha)).clamp_min(1e-5)
+        norm.weight.div_(s)
+        if norm.bias is not None:
+            norm.bias.div_(s)
+        for n in linears:
+            sim.weight_layers[n].layer.weight.mul_(s)
+        report[norm_name] = {"linears": linears, "act_max_before": [round(float(v), 4) for v in act_max],
+                             "act_max_after": [round(float(v), 4) for v in act_max / s]}
+    sim.weights_changed()
+    return {"alpha": alpha, "pairs": report}

@@ -1,0 +1,165 @@
+"""Weight rounding that minimizes each layer's output error: AdaRound and GPTQ.
+
+Both go layer by layer in graph order. Each layer's input is captured from the sim as it is at that
+moment (earlier layers already rounded, activations quantized once ranges exist), so later layers
+compensate for the error of earlier ones. Both produce weights that lie exactly on the layer's grid
+(scale from the original weights' range) and pin that grid, so quantizing them again, and exporting
+them to real INT8, keeps their rounding.
+
+- AdaRound (Nagel et al. 2020): a learned per-weight choice between rounding down and up. The soft
+  rounding h(V) = clip(sigmoid(V) (zeta - gamma) + gamma, 0, 1) is trained to reproduce the FP32
+  layer's output on calibration inputs, with the regularizer sum(1 - |2h - 1|^beta) pushing h to 0 or
+  1; beta is annealed from 20 to 2 after a warm-up without it (the paper's schedule).
+- GPTQ (Frantar et al. 2023): columns quantized one at a time, each column's error spread over the
+  not-yet-quantized columns with the inverse Hessian H = 2 X^T X of the layer's inputs (Optimal Brain
+  Quantization). Depthwise and grouped convolutions keep round-to-nearest (each output channel sees
+  its own input channel: there is nothing to compensate across).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qcore.quant.progress import Progress, silent
+from qcore.quant.quantsim import QuantSim, QuantWeightLayer
+from qcore.quant.recovery.graph import capture_inputs
+
+__all__ = ["adaround", "gptq", "ZETA", "GAMMA"]
+
+ZETA, GAMMA = 1.1, -0.1
+
+
+def _layer_out(layer: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    if isinstance(layer, nn.Conv2d):
+        return layer._conv_forward(x, w, layer.bias)
+    return F.linear(x, w, layer.bias)
+
+
+def _grid(wl: QuantWeightLayer):
+    """(scheme, scale and zero-point broadcastable to the weight) of a layer's weight grid."""
+    w = wl.layer.weight.detach()
+    scheme = wl.effective_scheme(w)
+    scale, zp = wl.grid(w, scheme)
+    shape = (-1,) + (1,) * (w.dim() - 1) if scheme.granularity == "channel" else ()
+    return scheme, scale, zp, scale.reshape(shape).to(w.dtype), zp.reshape(shape).to(w.dtype)
+
+
+def _rounded_layers(sim: QuantSim, include_grouped: bool = True) -> list[str]:
+    return [n for n, wl in sim.weight_layers.items() if wl.enabled and wl.cfg.weight_dtype == "int"
+            and wl.weight_scheme.granularity in ("tensor", "channel")
+            and (include_grouped or getattr(wl.layer, "groups", 1) == 1)]
+
+
+def _store(wl: QuantWeightLayer, w_int: torch.Tensor, scheme, scale, zp, s, z) -> None:
+    with torch.no_grad():
+        wl.layer.weight.copy_((w_int - z) * s)
+    wl.pin_grid(scheme, scale, zp)
+
+
+def _soft(v: torch.Tensor) -> torch.Tensor:
+    return (torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA).clamp(0, 1)
+
+
+def _adaround_layer(wl: QuantWeightLayer, x_in: torch.Tensor, target: torch.Tensor, iters: int, reg: float,
+                    batch: int, gen: torch.Generator) -> dict:
+    layer = wl.layer
+    scheme, scale, zp, s, z = _grid(wl)
+    w = layer.weight.detach()
+    w_floor = torch.floor(w / s)
+    rest = (w / s - w_floor).clamp(1e-4, 1 - 1e-4)
+    v = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))  # h(v) == rest: starts at the float weight
+    opt = torch.optim.Adam([v], lr=1e-2)
+    warm = int(0.2 * iters)
+    for it in range(iters):
+        idx = torch.randint(0, len(x_in), (min(batch, len(x_in)),), generator=gen)
+        w_soft = (torch.clamp(w_floor + _soft(v) + z, scheme.qmin, scheme.qmax) - z) * s
+        diff = _layer_out(layer, x_in[idx], w_soft) - target[idx]
+        loss = diff.pow(2).sum(1 if diff.dim() == 4 else -1).mean()  # per-position error, summed over channels
+        if it >= warm:
+            beta = 20 + (2 - 20) * (it - warm) / max(1, iters - warm)
+            loss = loss + reg * (1 - (2 * _soft(v) - 1).abs().pow(beta)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        hard = torch.clamp(w_floor + (_soft(v) >= 0.5).to(w.dtype) + z, scheme.qmin, scheme.qmax)
+        nearest = torch.clamp(torch.round(w / s) + z, scheme.qmin, scheme.qmax)
+        probe = x_in[: min(len(x_in), 64)]
+        mse_rtn = F.mse_loss(_layer_out(layer, probe, (nearest - z) * s), target[: len(probe)]).item()
+        mse_ada = F.mse_loss(_layer_out(layer, probe, (hard - z) * s), target[: len(probe)]).item()
+    _store(wl, hard, scheme, scale, zp, s, z)
+    return {"flipped": int((hard != nearest).sum()), "weights": w.numel(), "mse_nearest": mse_rtn, "mse": mse_ada}
+
+
+def adaround(sim: QuantSim, batches: list[torch.Tensor], iters: int = 500, reg: float = 0.01, batch: int = 32,
+             seed: int = 0, progress: Progress | None = None) -> dict:
+    """AdaRound every integer-weight layer in graph order; returns per-layer flips, MSEs and seconds."""
+    say, gen, out = progress or silent, torch.Generator().manual_seed(seed), {}
+    names = _rounded_layers(sim)
+    for i, name in enumerate(names):
+        start = time.perf_counter()
+        say(i / len(names), f"AdaRound {name} ({i + 1}/{len(names)})")
+        wl = sim.weight_layers[name]
+        x_q = capture_inputs(sim, [name], batches)[name]
+        with sim.disabled():
+            x_fp = capture_inputs(sim, [name], batches)[name]
+        with torch.no_grad():
+            target = _layer_out(wl.layer, x_fp, wl.layer.weight)
+        with torch.enable_grad():
+            out[name] = _adaround_layer(wl, x_q, target, iters, reg, batch, gen)
+        out[name]["seconds"] = round(time.perf_counter() - start, 3)
+        sim.weights_changed()
+    return {"layers": out}
+
+
+def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's input as rows of what each weight row multiplies (im2col for a convolution)."""
+    if isinstance(layer, nn.Conv2d):
+        cols = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+@torch.no_grad()
+def _gptq_layer(wl: QuantWeightLayer, x_in: torch.Tensor, damp: float) -> dict:
+    layer = wl.layer
+    scheme, scale, zp, s, z = _grid(wl)
+    cols = _columns(layer, x_in).double()
+    h = 2 * cols.T @ cols / len(cols)
+    w = layer.weight.detach().reshape(layer.weight.shape[0], -1).double().clone()
+    s2 = s.reshape(-1, 1).double() if s.dim() else s.double()
+    z2 = z.reshape(-1, 1).double() if z.dim() else z.double()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    h += damp * torch.diag(h).mean() * torch.eye(len(h), dtype=h.dtype)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    q = torch.zeros_like(w)
+    for i in range(w.shape[1]):
+        col = w[:, i: i + 1]
+        qi = torch.clamp(torch.round(col / s2) + z2, scheme.qmin, scheme.qmax)
+        q[:, i: i + 1] = qi
+        err = (col - (qi - z2) * s2) / hinv[i, i]
+        w[:, i:] -= err @ hinv[i: i + 1, i:]
+    nearest = torch.clamp(torch.round(layer.weight.detach().reshape(q.shape).double() / s2) + z2, scheme.qmin, scheme.qmax)
+    w_int = q.reshape(layer.weight.shape).to(layer.weight.dtype)
+    _store(wl, w_int, scheme, scale, zp, s, z)
+    return {"changed_vs_nearest": int((q != nearest).sum()), "weights": q.numel()}
+
+
+def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progress: Progress | None = None) -> dict:
+    """GPTQ every ungrouped integer-weight layer in graph order; returns per-layer changes and seconds."""
+    say, out = progress or silent, {}
+    names = _rounded_layers(sim, include_grouped=False)
+    for i, name in enumerate(names):
+        start = time.perf_counter()
+        say(i / len(names), f"GPTQ {name} ({i + 1}/{len(names)})")
+        x_q = capture_inputs(sim, [name], batches)[name]
+        out[name] = _gptq_layer(sim.weight_layers[name], x_q, damp)
+        out[name]["seconds"] = round(time.perf_counter() - start, 3)
+        sim.weights_changed()
+    return {"layers": out}
