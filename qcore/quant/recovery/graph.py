@@ -90,6 +90,8 @@ def norm_linear_pairs(sim: QuantSim) -> list[tuple[str, list[str]]]:
         while frontier:
             user = frontier.pop()
             mod = _module(gm, user)
+            if _reads_shape_only(user):
+                continue
             if isinstance(mod, ActQuantizer):
                 frontier += list(user.users)
             elif isinstance(mod, QuantWeightLayer) and isinstance(mod.layer, nn.Linear):
@@ -99,6 +101,15 @@ def norm_linear_pairs(sim: QuantSim) -> list[tuple[str, list[str]]]:
         if ok and linears:
             found.append((node.target, linears))
     return found
+
+
+def _reads_shape_only(node: fx.Node) -> bool:
+    """`x.shape` / `x.size()`: a use of the tensor that does not see its values."""
+    import operator
+
+    if node.op == "call_function" and node.target in (getattr, operator.getitem) and node.args[1:2] == ("shape",):
+        return True
+    return node.op == "call_method" and node.target in ("size", "dim")
 
 
 @torch.no_grad()

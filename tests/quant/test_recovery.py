@@ -1,0 +1,119 @@
+"""Accuracy-recovery steps: each does what its paper says, and real INT8 carries what it did."""
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from qcore.analysis.evaluate import agreement, logits
+from qcore.quant.qconfig import QuantConfig, RecoveryStep, parse_steps
+from qcore.quant.quantsim import QuantSim
+from qcore.quant.recovery.bias import _mean_outputs, correct_bias, smooth
+from qcore.quant.recovery.cle import equalize
+from qcore.quant.recovery.graph import layer_pairs
+from qcore.quant.recovery.rounding import adaround
+from qcore.zoo.inputs import prepare_inputs
+from qcore.zoo.models import BUILTIN
+
+
+@pytest.fixture(scope="module")
+def resnet_inputs():
+    return prepare_inputs("fm_resnet", calib_size=64, eval_size=200, eval_batch=100)
+
+
+def spread(w: torch.Tensor) -> float:
+    r = w.abs().flatten(1).amax(1)
+    return float(r.max() / r.clamp_min(1e-8).min())
+
+
+def test_cle_keeps_the_fp32_function_and_narrows_per_channel_ranges(resnet_inputs):
+    sim = QuantSim(resnet_inputs.loaded.module)
+    x = resnet_inputs.calib_batches[0]
+    pairs = layer_pairs(sim)
+    assert len(pairs) == 6  # conv1 -> ReLU -> conv2 in each of the six residual blocks
+    before = {p.first: spread(sim.weight_layers[p.first].layer.weight) for p in pairs}
+    with sim.disabled():
+        ref = sim(x)
+    changes = equalize(sim)
+    with sim.disabled():
+        torch.testing.assert_close(sim(x), ref, rtol=1e-4, atol=1e-4)
+    after = {p.first: spread(sim.weight_layers[p.first].layer.weight) for p in pairs}
+    assert all(after[k] < before[k] for k in before), (before, after)
+    assert changes["relu6_replaced_by_relu"] == 0 and len(changes["scales"]) == 6
+
+
+def test_cle_on_mobilenet_replaces_relu6_in_equalized_pairs():
+    sim = QuantSim(BUILTIN["fm_mobilenetv2"].build().eval())
+    changes = equalize(sim)
+    assert changes["relu6_replaced_by_relu"] > 0
+    assert any(a.endswith(".block.0") and b.endswith(".block.3") for a, b in changes["pairs"])  # expand -> depthwise
+
+
+def test_bias_correction_brings_each_layers_mean_output_back_to_fp32(resnet_inputs):
+    config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
+    sim = QuantSim.calibrated(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    names, xs = list(sim.weight_layers), resnet_inputs.calib_batches
+    with sim.disabled():
+        reference = _mean_outputs(sim, names, xs)
+    gap = lambda: {n: float((m - reference[n]).abs().max()) for n, m in _mean_outputs(sim, names, xs).items()}  # noqa: E731
+    before = gap()
+    correct_bias(sim, xs)
+    after = gap()
+    assert max(before.values()) > 1e-2
+    assert all(after[n] <= 1e-4 + 1e-3 * before[n] for n in names), after
+
+
+def test_adaround_is_a_valid_rounding_and_lowers_the_layer_error(resnet_inputs):
+    config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
+    sim = QuantSim.calibrated(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    original = {n: wl.layer.weight.detach().clone() for n, wl in sim.weight_layers.items()}
+    grids = {n: wl.grid(original[n], wl.effective_scheme(original[n])) for n, wl in sim.weight_layers.items()}
+    result = adaround(sim, resnet_inputs.calib_batches, iters=60)
+    for name, wl in sim.weight_layers.items():
+        scale = grids[name][0].reshape((-1, 1, 1, 1) if grids[name][0].dim() else ())
+        assert wl.pinned, name
+        levels = wl.layer.weight.detach() / scale
+        torch.testing.assert_close(levels, levels.round(), atol=1e-3, rtol=0)  # on the grid
+        assert float((levels.round() - (original[name] / scale).round()).abs().max()) <= 1  # within one step
+    layers = result["layers"].values()
+    assert sum(r["flipped"] for r in layers) > 0
+    assert sum(r["mse"] for r in layers) < sum(r["mse_nearest"] for r in layers)
+
+
+def test_smoothquant_keeps_the_fp32_function_and_shrinks_outlier_channels():
+    torch.manual_seed(0)
+    vit = BUILTIN["fm_vit"].build().eval()
+    with torch.no_grad():
+        vit.blocks[0].norm1.weight[3] = 25.0  # an outlier channel, as trained transformers have
+    sim = QuantSim(vit)
+    x = torch.randn(16, 1, 28, 28)
+    with sim.disabled():
+        ref = sim(x)
+    changes = smooth(sim, [x], alpha=0.5)
+    with sim.disabled():
+        torch.testing.assert_close(sim(x), ref, rtol=1e-4, atol=1e-4)
+    first = changes["pairs"]["blocks.0.norm1"]
+    assert first["linears"] == ["blocks.0.attn.qkv"]
+    assert max(first["act_max_after"]) < 0.5 * max(first["act_max_before"])
+
+
+def test_steps_round_trip_through_the_config_json():
+    config = QuantConfig(recovery=parse_steps("cle,adaround:iters=200;reg=0.02,smoothquant:alpha=0.7"))
+    again = QuantConfig.from_json(config.to_json())
+    assert again == config and again.recovery[1].param("iters", 500) == 200
+    with pytest.raises(ValueError, match="unknown recovery step"):
+        RecoveryStep("magic")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps", ["cle", "cle,bias_correction", "adaround:iters=40", "gptq"])
+def test_real_int8_matches_the_simulation_after_the_steps(steps, resnet_inputs):
+    from qcore.runtime.backends import ort as ort_backend
+
+    inp = resnet_inputs
+    sim = QuantSim.calibrated(inp.loaded.module, QuantConfig(recovery=parse_steps(steps)), inp.calib_batches)
+    assert [r.name for r in sim.recovery_results] == [s.split(":")[0] for s in steps.split(",")]
+    runner = ort_backend.int8_runner(sim, inp.loaded.spec.input_shape, Path(tempfile.mkdtemp()), 2, "u8")
+    s, r = logits(sim, inp.eval_batches), logits(runner, inp.eval_batches)
+    assert agreement(s.argmax(1), r.argmax(1)) >= 0.99
