@@ -17,6 +17,7 @@ pages = {
         st.Page("pages/model.py", title="Model", icon=":material/neurology:", default=True),
         st.Page("pages/calibration.py", title="Calibration", icon=":material/bar_chart:"),
         st.Page("pages/sensitivity.py", title="Sensitivity", icon=":material/tune:"),
+        st.Page("pages/recover.py", title="Recover accuracy", icon=":material/healing:"),
         st.Page("pages/qat.py", title="QAT", icon=":material/model_training:"),
         st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
     ],

@@ -91,6 +91,11 @@ def sidebar() -> None:
                  help="CPUs without VNNI add pairs of u8 x s8 products in int16, which 8-bit weights overflow: "
                       "7-bit weights keep real INT8 exact there. The simulation uses the same range.")
         st.caption(scheme_note())
+        if recovery_steps():
+            st.caption("Recovery steps (from the Recover page): " + " -> ".join(x.name for x in recovery_steps()))
+            if st.button("Back to plain PTQ", key="clear_recovery"):
+                st.session_state["recovery_steps"] = ()
+                st.rerun()
 
 
 def scheme_note() -> str:
@@ -109,8 +114,14 @@ def base_config():
     from qcore.quant.qconfig import QuantConfig
 
     s = settings()
-    return QuantConfig(weight_range=s["weight_range"]).with_default(weight_bits=int(s["weight_bits"]), act_bits=int(s["act_bits"]),
-                                      weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"]))
+    return QuantConfig(weight_range=s["weight_range"], recovery=recovery_steps()).with_default(
+        weight_bits=int(s["weight_bits"]), act_bits=int(s["act_bits"]), weight_granularity=s["granularity"],
+        act_symmetric=bool(s["symmetric"]))
+
+
+def recovery_steps() -> tuple:
+    """The recovery steps the Recover page sent to the other pages (empty: plain PTQ)."""
+    return tuple(st.session_state.get("recovery_steps", ()))
 
 
 def chosen_config(upload, default):

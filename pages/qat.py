@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import chosen_config, job_result, layer_summary, page_header, run_job
+from pages._ui import chosen_config, job_result, layer_summary, page_header, recovery_steps, run_job
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
 from qcore.train.qat import RANGE_MODES, QATRecipe, default_lr, run_qat
@@ -66,7 +66,7 @@ with st.form("qat_form"):
 
 if start:
     try:
-        config = chosen_config(config_file, QuantConfig(weight_range=s["weight_range"]).with_default(
+        config = chosen_config(config_file, QuantConfig(weight_range=s["weight_range"], recovery=recovery_steps()).with_default(
             weight_bits=int(weight_bits), act_bits=int(act_bits), act_method=method,
             weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"])))
         steps = int(amount) if budget == "steps" else None

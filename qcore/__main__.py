@@ -8,6 +8,8 @@
     python -m qcore deploy [--model NAME] [--backend auto|x86|ort] [--config FILE.json] --out DIR
     python -m qcore sensitivity [--model NAME] [--eval-size N] [--budget 0.01] --out FILE.json
     python -m qcore history [--kind K] [--model M] [--compare ID,ID] [--delete ID,ID] [--export csv|json --out F]
+    python -m qcore recover [--model NAME] --steps cle,bias_correction,adaround [--weight-bits 4]
+                            [--granularity tensor|channel] --out FILE.json
     python -m qcore qat [--model NAME] [--weight-bits 4] [--act-bits 8] [--minutes M | --steps N]
                         [--range-mode fixed|observe|learn] --out FILE.json
 """
@@ -199,6 +201,32 @@ def _cmd_sensitivity(args) -> int:
     return 0
 
 
+def _cmd_recover(args) -> int:
+    from qcore.analysis.recovery import recover
+    from qcore.quant.qconfig import QuantConfig, parse_steps
+
+    try:
+        steps = parse_steps(args.steps)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not steps:
+        raise CliError("give at least one step: --steps cle,bias_correction,adaround,gptq,smoothquant")
+    config = _config(args, QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
+                                                     weight_granularity=args.granularity))
+    report, _ = recover(_model(args), steps, config, args.data, args.calib_size, args.eval_size, args.seed,
+                        cumulative=not args.separately,
+                        progress=lambda fraction, msg: print(f"\r{msg[:70]:70}", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    print(f"{report.model} ({report.eval_size} images): FP32 {_pct(report.fp32_accuracy)}")
+    print(f"{'steps':40}{'accuracy':>10}{'agreement':>11}{'seconds':>9}")
+    for row in report.rows:
+        print(f"{'+'.join(row.steps) or 'plain PTQ':40}{row.accuracy:>10.4f}{row.agreement:>11.4f}{row.seconds:>9.1f}")
+    print(_layers_line(report))
+    _write(args.out, report)
+    _remember(report)
+    return 0
+
+
 def _cmd_qat(args) -> int:
     from qcore.train.qat import QATRecipe, run_qat
     from qcore.quant.qconfig import QuantConfig
@@ -342,7 +370,7 @@ def _add_basics(sub) -> None:
     _common(e)
     e.set_defaults(fn=_cmd_evaluate)
     h = sub.add_parser("history", help="stored runs: list, compare, delete, export")
-    h.add_argument("--kind", choices=["calibration", "sensitivity", "deploy", "qat"], default=None)
+    h.add_argument("--kind", choices=["calibration", "sensitivity", "deploy", "qat", "recovery"], default=None)
     h.add_argument("--model", default=None, help="model name contains this")
     h.add_argument("--compare", default=None, help="run ids side by side, e.g. 3,7")
     h.add_argument("--delete", default=None, help="run ids to delete, e.g. 3,7")
@@ -388,6 +416,23 @@ def _add_ptq(sub) -> None:
     sn.set_defaults(fn=_cmd_sensitivity, eval_size=1000)
 
 
+def _add_recover(sub) -> None:
+    r = sub.add_parser("recover", help="accuracy recovery: CLE, bias correction, AdaRound, GPTQ, SmoothQuant vs plain PTQ")
+    _common(r)
+    _weight_range(r)
+    r.add_argument("--steps", required=True,
+                   help="in order, e.g. cle,bias_correction,adaround:iters=500 (settings: adaround iters/reg, "
+                        "gptq damp, smoothquant alpha, cle high_bias=0|1; ';' between settings)")
+    r.add_argument("--separately", action="store_true", help="each step alone (then all), instead of adding them in turn")
+    r.add_argument("--config", default=None, help="base QuantConfig JSON (overrides the bit options)")
+    r.add_argument("--weight-bits", type=int, default=8)
+    r.add_argument("--act-bits", type=int, default=8)
+    r.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
+    r.add_argument("--calib-size", type=int, default=512)
+    r.add_argument("--out", required=True)
+    r.set_defaults(fn=_cmd_recover, eval_size=2000)
+
+
 def _add_qat(sub) -> None:
     q = sub.add_parser("qat", help="quantization-aware fine-tune: PTQ vs QAT vs real INT8")
     _common(q)
@@ -418,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     _add_basics(sub)
     _add_ptq(sub)
+    _add_recover(sub)
     _add_qat(sub)
     return p
 

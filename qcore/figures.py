@@ -257,3 +257,48 @@ def ste_figure(ste: dict) -> go.Figure:
                       yaxis2=dict(title="gradient", overlaying="y", side="right", range=[-0.1, 1.2]),
                       margin=dict(l=10, r=10, t=20, b=40))
     return fig
+
+
+def recovery_accuracy_figure(rows: list, fp32_accuracy: float) -> go.Figure:
+    """Top-1 of plain PTQ and of each combination of recovery steps, with FP32 as a line."""
+    labels = ["+".join(r.steps) or "plain PTQ" for r in rows]
+    fig = go.Figure(go.Bar(x=labels, y=[r.accuracy * 100 for r in rows], text=[f"{r.accuracy:.2%}" for r in rows],
+                           textposition="outside", marker_color=["#7f7f7f"] + ["#2ca02c"] * (len(rows) - 1)))
+    fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text=f"FP32 {fp32_accuracy:.2%}")
+    low = min(r.accuracy for r in rows) * 100
+    fig.update_layout(yaxis_title="top-1 %", yaxis_range=[max(0, low - 5), 100], height=360,
+                      margin=dict(l=10, r=10, t=30, b=40))
+    return fig
+
+
+def recovery_sqnr_figure(rows: list) -> go.Figure:
+    """Each layer's end-to-end output SQNR under plain PTQ and after each combination of steps."""
+    fig = go.Figure()
+    for r in rows:
+        names = list(r.layer_sqnr_db)
+        fig.add_trace(go.Scatter(x=names, y=[r.layer_sqnr_db[n] for n in names], mode="lines+markers",
+                                 name="+".join(r.steps) or "plain PTQ"))
+    fig.update_layout(yaxis_title="output SQNR (dB)", height=380, margin=dict(l=10, r=10, t=30, b=120))
+    fig.update_xaxes(tickangle=-60)
+    return fig
+
+
+def before_after_ranges_figure(before: dict, after: dict, title: str) -> go.Figure:
+    """One layer's per-output-channel weight range (max - min) before and after the steps."""
+    fig = go.Figure()
+    for label, d, color in (("before", before, "#d62728"), ("after", after, "#2ca02c")):
+        fig.add_trace(go.Bar(x=list(range(len(d["max"]))), y=[hi - lo for lo, hi in zip(d["min"], d["max"])],
+                             name=label, marker_color=color, opacity=0.7))
+    fig.update_layout(title=title, barmode="overlay", xaxis_title="output channel", yaxis_title="weight range",
+                      height=320, margin=dict(l=10, r=10, t=50, b=40))
+    return fig
+
+
+def channel_max_figure(before: list[float], after: list[float], title: str) -> go.Figure:
+    """Per-channel activation maxima before and after SmoothQuant's migration."""
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=list(range(len(before))), y=before, name="before", marker_color="#d62728", opacity=0.7))
+    fig.add_trace(go.Bar(x=list(range(len(after))), y=after, name="after", marker_color="#2ca02c", opacity=0.7))
+    fig.update_layout(title=title, barmode="overlay", xaxis_title="input channel", yaxis_title="max |activation|",
+                      height=320, margin=dict(l=10, r=10, t=50, b=40))
+    return fig

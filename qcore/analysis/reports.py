@@ -8,7 +8,7 @@ from typing import ClassVar
 from qcore.zoo.report import Report
 
 __all__ = ["RunReport", "MethodResult", "CalibrationReport", "StudyRow", "CalibrationStudy", "ClippingRow", "ClippingReport", "LayerSensitivity",
-           "CurvePoint", "GreedyResult", "SensitivityReport"]
+           "CurvePoint", "GreedyResult", "SensitivityReport", "RecoveryRow", "RecoveryReport"]
 
 
 @dataclass
@@ -171,4 +171,37 @@ class SensitivityReport(RunReport):
             out["layers"] = float(len(self.layers))
         if self.greedy:
             out["greedy float layers"] = float(len(self.greedy.float_layers))
+        return out
+
+
+@dataclass
+class RecoveryRow:
+    """One combination of recovery steps: its accuracy, FP32 agreement, per-layer output SQNR and step times."""
+
+    steps: list[str]
+    accuracy: float
+    agreement: float
+    seconds: float
+    step_seconds: dict[str, float]
+    layer_sqnr_db: dict[str, float]
+    changes: dict  # what each step changed (scales, bias shifts, flipped roundings), by step name
+
+
+@dataclass
+class RecoveryReport(RunReport):
+    """Plain PTQ against each step added in turn (`python -m qcore recover`)."""
+
+    kind: ClassVar[str] = "recovery"
+    eval_size: int
+    config: dict
+    fp32_accuracy: float
+    baseline_accuracy: float
+    rows: list[RecoveryRow]
+    weights_before: dict  # per-channel weight min/max of every layer under plain PTQ (BN folded)
+    weights_after: dict  # the same after all the steps (CLE's narrowed ranges, AdaRound/GPTQ's weights)
+
+    def metrics(self) -> dict[str, float]:
+        out = {**super().metrics()}
+        for row in self.rows:
+            out[f"accuracy {'+'.join(row.steps) or 'ptq'}"] = row.accuracy
         return out

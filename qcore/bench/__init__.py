@@ -2,6 +2,7 @@
 
     python -m qcore.bench calibrate [--model NAME] [--calib-size N] [--repeats R] [--out FILE.json]
     python -m qcore.bench latency --model NAME [--random-weights] [--batch 1] [--threads 2] --out FILE.json
+    python -m qcore.bench recover [--eval-size N] [--models a,b] --out FILE.json
 
 `calibrate` times the one statistics pass (observers at every quantizer, histograms included)
 against a plain FP32 forward pass over the same preprocessed images, interleaved R times in one
@@ -181,8 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--model", default=None)
     s.add_argument("--eval-size", type=int, default=1000)
     s.add_argument("--out", default=None)
+    r = sub.add_parser("recover", help="accuracy recovery steps vs round-to-nearest, full test set")
+    r.add_argument("--eval-size", type=int, default=None)
+    r.add_argument("--models", default=None, help="only these models, e.g. fm_resnet,fm_vit")
+    r.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    if args.cmd == "latency":
+    if args.cmd == "recover":
+        from qcore.bench.recover import bench_recover
+
+        report = bench_recover(args.eval_size, models=tuple(args.models.split(",")) if args.models else None,
+                               say=lambda line: print(line, file=sys.stderr))
+    elif args.cmd == "latency":
         report = bench_latency(args.model, args.random_weights, args.batch, args.threads, args.iters, seed=args.seed)
     elif args.cmd == "deploy":
         report = bench_deploy(args.model, args.eval_size, args.iters)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from qcore.analysis.sensitivity import Prepared
 from qcore.quant.qconfig import QuantConfig
 from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.latency import measure_interleaved
 from qcore.runtime.machine import MACHINE_LOCK
 
-__all__ = ["latency_probe"]
+__all__ = ["latency_probe", "sim_latency"]
 
 
 def latency_probe(p: Prepared, out_dir, threads: int = 2, iters: int = 20, warmup: int = 3):
@@ -38,3 +40,16 @@ def latency_probe(p: Prepared, out_dir, threads: int = 2, iters: int = 20, warmu
 
     measure.fp32_ms = fp32_ms
     return measure
+
+
+def sim_latency(sim, module, input_shape, out_dir, threads: int = 2, iters: int = 20, warmup: int = 3) -> dict:
+    """Batch-1 latency (median ms) of a calibrated sim as real ONNX Runtime INT8, interleaved with the FP32
+    model in ONNX Runtime, in this process: the speed of a recovered model as it would deploy."""
+    out_dir = Path(out_dir)
+    fp32 = ort_backend.fp32_runner(module, input_shape, out_dir, threads)
+    int8 = ort_backend.int8_runner(sim, input_shape, out_dir, threads)
+    x = torch.zeros(1, *input_shape)
+    with MACHINE_LOCK:
+        timed = measure_interleaved({"fp32": fp32.run, "int8": int8.run}, x, threads, warmup, iters)
+    return {"fp32_ms": timed["fp32"].median_ms, "int8_ms": timed["int8"].median_ms,
+            "speedup": timed["fp32"].median_ms / timed["int8"].median_ms}

@@ -1,0 +1,84 @@
+"""The recovery experiment: plain PTQ, then the chosen steps added one at a time, each combination
+calibrated and evaluated end to end on the same images (`python -m qcore recover`, the page).
+
+Every combination builds its own sim from the shared (read-only) model, so rows are independent and
+each one is exactly what sensitivity, QAT and deploy would build from that config.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Sequence
+
+import torch
+
+from qcore.analysis.evaluate import layer_errors, logits, scores
+from qcore.analysis.experiments import weight_ranges
+from qcore.analysis.reports import RecoveryReport, RecoveryRow
+from qcore.quant.progress import Progress, silent, span
+from qcore.quant.qconfig import QuantConfig, RecoveryStep
+from qcore.quant.quantsim import QuantSim
+from qcore.zoo.inputs import Inputs, prepare_inputs
+from qcore.zoo.models import LoadedModel
+
+__all__ = ["recover", "measure_steps"]
+
+
+def _channel_ranges(sim: QuantSim) -> dict:
+    """Per-output-channel weight min/max of every layer (without the value samples the histogram uses)."""
+    return {k: {"min": v["min"], "max": v["max"]} for k, v in weight_ranges(sim).items()}
+
+
+def measure_steps(inp: Inputs, config: QuantConfig, steps: Sequence[RecoveryStep], fp32_preds: torch.Tensor,
+                  progress: Progress | None = None) -> tuple[RecoveryRow, QuantSim]:
+    """One combination: calibrate with `steps`, then accuracy, FP32 agreement, per-layer SQNR."""
+    say = progress or silent
+    start = time.perf_counter()
+    sim = QuantSim.calibrated(inp.loaded.module, replace(config, recovery=tuple(steps)), inp.calib_batches,
+                              span(say, 0.0, 0.8))
+    seconds = time.perf_counter() - start
+    say(0.8, "evaluating")
+    result = scores(logits(sim, inp.eval_batches), inp.labels)
+    errors = layer_errors(sim, inp.eval_batches[0][:128])
+    sqnr = {k: (round(v["sqnr_db"], 2) if math.isfinite(v["sqnr_db"]) else None) for k, v in errors.items()}
+    row = RecoveryRow([s.name for s in steps], result.top1, float((result.predictions == fp32_preds).float().mean()),
+                      round(seconds, 2), {r.name: r.seconds for r in sim.recovery_results}, sqnr,
+                      {r.name: r.changes for r in sim.recovery_results})
+    return row, sim
+
+
+def recover(
+    model: str | LoadedModel,
+    steps: Sequence[RecoveryStep],
+    config: QuantConfig | None = None,
+    data: str | None = None,
+    calib_size: int = 512,
+    eval_size: int | None = None,
+    seed: int = 0,
+    cumulative: bool = True,
+    progress: Progress | None = None,
+) -> tuple[RecoveryReport, QuantSim]:
+    """Plain PTQ and each prefix of `steps` (or, with cumulative=False, each step alone, then all of them);
+    returns the report and the sim of the last row (the full combination)."""
+    say = progress or silent
+    config = (config or QuantConfig()).resolved()
+    inp = prepare_inputs(model, data, calib_size, eval_size, seed)
+    fp32 = scores(logits(inp.loaded.module, inp.eval_batches), inp.labels)
+    combos = [list(steps[: i + 1]) for i in range(len(steps))] if cumulative else (
+        [[s] for s in steps] + ([list(steps)] if len(steps) > 1 else []))
+    combos = [[]] + combos
+    rows, sim, before = [], None, {}
+    for i, combo in enumerate(combos):
+        label = "+".join(s.name for s in combo) or "plain PTQ"
+        row, sim = measure_steps(inp, config, combo, fp32.predictions,
+                                 span(say, i / len(combos), (i + 1) / len(combos)))
+        say((i + 1) / len(combos), f"{label}: {row.accuracy:.2%}")
+        rows.append(row)
+        before = before or _channel_ranges(sim)
+    report = RecoveryReport(
+        **inp.identity(), **sim.inventory(), eval_size=inp.eval_size, config=replace(config, recovery=tuple(steps)).to_dict(),
+        fp32_accuracy=fp32.top1, baseline_accuracy=rows[0].accuracy, rows=rows, weights_before=before,
+        weights_after=_channel_ranges(sim))
+    return report, sim
