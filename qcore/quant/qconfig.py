@@ -121,6 +121,8 @@ class QuantConfig:
     reduce_range: bool = False  # activations one bit narrower (fbgemm's own guard against int16 overflow)
     weight_range: str = "auto"
     recovery: tuple[RecoveryStep, ...] = ()  # applied in order after BN folding, before calibration
+    norm_outputs: bool = True  # quantize LayerNorm outputs (the input every transformer Linear reads)
+    attention: bool = True  # quantize attention's activation x activation matmuls (their outputs) and softmax
 
     def __post_init__(self):
         if self.weight_range not in WEIGHT_RANGES:
@@ -170,6 +172,8 @@ class QuantConfig:
             "reduce_range": self.reduce_range,
             "weight_range": self.weight_range,
             "recovery": [step.to_dict() for step in self.recovery],
+            "norm_outputs": self.norm_outputs,
+            "attention": self.attention,
         }
 
     @classmethod
@@ -189,6 +193,8 @@ class QuantConfig:
             reduce_range=bool(d.get("reduce_range", False)),
             weight_range=str(d.get("weight_range", "auto")),
             recovery=tuple(RecoveryStep.from_dict(x) for x in d.get("recovery", ())),
+            norm_outputs=bool(d.get("norm_outputs", True)),
+            attention=bool(d.get("attention", True)),
         )
 
     def to_json(self) -> str:

@@ -329,6 +329,24 @@ def _is_tensor_add(node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in ("add", "add_") and len(node.args) >= 2 and isinstance(node.args[1], fx.Node)
 
 
+MATMULS = (torch.matmul, operator.matmul, torch.bmm)
+SOFTMAXES = (torch.softmax, F.softmax)
+
+
+def _is_act_matmul(node: fx.Node) -> bool:
+    """A product of two activations (attention's q k^T and attn v), not a layer with weights."""
+    if node.op != "call_function" or node.target not in MATMULS:
+        return False
+    ins = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+    return len(ins) == 2 and all(a.op != "get_attr" for a in ins)
+
+
+def _is_softmax(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), nn.Softmax)
+    return (node.op == "call_function" and node.target in SOFTMAXES) or (node.op == "call_method" and node.target == "softmax")
+
+
 def _is_fused_act(node: fx.Node, modules: dict) -> bool:
     if node.op == "call_module":
         return isinstance(modules.get(node.target), FUSED_ACTIVATIONS)
@@ -409,27 +427,46 @@ class QuantSim(nn.Module):
                 after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node
                 kind = "conv" if isinstance(layer, nn.Conv2d) else "linear"
                 add_point(after, node.target, kind, type(layer).__name__)
-            elif _is_tensor_add(node):
-                users = list(node.users)
-                after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node
-                add_point(after, node.name, "add", "add")
-            elif _is_unfused_act(node, modules):
-                mtype = type(modules[node.target]).__name__ if node.op == "call_module" else node.target.__name__
-                users = list(node.users)
-                after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node  # e.g. GELU10
-                add_point(after, node.target if node.op == "call_module" else node.name, "act", mtype)
+            else:
+                point = self._point_of(node, modules)
+                if point is not None:
+                    add_point(*point)
+        self._record_float_layers(gm, modules)
+        gm.graph.lint()
+        gm.recompile()
+
+    def _point_of(self, node: fx.Node, modules: dict) -> tuple | None:
+        """(after, name, kind, type) of the quantizer a non-weight node needs, or None."""
+        users = list(node.users)
+        fused_after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node
+        if _is_tensor_add(node):
+            return fused_after, node.name, "add", "add"
+        if self.config.norm_outputs and node.op == "call_module" and isinstance(modules.get(node.target), nn.LayerNorm):
+            return node, node.target, "norm", "LayerNorm"
+        if self.config.attention and _is_act_matmul(node):
+            return node, node.name, "matmul", "matmul"
+        if self.config.attention and _is_softmax(node, modules):
+            return node, node.target if node.op == "call_module" else node.name, "act", "Softmax"
+        if _is_unfused_act(node, modules):
+            mtype = type(modules[node.target]).__name__ if node.op == "call_module" else node.target.__name__
+            return fused_after, node.target if node.op == "call_module" else node.name, "act", mtype  # fused: GELU10
+        return None
+
+    def _record_float_layers(self, gm: fx.GraphModule, modules: dict) -> None:
+        """Layers with weights that stay float (LayerNorm, embeddings, functional calls), and why."""
         for name, mod in modules.items():
             if name and not list(mod.children()) and any(True for _ in mod.parameters(recurse=False)):
                 if not isinstance(mod, (*WEIGHT_LAYERS, nn.BatchNorm2d)):
                     self.unsupported.append(f"{name} ({type(mod).__name__})")
-                    self.float_reasons[name] = f"{type(mod).__name__}: no INT8 kernel in qcore; runs in float"
+                    quantized_out = isinstance(mod, nn.LayerNorm) and self.config.norm_outputs
+                    self.float_reasons[name] = (f"{type(mod).__name__}: computes in float"
+                                                + (" (its output is quantized)" if quantized_out else
+                                                   "; no INT8 kernel in qcore"))
         for node in gm.graph.nodes:  # functional calls with weights (an aten op the loader did not lift)
             if node.op == "call_function" and any(a.op == "get_attr" for a in node.all_input_nodes):
                 op = getattr(node.target, "__name__", str(node.target))
                 self.unsupported.append(f"{node.name} ({op})")
                 self.float_reasons[node.name] = f"{op} takes its weights as inputs (not a layer); runs in float"
-        gm.graph.lint()
-        gm.recompile()
 
     # --- configuration ------------------------------------------------------------------------
     def quantizer(self, name: str) -> ActQuantizer:
