@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._ui import base_config, job_result, layer_summary, page_header, run_job
-from qcore.analysis.recovery import recover
+from qcore.analysis.recovery import recover, rounding_table
 from qcore.figures import (before_after_ranges_figure, channel_max_figure, recovery_accuracy_figure,
                            recovery_sqnr_figure)
 from qcore.quant.qconfig import RECOVERY_STEPS, RecoveryStep
@@ -62,11 +62,12 @@ layer = st.selectbox("Layer", list(report.weights_before))
 st.plotly_chart(before_after_ranges_figure(report.weights_before[layer], report.weights_after[layer], layer), key="rec_w")
 
 changes = report.rows[-1].changes
-rounding = changes.get("adaround") or changes.get("gptq")
+rounding = rounding_table(report.rows)
 if rounding:
-    st.subheader("Rounding, layer by layer")
-    st.dataframe(pd.DataFrame([{"layer": k, **v} for k, v in rounding["layers"].items()]), hide_index=True,
-                 width="stretch")
+    st.subheader("Rounding, layer by layer: layer-output MSE against FP32")
+    st.dataframe(pd.DataFrame(rounding), hide_index=True, width="stretch")
+    st.caption("nearest: round-to-nearest on the same grid. Run AdaRound and GPTQ with **Each step alone** to see "
+               "both side by side; the accuracy each gives is in the table above.")
 if changes.get("smoothquant", {}).get("pairs"):
     st.subheader("SmoothQuant: activation maxima per channel")
     norm = st.selectbox("LayerNorm", list(changes["smoothquant"]["pairs"]))

@@ -23,7 +23,7 @@ from qcore.quant.quantsim import QuantSim
 from qcore.zoo.inputs import Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
-__all__ = ["recover", "measure_steps"]
+__all__ = ["recover", "measure_steps", "rounding_table"]
 
 
 def _channel_ranges(sim: QuantSim) -> dict:
@@ -82,3 +82,14 @@ def recover(
         fp32_accuracy=fp32.top1, baseline_accuracy=rows[0].accuracy, rows=rows, weights_before=before,
         weights_after=_channel_ranges(sim))
     return report, sim
+
+
+def rounding_table(rows: list[RecoveryRow]) -> list[dict]:
+    """Per layer: output MSE of round-to-nearest, AdaRound and GPTQ (where a row ran them), and their flips."""
+    table: dict[str, dict] = {}
+    for row in rows:
+        for step in ("adaround", "gptq"):
+            for layer, r in row.changes.get(step, {}).get("layers", {}).items():
+                entry = table.setdefault(layer, {"layer": layer, "nearest MSE": r["mse_nearest"]})
+                entry[f"{step} MSE"], entry[f"{step} flipped"] = r["mse"], r["flipped"]
+    return list(table.values())

@@ -479,7 +479,7 @@ class QuantSim(nn.Module):
         """A sentence for reports when some layers have no quantizer and stay in float."""
         if not self.unsupported:
             return None
-        return (f"left in float, no quantizer for these layer types: {', '.join(self.unsupported)}")
+        return f"computed in float: {', '.join(self.unsupported)}"
 
     def inventory(self) -> dict[str, list]:
         """Which layers are quantized under the current config and which stay float, with the reason:

@@ -117,3 +117,17 @@ def test_real_int8_matches_the_simulation_after_the_steps(steps, resnet_inputs):
     runner = ort_backend.int8_runner(sim, inp.loaded.spec.input_shape, Path(tempfile.mkdtemp()), 2, "u8")
     s, r = logits(sim, inp.eval_batches), logits(runner, inp.eval_batches)
     assert agreement(s.argmax(1), r.argmax(1)) >= 0.99
+
+
+@pytest.mark.slow
+def test_real_int8_of_the_transformer_matches_the_simulation_after_smoothquant():
+    from qcore.runtime.backends import ort as ort_backend
+
+    inp = prepare_inputs("fm_vit", calib_size=128, eval_size=300, eval_batch=100)
+    config = QuantConfig(recovery=parse_steps("smoothquant:alpha=0.5")).with_default(weight_granularity="tensor")
+    sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
+    assert sim.recovery_results[0].changes["pairs"]  # every LayerNorm -> Linear pair was smoothed
+    assert {p.kind for p in sim.points} >= {"norm", "matmul", "linear"}  # LayerNorm outputs and attention quantized
+    runner = ort_backend.int8_runner(sim, inp.loaded.spec.input_shape, Path(tempfile.mkdtemp()), 2, "u8")
+    s, r = logits(sim, inp.eval_batches), logits(runner, inp.eval_batches)
+    assert agreement(s.argmax(1), r.argmax(1)) >= 0.99

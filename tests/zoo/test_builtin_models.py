@@ -21,12 +21,13 @@ def test_checkpoint_is_small_and_documented(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(BUILTIN))
-def test_builtin_reaches_91_percent_on_the_full_test_set(name):
+def test_builtin_reaches_its_accuracy_on_the_full_test_set(name):
+    """91% for the CNNs; 90% for the small ViT (what issue 15 asks of it, from scratch in 20 epochs on 2 cores)."""
     loaded = load_model(name)
     test = load_fashion_mnist("test")
     result = evaluate(loaded.module, loaded.spec.preprocess, test)
     assert len(test) == 10_000
-    assert result.top1 >= 0.91, f"{name}: {result.top1:.4f}"
+    assert result.top1 >= (0.90 if name == "fm_vit" else 0.91), f"{name}: {result.top1:.4f}"
     assert result.top1 == pytest.approx(loaded.info["test_accuracy"], abs=2e-4)  # same weights as trained
 
 
@@ -54,7 +55,11 @@ def test_real_int8_matches_the_simulation(name, tmp_path):
     from qcore.runtime.deploy import deploy
 
     report = deploy(name, out_dir=tmp_path, eval_size=1000, iters=3, warmup=1, batch_sizes=(1,))
-    for path in ("ort_u8s8", "x86"):
+    paths = ("ort_u8s8", "x86")
+    if name == "fm_vit":  # torch.ao's x86 FX path puts observers on transposes and slices the simulation leaves
+        paths = ("ort_u8s8",)  # alone, so it is skipped with the reason; ONNX Runtime takes the ViT
+        assert any(n.startswith("x86 skipped: x86 backend could not take ranges") for n in report.notes), report.notes
+    for path in paths:
         entry = report.paths[path]
         assert abs(entry.accuracy - report.simulation_accuracy) <= 0.005, (path, entry)
         assert entry.agreement_with_simulation >= 0.99, (path, entry)

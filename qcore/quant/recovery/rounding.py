@@ -31,6 +31,7 @@ from qcore.quant.recovery.graph import capture_inputs
 __all__ = ["adaround", "gptq", "ZETA", "GAMMA"]
 
 ZETA, GAMMA = 1.1, -0.1
+PROBE = 64  # images on which each layer's output MSE (round-to-nearest vs the step's rounding) is reported
 
 
 def _layer_out(layer: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -88,7 +89,7 @@ def _adaround_layer(wl: QuantWeightLayer, x_in: torch.Tensor, target: torch.Tens
     with torch.no_grad():
         hard = torch.clamp(w_floor + (_soft(v) >= 0.5).to(w.dtype) + z, scheme.qmin, scheme.qmax)
         nearest = torch.clamp(torch.round(w / s) + z, scheme.qmin, scheme.qmax)
-        probe = x_in[: min(len(x_in), 64)]
+        probe = x_in[:PROBE]
         mse_rtn = F.mse_loss(_layer_out(layer, probe, (nearest - z) * s), target[: len(probe)]).item()
         mse_ada = F.mse_loss(_layer_out(layer, probe, (hard - z) * s), target[: len(probe)]).item()
     _store(wl, hard, scheme, scale, zp, s, z)
@@ -125,7 +126,7 @@ def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _gptq_layer(wl: QuantWeightLayer, x_in: torch.Tensor, damp: float) -> dict:
+def _gptq_layer(wl: QuantWeightLayer, x_in: torch.Tensor, damp: float, probe: tuple) -> dict:
     layer = wl.layer
     scheme, scale, zp, s, z = _grid(wl)
     cols = _columns(layer, x_in).double()
@@ -147,8 +148,11 @@ def _gptq_layer(wl: QuantWeightLayer, x_in: torch.Tensor, damp: float) -> dict:
         w[:, i:] -= err @ hinv[i: i + 1, i:]
     nearest = torch.clamp(torch.round(layer.weight.detach().reshape(q.shape).double() / s2) + z2, scheme.qmin, scheme.qmax)
     w_int = q.reshape(layer.weight.shape).to(layer.weight.dtype)
+    x_q, target = probe
+    mse_rtn = F.mse_loss(_layer_out(layer, x_q, (nearest.reshape(w_int.shape).to(w_int.dtype) - z) * s), target).item()
     _store(wl, w_int, scheme, scale, zp, s, z)
-    return {"changed_vs_nearest": int((q != nearest).sum()), "weights": q.numel()}
+    mse = F.mse_loss(_layer_out(layer, x_q, layer.weight), target).item()
+    return {"flipped": int((q != nearest).sum()), "weights": q.numel(), "mse_nearest": mse_rtn, "mse": mse}
 
 
 def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progress: Progress | None = None) -> dict:
@@ -158,8 +162,12 @@ def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progres
     for i, name in enumerate(names):
         start = time.perf_counter()
         say(i / len(names), f"GPTQ {name} ({i + 1}/{len(names)})")
+        wl = sim.weight_layers[name]
         x_q = capture_inputs(sim, [name], batches)[name]
-        out[name] = _gptq_layer(sim.weight_layers[name], x_q, damp)
+        with sim.disabled():
+            x_fp = capture_inputs(sim, [name], batches[:1])[name][:PROBE]
+        target = _layer_out(wl.layer, x_fp, wl.layer.weight.detach())
+        out[name] = _gptq_layer(wl, x_q, damp, (x_q[:PROBE], target))
         out[name]["seconds"] = round(time.perf_counter() - start, 3)
         sim.weights_changed()
     return {"layers": out}
