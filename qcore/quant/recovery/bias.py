@@ -20,7 +20,7 @@ from torch import nn
 
 from qcore.quant.progress import Progress, silent
 from qcore.quant.quantsim import QuantSim
-from qcore.quant.recovery.graph import capture_outputs, norm_linear_pairs
+from qcore.quant.recovery.graph import capture_outputs, norm_linear_pairs, run_hooked
 
 __all__ = ["correct_bias", "smooth"]
 
@@ -31,20 +31,17 @@ def _channel_mean(y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _mean_outputs(sim: QuantSim, names: list[str], batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each named layer's mean output per channel over `batches` (accumulated, never stored)."""
     sums: dict[str, torch.Tensor] = {}
     counts = dict.fromkeys(names, 0)
-    handles = []
-    for n in names:
-        def hook(m, i, o, n=n):
+
+    def hook(n):
+        def add(m, i, o):
             sums[n] = sums.get(n, 0) + _channel_mean(o) * len(o)
             counts[n] += len(o)
-        handles.append(sim.wrapper_of(n).register_forward_hook(hook))
-    try:
-        for x in batches:
-            sim.model(x)
-    finally:
-        for h in handles:
-            h.remove()
+        return add
+
+    run_hooked(sim, {n: hook(n) for n in names}, batches)
     return {n: sums[n] / counts[n] for n in names}
 
 

@@ -15,7 +15,7 @@ from torch import fx, nn
 
 from qcore.quant.quantsim import ActQuantizer, QuantSim, QuantWeightLayer
 
-__all__ = ["Pair", "layer_pairs", "norm_linear_pairs", "capture_inputs", "capture_outputs"]
+__all__ = ["Pair", "layer_pairs", "norm_linear_pairs", "run_hooked", "capture_inputs", "capture_outputs"]
 
 PASS_THROUGH = (ActQuantizer,)
 HOMOGENEOUS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Identity)
@@ -113,19 +113,24 @@ def _reads_shape_only(node: fx.Node) -> bool:
 
 
 @torch.no_grad()
-def _capture(sim: QuantSim, names: Iterable[str], batches: list[torch.Tensor], inputs: bool) -> dict[str, list]:
-    got: dict[str, list] = {n: [] for n in names}
+def run_hooked(sim: QuantSim, hooks: dict, batches: list[torch.Tensor]) -> None:
+    """Run `batches` through the sim with forward hook `hooks[name](module, inputs, output)` on each named
+    module (weight layers: what the graph calls for them), removed afterwards."""
     handles = []
-    for n in got:
+    for n, fn in hooks.items():
         mod = sim.wrapper_of(n) if n in sim.weight_layers else sim.model.get_submodule(n)
-        handles.append(mod.register_forward_hook(
-            lambda m, i, o, n=n: got[n].append((i[0] if inputs else o).detach())))
+        handles.append(mod.register_forward_hook(fn))
     try:
         for x in batches:
             sim.model(x)
     finally:
         for h in handles:
             h.remove()
+
+
+def _capture(sim: QuantSim, names: Iterable[str], batches: list[torch.Tensor], inputs: bool) -> dict[str, list]:
+    got: dict[str, list] = {n: [] for n in names}
+    run_hooked(sim, {n: (lambda m, i, o, n=n: got[n].append((i[0] if inputs else o).detach())) for n in got}, batches)
     return got
 
 

@@ -96,25 +96,37 @@ def _adaround_layer(wl: QuantWeightLayer, x_in: torch.Tensor, target: torch.Tens
     return {"flipped": int((hard != nearest).sum()), "weights": w.numel(), "mse_nearest": mse_rtn, "mse": mse_ada}
 
 
-def adaround(sim: QuantSim, batches: list[torch.Tensor], iters: int = 500, reg: float = 0.01, batch: int = 32,
-             seed: int = 0, progress: Progress | None = None) -> dict:
-    """AdaRound every integer-weight layer in graph order; returns per-layer flips, MSEs and seconds."""
-    say, gen, out = progress or silent, torch.Generator().manual_seed(seed), {}
-    names = _rounded_layers(sim)
+def _layer_by_layer(sim: QuantSim, names: list[str], label: str, fn, progress: Progress | None) -> dict:
+    """Run `fn(name, weight_layer)` on each layer in graph order, with progress and seconds per layer;
+    cached quantized weights are dropped after each, so the next layer's inputs see this one's rounding."""
+    say, out = progress or silent, {}
     for i, name in enumerate(names):
         start = time.perf_counter()
-        say(i / len(names), f"AdaRound {name} ({i + 1}/{len(names)})")
-        wl = sim.weight_layers[name]
-        x_q = capture_inputs(sim, [name], batches)[name]
-        with sim.disabled():
-            x_fp = capture_inputs(sim, [name], batches)[name]
-        with torch.no_grad():
-            target = _layer_out(wl.layer, x_fp, wl.layer.weight)
-        with torch.enable_grad():
-            out[name] = _adaround_layer(wl, x_q, target, iters, reg, batch, gen)
+        say(i / len(names), f"{label} {name} ({i + 1}/{len(names)})")
+        out[name] = fn(name, sim.weight_layers[name])
         out[name]["seconds"] = round(time.perf_counter() - start, 3)
         sim.weights_changed()
     return {"layers": out}
+
+
+def _fp32_inputs(sim: QuantSim, name: str, batches: list[torch.Tensor]) -> torch.Tensor:
+    with sim.disabled():
+        return capture_inputs(sim, [name], batches)[name]
+
+
+def adaround(sim: QuantSim, batches: list[torch.Tensor], iters: int = 500, reg: float = 0.01, batch: int = 32,
+             seed: int = 0, progress: Progress | None = None) -> dict:
+    """AdaRound every integer-weight layer in graph order; returns per-layer flips, MSEs and seconds."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def one(name: str, wl: QuantWeightLayer) -> dict:
+        x_q = capture_inputs(sim, [name], batches)[name]
+        with torch.no_grad():
+            target = _layer_out(wl.layer, _fp32_inputs(sim, name, batches), wl.layer.weight)
+        with torch.enable_grad():
+            return _adaround_layer(wl, x_q, target, iters, reg, batch, gen)
+
+    return _layer_by_layer(sim, _rounded_layers(sim), "AdaRound", one, progress)
 
 
 def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -157,17 +169,11 @@ def _gptq_layer(wl: QuantWeightLayer, x_in: torch.Tensor, damp: float, probe: tu
 
 def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progress: Progress | None = None) -> dict:
     """GPTQ every ungrouped integer-weight layer in graph order; returns per-layer changes and seconds."""
-    say, out = progress or silent, {}
-    names = _rounded_layers(sim, include_grouped=False)
-    for i, name in enumerate(names):
-        start = time.perf_counter()
-        say(i / len(names), f"GPTQ {name} ({i + 1}/{len(names)})")
-        wl = sim.weight_layers[name]
+
+    def one(name: str, wl: QuantWeightLayer) -> dict:
         x_q = capture_inputs(sim, [name], batches)[name]
-        with sim.disabled():
-            x_fp = capture_inputs(sim, [name], batches[:1])[name][:PROBE]
-        target = _layer_out(wl.layer, x_fp, wl.layer.weight.detach())
-        out[name] = _gptq_layer(wl, x_q, damp, (x_q[:PROBE], target))
-        out[name]["seconds"] = round(time.perf_counter() - start, 3)
-        sim.weights_changed()
-    return {"layers": out}
+        with torch.no_grad():
+            target = _layer_out(wl.layer, _fp32_inputs(sim, name, batches[:1])[:PROBE], wl.layer.weight.detach())
+        return _gptq_layer(wl, x_q, damp, (x_q[:PROBE], target))
+
+    return _layer_by_layer(sim, _rounded_layers(sim, include_grouped=False), "GPTQ", one, progress)
