@@ -243,5 +243,7 @@ def test_closing_the_tab_stops_its_job(app_server, browser):
 
     assert busy() > 0.5  # cores in use by the run
     context.close()
-    time.sleep(12)  # 5 s grace, the reaper's 2 s checks, and the cancel reaching the next step
-    assert busy() < 0.3
+    time.sleep(8)  # 5 s grace and the reaper's 2 s checks
+    deadline = time.monotonic() + 60  # the cancel lands at the job's next progress report (a QAT baseline
+    while busy() >= 0.3:  # exports and times INT8 models first: up to tens of seconds on a loaded machine)
+        assert time.monotonic() < deadline, "the job kept running after its session closed"
