@@ -10,20 +10,21 @@ import streamlit as st
 
 st.set_page_config(page_title="Quantization Explorer", page_icon=":material/tune:", layout="wide")
 
-from pages._ui import sidebar  # noqa: E402  (set_page_config must come first)
+from pages._ui import init_language, sidebar, t  # noqa: E402  (set_page_config must come first)
 
+init_language()
 pages = {
-    "Explore": [
-        st.Page("pages/model.py", title="Model", icon=":material/neurology:", default=True),
-        st.Page("pages/calibration.py", title="Calibration", icon=":material/bar_chart:"),
-        st.Page("pages/sensitivity.py", title="Sensitivity", icon=":material/tune:"),
-        st.Page("pages/recover.py", title="Recover accuracy", icon=":material/healing:"),
-        st.Page("pages/qat.py", title="QAT", icon=":material/model_training:"),
-        st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
+    t("Explore"): [
+        st.Page("pages/model.py", title=t("Model"), icon=":material/neurology:", default=True),
+        st.Page("pages/calibration.py", title=t("Calibration"), icon=":material/bar_chart:"),
+        st.Page("pages/sensitivity.py", title=t("Sensitivity"), icon=":material/tune:"),
+        st.Page("pages/recover.py", title=t("Recover accuracy"), icon=":material/healing:"),
+        st.Page("pages/qat.py", title=t("QAT"), icon=":material/model_training:"),
+        st.Page("pages/learn.py", title=t("Learn"), icon=":material/school:"),
     ],
-    "Ship": [
-        st.Page("pages/deploy.py", title="Deploy INT8", icon=":material/rocket_launch:"),
-        st.Page("pages/history.py", title="History", icon=":material/history:"),
+    t("Ship"): [
+        st.Page("pages/deploy.py", title=t("Deploy INT8"), icon=":material/rocket_launch:"),
+        st.Page("pages/history.py", title=t("History"), icon=":material/history:"),
     ],
 }
 nav = st.navigation(pages)

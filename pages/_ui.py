@@ -49,6 +49,37 @@ def settings() -> dict:
     return {k: st.session_state.get(k, v) for k, v in DEFAULTS.items()}
 
 
+def init_language() -> str:
+    """The session's language before anything is drawn: ?lang=ko|en when the URL changed it, else the
+    session's choice, else the browser's locale. The sidebar's toggle writes the choice back to the URL."""
+    from qcore.i18n import pick_language
+
+    query = st.query_params.get("lang")
+    if query != st.session_state.get("_lang_synced"):  # the URL itself changed (a link, a typed ?lang=)
+        st.session_state["lang_choice"] = pick_language(query, st.session_state.get("lang_choice"), None)
+    if "lang_choice" not in st.session_state:
+        st.session_state["lang_choice"] = pick_language(None, None, getattr(st.context, "locale", None))
+    return st.session_state["lang_choice"]
+
+
+def t(msgid: str) -> str:
+    """`msgid` (English) in the session's language, from the gettext catalog (qcore.i18n)."""
+    from qcore.i18n import translate
+
+    return translate(msgid, st.session_state.get("lang_choice", "en"))
+
+
+def _language_toggle() -> None:
+    from qcore.i18n import LANGUAGE_NAMES, LANGUAGES
+
+    st.segmented_control(t("Language"), list(LANGUAGES), key="lang_choice", format_func=LANGUAGE_NAMES.get,
+                         label_visibility="collapsed")
+    if not st.session_state.get("lang_choice"):  # a click on the selected option clears a segmented control
+        st.session_state["lang_choice"] = "en"
+    st.query_params["lang"] = st.session_state["lang_choice"]
+    st.session_state["_lang_synced"] = st.session_state["lang_choice"]
+
+
 def sidebar() -> None:
     """Widgets shared by every page; their values live in st.session_state."""
     for key, value in DEFAULTS.items():
@@ -63,37 +94,38 @@ def sidebar() -> None:
     if st.session_state["model"] not in specs:
         st.session_state["model"] = DEFAULT_MODEL
     with st.sidebar:
-        st.header("Model and data")
+        _language_toggle()
+        st.header(t("Model and data"))
         st.selectbox(
-            "Model", list(specs), key="model",
+            t("Model"), list(specs), key="model",
             format_func=lambda n: f"{n} ({specs[n].family})",
             help="Built-in models are trained on Fashion-MNIST and ship with the app; torchvision models "
                  "need their ImageNet weights in the torch hub cache (or a download when online).",
         )
         st.text_input(
-            "Dataset", key="data", placeholder="default for the model",
+            t("Dataset"), key="data", placeholder="default for the model",
             help="fashion-mnist, cifar10, or imagefolder:/path/to/folder (sub-folder per class; "
                  "ImageNet synset names such as n01440764 map to ImageNet classes).",
         )
-        st.number_input("Calibration images", min_value=1, max_value=60_000, step=128, key="calib_size",
+        st.number_input(t("Calibration images"), min_value=1, max_value=60_000, step=128, key="calib_size",
                         help="From the train split, chosen by the seed")
-        st.number_input("Evaluation images", min_value=1, max_value=100_000, step=500, key="eval_size",
+        st.number_input(t("Evaluation images"), min_value=1, max_value=100_000, step=500, key="eval_size",
                         help="From the test split, chosen by the seed")
-        st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
-        st.header("Quantization")
-        st.select_slider("Weight bits", options=[2, 3, 4, 5, 6, 7, 8], key="weight_bits")
-        st.select_slider("Activation bits", options=[2, 3, 4, 5, 6, 7, 8], key="act_bits")
-        st.radio("Weight granularity", ["channel", "tensor"], key="granularity", horizontal=True,
+        st.number_input(t("Seed"), min_value=0, max_value=2**31 - 1, step=1, key="seed")
+        st.header(t("Quantization"))
+        st.select_slider(t("Weight bits"), options=[2, 3, 4, 5, 6, 7, 8], key="weight_bits")
+        st.select_slider(t("Activation bits"), options=[2, 3, 4, 5, 6, 7, 8], key="act_bits")
+        st.radio(t("Weight granularity"), ["channel", "tensor"], key="granularity", horizontal=True,
                  help="One scale per output channel, or one for the whole tensor")
-        st.toggle("Symmetric activations", key="symmetric",
+        st.toggle(t("Symmetric activations"), key="symmetric",
                   help="Off: asymmetric uint8-style (what x86 and ONNX Runtime U8S8 run)")
-        st.radio("Weight range", list(WEIGHT_RANGE_LABELS), key="weight_range", format_func=WEIGHT_RANGE_LABELS.get,
+        st.radio(t("Weight range"), list(WEIGHT_RANGE_LABELS), key="weight_range", format_func=WEIGHT_RANGE_LABELS.get,
                  help="CPUs without VNNI add pairs of u8 x s8 products in int16, which 8-bit weights overflow: "
                       "7-bit weights keep real INT8 exact there. The simulation uses the same range.")
         st.caption(scheme_note())
         if recovery_steps():
             st.caption("Recovery steps (from the Recover page): " + " -> ".join(x.name for x in recovery_steps()))
-            if st.button("Back to plain PTQ", key="clear_recovery"):
+            if st.button(t("Back to plain PTQ"), key="clear_recovery"):
                 st.session_state["recovery_steps"] = ()
                 st.rerun()
 

@@ -7,14 +7,14 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from pages._ui import job_result, layer_summary, page_header, run_job
+from pages._ui import job_result, layer_summary, page_header, run_job, t
 from qcore.analysis.layers import channel_spread, has_unbounded_activations, method_ranges
 from qcore.figures import (accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure,
                            weight_histogram_figure)
 
 JOB_KEY = "calibration_job"
 s, loaded = page_header(
-    "Calibration explorer",
+    t("Calibration explorer"),
     "One pass over the calibration images collects a histogram at every activation quantizer. Each method "
     "(max, percentile, entropy, mse) is a pure function of those statistics: the lines on the histogram and "
     "the accuracy below come from the same numbers.",

@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, chosen_config, job_result, layer_summary, page_header, run_job, scheme_note
+from pages._ui import base_config, chosen_config, job_result, layer_summary, page_header, run_job, scheme_note, t
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import latency_figure, speedup_figure
 
 JOB_KEY = "deploy_job"
 s, loaded = page_header(
-    "Deploy: real INT8 on this CPU",
+    t("Deploy: real INT8 on this CPU"),
     "Converts the calibrated model with the ranges of the method you choose into real INT8 models "
     "(ONNX Runtime QDQ; PyTorch with the x86 and the oneDNN engine), checks them against the simulation, and times every path "
     "interleaved in one process.",

@@ -8,10 +8,11 @@ import sqlite3
 import pandas as pd
 import streamlit as st
 
+from pages._ui import t
 from qcore.store import history
 from qcore.figures import comparable_metrics, runs_compare_figure
 
-st.title("History")
+st.title(t("History"))
 st.caption(f"Every finished run from the app or `python -m qcore`, stored in `{history.db_path()}`.")
 
 c1, c2 = st.columns([2, 1])

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._ui import layer_stats, page_header, user_errors
+from pages._ui import layer_stats, page_header, user_errors, t
 from qcore.analysis import learn
 from qcore.analysis.layers import folded_weight
 from qcore.figures import clipping_figure, staircase_figure, ste_figure
 
-s, loaded = page_header("Learn: how quantization works")
+s, loaded = page_header(t("Learn: how quantization works"))
 with user_errors():
     sim, stats = layer_stats(loaded, s["data"] or None, int(s["seed"]))
 

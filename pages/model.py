@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_for, fp32_eval, settings, upload_dir,
-                       user_errors, user_models)
+                       t, user_errors, user_models)
 from qcore.analysis.layers import model_facts
 from qcore.zoo.data import extract_image_archive
 from qcore.zoo.images import display_array, load_image_tensor, top_classes
@@ -20,8 +20,8 @@ from qcore.zoo.timm_models import timm_names
 from qcore.zoo.user_models import UPLOAD_TYPES, load_user_model
 
 s = settings()
-st.title("Quantization Explorer")
-st.caption("What quantization does to a real vision model, and how to choose how to quantize it.")
+st.title(t("Quantization Explorer"))
+st.caption(t("What quantization does to a real vision model, and how to choose how to quantize it."))
 
 
 @st.cache_resource(show_spinner="Finding the layers to quantize ...", max_entries=16,

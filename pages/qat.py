@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import chosen_config, job_result, layer_summary, page_header, recovery_steps, run_job
+from pages._ui import chosen_config, job_result, layer_summary, page_header, recovery_steps, run_job, t
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
 from qcore.train.qat import RANGE_MODES, QATRecipe, default_lr, run_qat
@@ -24,7 +24,7 @@ RANGE_HELP = {
 }
 
 s, loaded = page_header(
-    "QAT: quantization-aware fine-tuning",
+    t("QAT: quantization-aware fine-tuning"),
     "Fine-tunes the calibrated, fake-quantized model with straight-through gradients, starting from the "
     "FP32 weights. After every epoch it scores the simulation and the real INT8 model built from it "
     "(ONNX Runtime), and times INT8 against FP32 on this CPU. BatchNorm is folded into the convolutions, "

@@ -7,7 +7,7 @@ import tempfile
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, job_result, layer_summary, page_header, run_job
+from pages._ui import base_config, job_result, layer_summary, page_header, run_job, t
 from qcore.analysis.recovery import recover, rounding_table
 from qcore.figures import (before_after_ranges_figure, channel_max_figure, recovery_accuracy_figure,
                            recovery_sqnr_figure)
@@ -15,7 +15,7 @@ from qcore.quant.qconfig import RECOVERY_STEPS, RecoveryStep
 from qcore.runtime.partial import sim_latency
 
 JOB = "recover_job"
-s, loaded = page_header("Recover accuracy", "Plain PTQ, then each step added in turn, every combination calibrated and "
+s, loaded = page_header(t("Recover accuracy"), "Plain PTQ, then each step added in turn, every combination calibrated and "
                         "scored end to end on the same images. Bits and granularity come from the sidebar.")
 
 with st.form("recover_form"):

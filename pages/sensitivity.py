@@ -8,14 +8,14 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, job_result, layer_summary, page_header, run_job
+from pages._ui import base_config, job_result, layer_summary, page_header, run_job, t
 from qcore.analysis.partial import (PRECISIONS, config_from_precisions, greedy_search, measure_config,
                                     sweep_layers)
 from qcore.figures import pareto_figure, sensitivity_figure
 
 JOB = "sensitivity_job"
 s, loaded = page_header(
-    "Sensitivity and partial quantization",
+    t("Sensitivity and partial quantization"),
     "Two-sided per-layer sweep from one calibration pass: accuracy with only this layer quantized, and with "
     "every layer but this one quantized. Then keep the worst layers in float and see what that costs in "
     "accuracy and in real, measured INT8 latency.",

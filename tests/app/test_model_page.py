@@ -39,3 +39,15 @@ def test_bad_dataset_is_a_message():
     at = run_app(data="imagefolder:/definitely/not/here", eval_size=10)
     assert not at.exception
     assert at.error and "does not exist" in at.error[0].value
+
+
+@pytest.mark.parametrize("lang, title, header", [("ko", "양자화 탐색기 (Quantization Explorer)", "모델과 데이터"),
+                                                 ("en", "Quantization Explorer", "Model and data")])
+def test_lang_query_parameter_picks_the_language(lang, title, header):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["eval_size"] = 50
+    at.query_params["lang"] = lang
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == title
+    assert header in [h.value for h in at.sidebar.header]

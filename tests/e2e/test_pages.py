@@ -148,6 +148,19 @@ def test_an_uploaded_torch_export_program_is_quantized_for_real(app_url, page, t
     expect_no_exception(page)
 
 
+def test_language_from_the_url_and_the_sidebar_toggle(app_url, page):
+    """?lang=ko opens the app in Korean (Hangul rendered with fonts-noto-cjk); the toggle switches back."""
+    page.goto(f"{app_url}/?lang=ko")
+    expect(page.get_by_role("heading", name="양자화 탐색기 (Quantization Explorer)")).to_be_visible(timeout=180_000)
+    wait_idle(page)
+    expect(page.get_by_test_id("stSidebarNav").get_by_text("민감도 분석")).to_be_visible()
+    shot(page, "korean")
+    page.get_by_test_id("stSidebar").get_by_text("English", exact=True).click()
+    expect(page.get_by_role("heading", name="Quantization Explorer", exact=True)).to_be_visible(timeout=60_000)
+    expect(page).to_have_url(re.compile(r"lang=en"))
+    expect_no_exception(page)
+
+
 def test_classify_uploaded_images(app_url, page, tmp_path):
     """A picture gets its top classes under it; a file that is no image gets a message, not a traceback."""
     from PIL import Image
