@@ -43,15 +43,15 @@ st.subheader(spec.name)
 st.write(spec.description)
 cols = st.columns(5)
 if scored_by == "labels":
-    cols[0].metric("FP32 top-1", f"{result.top1:.2%}", help=f"Measured now on {result.n} {data.name} test images")
-    cols[1].metric("FP32 top-5", f"{result.top5:.2%}")
+    cols[0].metric(t("FP32 top-1"), f"{result.top1:.2%}", help=f"Measured now on {result.n} {data.name} test images")
+    cols[1].metric(t("FP32 top-5"), f"{result.top5:.2%}")
 else:
-    cols[0].metric("FP32 top-1", "no labels", help="These images have no labels this model knows: experiments score "
+    cols[0].metric(t("FP32 top-1"), t("no labels"), help="These images have no labels this model knows: experiments score "
                    "them by top-1 agreement with FP32, logit SQNR and KL.")
-    cols[1].metric("Images", f"{result.n:,}")
-cols[2].metric("Parameters", f"{loaded.params:,}")
-cols[3].metric("MACs per image", f"{loaded.macs / 1e6:.1f} M")
-cols[4].metric("Quantized layers", f"{len(info['quantized_layers'])}",
+    cols[1].metric(t("Images"), f"{result.n:,}")
+cols[2].metric(t("Parameters"), f"{loaded.params:,}")
+cols[3].metric(t("MACs per image"), f"{loaded.macs / 1e6:.1f} M")
+cols[4].metric(t("Quantized layers"), f"{len(info['quantized_layers'])}",
                help=f"{len(info['float_layers'])} layer(s) with weights stay float")
 st.caption(
     f"Format: {info['format']}{' (' + info['arch'] + ')' if info['arch'] else ''}. Input {'x'.join(map(str, spec.input_shape))}, "
@@ -62,7 +62,7 @@ if info["float_layers"]:
     st.warning(f"{len(info['float_layers'])} layer(s) stay float: "
                + "; ".join(f"{f['layer']} ({f['reason']})" for f in info["float_layers"][:8]))
 
-st.subheader("Predictions on test images (top-5)")
+st.subheader(t("Predictions on test images (top-5)"))
 n_show = min(6, len(data))
 cols = st.columns(6)
 for i in range(n_show):
@@ -76,12 +76,12 @@ for i in range(n_show):
             st.markdown(f"{mark} true: {data.class_names[true] if true < len(data.class_names) else true}")
         st.caption("  \n".join(f"{name[:22]}: {p:.0%}" for name, p in top))
 
-with st.expander("Architecture: every layer, its output shape, parameters and MACs"):
+with st.expander(t("Architecture: every layer, its output shape, parameters and MACs")):
     rows = layer_table(loaded.module, spec.input_shape)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=360)
 
-st.subheader("Your own model or images")
-tab_model, tab_data, tab_images = st.tabs(["Upload a model", "Upload a dataset (.zip)", "Classify images"])
+st.subheader(t("Your own model or images"))
+tab_model, tab_data, tab_images = st.tabs([t("Upload a model"), t("Upload a dataset (.zip)"), t("Classify images")])
 
 
 def _shape(text: str):
@@ -95,7 +95,7 @@ def _shape(text: str):
 
 def _preprocess_widgets() -> tuple[str | None, dict]:
     """The preprocessing preset and any custom values."""
-    choice = st.radio("Preprocessing", ["auto", *PRESETS], horizontal=True, key="pre_choice",
+    choice = st.radio(t("Preprocessing"), ["auto", *PRESETS], horizontal=True, key="pre_choice",
                       help="auto: the architecture's own (timm's config for timm models), else ImageNet's for RGB "
                            "inputs. imagenet: resize 256, centre crop 224, ImageNet mean/std. tf: mean = std = 0.5. "
                            "custom: the values below.")
@@ -115,7 +115,7 @@ with tab_model:
                "state_dict (.pt/.pth/.bin/.safetensors) for a registry or timm architecture. Every convolution and "
                "linear layer is quantized for real; TorchScript is refused (its layers cannot be seen into). "
                "Files load with weights_only=True: pickles that would run code are refused.")
-    f = st.file_uploader("Model file", type=UPLOAD_TYPES, key="model_upload")
+    f = st.file_uploader(t("Model file"), type=UPLOAD_TYPES, key="model_upload")
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture (for a state_dict)", ["(none)", *BUILTIN, *TORCHVISION, "timm ..."])
     timm_arch = c2.selectbox("timm architecture", timm_names(), index=None, placeholder="type to search",
@@ -123,7 +123,7 @@ with tab_model:
     shape_text = c3.text_input("Input shape C,H,W (.pt2/.onnx)", value="", placeholder="3,224,224")
     with user_errors():
         preset_name, overrides = _preprocess_widgets()
-    if st.button("Load model", disabled=f is None):
+    if st.button(t("Load model"), disabled=f is None):
         path = upload_dir() / f.name
         path.write_bytes(f.getvalue())
         chosen = f"timm:{timm_arch}" if arch == "timm ..." and timm_arch else (None if arch in ("(none)", "timm ...") else arch)
@@ -144,7 +144,7 @@ with tab_data:
                "(scored by agreement with FP32). ImageNet synset folder names (n01440764, ...) map to ImageNet "
                "classes. Images of any size go through the model's preprocessing.")
     z = st.file_uploader("Dataset archive", type=["zip"], key="data_upload")
-    if st.button("Use this dataset", disabled=z is None):
+    if st.button(t("Use this dataset"), disabled=z is None):
         archive = upload_dir() / z.name
         archive.write_bytes(z.getvalue())
         try:
