@@ -46,12 +46,12 @@ st.caption(f"{study.model} on {study.data}: {study.calib_size} calibration image
            f"{study.stats_pass_seconds:.2f} s; accuracy on {study.eval_size} test images.")
 layer_summary(study)
 
-st.subheader("End-to-end accuracy per method and activation bit width")
+st.subheader(t("End-to-end accuracy per method and activation bit width"))
 st.plotly_chart(accuracy_figure(accuracy_rows, study.fp32_accuracy), key="acc")
 acc = pd.DataFrame(accuracy_rows).pivot(index="method", columns="act_bits", values="accuracy")
 st.dataframe(acc.rename(columns=lambda b: f"A{b} top-1").style.format("{:.2%}"), width="stretch")
 
-st.subheader("All layers")
+st.subheader(t("All layers"))
 layers = [p["name"] for p in study.points]
 if st.session_state.get("calib_layer_request") in layers:  # a click on another page asked for this layer
     st.session_state["calib_layer"] = st.session_state.pop("calib_layer_request")
@@ -63,7 +63,7 @@ if event and event.selection and event.selection.get("points"):
 if picked in layers:
     st.session_state["calib_layer"] = picked
 
-st.subheader("One layer")
+st.subheader(t("One layer"))
 c1, c2, c3 = st.columns([3, 1, 2])
 layer = c1.selectbox("Layer", layers, key="calib_layer", format_func=lambda n: f"{n} ({study.point_type(n)})")
 log_y = c2.toggle("Log y", value=True)
@@ -87,7 +87,7 @@ st.caption(f"Errors are expected squared errors per value at {bits}-bit activati
 
 weights = study.weights.get(layer)
 if weights:
-    st.subheader("Weights of this layer (BN folded)")
+    st.subheader(t("Weights of this layer (BN folded)"))
     w1, w2 = st.columns(2)
     w1.plotly_chart(weight_histogram_figure(weights["values"], log_y), key="whist")
     w2.plotly_chart(channel_range_figure(weights["min"], weights["max"], "per-output-channel range"), key="wch")
@@ -97,7 +97,7 @@ if weights:
                "scales fix that (the MobileNetV2-style model's depthwise layers show it best).")
 
 if has_unbounded_activations(study.points):
-    st.subheader("Clipping the activation function (GELU10)")
+    st.subheader(t("Clipping the activation function (GELU10)"))
     st.caption("GELU and SiLU are unbounded above, so a few large outputs stretch the quantization range and every "
                "other value loses resolution. Clamping the activation's output (GELU10: to [-10, 10]) bounds the "
                "range before calibration. This re-runs calibration on a clipped copy and compares max and "

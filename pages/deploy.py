@@ -67,7 +67,7 @@ if r is not None:
         st.plotly_chart(latency_figure(lat, kinds, f"Latency, {b.replace('_', ' ')} ({r.threads} threads)"),
                         key=f"lat_{b}")
     st.plotly_chart(speedup_figure(r.speedup_by_path, kinds, r.fastest_fp32), key="speedup")
-    st.subheader("Diagnosis")
+    st.subheader(t("Diagnosis"))
     for line in r.diagnosis or ["Nothing to explain: INT8 is clearly faster here."]:
         st.markdown(f"- {line}")
     m = r.machine
@@ -83,7 +83,7 @@ if r is not None:
                 st.caption(note)
         for note in r.notes:
             st.caption(note)
-    st.subheader("Export")
+    st.subheader(t("Export"))
     out_dir = Path(r.out_dir) if r.out_dir else None
     dl = st.columns(3)
     for col, fname, mime in zip(dl, ["model_int8.onnx", "model_int8_x86.pt", "report.json"],

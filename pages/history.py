@@ -37,7 +37,7 @@ st.caption(f"{len(runs)} run(s). Select rows to compare, export or delete them."
 
 chosen = history.get_runs(selected) if selected else []
 if len(chosen) >= 2:
-    st.subheader("Side by side")
+    st.subheader(t("Side by side"))
     flat = history.flat_rows(chosen)
     side = pd.DataFrame(flat).set_index("id").T
     side.columns = [f"#{c}" for c in side.columns]

@@ -54,28 +54,28 @@ if st.button(f"Use {'+'.join(best.steps) or 'plain PTQ'} in Sensitivity, QAT and
                                                if d["name"] in best.steps)
     st.success("The sidebar now shows the steps; Sensitivity, QAT and Deploy build their models with them.")
 
-st.subheader("Each layer's output SQNR, per combination")
+st.subheader(t("Each layer's output SQNR, per combination"))
 st.plotly_chart(recovery_sqnr_figure(report.rows), key="rec_sqnr")
 
-st.subheader("Per-channel weight ranges before and after")
+st.subheader(t("Per-channel weight ranges before and after"))
 layer = st.selectbox("Layer", list(report.weights_before))
 st.plotly_chart(before_after_ranges_figure(report.weights_before[layer], report.weights_after[layer], layer), key="rec_w")
 
 changes = report.rows[-1].changes
 rounding = rounding_table(report.rows)
 if rounding:
-    st.subheader("Rounding, layer by layer: layer-output MSE against FP32")
+    st.subheader(t("Rounding, layer by layer: layer-output MSE against FP32"))
     st.dataframe(pd.DataFrame(rounding), hide_index=True, width="stretch")
     st.caption("nearest: round-to-nearest on the same grid. Run AdaRound and GPTQ with **Each step alone** to see "
                "both side by side; the accuracy each gives is in the table above.")
 if changes.get("smoothquant", {}).get("pairs"):
-    st.subheader("SmoothQuant: activation maxima per channel")
+    st.subheader(t("SmoothQuant: activation maxima per channel"))
     norm = st.selectbox("LayerNorm", list(changes["smoothquant"]["pairs"]))
     pair = changes["smoothquant"]["pairs"][norm]
     st.plotly_chart(channel_max_figure(pair["act_max_before"], pair["act_max_after"], f"{norm} -> {pair['linears']}"),
                     key="rec_sq")
 
-st.subheader("Real INT8 latency of the last combination")
+st.subheader(t("Real INT8 latency of the last combination"))
 if st.button("Measure (ONNX Runtime, batch 1)"):
     with st.spinner("Exporting and timing ..."):
         t = sim_latency(sim, loaded.module, loaded.spec.input_shape, tempfile.mkdtemp())

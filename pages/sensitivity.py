@@ -57,7 +57,7 @@ st.caption("Click a layer to open its histogram on the calibration page (after a
 st.dataframe(df.rename(columns={"only_this_quantized": "only this quantized", "all_but_this": "all but this",
                                 "sqnr_db": "SQNR dB"}), hide_index=True, width="stretch")
 
-st.subheader("Your partial / mixed-precision config")
+st.subheader(t("Your partial / mixed-precision config"))
 st.caption("int8: W8A8. int4 weights: 4-bit weights (deploy on an INT8 grid). A16: 16-bit activations, simulated only "
            "(no CPU kernel: the accuracy is real, the INT8 latency re-measure refuses it). float: the layer stays FP32.")
 grid = pd.DataFrame({"layer": df["name"], "kind": df["kind"], "precision": "int8"})
@@ -81,7 +81,7 @@ if m is not None:
     k[2].metric("Speedup vs FP32 ONNX Runtime", f"{m.speedup:.2f}x")
     k[3].metric("Weights", f"{m.weight_bytes / 1024:.0f} KB")
 
-st.subheader("Greedy float fallback")
+st.subheader(t("Greedy float fallback"))
 budget = st.slider("Accuracy budget: allowed drop vs FP32 (points)", 0.0, 5.0, 0.5, 0.1)
 max_float = st.number_input("At most this many float layers", 1, len(df), min(8, len(df)))
 if st.button("Run greedy search (measures latency at every step)"):
