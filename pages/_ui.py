@@ -57,8 +57,9 @@ def init_language() -> str:
     query = st.query_params.get("lang")
     if query != st.session_state.get("_lang_synced"):  # the URL itself changed (a link, a typed ?lang=)
         st.session_state["lang_choice"] = pick_language(query, st.session_state.get("lang_choice"), None)
+    st.session_state.setdefault("_lang_default", pick_language(None, None, getattr(st.context, "locale", None)))
     if "lang_choice" not in st.session_state:
-        st.session_state["lang_choice"] = pick_language(None, None, getattr(st.context, "locale", None))
+        st.session_state["lang_choice"] = st.session_state["_lang_default"]
     return st.session_state["lang_choice"]
 
 
@@ -75,9 +76,11 @@ def _language_toggle() -> None:
     st.segmented_control(t("Language"), list(LANGUAGES), key="lang_choice", format_func=LANGUAGE_NAMES.get,
                          label_visibility="collapsed")
     if not st.session_state.get("lang_choice"):  # a click on the selected option clears a segmented control
-        st.session_state["lang_choice"] = "en"
-    st.query_params["lang"] = st.session_state["lang_choice"]
-    st.session_state["_lang_synced"] = st.session_state["lang_choice"]
+        st.session_state["lang_choice"] = st.session_state["_lang_default"]
+    choice = st.session_state["lang_choice"]
+    if "lang" in st.query_params or choice != st.session_state["_lang_default"]:  # URLs stay clean by default
+        st.query_params["lang"] = choice
+    st.session_state["_lang_synced"] = st.query_params.get("lang")
 
 
 def sidebar() -> None:
