@@ -73,10 +73,8 @@ def t(msgid: str) -> str:
 def _language_toggle() -> None:
     from qcore.i18n import LANGUAGE_NAMES, LANGUAGES
 
-    st.segmented_control(t("Language"), list(LANGUAGES), key="lang_choice", format_func=LANGUAGE_NAMES.get,
-                         label_visibility="collapsed")
-    if not st.session_state.get("lang_choice"):  # a click on the selected option clears a segmented control
-        st.session_state["lang_choice"] = st.session_state["_lang_default"]
+    st.radio(t("Language"), list(LANGUAGES), key="lang_choice", format_func=LANGUAGE_NAMES.get, horizontal=True,
+             label_visibility="collapsed")
     choice = st.session_state["lang_choice"]
     if "lang" in st.query_params or choice != st.session_state["_lang_default"]:  # URLs stay clean by default
         st.query_params["lang"] = choice
@@ -127,7 +125,8 @@ def sidebar() -> None:
                       "7-bit weights keep real INT8 exact there. The simulation uses the same range.")
         st.caption(scheme_note())
         if recovery_steps():
-            st.caption("Recovery steps (from the Recover page): " + " -> ".join(x.name for x in recovery_steps()))
+            st.caption("Recovery steps from the Recover page, used by Sensitivity, QAT and Deploy: "
+                       + " -> ".join(x.name for x in recovery_steps()))
             if st.button(t("Back to plain PTQ"), key="clear_recovery"):
                 st.session_state["recovery_steps"] = ()
                 st.rerun()
@@ -222,7 +221,7 @@ def _shared_results() -> dict:
 def fp32_eval(loaded: LoadedModel, data_name: str, size: int, seed: int) -> EvalResult:
     """FP32 accuracy of the model on the evaluation subset, with a progress bar the first time."""
     store = _shared_results()
-    identity = loaded.info.get("sha256", loaded.name)  # uploads may share a file name, never a hash
+    identity = model_identity(loaded)
     key = (identity, data_name, size, seed)
     if key not in store:
         data = cached_eval_set(data_name, size, seed, decode_for(loaded))
@@ -359,8 +358,15 @@ def job_result(key: str, idle_message: str, live=None):
     return snap["result"] if snap["status"] == "done" else None
 
 
+def model_identity(loaded: LoadedModel) -> tuple:
+    """What makes two loaded models the same for cached results: the weights (uploads may share a file name,
+    never a hash), and how images reach them (the same file loaded with other preprocessing is another model)."""
+    spec = loaded.spec
+    return loaded.info.get("sha256", loaded.name), spec.preprocess, spec.input_shape, loaded.info.get("arch")
+
+
 @st.cache_resource(show_spinner="Collecting activation statistics ...", max_entries=8,
-                   hash_funcs={LoadedModel: lambda m: m.info.get("sha256", m.name)})
+                   hash_funcs={LoadedModel: model_identity})
 def layer_stats(loaded: LoadedModel, data: str | None, seed: int, images: int = 64):
     """A small statistics pass (shared, read-only) for pages that illustrate with real activations."""
     from qcore.quant.quantsim import QuantSim

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_for, fp32_eval, settings, upload_dir,
+from pages._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_for, fp32_eval, model_identity, settings,
+                       upload_dir,
                        t, user_errors, user_models)
 from qcore.analysis.layers import model_facts
 from qcore.zoo.data import extract_image_archive
@@ -25,7 +26,7 @@ st.caption(t("What quantization does to a real vision model, and how to choose h
 
 
 @st.cache_resource(show_spinner="Finding the layers to quantize ...", max_entries=16,
-                   hash_funcs={LoadedModel: lambda m: m.info.get("sha256", m.name)})
+                   hash_funcs={LoadedModel: model_identity})
 def facts(loaded: LoadedModel) -> dict:
     return model_facts(loaded)
 

@@ -7,7 +7,7 @@ import tempfile
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, job_result, layer_summary, page_header, run_job, t
+from pages._ui import base_config, job_result, layer_summary, page_header, run_job, t, user_errors
 from qcore.analysis.recovery import recover, rounding_table
 from qcore.figures import (before_after_ranges_figure, channel_max_figure, recovery_accuracy_figure,
                            recovery_sqnr_figure)
@@ -36,7 +36,7 @@ if go:
     params = {"adaround": (("iters", float(iters)),), "smoothquant": (("alpha", float(alpha)),)}
     chosen = [RecoveryStep(n, params.get(n, ())) for n in steps]
     run_job(JOB, "recovery", recover, remember=True, report_of=lambda result: result[0], model=loaded, steps=chosen,
-            config=base_config(), data=s["data"] or None, calib_size=int(s["calib_size"]),
+            config=base_config(), data=s["data"].strip() or None, calib_size=int(s["calib_size"]),
             eval_size=min(int(s["eval_size"]), 2000), seed=int(s["seed"]), cumulative=not separately)
 
 finished = job_result(JOB, "Choose the steps and press **Run** (evaluation on up to 2000 test images).")
@@ -77,6 +77,7 @@ if changes.get("smoothquant", {}).get("pairs"):
 
 st.subheader(t("Real INT8 latency of the last combination"))
 if st.button("Measure (ONNX Runtime, batch 1)"):
-    with st.spinner("Exporting and timing ..."):
-        t = sim_latency(sim, loaded.module, loaded.spec.input_shape, tempfile.mkdtemp())
-    st.metric("INT8 vs FP32 (ONNX Runtime)", f"{t['speedup']:.2f}x", help=f"{t['int8_ms']:.3f} ms vs {t['fp32_ms']:.3f} ms")
+    with st.spinner("Exporting and timing ..."), user_errors(), tempfile.TemporaryDirectory() as tmp:
+        timed = sim_latency(sim, loaded.module, loaded.spec.input_shape, tmp)
+    st.metric("INT8 vs FP32 (ONNX Runtime)", f"{timed['speedup']:.2f}x",
+              help=f"{timed['int8_ms']:.3f} ms vs {timed['fp32_ms']:.3f} ms")

@@ -54,6 +54,7 @@ _FUNCTIONS = {
     aten.permute.default: torch.permute,
     aten.transpose.int: torch.transpose,
     aten.softmax.int: torch.softmax,
+    aten.matmul.default: torch.matmul, aten.bmm.default: torch.bmm,
 }
 _IDENTITY = {aten.dropout.default, aten.dropout_.default, aten.alias.default, aten.clone.default,
              aten.contiguous.default}
@@ -120,6 +121,8 @@ class _Lifter:
     # --- the rules --------------------------------------------------------------------------
     def lift(self, node: fx.Node):
         target = node.target
+        if _in_place(node) and _read_after(node):  # out of place would change what later readers see
+            return None
         args = list(node.args) + [node.kwargs[k] for k in node.kwargs]
         if target in (aten.conv2d.default, aten.conv2d.padding, aten.convolution.default):
             return self.conv(node)
@@ -248,6 +251,17 @@ class _LazyAttr:
 
     def __init__(self, node: fx.Node):
         self.node, self.created = node, None
+
+
+def _in_place(node: fx.Node) -> bool:
+    name = getattr(node.target, "_schema", None)
+    return name is not None and node.target._schema.name.endswith("_")
+
+
+def _read_after(node: fx.Node) -> bool:
+    """Whether the tensor an in-place op mutates is read by anything but that op."""
+    first = node.args[0] if node.args else None
+    return isinstance(first, fx.Node) and any(user is not node for user in first.users)
 
 
 def _rank(node) -> int | None:

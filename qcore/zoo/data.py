@@ -215,7 +215,7 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _folder_classes(root: Path, class_dirs: list[Path]) -> tuple[dict[str, int], tuple[str, ...]]:
+def _folder_classes(class_dirs: list[Path]) -> tuple[dict[str, int], tuple[str, ...]]:
     """Synset-named folders get ImageNet indices; others are numbered in sorted order (torchvision's way)."""
     wnids = imagenet_wnids()
     synset = {w: i for i, w in enumerate(wnids)}
@@ -242,7 +242,7 @@ def load_image_folder(path: str | Path, size: int = 256, max_images: int | None 
         raise DataUnavailable(f"Image folder {root} does not exist")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if class_dirs:
-        index_of, class_names = _folder_classes(root, class_dirs)
+        index_of, class_names = _folder_classes(class_dirs)
         files = [(f, index_of[d.name]) for d in class_dirs for f in _image_files(d)]
     else:
         class_names, files = (), [(f, -1) for f in _image_files(root)]
@@ -278,11 +278,13 @@ def load_dataset(name: str, split: str = "test", decode: tuple[int, str] | None 
         # A user's folder has no train/test split: calibration and evaluation share it.
         size, interpolation = decode or (256, "bilinear")
         key = (name, size, interpolation)
-        if key not in _FOLDER_CACHE:
-            if len(_FOLDER_CACHE) > 4:
+        found = _FOLDER_CACHE.get(key)
+        if found is None:  # decoded once per model decode size (calibration and evaluation share the folder)
+            found = load_image_folder(name.split(":", 1)[1], size, interpolation=interpolation)
+            if len(_FOLDER_CACHE) >= 4:
                 _FOLDER_CACHE.clear()
-            _FOLDER_CACHE[key] = load_image_folder(name.split(":", 1)[1], size, interpolation=interpolation)
-        return _FOLDER_CACHE[key]
+            _FOLDER_CACHE[key] = found
+        return found
     raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 

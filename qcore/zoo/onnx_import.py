@@ -29,12 +29,17 @@ _TYPE_ONLY = {  # operator -> versions whose changes were new element types only
     "Flatten": (21, 23), "Squeeze": (21, 23), "Unsqueeze": (21, 23), "Transpose": (21, 23),
     "Equal": (19,), "Conv": (22,), "ConvTranspose": (22,), "Dropout": (22,), "Elu": (22,),
     "HardSigmoid": (22,), "HardSwish": (22,), "MaxPool": (22,), "GlobalAveragePool": (22,),
-    "GlobalMaxPool": (22,), "Selu": (22,), "Softplus": (22,), "Gather": (), "InstanceNormalization": (22,),
+    "GlobalMaxPool": (22,), "Selu": (22,), "Softplus": (22,), "InstanceNormalization": (22,),
 }
 
 
 class OnnxUnsupported(ValueError):
     """The ONNX file has operators onnx2torch cannot convert; the message lists them."""
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else "no message"
 
 
 def _register_type_only_versions() -> None:
@@ -90,7 +95,7 @@ def load_onnx(path: str | Path) -> fx.GraphModule:
         onnx.checker.check_model(model)
     except Exception as exc:
         raise OnnxUnsupported(f"{Path(path).name} is not a valid ONNX model ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]})") from None
+                              f"{_first_line(exc)})") from None
     _register_type_only_versions()
     _fold_identity_initializers(model)
     missing = _unconvertible(model)
@@ -101,7 +106,7 @@ def load_onnx(path: str | Path) -> fx.GraphModule:
         gm = convert(model)
     except Exception as exc:  # a converter refusing an attribute combination
         raise OnnxUnsupported(f"{Path(path).name} could not be converted to torch: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:300]}") from None
+                              f"{_first_line(exc)}") from None
     return canonical(gm)
 
 

@@ -122,9 +122,9 @@ def preset(name: str, input_shape: tuple[int, int, int], timm_config: dict | Non
         base = dict(mean=(0.5,) * channels, std=(0.5,) * channels, interp="bilinear", crop_pct=1.0)
     else:
         raise ValueError(f"unknown preprocessing {name!r}; choose one of {', '.join(PRESETS)}")
-    m, s = mean or base["mean"], std or base["std"]
-    if channels == 1 and len(m) == 3 and mean is None:
-        m, s = (sum(m) / 3,), (sum(s) / 3,)  # a grey model with an RGB preset: the channel average
+    grey = channels == 1  # a grey model with an RGB preset takes the preset's channel average
+    m = mean or ((sum(base["mean"]) / 3,) if grey and len(base["mean"]) == 3 else base["mean"])
+    s = std or ((sum(base["std"]) / 3,) if grey and len(base["std"]) == 3 else base["std"])
     crop = crop or size
     resize = resize or int(round(crop / base["crop_pct"]))
     interp = interpolation or (base["interp"] if base["interp"] in INTERPOLATIONS else "bicubic")

@@ -15,7 +15,10 @@ and the simulation finds layers to quantize in it (never a silent FP32 "INT8").
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,6 +33,7 @@ from qcore.zoo.timm_models import build_timm, export_and_lift, is_timm_arch, tim
 __all__ = ["FORMATS", "detect_format", "load_user_model", "UPLOAD_TYPES"]
 
 FORMATS = ("state_dict", "pt2", "onnx", "torchscript")
+_EXPORT_LOAD_LOCK = threading.Lock()  # the weights-only switch is process-wide: one load at a time
 UPLOAD_TYPES = ["pt", "pth", "bin", "safetensors", "pt2", "onnx", "ts"]
 TORCHSCRIPT_FIX = (
     "Export the model with torch.export instead (torch.export.save(torch.export.export(model, (x,), "
@@ -91,7 +95,11 @@ def _from_state_dict(path: Path, arch: str | None, shape) -> tuple[nn.Module, tu
         load_state_dict_into(module, state, path.name)
         shape = shape or (module.pretrained_cfg.get("in_chans", 3) if stem is None else int(stem.shape[1]),
                           *cfg["input_size"][1:])
-        return export_and_lift(module, shape), shape, cfg
+        try:
+            return export_and_lift(module, shape), shape, cfg
+        except Exception as exc:  # torch.export refusing the model or the shape
+            raise ModelUnavailable(f"{arch} could not be exported at input {tuple(shape)} for quantization: "
+                                   f"{type(exc).__name__}: {(str(exc).strip().splitlines() or ['no message'])[0][:300]}") from None
     base = get_spec(arch)
     module = _build_for_state(base, state)
     load_state_dict_into(module, state, path.name)
@@ -120,24 +128,54 @@ def _from_program(path: Path, fmt: str, shape) -> nn.Module:
     from qcore.zoo.aten_lift import lift_exported
 
     try:
-        return lift_exported(torch.export.load(str(path)))
+        return lift_exported(_safe_export_load(path))
+    except ModelUnavailable:
+        raise
     except Exception as exc:
         raise ModelUnavailable(f"{path.name} could not be loaded as a torch.export program: "
                                f"{type(exc).__name__}: {str(exc)[:300]}") from None
 
 
+def _safe_export_load(path: Path):
+    """torch.export.load without running code from the file: archives with pickled custom or opaque
+    objects are refused, and every torch.load inside runs with weights_only=True (torch's own
+    TORCH_FORCE_WEIGHTS_ONLY_LOAD switch; torch.export.load would otherwise fall back to full pickle)."""
+    from torch.export.pt2_archive.constants import CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX
+
+    with zipfile.ZipFile(path) as zf:
+        objects = [n for n in zf.namelist()
+                   if Path(n).name.startswith((CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX))]
+    if objects:
+        raise ModelUnavailable(f"{path.name} holds pickled Python objects ({', '.join(objects[:3])}); they could run "
+                               "code when loaded, so the file is refused. Export the model with tensors only.")
+    previous = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        with _EXPORT_LOAD_LOCK:
+            return torch.export.load(str(path))
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = previous
+
+
 def _preprocessing(choice, shape, base: ModelSpec | None, timm_cfg: dict | None, overrides: dict | None) -> Preprocess:
     """The chosen preset (or a Preprocess), else the architecture's own, else ImageNet's for RGB inputs."""
-    if isinstance(choice, Preprocess):
-        return choice
-    if choice is None and not overrides:
-        if base is not None:
-            return base.preprocess
-        choice = "timm" if timm_cfg else ("imagenet" if shape[0] == 3 else "custom")
     try:
-        return preset(choice or "custom", tuple(shape), timm_cfg, **(overrides or {}))
-    except ValueError as exc:
+        if isinstance(choice, Preprocess):
+            pre = choice
+        elif choice is None and base is not None:  # the architecture's own, with any overrides on top
+            pre = replace(base.preprocess, **(overrides or {}))
+        else:
+            choice = choice or ("timm" if timm_cfg else ("imagenet" if shape[0] == 3 else "custom"))
+            pre = preset(choice, tuple(shape), timm_cfg, **(overrides or {}))
+    except (ValueError, TypeError) as exc:
         raise ModelUnavailable(f"preprocessing: {exc}") from None
+    if pre.crop is not None and (shape[1] != shape[2] or pre.crop != shape[1]):
+        raise ModelUnavailable(f"preprocessing crops {pre.crop}x{pre.crop} images, but the model takes "
+                               f"{shape[1]}x{shape[2]} inputs: set the crop to the input size (square inputs only)")
+    return pre
 
 
 def load_user_model(
@@ -241,7 +279,10 @@ def _check_quantizable(module: nn.Module, fname: str) -> None:
 def _build_for_state(base: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:
     """Build the base architecture, resizing its last Linear to the checkpoint's class count."""
     module = base.build()
-    last_name, last = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)][-1]
+    linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return module
+    last_name, last = linears[-1]
     w = state.get(f"{last_name}.weight")
     if w is not None and w.dim() == 2 and w.shape[0] != last.out_features and w.shape[1] == last.in_features:
         parent = module.get_submodule(last_name.rsplit(".", 1)[0]) if "." in last_name else module

@@ -153,3 +153,21 @@ def test_an_experiment_that_quantizes_nothing_is_an_error_and_the_cli_says_so_in
     assert err.startswith("error: m.ts is TorchScript") and err.count("\n") == 1 and "Traceback" not in err
     assert main(["calibrate", "--model", "fm_resnet", "--arch", "timm:resnet18", "--eval-size", "8"]) == 2
     assert "apply to a model file" in capsys.readouterr().err
+
+
+def test_a_pt2_with_pickled_objects_is_refused_and_loading_stays_weights_only(mobilenet, tmp_path):
+    import os
+    import zipfile
+
+    from torch.export.pt2_archive.constants import OPAQUE_OBJ_FILENAME_PREFIX
+
+    good = export_pt2(mobilenet, tmp_path / "m.pt2")
+    bad = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item))
+        dst.writestr(f"m/data/constants/{OPAQUE_OBJ_FILENAME_PREFIX}0", b"\x80\x04not even a valid pickle")
+    with pytest.raises(ModelUnavailable, match="pickled Python objects"):
+        load_user_model(bad, input_shape=SHAPE)
+    load_user_model(good, input_shape=SHAPE)
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ  # the switch is put back after the load

@@ -20,7 +20,7 @@ from torch import nn
 
 from qcore.quant.progress import Progress, silent
 from qcore.quant.quantsim import QuantSim
-from qcore.quant.recovery.graph import capture_outputs, norm_linear_pairs, run_hooked
+from qcore.quant.recovery.graph import norm_linear_pairs, run_hooked
 
 __all__ = ["correct_bias", "smooth"]
 
@@ -70,14 +70,22 @@ def smooth(sim: QuantSim, batches: list[torch.Tensor], alpha: float = 0.5) -> di
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"smoothquant alpha must be in [0, 1], not {alpha}")
     pairs = norm_linear_pairs(sim)
-    with sim.disabled():
-        outs = capture_outputs(sim, [n for n, _ in pairs], batches)
+    maxima: dict[str, torch.Tensor] = {}
+
+    def track(n):
+        def hook(m, i, o):
+            m_now = o.detach().abs().reshape(-1, o.shape[-1]).amax(0)
+            maxima[n] = torch.maximum(maxima[n], m_now) if n in maxima else m_now
+        return hook
+
+    with sim.disabled():  # a running maximum per channel: no activation is kept
+        run_hooked(sim, {n: track(n) for n, _ in pairs}, batches)
     report = {}
     for norm_name, linears in pairs:
         norm = sim.model.get_submodule(norm_name)
         if not norm.elementwise_affine:
             continue
-        act_max = outs[norm_name].abs().reshape(-1, outs[norm_name].shape[-1]).amax(0)
+        act_max = maxima[norm_name]
         w_max = torch.stack([sim.weight_layers[n].layer.weight.abs().amax(0) for n in linears]).amax(0)
         s = (act_max.clamp_min(1e-5) ** alpha / w_max.clamp_min(1e-5) ** (1 - alpha)).clamp_min(1e-5)
         norm.weight.div_(s)
@@ -85,6 +93,7 @@ def smooth(sim: QuantSim, batches: list[torch.Tensor], alpha: float = 0.5) -> di
             norm.bias.div_(s)
         for n in linears:
             sim.weight_layers[n].layer.weight.mul_(s)
+            sim.weight_layers[n].pinned.clear()  # rescaled: an earlier pinned grid no longer fits
         report[norm_name] = {"linears": linears, "act_max_before": [round(float(v), 4) for v in act_max],
                              "act_max_after": [round(float(v), 4) for v in act_max / s]}
     sim.weights_changed()

@@ -81,16 +81,22 @@ def equalize(sim: QuantSim) -> dict:
             with torch.no_grad():
                 bn.weight.div_(total[p.first])
                 bn.bias.div_(total[p.first])
+    for p in pairs:  # rescaled weights: a grid pinned by an earlier AdaRound/GPTQ no longer fits them
+        sim.weight_layers[p.first].pinned.clear()
+        sim.weight_layers[p.second].pinned.clear()
     sim.weights_changed()
     return {"pairs": [[p.first, p.second] for p in pairs], "relu6_replaced_by_relu": replaced,
             "scales": {k: [round(float(v), 4) for v in t] for k, t in total.items()}}
 
 
 def _homogeneous_after(sim: QuantSim, p: Pair) -> bool:
+    """ReLU (exact), or ReLU6 / Hardtanh(0, 6), which become ReLU; any other clip would change the function."""
     if p.act is None:
         return True
     mod = sim.model.get_submodule(p.act)
-    return isinstance(mod, (nn.ReLU, nn.ReLU6)) or (isinstance(mod, nn.Hardtanh) and mod.min_val == 0.0)
+    if isinstance(mod, nn.Hardtanh):  # ReLU6 is a Hardtanh(0, 6)
+        return (mod.min_val, mod.max_val) == (0.0, 6.0)
+    return isinstance(mod, nn.ReLU)
 
 
 @torch.no_grad()

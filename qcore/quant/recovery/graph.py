@@ -68,15 +68,14 @@ def layer_pairs(sim: QuantSim) -> list[Pair]:
         if nxt is None:
             continue
         a, b = sim.weight_layers[node.target].layer, sim.weight_layers[nxt.target].layer
-        if isinstance(a, nn.Conv2d) and isinstance(b, (nn.Conv2d, nn.Linear)) and _channels_match(a, b):
+        if isinstance(a, nn.Conv2d) and isinstance(b, nn.Conv2d) and _channels_match(a, b):
             pairs.append(Pair(node.target, nxt.target, act))
     return pairs
 
 
-def _channels_match(a: nn.Conv2d, b: nn.Module) -> bool:
-    if isinstance(b, nn.Linear):
-        return False  # a conv feeds a linear only through pooling/flatten, which the chain stops at
-    return a.out_channels == b.in_channels and (b.groups == 1 or b.groups == b.in_channels)
+def _channels_match(a: nn.Conv2d, b: nn.Conv2d) -> bool:
+    depthwise = b.groups == b.in_channels == b.out_channels  # one filter per channel (no channel multiplier)
+    return a.out_channels == b.in_channels and (b.groups == 1 or depthwise)
 
 
 def norm_linear_pairs(sim: QuantSim) -> list[tuple[str, list[str]]]:

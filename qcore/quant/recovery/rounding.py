@@ -26,7 +26,7 @@ from torch import nn
 
 from qcore.quant.progress import Progress, silent
 from qcore.quant.quantsim import QuantSim, QuantWeightLayer
-from qcore.quant.recovery.graph import capture_inputs
+from qcore.quant.recovery.graph import capture_inputs, run_hooked
 
 __all__ = ["adaround", "gptq", "ZETA", "GAMMA"]
 
@@ -138,11 +138,24 @@ def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _gptq_layer(wl: QuantWeightLayer, x_in: torch.Tensor, damp: float, probe: tuple) -> dict:
+def _hessian(sim: QuantSim, name: str, batches: list[torch.Tensor]) -> torch.Tensor:
+    """2 X^T X / n of the layer's inputs as the sim computes them now, summed batch by batch (an im2col of
+    every calibration image at once would not fit in memory for ImageNet-size layers)."""
+    layer, acc = sim.weight_layers[name].layer, {"h": None, "n": 0}
+
+    def hook(m, i, o):
+        cols = _columns(layer, i[0].detach()).double()
+        acc["h"] = cols.T @ cols + (acc["h"] if acc["h"] is not None else 0)
+        acc["n"] += len(cols)
+
+    run_hooked(sim, {name: hook}, batches)
+    return 2 * acc["h"] / acc["n"]
+
+
+@torch.no_grad()
+def _gptq_layer(wl: QuantWeightLayer, h: torch.Tensor, damp: float, probe: tuple) -> dict:
     layer = wl.layer
     scheme, scale, zp, s, z = _grid(wl)
-    cols = _columns(layer, x_in).double()
-    h = 2 * cols.T @ cols / len(cols)
     w = layer.weight.detach().reshape(layer.weight.shape[0], -1).double().clone()
     s2 = s.reshape(-1, 1).double() if s.dim() else s.double()
     z2 = z.reshape(-1, 1).double() if z.dim() else z.double()
@@ -171,9 +184,10 @@ def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progres
     """GPTQ every ungrouped integer-weight layer in graph order; returns per-layer changes and seconds."""
 
     def one(name: str, wl: QuantWeightLayer) -> dict:
-        x_q = capture_inputs(sim, [name], batches)[name]
+        probe = [batches[0][:PROBE]]
+        x_q = capture_inputs(sim, [name], probe)[name]
         with torch.no_grad():
-            target = _layer_out(wl.layer, _fp32_inputs(sim, name, batches[:1])[:PROBE], wl.layer.weight.detach())
-        return _gptq_layer(wl, x_q, damp, (x_q[:PROBE], target))
+            target = _layer_out(wl.layer, _fp32_inputs(sim, name, probe), wl.layer.weight.detach())
+        return _gptq_layer(wl, _hessian(sim, name, batches), damp, (x_q, target))
 
     return _layer_by_layer(sim, _rounded_layers(sim, include_grouped=False), "GPTQ", one, progress)
