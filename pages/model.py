@@ -115,7 +115,7 @@ with tab_model:
     st.caption("A torch.export program (.pt2, dynamic batch), an ONNX file (.onnx, converted with onnx2torch), or a "
                "state_dict (.pt/.pth/.bin/.safetensors) for a registry or timm architecture. Every convolution and "
                "linear layer is quantized for real; TorchScript is refused (its layers cannot be seen into). "
-               "Files load with weights_only=True: pickles that would run code are refused.")
+               "Files load with weights_only=True (a .pt2 too): pickles that would run code are refused.")
     f = st.file_uploader(t("Model file"), type=UPLOAD_TYPES, key="model_upload")
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture (for a state_dict)", ["(none)", *BUILTIN, *TORCHVISION, "timm ..."])
