@@ -15,9 +15,9 @@ from qcore.figures import (accuracy_figure, channel_range_figure, histogram_figu
 JOB_KEY = "calibration_job"
 s, loaded = page_header(
     t("Calibration explorer"),
-    "One pass over the calibration images collects a histogram at every activation quantizer. Each method "
-    "(max, percentile, entropy, mse) is a pure function of those statistics: the lines on the histogram and "
-    "the accuracy below come from the same numbers.",
+    t("One pass over the calibration images collects a histogram at every activation quantizer. Each method "
+      "(max, percentile, entropy, mse) is a pure function of those statistics: the lines on the histogram and "
+      "the accuracy below come from the same numbers."),
 )
 with st.form("calibration_form"):
     c1, c2 = st.columns([1, 3])

@@ -16,9 +16,9 @@ from qcore.figures import latency_figure, speedup_figure
 JOB_KEY = "deploy_job"
 s, loaded = page_header(
     t("Deploy: real INT8 on this CPU"),
-    "Converts the calibrated model with the ranges of the method you choose into real INT8 models "
-    "(ONNX Runtime QDQ; PyTorch with the x86 and the oneDNN engine), checks them against the simulation, and times every path "
-    "interleaved in one process.",
+    t("Converts the calibrated model with the ranges of the method you choose into real INT8 models "
+      "(ONNX Runtime QDQ; PyTorch with the x86 and the oneDNN engine), checks them against the simulation, and times every path "
+      "interleaved in one process."),
 )
 st.info(scheme_note() + " Change it with **Weight range** in the sidebar.")
 with st.form("deploy_form"):

@@ -25,10 +25,10 @@ RANGE_HELP = {
 
 s, loaded = page_header(
     t("QAT: quantization-aware fine-tuning"),
-    "Fine-tunes the calibrated, fake-quantized model with straight-through gradients, starting from the "
-    "FP32 weights. After every epoch it scores the simulation and the real INT8 model built from it "
-    "(ONNX Runtime), and times INT8 against FP32 on this CPU. BatchNorm is folded into the convolutions, "
-    "as in the deployed model; its statistics stay frozen unless you let them train for some steps first.",
+    t("Fine-tunes the calibrated, fake-quantized model with straight-through gradients, starting from the "
+      "FP32 weights. After every epoch it scores the simulation and the real INT8 model built from it "
+      "(ONNX Runtime), and times INT8 against FP32 on this CPU. BatchNorm is folded into the convolutions, "
+      "as in the deployed model; its statistics stay frozen unless you let them train for some steps first."),
 )
 auto_lr = default_lr(loaded)
 

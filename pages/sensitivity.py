@@ -16,9 +16,9 @@ from qcore.figures import pareto_figure, sensitivity_figure
 JOB = "sensitivity_job"
 s, loaded = page_header(
     t("Sensitivity and partial quantization"),
-    "Two-sided per-layer sweep from one calibration pass: accuracy with only this layer quantized, and with "
-    "every layer but this one quantized. Then keep the worst layers in float and see what that costs in "
-    "accuracy and in real, measured INT8 latency.",
+    t("Two-sided per-layer sweep from one calibration pass: accuracy with only this layer quantized, and with "
+      "every layer but this one quantized. Then keep the worst layers in float and see what that costs in "
+      "accuracy and in real, measured INT8 latency."),
 )
 
 with st.form("sens_form"):
