@@ -16,7 +16,7 @@ from qcore.zoo.data import extract_image_archive
 from qcore.zoo.images import display_array, load_image_tensor, top_classes
 from qcore.zoo.inputs import check_compatible, decode_for
 from qcore.zoo.models import BUILTIN, TORCHVISION, LoadedModel, layer_table
-from qcore.zoo.preprocess import PRESETS, parse_floats
+from qcore.zoo.preprocess import PRESETS, parse_floats, parse_shape
 from qcore.zoo.timm_models import timm_names
 from qcore.zoo.user_models import UPLOAD_TYPES, load_user_model
 
@@ -85,15 +85,6 @@ st.subheader(t("Your own model or images"))
 tab_model, tab_data, tab_images = st.tabs([t("Upload a model"), t("Upload a dataset (.zip)"), t("Classify images")])
 
 
-def _shape(text: str):
-    if not text.strip():
-        return None
-    shape = tuple(int(v) for v in text.replace("x", ",").split(","))
-    if len(shape) != 3:
-        raise ValueError("the input shape needs three numbers: channels, height, width")
-    return shape
-
-
 def _preprocess_widgets() -> tuple[str | None, dict]:
     """The preprocessing preset and any custom values."""
     choice = st.radio(t("Preprocessing"), ["auto", *PRESETS], horizontal=True, key="pre_choice",
@@ -130,7 +121,7 @@ with tab_model:
         chosen = f"timm:{timm_arch}" if arch == "timm ..." and timm_arch else (None if arch in ("(none)", "timm ...") else arch)
         try:
             with st.spinner(f"Loading and checking {f.name} ..."):
-                user = load_user_model(path, arch=chosen, input_shape=_shape(shape_text), name=f"user:{f.name}",
+                user = load_user_model(path, arch=chosen, input_shape=parse_shape(shape_text), name=f"user:{f.name}",
                                        preprocess=preset_name, preprocess_overrides=overrides or None)
         except USER_ERRORS as exc:
             st.error(str(exc))

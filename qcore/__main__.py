@@ -75,7 +75,7 @@ OWN_MODEL_OPTIONS = ("arch", "input_shape", "preprocess", "mean", "std", "resize
 
 def _model(args):
     """--model as given: a registry name, or (an existing file) the user's model, loaded and checked now."""
-    from qcore.zoo.preprocess import parse_floats
+    from qcore.zoo.preprocess import parse_floats, parse_shape
     from qcore.zoo.user_models import load_user_model
 
     if not Path(args.model).is_file():
@@ -83,14 +83,10 @@ def _model(args):
         if given:
             raise CliError(f"{', '.join(given)} apply to a model file; {args.model!r} is not a file")
         return args.model
-    shape = None
-    if args.input_shape:
-        try:
-            shape = tuple(int(v) for v in args.input_shape.replace("x", ",").split(","))
-        except ValueError:
-            shape = ()
-        if len(shape) != 3:
-            raise CliError(f"--input-shape takes C,H,W (three numbers), not {args.input_shape!r}")
+    try:
+        shape = parse_shape(args.input_shape)
+    except ValueError as exc:
+        raise CliError(f"--input-shape: {exc}") from None
     overrides = {k: v for k, v in (("mean", parse_floats(args.mean)), ("std", parse_floats(args.std)),
                                    ("resize", args.resize), ("crop", args.crop),
                                    ("interpolation", args.interpolation)) if v is not None}

@@ -24,7 +24,7 @@ from qcore.zoo.inputs import Inputs, load, prepare_inputs
 from qcore.zoo.models import LoadedModel, finish_loading
 
 __all__ = ["parse_methods", "timed_pass", "compare_methods", "calibration_study",
-           "weight_ranges", "clip_activations", "clipping_experiment"]
+           "weight_ranges", "channel_ranges", "clip_activations", "clipping_experiment"]
 
 
 def parse_methods(text: str) -> list[str]:
@@ -148,14 +148,21 @@ def clipping_experiment(
 
 def weight_ranges(sim: QuantSim) -> dict[str, dict]:
     """Per-output-channel min/max of every (BN-folded) Conv2d/Linear weight, as deployed."""
-    out = {}
+    out = channel_ranges(sim)
     for name, wl in sim.weight_layers.items():
-        w = wl.layer.weight.detach()
-        flat = w.reshape(w.shape[0], -1)
-        values = w.flatten()
+        values = wl.layer.weight.detach().flatten()
         if values.numel() > MAX_WEIGHT_SAMPLE:  # a fixed random sample is plenty for a distribution plot
             values = values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))[:MAX_WEIGHT_SAMPLE]]
-        out[name] = {"min": flat.min(1).values.tolist(), "max": flat.max(1).values.tolist(), "values": values.tolist()}
+        out[name]["values"] = values.tolist()
+    return out
+
+
+def channel_ranges(sim: QuantSim) -> dict[str, dict]:
+    """Per-output-channel min/max of every (BN-folded) Conv2d/Linear weight."""
+    out = {}
+    for name, wl in sim.weight_layers.items():
+        flat = wl.layer.weight.detach().reshape(wl.layer.weight.shape[0], -1)
+        out[name] = {"min": flat.min(1).values.tolist(), "max": flat.max(1).values.tolist()}
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 from qcore.analysis.evaluate import layer_errors, logits, scores
-from qcore.analysis.experiments import weight_ranges
+from qcore.analysis.experiments import channel_ranges
 from qcore.analysis.reports import RecoveryReport, RecoveryRow
 from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import QuantConfig, RecoveryStep
@@ -24,11 +24,6 @@ from qcore.zoo.inputs import Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
 __all__ = ["recover", "measure_steps", "rounding_table"]
-
-
-def _channel_ranges(sim: QuantSim) -> dict:
-    """Per-output-channel weight min/max of every layer (without the value samples the histogram uses)."""
-    return {k: {"min": v["min"], "max": v["max"]} for k, v in weight_ranges(sim).items()}
 
 
 def measure_steps(inp: Inputs, config: QuantConfig, steps: Sequence[RecoveryStep], fp32_preds: torch.Tensor,
@@ -76,11 +71,11 @@ def recover(
                                  span(say, i / len(combos), (i + 1) / len(combos)))
         say((i + 1) / len(combos), f"{label}: {row.accuracy:.2%}")
         rows.append(row)
-        before = before or _channel_ranges(sim)
+        before = before or channel_ranges(sim)
     report = RecoveryReport(
         **inp.identity(), **sim.inventory(), eval_size=inp.eval_size, config=replace(config, recovery=tuple(steps)).to_dict(),
         fp32_accuracy=fp32.top1, baseline_accuracy=rows[0].accuracy, rows=rows, weights_before=before,
-        weights_after=_channel_ranges(sim))
+        weights_after=channel_ranges(sim))
     return report, sim
 
 

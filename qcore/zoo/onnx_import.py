@@ -140,11 +140,6 @@ def _rewrite(node: fx.Node, mod: nn.Module, gm: fx.GraphModule) -> bool:
         return True
     if kind.startswith("OnnxGlobalAveragePool") and len(args) == 1:
         return _replace(node, gm, lambda g: g.call_function(F.adaptive_avg_pool2d, (args[0], 1)))
-    if kind == "OnnxFlatten" and len(args) == 1:
-        axis = getattr(mod, "axis", 1)
-        if axis != 1:
-            return False
-        return _replace(node, gm, lambda g: g.call_function(torch.flatten, (args[0], 1)))
     return False
 
 
@@ -157,7 +152,8 @@ def _replace(node: fx.Node, gm: fx.GraphModule, build) -> bool:
 
 
 def canonical(gm: fx.GraphModule) -> fx.GraphModule:
-    """Rewrite onnx2torch's own modules for adds, clips, global pooling and flatten into torch ops."""
+    """Rewrite onnx2torch's own modules for adds, clips and global pooling into torch ops (onnx2torch already
+    emits nn.ReLU, nn.ReLU6 and nn.Flatten for the common cases)."""
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and node.target in modules:

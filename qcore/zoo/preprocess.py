@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-__all__ = ["Preprocess", "PRESETS", "IMAGENET_MEAN", "IMAGENET_STD", "preset", "parse_floats"]
+__all__ = ["Preprocess", "PRESETS", "IMAGENET_MEAN", "IMAGENET_STD", "preset", "parse_floats", "parse_shape"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -90,6 +90,19 @@ def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
         luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
         return (x.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
     raise ValueError(f"cannot turn {x.shape[1]}-channel images into {channels} channels")
+
+
+def parse_shape(text: str | None) -> tuple[int, int, int] | None:
+    """'3,224,224' (or 3x224x224) -> (3, 224, 224); None or '' -> None; ValueError when it is not three numbers."""
+    if not text or not str(text).strip():
+        return None
+    try:
+        shape = tuple(int(v) for v in str(text).replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3:
+        raise ValueError(f"the input shape takes three numbers, channels, height, width (C,H,W), not {text!r}")
+    return shape
 
 
 def parse_floats(text: str | None) -> tuple[float, ...] | None:
