@@ -1,8 +1,9 @@
 """Korean and English UI text from gettext catalogs (Babel), for the app and the CLI.
 
-English is the source language (gettext's msgids); Korean lives in
-`locales/ko/LC_MESSAGES/messages.po`, read with Babel at first use (no compiled .mo files to keep
-in sync). `tests/test_i18n.py` extracts every `t("...")` string from the app with Babel and fails
+English is the source language (gettext's msgids); Korean lives in the `.po` files of
+`locales/ko/LC_MESSAGES/` (`messages.po` for the app's shared text, one file per larger page or the
+CLI, merged: one msgid may appear in only one of them), read with Babel at first use (no compiled
+.mo files to keep in sync). `tests/test_i18n.py` extracts every `t("...")` string from the app with Babel and fails
 when one has no Korean translation, or when the catalog keeps one nobody uses.
 
 Korean follows the terms Korean engineers use (양자화, 보정, 민감도 분석, 양자화 인식 훈련), with the
@@ -28,9 +29,16 @@ def catalog(lang: str) -> dict[str, str]:
         return {}
     from babel.messages.pofile import read_po
 
-    with open(LOCALES / lang / "LC_MESSAGES" / "messages.po", "rb") as f:
-        po = read_po(f, locale=lang)
-    return {m.id: m.string for m in po if m.id and m.string and not m.fuzzy}
+    merged: dict[str, str] = {}
+    for path in sorted((LOCALES / lang / "LC_MESSAGES").glob("*.po")):
+        with open(path, "rb") as f:
+            po = read_po(f, locale=lang)
+        entries = {m.id: m.string for m in po if m.id and m.string and not m.fuzzy}
+        twice = set(entries) & set(merged)
+        if twice:
+            raise ValueError(f"{path.name} repeats msgids of another catalog: {sorted(twice)[:3]}")
+        merged.update(entries)
+    return merged
 
 
 def translate(msgid: str, lang: str) -> str:
