@@ -15,8 +15,10 @@ __all__ = ["PATH_COLORS", "METHOD_COLORS", "method_color", "latency_figure", "sp
 PATH_COLORS = {"fp32": "#7f7f7f", "int8": "#1f77b4", "dynamic": "#ff7f0e", "bf16": "#2ca02c", "fp16": "#9467bd"}
 
 
-def latency_figure(latency: dict[str, dict], kinds: dict[str, str], title: str) -> go.Figure:
-    """Median latency per path with p10-p90 whiskers; `latency` maps path -> {median_ms, p10_ms, p90_ms}."""
+def latency_figure(latency: dict[str, dict], kinds: dict[str, str], title: str,
+                   x_title: str = "milliseconds (median, whiskers p10-p90)") -> go.Figure:
+    """Median latency per path with p10-p90 whiskers; `latency` maps path -> {median_ms, p10_ms, p90_ms}.
+    Axis titles are parameters (English by default) so pages can pass them in the user's language."""
     names = sorted(latency, key=lambda n: latency[n]["median_ms"])
     med = [latency[n]["median_ms"] for n in names]
     fig = go.Figure(go.Bar(
@@ -28,12 +30,13 @@ def latency_figure(latency: dict[str, dict], kinds: dict[str, str], title: str) 
         text=[f"{m:.2f} ms" for m in med], textposition="outside",
         hovertemplate="%{y}: median %{x:.3f} ms<extra></extra>",
     ))
-    fig.update_layout(title=title, xaxis_title="milliseconds (median, whiskers p10-p90)", yaxis=dict(autorange="reversed"),
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis=dict(autorange="reversed"),
                       height=80 + 38 * len(names), margin=dict(l=10, r=30, t=50, b=40))
     return fig
 
 
-def speedup_figure(speedups: dict[str, float], kinds: dict[str, str], baseline: str) -> go.Figure:
+def speedup_figure(speedups: dict[str, float], kinds: dict[str, str], baseline: str,
+                   y_title: str = "speedup vs fastest FP32", baseline_label: str = "fastest FP32 ({baseline})") -> go.Figure:
     """Speedup of each path against the fastest FP32 path (1.0 = as fast)."""
     names = sorted(speedups, key=speedups.get, reverse=True)
     fig = go.Figure(go.Bar(
@@ -41,8 +44,8 @@ def speedup_figure(speedups: dict[str, float], kinds: dict[str, str], baseline: 
         marker_color=[PATH_COLORS.get(kinds.get(n, "int8"), "#444") for n in names],
         text=[f"{speedups[n]:.2f}x" for n in names], textposition="outside",
     ))
-    fig.add_hline(y=1.0, line_dash="dash", annotation_text=f"fastest FP32 ({baseline})")
-    fig.update_layout(yaxis_title="speedup vs fastest FP32", height=360, margin=dict(l=10, r=10, t=30, b=40))
+    fig.add_hline(y=1.0, line_dash="dash", annotation_text=baseline_label.format(baseline=baseline))
+    fig.update_layout(yaxis_title=y_title, height=360, margin=dict(l=10, r=10, t=30, b=40))
     return fig
 
 
@@ -54,7 +57,8 @@ def method_color(method: str) -> str:
     return METHOD_COLORS.get(method.split(":")[0], "#17becf")
 
 
-def histogram_figure(edges, counts, ranges: dict[str, dict], title: str, log_y: bool = False, max_bars: int = 256) -> go.Figure:
+def histogram_figure(edges, counts, ranges: dict[str, dict], title: str, log_y: bool = False, max_bars: int = 256,
+                     x_title: str = "value", y_title: str = "count", values_name: str = "values") -> go.Figure:
     """A tensor's calibration histogram with every method's clip range drawn in that method's colour.
 
     `edges`/`counts` come straight from the collected statistics; bins are merged (summed) to at
@@ -69,7 +73,7 @@ def histogram_figure(edges, counts, ranges: dict[str, dict], title: str, log_y: 
         counts = np.concatenate([counts, np.zeros(pad)]).reshape(-1, factor).sum(1)
         edges = np.concatenate([edges[:-1:factor], [edges[-1] + pad * (edges[1] - edges[0])]])
     centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig = go.Figure(go.Bar(x=centers, y=counts, width=widths, marker_color="#8c9bb0", name="values",
+    fig = go.Figure(go.Bar(x=centers, y=counts, width=widths, marker_color="#8c9bb0", name=values_name,
                            hovertemplate="[%{x:.4g}] %{y:.0f}<extra></extra>"))
     top = counts.max() if len(counts) else 1
     for i, (method, r) in enumerate(ranges.items()):
@@ -80,28 +84,31 @@ def histogram_figure(edges, counts, ranges: dict[str, dict], title: str, log_y: 
                                      name=method, legendgroup=method, showlegend=j == 1,
                                      hovertemplate=f"{method}: {x:.4g}<extra></extra>"))
     fig.update_layout(title=title, bargap=0, height=380, margin=dict(l=10, r=10, t=50, b=40),
-                      xaxis_title="value", yaxis_title="count", yaxis_type="log" if log_y else "linear",
+                      xaxis_title=x_title, yaxis_title=y_title, yaxis_type="log" if log_y else "linear",
                       legend=dict(orientation="h", y=-0.2))
     return fig
 
 
-def channel_range_figure(mins: list[float], maxs: list[float], title: str) -> go.Figure:
+def channel_range_figure(mins: list[float], maxs: list[float], title: str, x_title: str = "output channel",
+                         y_title: str = "weight value", names: tuple[str, str] = ("max", "min")) -> go.Figure:
     """Per-output-channel weight ranges: when they differ by orders of magnitude, per-tensor fails."""
     idx = list(range(len(mins)))
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=idx, y=maxs, name="max", marker_color="#1f77b4"))
-    fig.add_trace(go.Bar(x=idx, y=mins, name="min", marker_color="#aec7e8"))
-    fig.update_layout(title=title, barmode="overlay", height=320, xaxis_title="output channel",
-                      yaxis_title="weight value", margin=dict(l=10, r=10, t=50, b=40))
+    fig.add_trace(go.Bar(x=idx, y=maxs, name=names[0], marker_color="#1f77b4"))
+    fig.add_trace(go.Bar(x=idx, y=mins, name=names[1], marker_color="#aec7e8"))
+    fig.update_layout(title=title, barmode="overlay", height=320, xaxis_title=x_title,
+                      yaxis_title=y_title, margin=dict(l=10, r=10, t=50, b=40))
     return fig
 
 
-def overview_figure(ranges: dict[str, dict[str, dict]], sqnr: dict[str, dict[str, float]], layers: list[str]) -> go.Figure:
+def overview_figure(ranges: dict[str, dict[str, dict]], sqnr: dict[str, dict[str, float]], layers: list[str],
+                    titles: tuple[str, str] = ("clip range per layer",
+                                               "output SQNR per layer (dB, higher is better)")) -> go.Figure:
     """All layers at once: each method's clip range (top) and the SQNR it gives at each layer (bottom)."""
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=("clip range per layer", "output SQNR per layer (dB, higher is better)"))
+                        subplot_titles=titles)
     for method, per_layer in ranges.items():
         color = method_color(method)
         lo = [per_layer[n]["clip_min"] if n in per_layer else None for n in layers]
@@ -118,7 +125,7 @@ def overview_figure(ranges: dict[str, dict[str, dict]], sqnr: dict[str, dict[str
     return fig
 
 
-def accuracy_figure(rows: list[dict], fp32_accuracy: float) -> go.Figure:
+def accuracy_figure(rows: list[dict], fp32_accuracy: float, y_title: str = "top-1 %") -> go.Figure:
     """End-to-end top-1 per method and activation bit width, with the FP32 accuracy as a line."""
     fig = go.Figure()
     for method in dict.fromkeys(r["method"] for r in rows):
@@ -127,50 +134,52 @@ def accuracy_figure(rows: list[dict], fp32_accuracy: float) -> go.Figure:
                              marker_color=method_color(method),
                              text=[f"{r['accuracy']:.1%}" for r in pts], textposition="outside"))
     fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text=f"FP32 {fp32_accuracy:.2%}")
-    fig.update_layout(barmode="group", yaxis_title="top-1 %", height=380, margin=dict(l=10, r=10, t=30, b=40))
+    fig.update_layout(barmode="group", yaxis_title=y_title, height=380, margin=dict(l=10, r=10, t=30, b=40))
     return fig
 
 
-def qat_accuracy_figure(epochs: list[dict]) -> go.Figure:
+def qat_accuracy_figure(epochs: list[dict], title: str = "Accuracy per epoch (epoch 0 = PTQ, before fine-tuning)",
+                        x_title: str = "epoch", y_title: str = "top-1",
+                        names: tuple[str, str] = ("fake-quant (simulation)", "real INT8 (ONNX Runtime)")) -> go.Figure:
     """Fake-quant and real INT8 accuracy after each QAT epoch (epoch 0 = PTQ), against FP32 and PTQ lines."""
     fig = go.Figure()
     x = [r["epoch"] for r in epochs]
     fig.add_trace(go.Scatter(x=x, y=[r["fake_quant_accuracy"] for r in epochs], mode="lines+markers",
-                             name="fake-quant (simulation)", line_color="#d62728"))
+                             name=names[0], line_color="#d62728"))
     int8 = [r for r in epochs if r.get("int8_accuracy") is not None]
     if int8:
         fig.add_trace(go.Scatter(x=[r["epoch"] for r in int8], y=[r["int8_accuracy"] for r in int8],
-                                 mode="lines+markers", name="real INT8 (ONNX Runtime)", line_color=PATH_COLORS["int8"],
+                                 mode="lines+markers", name=names[1], line_color=PATH_COLORS["int8"],
                                  customdata=[r["int8_latency_ms"] for r in int8],
-                                 hovertemplate="epoch %{x}: %{y:.2%}, %{customdata:.3f} ms at batch 1<extra></extra>"))
+                                 hovertemplate=x_title + " %{x}: %{y:.2%}, %{customdata:.3f} ms (batch 1)<extra></extra>"))
     if epochs:
         fig.add_hline(y=epochs[0]["fp32_accuracy"], line_dash="dash", line_color=PATH_COLORS["fp32"],
                       annotation_text="FP32", annotation_position="bottom right")
         fig.add_hline(y=epochs[0]["ptq_accuracy"], line_dash="dot", line_color="#ff7f0e",
                       annotation_text="PTQ", annotation_position="top right")
-    fig.update_layout(title="Accuracy per epoch (epoch 0 = PTQ, before fine-tuning)", xaxis_title="epoch",
-                      yaxis_title="top-1", yaxis_tickformat=".1%", xaxis=dict(dtick=1), height=380,
+    fig.update_layout(title=title, xaxis_title=x_title,
+                      yaxis_title=y_title, yaxis_tickformat=".1%", xaxis=dict(dtick=1), height=380,
                       margin=dict(l=10, r=10, t=50, b=40), legend=dict(orientation="h", y=-0.2))
     return fig
 
 
-def qat_curve_figure(steps: list[dict], key: str, title: str, log_y: bool = False) -> go.Figure:
+def qat_curve_figure(steps: list[dict], key: str, title: str, log_y: bool = False, x_title: str = "step") -> go.Figure:
     """One per-step quantity of a QAT run (loss or learning rate) against the step."""
     fig = go.Figure(go.Scatter(x=[r["step"] for r in steps], y=[r[key] for r in steps], mode="lines",
                                line_color="#9467bd" if key == "lr" else "#1f77b4", name=key))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_type="log" if log_y else "linear", height=300,
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_type="log" if log_y else "linear", height=300,
                       margin=dict(l=10, r=10, t=50, b=40))
     return fig
 
 
-def runs_compare_figure(rows: list[dict], metrics: list[str]) -> go.Figure:
+def runs_compare_figure(rows: list[dict], metrics: list[str], title: str = "Runs compared") -> go.Figure:
     """Stored runs side by side: one group of bars per metric, one bar per run."""
     fig = go.Figure()
     for row in rows:
         label = f"#{row['id']} {row['kind']} {row['model']}"
         fig.add_trace(go.Bar(name=label, x=metrics, y=[row.get(m) for m in metrics],
                              hovertemplate=label + "<br>%{x}: %{y:.4g}<extra></extra>"))
-    fig.update_layout(barmode="group", title="Runs compared", height=420, margin=dict(l=10, r=10, t=50, b=40),
+    fig.update_layout(barmode="group", title=title, height=420, margin=dict(l=10, r=10, t=50, b=40),
                       legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -186,45 +195,50 @@ def comparable_metrics(rows: list[dict]) -> tuple[list[str], list[str]]:
     return numeric, [m for m in numeric if "accuracy" in m][:6] or numeric[:4]
 
 
-def weight_histogram_figure(values, log_y: bool = False, bins: int = 120) -> go.Figure:
+def weight_histogram_figure(values, log_y: bool = False, bins: int = 120, title: str = "weight distribution",
+                            x_title: str = "value", y_title: str = "count") -> go.Figure:
     """The distribution of a layer's weight values (no clip ranges: weights are not calibrated)."""
     import numpy as np
 
     counts, edges = np.histogram(values, bins=bins)
-    return histogram_figure(edges, counts, {}, "weight distribution", log_y)
+    return histogram_figure(edges, counts, {}, title, log_y, x_title=x_title, y_title=y_title, values_name=y_title)
 
 
-def sensitivity_figure(layers: list, fp32_accuracy: float, base_accuracy: float) -> go.Figure:
+def sensitivity_figure(layers: list, fp32_accuracy: float, base_accuracy: float,
+                       names: tuple[str, str, str] = ("only this layer quantized", "all but this layer quantized",
+                                                     "output SQNR (dB)"),
+                       y_title: str = "top-1 %", y2_title: str = "SQNR dB") -> go.Figure:
     """Per layer: top-1 with only this layer quantized and with all but this one (bars), and the
     layer's own output SQNR (line, right axis); FP32 as a dashed line. The y axis starts just
     below the worst accuracy so small drops stay visible."""
-    names = [r.name for r in layers]
+    layer_names = [r.name for r in layers]
     only = [r.only_this_quantized * 100 for r in layers]
     but = [r.all_but_this * 100 for r in layers]
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=names, y=only, name="only this layer quantized", marker_color="#d62728"))
-    fig.add_trace(go.Bar(x=names, y=but, name="all but this layer quantized", marker_color="#1f77b4"))
-    fig.add_trace(go.Scatter(x=names, y=[r.sqnr_db for r in layers], name="output SQNR (dB)", yaxis="y2",
+    fig.add_trace(go.Bar(x=layer_names, y=only, name=names[0], marker_color="#d62728"))
+    fig.add_trace(go.Bar(x=layer_names, y=but, name=names[1], marker_color="#1f77b4"))
+    fig.add_trace(go.Scatter(x=layer_names, y=[r.sqnr_db for r in layers], name=names[2], yaxis="y2",
                              mode="lines+markers", line=dict(color="#2ca02c")))
     fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text="FP32")
     low = min(*only, *but, base_accuracy * 100)
-    fig.update_layout(barmode="group", height=440, yaxis=dict(title="top-1 %", range=[max(0, low - 2), 100]),
-                      yaxis2=dict(title="SQNR dB", overlaying="y", side="right"), xaxis=dict(tickangle=-60),
+    fig.update_layout(barmode="group", height=440, yaxis=dict(title=y_title, range=[max(0, low - 2), 100]),
+                      yaxis2=dict(title=y2_title, overlaying="y", side="right"), xaxis=dict(tickangle=-60),
                       legend=dict(orientation="h", y=1.12), margin=dict(l=10, r=10, t=40, b=120))
     return fig
 
 
-def pareto_figure(curve: list, fp32_accuracy: float, yours=None) -> go.Figure:
+def pareto_figure(curve: list, fp32_accuracy: float, yours=None, x_title: str = "measured INT8 latency, batch 1 (ms)",
+                  y_title: str = "top-1 %", names: tuple[str, str] = ("greedy curve", "your config")) -> go.Figure:
     """Top-1 against measured INT8 latency along the greedy float-fallback curve (each point
     labelled with its number of float layers), with the user's measured config as a star."""
     fig = go.Figure(go.Scatter(x=[pt.latency_ms for pt in curve], y=[pt.accuracy * 100 for pt in curve],
                                mode="lines+markers+text", text=[len(pt.float_layers) for pt in curve],
-                               textposition="top center", name="greedy curve"))
+                               textposition="top center", name=names[0]))
     if yours is not None:
         fig.add_trace(go.Scatter(x=[yours.latency_ms], y=[yours.accuracy * 100], mode="markers",
-                                 name="your config", marker=dict(size=14, symbol="star", color="#d62728")))
+                                 name=names[1], marker=dict(size=14, symbol="star", color="#d62728")))
     fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text="FP32")
-    fig.update_layout(height=400, xaxis_title="measured INT8 latency, batch 1 (ms)", yaxis_title="top-1 %",
+    fig.update_layout(height=400, xaxis_title=x_title, yaxis_title=y_title,
                       margin=dict(l=10, r=10, t=20, b=40))
     return fig
 
@@ -259,46 +273,49 @@ def ste_figure(ste: dict) -> go.Figure:
     return fig
 
 
-def recovery_accuracy_figure(rows: list, fp32_accuracy: float) -> go.Figure:
+def recovery_accuracy_figure(rows: list, fp32_accuracy: float, y_title: str = "top-1 %",
+                             plain: str = "plain PTQ") -> go.Figure:
     """Top-1 of plain PTQ and of each combination of recovery steps, with FP32 as a line."""
-    labels = ["+".join(r.steps) or "plain PTQ" for r in rows]
+    labels = ["+".join(r.steps) or plain for r in rows]
     fig = go.Figure(go.Bar(x=labels, y=[r.accuracy * 100 for r in rows], text=[f"{r.accuracy:.2%}" for r in rows],
                            textposition="outside", marker_color=["#7f7f7f"] + ["#2ca02c"] * (len(rows) - 1)))
     fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text=f"FP32 {fp32_accuracy:.2%}")
     low = min(r.accuracy for r in rows) * 100
-    fig.update_layout(yaxis_title="top-1 %", yaxis_range=[max(0, low - 5), 100], height=360,
+    fig.update_layout(yaxis_title=y_title, yaxis_range=[max(0, low - 5), 100], height=360,
                       margin=dict(l=10, r=10, t=30, b=40))
     return fig
 
 
-def recovery_sqnr_figure(rows: list) -> go.Figure:
+def recovery_sqnr_figure(rows: list, y_title: str = "output SQNR (dB)", plain: str = "plain PTQ") -> go.Figure:
     """Each layer's end-to-end output SQNR under plain PTQ and after each combination of steps."""
     fig = go.Figure()
     for r in rows:
         names = list(r.layer_sqnr_db)
         fig.add_trace(go.Scatter(x=names, y=[r.layer_sqnr_db[n] for n in names], mode="lines+markers",
-                                 name="+".join(r.steps) or "plain PTQ"))
-    fig.update_layout(yaxis_title="output SQNR (dB)", height=380, margin=dict(l=10, r=10, t=30, b=120))
+                                 name="+".join(r.steps) or plain))
+    fig.update_layout(yaxis_title=y_title, height=380, margin=dict(l=10, r=10, t=30, b=120))
     fig.update_xaxes(tickangle=-60)
     return fig
 
 
-def before_after_ranges_figure(before: dict, after: dict, title: str) -> go.Figure:
+def before_after_ranges_figure(before: dict, after: dict, title: str, x_title: str = "output channel",
+                               y_title: str = "weight range", names: tuple[str, str] = ("before", "after")) -> go.Figure:
     """One layer's per-output-channel weight range (max - min) before and after the steps."""
     fig = go.Figure()
-    for label, d, color in (("before", before, "#d62728"), ("after", after, "#2ca02c")):
+    for label, d, color in ((names[0], before, "#d62728"), (names[1], after, "#2ca02c")):
         fig.add_trace(go.Bar(x=list(range(len(d["max"]))), y=[hi - lo for lo, hi in zip(d["min"], d["max"])],
                              name=label, marker_color=color, opacity=0.7))
-    fig.update_layout(title=title, barmode="overlay", xaxis_title="output channel", yaxis_title="weight range",
+    fig.update_layout(title=title, barmode="overlay", xaxis_title=x_title, yaxis_title=y_title,
                       height=320, margin=dict(l=10, r=10, t=50, b=40))
     return fig
 
 
-def channel_max_figure(before: list[float], after: list[float], title: str) -> go.Figure:
+def channel_max_figure(before: list[float], after: list[float], title: str, x_title: str = "input channel",
+                       y_title: str = "max |activation|", names: tuple[str, str] = ("before", "after")) -> go.Figure:
     """Per-channel activation maxima before and after SmoothQuant's migration."""
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=list(range(len(before))), y=before, name="before", marker_color="#d62728", opacity=0.7))
-    fig.add_trace(go.Bar(x=list(range(len(after))), y=after, name="after", marker_color="#2ca02c", opacity=0.7))
-    fig.update_layout(title=title, barmode="overlay", xaxis_title="input channel", yaxis_title="max |activation|",
+    fig.add_trace(go.Bar(x=list(range(len(before))), y=before, name=names[0], marker_color="#d62728", opacity=0.7))
+    fig.add_trace(go.Bar(x=list(range(len(after))), y=after, name=names[1], marker_color="#2ca02c", opacity=0.7))
+    fig.update_layout(title=title, barmode="overlay", xaxis_title=x_title, yaxis_title=y_title,
                       height=320, margin=dict(l=10, r=10, t=50, b=40))
     return fig
