@@ -44,6 +44,11 @@ DEFAULTS = {
 WEIGHT_RANGE_LABELS = {"auto": "auto (for this CPU)", "full": "full (8 bits)", "reduced": "reduced (7 bits)"}
 
 
+def weight_range_label(choice: str) -> str:
+    """The sidebar's name for a weight range, in the session's language (the radio's values stay the keys)."""
+    return {"auto": t("auto (for this CPU)"), "full": t("full (8 bits)"), "reduced": t("reduced (7 bits)")}[choice]
+
+
 def settings() -> dict:
     """The shared sidebar's current values (defaults before the sidebar has drawn)."""
     return {k: st.session_state.get(k, v) for k, v in DEFAULTS.items()}
@@ -100,33 +105,33 @@ def sidebar() -> None:
         st.selectbox(
             t("Model"), list(specs), key="model",
             format_func=lambda n: f"{n} ({specs[n].family})",
-            help="Built-in models are trained on Fashion-MNIST and ship with the app; torchvision models "
-                 "need their ImageNet weights in the torch hub cache (or a download when online).",
+            help=t("Built-in models are trained on Fashion-MNIST and ship with the app; torchvision models "
+                   "need their ImageNet weights in the torch hub cache (or a download when online)."),
         )
         st.text_input(
-            t("Dataset"), key="data", placeholder="default for the model",
-            help="fashion-mnist, cifar10, or imagefolder:/path/to/folder (sub-folder per class; "
-                 "ImageNet synset names such as n01440764 map to ImageNet classes).",
+            t("Dataset"), key="data", placeholder=t("default for the model"),
+            help=t("fashion-mnist, cifar10, or imagefolder:/path/to/folder (sub-folder per class; "
+                   "ImageNet synset names such as n01440764 map to ImageNet classes)."),
         )
         st.number_input(t("Calibration images"), min_value=1, max_value=60_000, step=128, key="calib_size",
-                        help="From the train split, chosen by the seed")
+                        help=t("From the train split, chosen by the seed"))
         st.number_input(t("Evaluation images"), min_value=1, max_value=100_000, step=500, key="eval_size",
-                        help="From the test split, chosen by the seed")
+                        help=t("From the test split, chosen by the seed"))
         st.number_input(t("Seed"), min_value=0, max_value=2**31 - 1, step=1, key="seed")
         st.header(t("Quantization"))
         st.select_slider(t("Weight bits"), options=[2, 3, 4, 5, 6, 7, 8], key="weight_bits")
         st.select_slider(t("Activation bits"), options=[2, 3, 4, 5, 6, 7, 8], key="act_bits")
         st.radio(t("Weight granularity"), ["channel", "tensor"], key="granularity", horizontal=True,
-                 help="One scale per output channel, or one for the whole tensor")
+                 format_func=granularity_label, help=t("One scale per output channel, or one for the whole tensor"))
         st.toggle(t("Symmetric activations"), key="symmetric",
-                  help="Off: asymmetric uint8-style (what x86 and ONNX Runtime U8S8 run)")
-        st.radio(t("Weight range"), list(WEIGHT_RANGE_LABELS), key="weight_range", format_func=WEIGHT_RANGE_LABELS.get,
-                 help="CPUs without VNNI add pairs of u8 x s8 products in int16, which 8-bit weights overflow: "
-                      "7-bit weights keep real INT8 exact there. The simulation uses the same range.")
+                  help=t("Off: asymmetric uint8-style (what x86 and ONNX Runtime U8S8 run)"))
+        st.radio(t("Weight range"), list(WEIGHT_RANGE_LABELS), key="weight_range", format_func=weight_range_label,
+                 help=t("CPUs without VNNI add pairs of u8 x s8 products in int16, which 8-bit weights overflow: "
+                        "7-bit weights keep real INT8 exact there. The simulation uses the same range."))
         st.caption(scheme_note())
         if recovery_steps():
-            st.caption("Recovery steps from the Recover page, used by Sensitivity, QAT and Deploy: "
-                       + " -> ".join(x.name for x in recovery_steps()))
+            st.caption(t("Recovery steps from the Recover page, used by Sensitivity, QAT and Deploy: {steps}").format(
+                steps=" -> ".join(x.name for x in recovery_steps())))
             if st.button(t("Back to plain PTQ"), key="clear_recovery"):
                 st.session_state["recovery_steps"] = ()
                 st.rerun()
@@ -139,8 +144,21 @@ def scheme_note() -> str:
 
     isa = cpu_isa()
     chosen = QuantConfig(weight_range=settings()["weight_range"]).resolved(isa.vnni)
-    has = "has VNNI" if isa.vnni else "has no VNNI"
-    return f"This CPU ({isa.cpu_class}) {has}: {chosen.weight_range_note()}."
+    text = t("This CPU ({cpu}) has VNNI: {note}.") if isa.vnni else t("This CPU ({cpu}) has no VNNI: {note}.")
+    return text.format(cpu=isa.cpu_class, note=_range_note(chosen))
+
+
+def _range_note(config) -> str:
+    """QuantConfig.weight_range_note() in the session's language (the engine's sentence is English)."""
+    return {"reduced": t("weights use 7 bits ([-64, 63]): without VNNI, INT8 kernels add u8 x s8 pairs in int16, "
+                         "which 8-bit weights overflow"),
+            "full": t("weights use the full 8 bits"),
+            }.get(config.weight_range) or t("weight range chosen per CPU: 7 bits without VNNI, 8 bits with it")
+
+
+def granularity_label(choice: str) -> str:
+    """'channel' / 'tensor' as the sidebar shows them (the values stay the engine's names)."""
+    return {"channel": t("per-channel"), "tensor": t("per-tensor")}.get(choice, choice)
 
 
 def base_config():
@@ -171,7 +189,7 @@ def chosen_config(upload, default):
     return replace(QuantConfig.from_json(upload.getvalue().decode()), weight_range=settings()["weight_range"])
 
 
-@st.cache_resource(show_spinner="Loading model ...", max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def cached_model(name: str) -> LoadedModel:
     """Registry models, shared by every session: read-only (qcore copies before changing)."""
     return load_model(name)
@@ -203,7 +221,10 @@ def page_header(title: str, caption: str | None = None) -> tuple[dict, LoadedMod
 def current_model() -> LoadedModel:
     """The model chosen in the sidebar: an uploaded one, or a cached registry model."""
     name = settings()["model"]
-    return user_models().get(name) or cached_model(name)
+    if name in user_models():
+        return user_models()[name]
+    with st.spinner(t("Loading model ...")):  # the spinner shows only if the load takes a while
+        return cached_model(name)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -226,7 +247,7 @@ def fp32_eval(loaded: LoadedModel, data_name: str, size: int, seed: int) -> Eval
     if key not in store:
         data = cached_eval_set(data_name, size, seed, decode_for(loaded))
         check_compatible(loaded, data)
-        bar = st.progress(0.0, text=f"FP32 evaluation of {loaded.name} on {len(data)} images")
+        bar = st.progress(0.0, text=t("FP32 evaluation of {model} on {n} images").format(model=loaded.name, n=len(data)))
         result = evaluate(loaded.module, loaded.spec.preprocess, data, progress=lambda f, _msg: bar.progress(f or 0.0))
         bar.empty()
         while len(store) >= 32:
@@ -297,7 +318,7 @@ def start_job(key: str, name: str, work, remember: bool = False, report_of=None)
 
     job = st.session_state.get(key)
     if job is not None and not job.done:
-        st.warning("A run is already going; cancel it first.")
+        st.warning(t("A run is already going; cancel it first."))
         return
     job = Job(name, run, USER_ERRORS).start()
     st.session_state[key] = job
@@ -343,8 +364,8 @@ def job_result(key: str, idle_message: str, live=None):
             now = job.snapshot()
             if now["status"] != "running":
                 st.rerun()
-            st.progress(now["progress"], text=now["message"] or "starting ...")
-            if st.button("Cancel", key=f"cancel_{key}"):
+            st.progress(now["progress"], text=now["message"] or t("starting ..."))
+            if st.button(t("Cancel"), key=f"cancel_{key}"):
                 job.cancel()
             if live is not None:
                 live(now)
@@ -352,7 +373,7 @@ def job_result(key: str, idle_message: str, live=None):
         poll()
         return None
     if snap["status"] == "cancelled":
-        st.warning("Cancelled.")
+        st.warning(t("Cancelled."))
     elif snap["status"] == "failed":
         st.error(snap["error"])
     return snap["result"] if snap["status"] == "done" else None
@@ -365,10 +386,15 @@ def model_identity(loaded: LoadedModel) -> tuple:
     return loaded.info.get("sha256", loaded.name), spec.preprocess, spec.input_shape, loaded.info.get("arch")
 
 
-@st.cache_resource(show_spinner="Collecting activation statistics ...", max_entries=8,
-                   hash_funcs={LoadedModel: model_identity})
 def layer_stats(loaded: LoadedModel, data: str | None, seed: int, images: int = 64):
-    """A small statistics pass (shared, read-only) for pages that illustrate with real activations."""
+    """A small statistics pass (shared, read-only) for pages that illustrate with real activations; the
+    spinner is drawn here, not by the cache, so its text follows the session's language."""
+    with st.spinner(t("Collecting activation statistics ...")):
+        return _layer_stats(loaded, data, seed, images)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8, hash_funcs={LoadedModel: model_identity})
+def _layer_stats(loaded: LoadedModel, data: str | None, seed: int, images: int = 64):
     from qcore.quant.quantsim import QuantSim
     from qcore.zoo.data import calibration_subset
     from qcore.zoo.inputs import batches

@@ -25,10 +25,15 @@ st.title(t("Quantization Explorer"))
 st.caption(t("What quantization does to a real vision model, and how to choose how to quantize it."))
 
 
-@st.cache_resource(show_spinner="Finding the layers to quantize ...", max_entries=16,
-                   hash_funcs={LoadedModel: model_identity})
-def facts(loaded: LoadedModel) -> dict:
+@st.cache_resource(show_spinner=False, max_entries=16, hash_funcs={LoadedModel: model_identity})
+def _facts(loaded: LoadedModel) -> dict:
     return model_facts(loaded)
+
+
+def facts(loaded: LoadedModel) -> dict:
+    """The model's layer facts; the spinner is drawn here so its text follows the session's language."""
+    with st.spinner(t("Finding the layers to quantize ...")):
+        return _facts(loaded)
 
 
 with user_errors():
@@ -44,24 +49,23 @@ st.subheader(spec.name)
 st.write(spec.description)
 cols = st.columns(5)
 if scored_by == "labels":
-    cols[0].metric(t("FP32 top-1"), f"{result.top1:.2%}", help=f"Measured now on {result.n} {data.name} test images")
+    cols[0].metric(t("FP32 top-1"), f"{result.top1:.2%}", help=t("Measured now on {n} {data} test images").format(n=result.n, data=data.name))
     cols[1].metric(t("FP32 top-5"), f"{result.top5:.2%}")
 else:
-    cols[0].metric(t("FP32 top-1"), t("no labels"), help="These images have no labels this model knows: experiments score "
-                   "them by top-1 agreement with FP32, logit SQNR and KL.")
+    cols[0].metric(t("FP32 top-1"), t("no labels"), help=t("These images have no labels this model knows: experiments "
+                                                            "score them by top-1 agreement with FP32, logit SQNR and KL."))
     cols[1].metric(t("Images"), f"{result.n:,}")
 cols[2].metric(t("Parameters"), f"{loaded.params:,}")
 cols[3].metric(t("MACs per image"), f"{loaded.macs / 1e6:.1f} M")
 cols[4].metric(t("Quantized layers"), f"{len(info['quantized_layers'])}",
-               help=f"{len(info['float_layers'])} layer(s) with weights stay float")
-st.caption(
-    f"Format: {info['format']}{' (' + info['arch'] + ')' if info['arch'] else ''}. Input {'x'.join(map(str, spec.input_shape))}, "
-    f"{len(spec.class_names)} classes, weights: {spec.weight_source}. Preprocessing: {info['preprocess']}. "
-    f"Evaluated on {result.n} images of {data.name} (test split)."
-)
+               help=t("{n} layer(s) with weights stay float").format(n=len(info['float_layers'])))
+st.caption(t("Format: {format}. Input {shape}, {classes} classes, weights: {weights}. Preprocessing: {pre}. "
+             "Evaluated on {n} images of {data} (test split).").format(
+    format=info['format'] + (f" ({info['arch']})" if info['arch'] else ""), shape="x".join(map(str, spec.input_shape)),
+    classes=len(spec.class_names), weights=spec.weight_source, pre=info['preprocess'], n=result.n, data=data.name))
 if info["float_layers"]:
-    st.warning(f"{len(info['float_layers'])} layer(s) stay float: "
-               + "; ".join(f"{f['layer']} ({f['reason']})" for f in info["float_layers"][:8]))
+    st.warning(t("{n} layer(s) stay float: {layers}").format(
+        n=len(info['float_layers']), layers="; ".join(f"{f['layer']} ({f['reason']})" for f in info["float_layers"][:8])))
 
 st.subheader(t("Predictions on test images (top-5)"))
 n_show = min(6, len(data))
@@ -74,12 +78,15 @@ for i in range(n_show):
         true = int(data.labels[i])
         if scored_by == "labels":
             mark = ":green[**✓**]" if int(result.predictions[i]) == true else ":red[**✗**]"
-            st.markdown(f"{mark} true: {data.class_names[true] if true < len(data.class_names) else true}")
+            st.markdown(f"{mark} {t('true:')} {data.class_names[true] if true < len(data.class_names) else true}")
         st.caption("  \n".join(f"{name[:22]}: {p:.0%}" for name, p in top))
 
 with st.expander(t("Architecture: every layer, its output shape, parameters and MACs")):
     rows = layer_table(loaded.module, spec.input_shape)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=360)
+    table = pd.DataFrame(rows)
+    table = table.rename(columns={"layer": t("layer"), "type": t("type"), "output_shape": t("output shape"),
+                                  "params": t("parameters"), "macs": t("MACs")})
+    st.dataframe(table, hide_index=True, width="stretch", height=360)
 
 st.subheader(t("Your own model or images"))
 tab_model, tab_data, tab_images = st.tabs([t("Upload a model"), t("Upload a dataset (.zip)"), t("Classify images")])
@@ -88,31 +95,35 @@ tab_model, tab_data, tab_images = st.tabs([t("Upload a model"), t("Upload a data
 def _preprocess_widgets() -> tuple[str | None, dict]:
     """The preprocessing preset and any custom values."""
     choice = st.radio(t("Preprocessing"), ["auto", *PRESETS], horizontal=True, key="pre_choice",
-                      help="auto: the architecture's own (timm's config for timm models), else ImageNet's for RGB "
-                           "inputs. imagenet: resize 256, centre crop 224, ImageNet mean/std. tf: mean = std = 0.5. "
-                           "custom: the values below.")
+                      format_func=lambda c: t("auto") if c == "auto" else c,
+                      help=t("auto: the architecture's own (timm's config for timm models), else ImageNet's for RGB "
+                             "inputs. imagenet: resize 256, centre crop 224, ImageNet mean/std. tf: mean = std = 0.5. "
+                             "custom: the values below."))
     overrides = {}
     if choice == "custom":
         c = st.columns(5)
-        overrides = {"mean": parse_floats(c[0].text_input("Mean", "0.5,0.5,0.5")),
-                     "std": parse_floats(c[1].text_input("Std", "0.5,0.5,0.5")),
-                     "resize": int(c[2].number_input("Resize (short side)", 1, 2048, 256)),
-                     "crop": int(c[3].number_input("Centre crop", 1, 2048, 224)),
-                     "interpolation": c[4].selectbox("Interpolation", ["bilinear", "bicubic", "nearest"])}
+        overrides = {"mean": parse_floats(c[0].text_input(t("Mean"), "0.5,0.5,0.5", key="pre_mean")),
+                     "std": parse_floats(c[1].text_input(t("Std"), "0.5,0.5,0.5", key="pre_std")),
+                     "resize": int(c[2].number_input(t("Resize (short side)"), 1, 2048, 256, key="pre_resize")),
+                     "crop": int(c[3].number_input(t("Centre crop"), 1, 2048, 224, key="pre_crop")),
+                     "interpolation": c[4].selectbox(t("Interpolation"), ["bilinear", "bicubic", "nearest"],
+                                                     key="pre_interpolation")}
     return (None if choice == "auto" else choice), overrides
 
 
 with tab_model:
-    st.caption("A torch.export program (.pt2, dynamic batch), an ONNX file (.onnx, converted with onnx2torch), or a "
-               "state_dict (.pt/.pth/.bin/.safetensors) for a registry or timm architecture. Every convolution and "
-               "linear layer is quantized for real; TorchScript is refused (its layers cannot be seen into). "
-               "Files load with weights_only=True (a .pt2 too): pickles that would run code are refused.")
+    st.caption(t("A torch.export program (.pt2, dynamic batch), an ONNX file (.onnx, converted with onnx2torch), or a "
+                 "state_dict (.pt/.pth/.bin/.safetensors) for a registry or timm architecture. Every convolution and "
+                 "linear layer is quantized for real; TorchScript is refused (its layers cannot be seen into). "
+                 "Files load with weights_only=True (a .pt2 too): pickles that would run code are refused."))
     f = st.file_uploader(t("Model file"), type=UPLOAD_TYPES, key="model_upload")
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture (for a state_dict)", ["(none)", *BUILTIN, *TORCHVISION, "timm ..."])
-    timm_arch = c2.selectbox("timm architecture", timm_names(), index=None, placeholder="type to search",
-                             disabled=arch != "timm ...")
-    shape_text = c3.text_input("Input shape C,H,W (.pt2/.onnx)", value="", placeholder="3,224,224")
+    arch = c1.selectbox(t("Architecture (for a state_dict)"), ["(none)", *BUILTIN, *TORCHVISION, "timm ..."],
+                        key="upload_arch", format_func=lambda a: t("(none)") if a == "(none)" else a)
+    timm_arch = c2.selectbox(t("timm architecture"), timm_names(), index=None, placeholder=t("type to search"),
+                             disabled=arch != "timm ...", key="upload_timm_arch")
+    shape_text = c3.text_input(t("Input shape C,H,W (.pt2/.onnx)"), value="", placeholder="3,224,224",
+                               key="upload_shape")
     with user_errors():
         preset_name, overrides = _preprocess_widgets()
     if st.button(t("Load model"), disabled=f is None):
@@ -120,7 +131,7 @@ with tab_model:
         path.write_bytes(f.getvalue())
         chosen = f"timm:{timm_arch}" if arch == "timm ..." and timm_arch else (None if arch in ("(none)", "timm ...") else arch)
         try:
-            with st.spinner(f"Loading and checking {f.name} ..."):
+            with st.spinner(t("Loading and checking {file} ...").format(file=f.name)):
                 user = load_user_model(path, arch=chosen, input_shape=parse_shape(shape_text), name=f"user:{f.name}",
                                        preprocess=preset_name, preprocess_overrides=overrides or None)
         except USER_ERRORS as exc:
@@ -128,14 +139,15 @@ with tab_model:
         else:
             user_models()[user.name] = user
             st.session_state["pending_model"] = user.name
-            st.success(f"Loaded {user.name}: {user.params:,} parameters, {len(user.spec.class_names)} classes.")
+            st.success(t("Loaded {model}: {params} parameters, {classes} classes.").format(
+                model=user.name, params=f"{user.params:,}", classes=len(user.spec.class_names)))
             st.rerun()
 
 with tab_data:
-    st.caption("A .zip with one folder per class (cat/1.jpg, dog/2.png, ...), or plain images with no folders "
-               "(scored by agreement with FP32). ImageNet synset folder names (n01440764, ...) map to ImageNet "
-               "classes. Images of any size go through the model's preprocessing.")
-    z = st.file_uploader("Dataset archive", type=["zip"], key="data_upload")
+    st.caption(t("A .zip with one folder per class (cat/1.jpg, dog/2.png, ...), or plain images with no folders "
+                 "(scored by agreement with FP32). ImageNet synset folder names (n01440764, ...) map to ImageNet "
+                 "classes. Images of any size go through the model's preprocessing."))
+    z = st.file_uploader(t("Dataset archive"), type=["zip"], key="data_upload")
     if st.button(t("Use this dataset"), disabled=z is None):
         archive = upload_dir() / z.name
         archive.write_bytes(z.getvalue())
@@ -149,7 +161,7 @@ with tab_data:
             st.rerun()
 
 with tab_images:
-    files = st.file_uploader("Images", type=["png", "jpg", "jpeg", "bmp", "webp"], accept_multiple_files=True,
+    files = st.file_uploader(t("Images"), type=["png", "jpg", "jpeg", "bmp", "webp"], accept_multiple_files=True,
                              key="image_upload")
     if files:
         c = st.columns(4)
@@ -164,4 +176,4 @@ with tab_images:
                 for name, p in top_classes(loaded, x, k=5):
                     st.caption(f"{name}: {p:.1%}")
         if spec.input_shape[0] == 1:
-            st.caption("Built-in models expect Fashion-MNIST-like pictures: a light garment on a black background.")
+            st.caption(t("Built-in models expect Fashion-MNIST-like pictures: a light garment on a black background."))
