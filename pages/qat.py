@@ -10,18 +10,22 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import chosen_config, job_result, layer_summary, page_header, recovery_steps, run_job, t
+from pages._ui import (chosen_config, granularity_label, job_result, layer_summary, page_header, recovery_steps, run_job,
+                       t)
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
 from qcore.train.qat import RANGE_MODES, QATRecipe, default_lr, run_qat
 from qcore.quant.qconfig import QuantConfig
 
 JOB_KEY = "qat_job"
-RANGE_HELP = {
-    "fixed": "fixed: the calibrated ranges stay as they are",
-    "observe": "observe: ranges follow the training batches (moving-average min/max), then freeze",
-    "learn": "learn: each activation scale is trained by gradient (LSQ)",
-}
+
+
+def range_help(mode: str) -> str:
+    """What each activation-range mode does, as the select box shows it (the values stay the engine's names)."""
+    return {"fixed": t("fixed: the calibrated ranges stay as they are"),
+            "observe": t("observe: ranges follow the training batches (moving-average min/max), then freeze"),
+            "learn": t("learn: each activation scale is trained by gradient (LSQ)")}.get(mode, mode)
+
 
 s, loaded = page_header(
     t("QAT: quantization-aware fine-tuning"),
@@ -33,36 +37,42 @@ s, loaded = page_header(
 auto_lr = default_lr(loaded)
 
 with st.form("qat_form"):
-    st.markdown(f"**Quantization** (granularity **{s['granularity']}** and activation symmetry from the sidebar)")
+    st.markdown(t("**Quantization** (granularity **{granularity}** and activation symmetry from the sidebar)").format(
+        granularity=granularity_label(s['granularity'])))
     c1, c2, c3, c4 = st.columns(4)
-    weight_bits = c1.selectbox("Weight bits", [2, 3, 4, 5, 6, 7, 8], index=2,
-                               help="QAT pays off at low bit widths: 4-bit weights are the usual case")
-    act_bits = c2.selectbox("Activation bits", [2, 3, 4, 5, 6, 7, 8], index=6,
-                            help="Only 8-bit activations have real INT8 kernels; others are simulated only")
-    method = c3.selectbox("Calibration method", list(DEFAULT_METHODS),
-                          help="The ranges QAT starts from")
-    config_file = c4.file_uploader("Config JSON (optional)", type=["json"],
-                                   help="A partial or mixed-precision config from the sensitivity page; "
-                                        "overrides the bit settings")
-    st.markdown("**Recipe**")
+    weight_bits = c1.selectbox(t("Weight bits"), [2, 3, 4, 5, 6, 7, 8], index=2, key="qat_weight_bits",
+                               help=t("QAT pays off at low bit widths: 4-bit weights are the usual case"))
+    act_bits = c2.selectbox(t("Activation bits"), [2, 3, 4, 5, 6, 7, 8], index=6, key="qat_act_bits",
+                            help=t("Only 8-bit activations have real INT8 kernels; others are simulated only"))
+    method = c3.selectbox(t("Calibration method"), list(DEFAULT_METHODS), key="qat_method",
+                          help=t("The ranges QAT starts from"))
+    config_file = c4.file_uploader(t("Config JSON (optional)"), type=["json"], key="qat_config_file",
+                                   help=t("A partial or mixed-precision config from the sensitivity page; "
+                                          "overrides the bit settings"))
+    st.markdown(t("**Recipe**"))
     r1, r2, r3, r4 = st.columns(4)
-    budget = r1.radio("Budget", ["minutes", "steps"], horizontal=True)
-    amount = r1.number_input("Minutes or steps", min_value=0.1, max_value=5000.0, value=2.0, step=0.5,
-                             help="Minutes: as many steps as fit (measured step time, evaluations included)")
-    epochs = r2.number_input("Epochs (evaluation rounds)", min_value=1, max_value=20, value=3)
-    batch_size = r2.number_input("Batch size", min_value=4, max_value=512, value=64, step=16)
-    lr = r3.number_input("Learning rate (0 = auto)", min_value=0.0, max_value=0.1, value=0.0, format="%.6f",
-                         help=f"Auto: 1% of the model's training rate, here {auto_lr:.2e}")
-    monitor_size = r3.number_input("Images scored per epoch", min_value=100, max_value=10_000,
-                                   value=min(2000, int(s["eval_size"])), step=500,
-                                   help=f"The final comparison uses the sidebar's {int(s['eval_size'])} evaluation images")
-    range_mode = r4.selectbox("Activation ranges", RANGE_MODES, format_func=lambda m: RANGE_HELP[m])
-    freeze_after = r4.number_input("Freeze observers after (steps)", min_value=0, max_value=100_000, value=50,
-                                   help="For 'observe': the steps during which ranges follow the training data")
-    bn_freeze_after = r4.number_input("Train BN statistics for (steps)", min_value=0, max_value=100_000, value=0,
-                                      help="0: BN stays folded into the convolutions, as deployed, from the start. "
-                                           "K: BN statistics train for K steps, then fold and freeze.")
-    start = st.form_submit_button("Start fine-tuning", type="primary")
+    budget = r1.radio(t("Budget"), ["minutes", "steps"], horizontal=True, key="qat_budget",
+                      format_func=lambda b: t("minutes") if b == "minutes" else t("training steps"))
+    amount = r1.number_input(t("Minutes or steps"), min_value=0.1, max_value=5000.0, value=2.0, step=0.5,
+                             key="qat_amount",
+                             help=t("Minutes: as many steps as fit (measured step time, evaluations included)"))
+    epochs = r2.number_input(t("Epochs (evaluation rounds)"), min_value=1, max_value=20, value=3, key="qat_epochs")
+    batch_size = r2.number_input(t("Batch size"), min_value=4, max_value=512, value=64, step=16, key="qat_batch_size")
+    lr = r3.number_input(t("Learning rate (0 = auto)"), min_value=0.0, max_value=0.1, value=0.0, format="%.6f",
+                         key="qat_lr", help=t("Auto: 1% of the model's training rate, here {lr}").format(lr=f"{auto_lr:.2e}"))
+    monitor_size = r3.number_input(t("Images scored per epoch"), min_value=100, max_value=10_000,
+                                   value=min(2000, int(s["eval_size"])), step=500, key="qat_monitor_size",
+                                   help=t("The final comparison uses the sidebar's {n} evaluation images").format(
+                                       n=int(s['eval_size'])))
+    range_mode = r4.selectbox(t("Activation ranges"), RANGE_MODES, format_func=range_help, key="qat_range_mode")
+    freeze_after = r4.number_input(t("Freeze observers after (steps)"), min_value=0, max_value=100_000, value=50,
+                                   key="qat_freeze_after",
+                                   help=t("For 'observe': the steps during which ranges follow the training data"))
+    bn_freeze_after = r4.number_input(t("Train BN statistics for (steps)"), min_value=0, max_value=100_000, value=0,
+                                      key="qat_bn_freeze_after",
+                                      help=t("0: BN stays folded into the convolutions, as deployed, from the start. "
+                                             "K: BN statistics train for K steps, then fold and freeze."))
+    start = st.form_submit_button(t("Start fine-tuning"), type="primary")
 
 if start:
     try:
@@ -74,7 +84,7 @@ if start:
                            batch_size=int(batch_size), lr=float(lr) or None, range_mode=range_mode,
                            freeze_after=int(freeze_after), bn_freeze_after=int(bn_freeze_after))
     except (ValueError, UnicodeDecodeError) as exc:
-        st.error(f"Cannot start: {exc}")
+        st.error(t("Cannot start: {reason}").format(reason=exc))
         st.stop()
     run_job(JOB_KEY, "qat", run_qat, remember=True, report_of=lambda result: result.report, stream_metrics=True,
             model=loaded, config=config, recipe=recipe, data=s["data"] or None, calib_size=int(s["calib_size"]),
@@ -87,29 +97,35 @@ def draw_curves(metrics: list[dict], key: str) -> None:
     epochs_rows = [m for m in metrics if m["kind"] == "epoch"]
     steps_rows = [m for m in metrics if m["kind"] == "step"]
     if epochs_rows:
-        st.plotly_chart(qat_accuracy_figure(epochs_rows), key=f"{key}_acc")
+        st.plotly_chart(qat_accuracy_figure(epochs_rows, title=t("Accuracy per epoch (epoch 0 = PTQ, before fine-tuning)"),
+                                            x_title=t("epoch"), y_title=t("top-1"),
+                                            names=(t("fake-quant (simulation)"), t("real INT8 (ONNX Runtime)"))),
+                        key=f"{key}_acc")
     if steps_rows:
         c1, c2 = st.columns(2)
-        c1.plotly_chart(qat_curve_figure(steps_rows, "loss", "Training loss"), key=f"{key}_loss")
-        c2.plotly_chart(qat_curve_figure(steps_rows, "lr", "Learning rate (cosine)"), key=f"{key}_lr")
+        c1.plotly_chart(qat_curve_figure(steps_rows, "loss", t("Training loss"), x_title=t("step")), key=f"{key}_loss")
+        c2.plotly_chart(qat_curve_figure(steps_rows, "lr", t("Learning rate (cosine)"), x_title=t("step")),
+                        key=f"{key}_lr")
 
 
-finished = job_result(JOB_KEY, "Set the recipe and press **Start fine-tuning**. You can leave the page: the run "
-                      "goes on.", live=lambda snap: draw_curves(snap["metrics"], "live"))
+finished = job_result(JOB_KEY, t("Set the recipe and press **Start fine-tuning**. You can leave the page: the run "
+                                 "goes on."), live=lambda snap: draw_curves(snap["metrics"], "live"))
 job = st.session_state.get(JOB_KEY)
 if finished is None and job is not None and job.done:
     draw_curves(job.snapshot()["metrics"], "partial")  # a cancelled or failed run keeps what it measured
 if finished is not None:
     r = finished.report
-    pct = lambda x: "n/a" if x is None else f"{x:.2%}"  # noqa: E731
+    pct = lambda x: t("n/a") if x is None else f"{x:.2%}"  # noqa: E731
     cols = st.columns(5)
-    cols[0].metric("FP32 top-1", pct(r.fp32_accuracy))
-    cols[1].metric("PTQ top-1", pct(r.ptq_accuracy))
-    cols[2].metric("QAT top-1", pct(r.qat_accuracy), delta=f"{(r.qat_accuracy - r.ptq_accuracy) * 100:+.2f} pt vs PTQ")
-    cols[3].metric("QAT real INT8 top-1", pct(r.int8_accuracy))
-    cols[4].metric("Step cost vs FP32", f"{r.step_overhead_vs_fp32:.2f}x",
-                   help=f"{r.step_times['qat_step_s'] * 1e3:.0f} ms vs {r.step_times['fp32_step_s'] * 1e3:.0f} ms "
-                        f"per step of {r.step_times['batch']} images, interleaved")
+    cols[0].metric(t("FP32 top-1"), pct(r.fp32_accuracy))
+    cols[1].metric(t("PTQ top-1"), pct(r.ptq_accuracy))
+    cols[2].metric(t("QAT top-1"), pct(r.qat_accuracy),
+                   delta=t("{delta} pt vs PTQ").format(delta=f"{(r.qat_accuracy - r.ptq_accuracy) * 100:+.2f}"))
+    cols[3].metric(t("QAT real INT8 top-1"), pct(r.int8_accuracy))
+    cols[4].metric(t("Step cost vs FP32"), f"{r.step_overhead_vs_fp32:.2f}x",
+                   help=t("{qat} ms vs {fp32} ms per step of {batch} images, interleaved").format(
+                       qat=f"{r.step_times['qat_step_s'] * 1e3:.0f}", fp32=f"{r.step_times['fp32_step_s'] * 1e3:.0f}",
+                       batch=r.step_times['batch']))
     layer_summary(r)
     lat, size = r.latency_ms, r.size_bytes
     kb = lambda b: round(b / 1024, 1) if b else None  # noqa: E731
@@ -122,18 +138,23 @@ if finished is not None:
         {"model": "QAT", "top-1 %": pc(r.qat_accuracy), "real INT8 top-1 %": pc(r.int8_accuracy),
          "size (KB)": kb(size.get("qat_int8_onnx")), "batch-1 ms (ONNX Runtime)": lat.get("qat_int8")},
     ])
-    st.dataframe(table, hide_index=True, width="stretch")
-    st.caption(f"{r.eval_images} test images; {r.steps} steps of {r.recipe['batch_size']} in {r.seconds:.0f} s "
-               f"(run {r.total_seconds:.0f} s in all), learning rate {r.recipe['lr']:.2e}, ranges {r.recipe['range_mode']}.")
+    st.dataframe(table.rename(columns={"model": t("model"), "top-1 %": t("top-1 %"),
+                                       "real INT8 top-1 %": t("real INT8 top-1 %"), "size (KB)": t("size (KB)"),
+                                       "batch-1 ms (ONNX Runtime)": t("batch-1 ms (ONNX Runtime)")}),
+                 hide_index=True, width="stretch")
+    st.caption(t("{n} test images; {steps} steps of {batch} in {seconds} s (run {total} s in all), learning rate {lr}, "
+                 "ranges {ranges}.").format(n=r.eval_images, steps=r.steps, batch=r.recipe['batch_size'],
+                                            seconds=f"{r.seconds:.0f}", total=f"{r.total_seconds:.0f}",
+                                            lr=f"{r.recipe['lr']:.2e}", ranges=r.recipe['range_mode']))
     draw_curves(r.history + r.losses, "final")
     for note in r.notes:
         st.caption(note)
     out_dir = Path(r.out_dir)
     d1, d2, d3 = st.columns(3)
     if (out_dir / "qat_int8.onnx").is_file():
-        d1.download_button("Download QAT INT8 model (ONNX)", (out_dir / "qat_int8.onnx").read_bytes(),
+        d1.download_button(t("Download QAT INT8 model (ONNX)"), (out_dir / "qat_int8.onnx").read_bytes(),
                            file_name="qat_int8.onnx", mime="application/octet-stream")
-    d2.download_button("Download report (JSON)", finished.report.to_json(), file_name="qat_report.json",
+    d2.download_button(t("Download report (JSON)"), finished.report.to_json(), file_name="qat_report.json",
                        mime="application/json")
-    d3.download_button("Download config (JSON)", json.dumps(r.config, indent=2), file_name="qat_config.json",
+    d3.download_button(t("Download config (JSON)"), json.dumps(r.config, indent=2), file_name="qat_config.json",
                        mime="application/json")
