@@ -12,6 +12,9 @@
                             [--granularity tensor|channel] --out FILE.json
     python -m qcore qat [--model NAME] [--weight-bits 4] [--act-bits 8] [--minutes M | --steps N]
                         [--range-mode fixed|observe|learn] --out FILE.json
+
+Messages, help and errors are in Korean with `--lang ko` (before the sub-command), QX_LANG=ko, or a
+Korean locale (LANG=ko_KR.UTF-8); English otherwise. Engine errors raised deep in qcore stay English.
 """
 
 from __future__ import annotations
@@ -21,11 +24,59 @@ import json
 import sys
 from pathlib import Path
 
+import os
+import unicodedata
+from contextlib import contextmanager
+
+from qcore.i18n import LANGUAGES, cli_language, translator
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.quant.qconfig import WEIGHT_RANGES
 from qcore.zoo.preprocess import PRESETS
 
 __all__ = ["main"]
+
+_translate = translator("en")
+
+
+def _(msgid: str) -> str:
+    """The CLI's text in the language main() chose (gettext's `_`; the msgids are the English text)."""
+    return _translate(msgid)
+
+
+def _set_language(argv: list[str]) -> None:
+    """Choose the language before the parser is built, so its help texts are translated too."""
+    global _translate
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--lang", choices=LANGUAGES, default=None)
+    known, _rest = pre.parse_known_args([a for a in argv if a != "-h" and a != "--help"])
+    _translate = translator(cli_language(known.lang, os.environ))
+
+
+@contextmanager
+def _argparse_in_language():
+    """argparse's own texts (usage, options, its errors) in the chosen language while the parser is built and
+    reads the arguments: argparse looks its module-global `_` up at call time. Restored afterwards."""
+    texts = {"usage: ": _("usage: "), "positional arguments": _("positional arguments"), "options": _("options"),
+             "show this help message and exit": _("show this help message and exit"),
+             "%(prog)s: error: %(message)s\n": _("%(prog)s: error: %(message)s\n"),
+             "the following arguments are required: %s": _("the following arguments are required: %s"),
+             "invalid choice: %(value)r (choose from %(choices)s)": _("invalid choice: %(value)r (choose from %(choices)s)"),
+             "argument %(argument_name)s: %(message)s": _("argument %(argument_name)s: %(message)s"),
+             "unrecognized arguments: %s": _("unrecognized arguments: %s")}
+    own = argparse._
+    argparse._ = lambda msgid: texts.get(msgid) or own(msgid)
+    try:
+        yield
+    finally:
+        argparse._ = own
+
+
+def _pad(text: str, width: int) -> str:
+    """`text` padded to `width` terminal cells (left-aligned; right-aligned for a negative width): Hangul
+    takes two cells, so str.format's padding would misalign translated table headers."""
+    cells = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    fill = " " * max(0, abs(width) - cells)
+    return fill + text if width < 0 else text + fill
 
 
 class CliError(Exception):
@@ -35,12 +86,13 @@ class CliError(Exception):
 def _cmd_models(args) -> int:
     from qcore.zoo.models import DEFAULT_MODEL, list_models
 
-    print(f"{'':2}{'name':22}{'family':13}{'input':14}{'classes':>8}  description")
+    print("  " + _pad(_("name"), 22) + _pad(_("family"), 13) + _pad(_("input"), 14) + _pad(_("classes"), -8) + "  "
+          + _("description"))
     for spec in list_models():
         mark = "* " if spec.name == DEFAULT_MODEL else "  "
         shape = "x".join(str(d) for d in spec.input_shape)
         print(f"{mark}{spec.name:22}{spec.family:13}{shape:14}{len(spec.class_names):>8}  {spec.description}")
-    print("\n* default model. Built-in checkpoints live in assets/ (python -m qcore train NAME rebuilds one).")
+    print("\n" + _("* default model. Built-in checkpoints live in assets/ (python -m qcore train NAME rebuilds one)."))
     return 0
 
 
@@ -49,7 +101,7 @@ def _cmd_train(args) -> int:
     from qcore.train.builtin import train_builtin
 
     if args.name not in BUILTIN:
-        raise CliError(f"only built-in models can be trained: {', '.join(BUILTIN)}")
+        raise CliError(_("only built-in models can be trained: {names}").format(names=", ".join(BUILTIN)))
     record = train_builtin(args.name, epochs=args.epochs, out_dir=Path(args.out_dir), seed=args.seed)
     print(json.dumps(record, indent=2))
     return 0
@@ -63,10 +115,11 @@ def _cmd_evaluate(args) -> int:
     loaded = load(_model(args), args.weights)
     data = eval_subset(args.data or default_data(loaded), args.eval_size, args.seed, decode_for(loaded))
     if check_compatible(loaded, data) != "labels":
-        raise CliError(f"{data.name} has no labels {loaded.name} knows, so there is no accuracy to measure: "
-                       "calibrate, sensitivity and deploy score it by agreement with FP32")
+        raise CliError(_("{data} has no labels {model} knows, so there is no accuracy to measure: calibrate, "
+                         "sensitivity and deploy score it by agreement with FP32").format(data=data.name, model=loaded.name))
     result = evaluate(loaded.module, loaded.spec.preprocess, data)
-    print(f"{loaded.name} on {data.name} ({len(data)} images): top-1 {result.top1:.4f}  top-5 {result.top5:.4f}")
+    print(_("{model} on {data} ({n} images): top-1 {top1}  top-5 {top5}").format(
+        model=loaded.name, data=data.name, n=len(data), top1=f"{result.top1:.4f}", top5=f"{result.top5:.4f}"))
     return 0
 
 
@@ -81,7 +134,8 @@ def _model(args):
     if not Path(args.model).is_file():
         given = [f"--{o.replace('_', '-')}" for o in OWN_MODEL_OPTIONS if getattr(args, o, None) is not None]
         if given:
-            raise CliError(f"{', '.join(given)} apply to a model file; {args.model!r} is not a file")
+            raise CliError(_("{options} apply to a model file; {model} is not a file").format(
+                options=", ".join(given), model=repr(args.model)))
         return args.model
     try:
         shape = parse_shape(args.input_shape)
@@ -122,15 +176,19 @@ def _cmd_calibrate(args) -> int:
         weights=args.weights, progress=lambda fraction, msg: print(msg, file=sys.stderr),
     )
     if report.scored_by == "labels":
-        print(f"{report.model} on {report.data}: FP32 top-1 {report.fp32_accuracy:.4f}")
+        print(_("{model} on {data}: FP32 top-1 {top1}").format(model=report.model, data=report.data,
+                                                                top1=f"{report.fp32_accuracy:.4f}"))
     else:
-        print(f"{report.model} on {report.data}: no labels the model knows; scored by agreement with FP32")
-    print(f"{'method':22}{'accuracy':>10}{'agreement':>11}{'logit SQNR dB':>15}{'KL':>9}")
+        print(_("{model} on {data}: no labels the model knows; scored by agreement with FP32").format(
+            model=report.model, data=report.data))
+    print(_pad(_("method"), 22) + _pad(_("accuracy"), -10) + _pad(_("agreement"), -11) + _pad(_("logit SQNR dB"), -15)
+          + f"{'KL':>9}")
     for row in report.methods:
         acc = f"{row.accuracy:>10.4f}" if report.scored_by == "labels" else f"{'-':>10}"
         print(f"{row.method:22}{acc}{row.agreement:>11.4f}{row.logit_sqnr_db:>15.2f}{row.kl_vs_fp32:>9.4f}")
     print(_layers_line(report))
-    print(f"statistics pass {report.stats_pass_seconds:.2f} s, FP32 pass {report.fp32_pass_seconds:.2f} s")
+    print(_("statistics pass {stats} s, FP32 pass {fp32} s").format(stats=f"{report.stats_pass_seconds:.2f}",
+                                                                    fp32=f"{report.fp32_pass_seconds:.2f}"))
     _remember(report)
     if args.out:
         _write(args.out, report)
@@ -141,7 +199,8 @@ def _layers_line(report) -> str:
     """How many layers were quantized and which stay float (never a silent FP32 "INT8")."""
     floats = report.float_layers
     more = f": {', '.join(f['layer'] for f in floats[:6])}{' ...' if len(floats) > 6 else ''}" if floats else ""
-    return f"{len(report.quantized_layers)} layers quantized, {len(floats)} stay float{more}"
+    return _("{quantized} layers quantized, {floats} stay float").format(
+        quantized=len(report.quantized_layers), floats=len(floats)) + more
 
 
 def _cmd_deploy(args) -> int:
@@ -153,19 +212,22 @@ def _cmd_deploy(args) -> int:
         iters=args.iters, batch_sizes=(1, args.batch), weights=args.weights,
         progress=lambda fraction, msg: print(f"\r{msg:70}", end="" if "timing" in msg else "\n", file=sys.stderr),
     )
-    print(f"\n{report.model}: FP32 {_pct(report.fp32_accuracy)}, simulation {_pct(report.simulation_accuracy)}, "
-          f"INT8 ({report.backend}) {_pct(report.int8_accuracy)}, "
-          f"top-1 agreement with simulation {_pct(report.agreement_with_simulation)}")
+    print("\n" + _("{model}: FP32 {fp32}, simulation {sim}, INT8 ({backend}) {int8}, top-1 agreement with simulation "
+                   "{agreement}").format(model=report.model, fp32=_pct(report.fp32_accuracy),
+                                         sim=_pct(report.simulation_accuracy), backend=report.backend,
+                                         int8=_pct(report.int8_accuracy), agreement=_pct(report.agreement_with_simulation)))
     for batch, paths in report.latency_ms.items():
-        print(f"\n{batch.replace('_', ' ')}: median ms (p10-p90)")
+        print("\n" + _("batch {n}: median ms (p10-p90)").format(n=batch.removeprefix("batch_")))
         for name, t in paths.items():
             print(f"  {name:13}{t['median_ms']:9.3f}  ({t['p10_ms']:.3f}-{t['p90_ms']:.3f})")
-    print(f"\nspeedup of {report.backend} vs fastest FP32 ({report.fastest_fp32}): "
-          + ", ".join(f"batch {b}: {s:.2f}x" for b, s in report.speedup_vs_fastest_fp32_by_batch.items()))
+    print("\n" + _("speedup of {backend} vs fastest FP32 ({fastest}): {speedups}").format(
+        backend=report.backend, fastest=report.fastest_fp32,
+        speedups=", ".join(_("batch {n}: {x}x").format(n=b, x=f"{s:.2f}")
+                           for b, s in report.speedup_vs_fastest_fp32_by_batch.items())))
     print(_layers_line(report))
     for line in report.diagnosis:
         print(f"- {line}")
-    print(f"wrote {', '.join(report.files)} to {args.out}")
+    print(_("wrote {files} to {out}").format(files=", ".join(report.files), out=args.out))
     _remember(report)
     return 0
 
@@ -181,17 +243,19 @@ def _cmd_sensitivity(args) -> int:
     if args.budget is not None:
         report.greedy = greedy_fallback(p, report, budget=args.budget, progress=say)
         print(file=sys.stderr)
-    print(f"{report.model}: FP32 {report.fp32_accuracy:.4f}, all quantized {report.base_accuracy:.4f} "
-          f"({report.eval_size} images, {report.seconds:.1f} s)"
-          + ("; scored by agreement with FP32 (no labels)" if report.scored_by != "labels" else ""))
+    print(_("{model}: FP32 {fp32}, all quantized {base} ({n} images, {seconds} s)").format(
+        model=report.model, fp32=f"{report.fp32_accuracy:.4f}", base=f"{report.base_accuracy:.4f}", n=report.eval_size,
+        seconds=f"{report.seconds:.1f}") + (_("; scored by agreement with FP32 (no labels)")
+                                           if report.scored_by != "labels" else ""))
     print(_layers_line(report))
-    print(f"{'layer':28}{'only this':>11}{'all but this':>14}{'SQNR dB':>9}")
+    print(_pad(_("layer"), 28) + _pad(_("only this"), -11) + _pad(_("all but this"), -14) + f"{'SQNR dB':>9}")
     for row in sorted(report.layers, key=lambda r: r.all_but_this, reverse=True):
         print(f"{row.name:28}{row.only_this_quantized:>11.4f}{row.all_but_this:>14.4f}{row.sqnr_db:>9.1f}")
     if report.greedy:
         g = report.greedy
-        print(f"greedy fallback (budget {g.budget:.3f}): {'met' if g.met else 'NOT met'} with "
-              f"{len(g.float_layers)} float layer(s): {', '.join(g.float_layers) or 'none'}")
+        verdict = _("greedy fallback (budget {budget}): met with {n} float layer(s): {layers}") if g.met else _(
+            "greedy fallback (budget {budget}): NOT met with {n} float layer(s): {layers}")
+        print(verdict.format(budget=f"{g.budget:.3f}", n=len(g.float_layers), layers=", ".join(g.float_layers) or _("none")))
     _write(args.out, report)
     _remember(report)
     return 0
@@ -206,17 +270,19 @@ def _cmd_recover(args) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if not steps:
-        raise CliError("give at least one step: --steps cle,bias_correction,adaround,gptq,smoothquant")
+        raise CliError(_("give at least one step: --steps cle,bias_correction,adaround,gptq,smoothquant"))
     config = _config(args, QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
                                                      weight_granularity=args.granularity))
-    report, _ = recover(_model(args), steps, config, args.data, args.calib_size, args.eval_size, args.seed,
+    report, _sim = recover(_model(args), steps, config, args.data, args.calib_size, args.eval_size, args.seed,
                         cumulative=not args.separately,
                         progress=lambda fraction, msg: print(f"\r{msg[:70]:70}", end="", file=sys.stderr))
     print(file=sys.stderr)
-    print(f"{report.model} ({report.eval_size} images): FP32 {_pct(report.fp32_accuracy)}")
-    print(f"{'steps':40}{'accuracy':>10}{'agreement':>11}{'seconds':>9}")
+    print(_("{model} ({n} images): FP32 {fp32}").format(model=report.model, n=report.eval_size,
+                                                         fp32=_pct(report.fp32_accuracy)))
+    print(_pad(_("steps"), 40) + _pad(_("accuracy"), -10) + _pad(_("agreement"), -11) + _pad(_("seconds"), -9))
+    plain = _("plain PTQ")
     for row in report.rows:
-        print(f"{'+'.join(row.steps) or 'plain PTQ':40}{row.accuracy:>10.4f}{row.agreement:>11.4f}{row.seconds:>9.1f}")
+        print(f"{_pad('+'.join(row.steps) or plain, 40)}{row.accuracy:>10.4f}{row.agreement:>11.4f}{row.seconds:>9.1f}")
     print(_layers_line(report))
     _write(args.out, report)
     _remember(report)
@@ -237,20 +303,22 @@ def _cmd_qat(args) -> int:
 
     def on_metric(row):
         if row["kind"] == "epoch":
-            int8 = f", INT8 {_pct(row.get('int8_accuracy'))} at {row['int8_latency_ms']:.3f} ms" if "int8_latency_ms" in row else ""
-            print(f"\repoch {row['epoch']} (step {row['step']}): fake-quant {_pct(row['fake_quant_accuracy'])}{int8}{'':20}",
-                  file=sys.stderr)
+            int8 = _(", INT8 {acc} at {ms} ms").format(acc=_pct(row.get('int8_accuracy')), ms=f"{row['int8_latency_ms']:.3f}") \
+                if "int8_latency_ms" in row else ""
+            print("\r" + _("epoch {epoch} (step {step}): fake-quant {acc}").format(
+                epoch=row['epoch'], step=row['step'], acc=_pct(row['fake_quant_accuracy'])) + int8 + " " * 20, file=sys.stderr)
 
     report = run_qat(_model(args), config, recipe, args.data, args.calib_size, args.monitor_size, args.eval_size,
                      args.seed, files_dir, progress=lambda fraction, msg: print(f"\r{msg:70}", end="", file=sys.stderr),
                      on_metric=on_metric).report
     print(file=sys.stderr)
-    print(f"{report.model} ({report.eval_images} test images): FP32 {_pct(report.fp32_accuracy)}, "
-          f"PTQ {_pct(report.ptq_accuracy)}, QAT {_pct(report.qat_accuracy)}, QAT INT8 {_pct(report.int8_accuracy)}")
-    print(f"fine-tune {report.steps} steps in {report.seconds:.1f} s; a fake-quant step costs "
-          f"{report.step_overhead_vs_fp32:.2f}x a FP32 step")
+    print(_("{model} ({n} test images): FP32 {fp32}, PTQ {ptq}, QAT {qat}, QAT INT8 {int8}").format(
+        model=report.model, n=report.eval_images, fp32=_pct(report.fp32_accuracy), ptq=_pct(report.ptq_accuracy),
+        qat=_pct(report.qat_accuracy), int8=_pct(report.int8_accuracy)))
+    print(_("fine-tune {steps} steps in {seconds} s; a fake-quant step costs {x}x a FP32 step").format(
+        steps=report.steps, seconds=f"{report.seconds:.1f}", x=f"{report.step_overhead_vs_fp32:.2f}"))
     _write(out, report, quiet=True)
-    print(f"wrote {out} and {', '.join(report.files)} in {files_dir}")
+    print(_("wrote {out} and {files} in {folder}").format(out=out, files=", ".join(report.files), folder=files_dir))
     _remember(report)
     return 0
 
@@ -263,7 +331,7 @@ def _ids(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise CliError(f"run ids are numbers separated by commas, not {text!r}") from None
+        raise CliError(_("run ids are numbers separated by commas, not {text}").format(text=repr(text))) from None
 
 
 def _cmd_history(args) -> int:
@@ -271,18 +339,19 @@ def _cmd_history(args) -> int:
 
     if args.delete:
         n = history.delete_runs(_ids(args.delete))
-        print(f"deleted {n} run(s) from {history.db_path()}")
+        print(_("deleted {n} run(s) from {path}").format(n=n, path=history.db_path()))
         return 0
     runs = history.get_runs(_ids(args.compare)) if args.compare else history.list_runs(args.kind, args.model)
     if args.export:
         if not args.out:
-            raise CliError("--export needs --out FILE")
+            raise CliError(_("--export needs --out FILE"))
         text = history.to_csv(runs) if args.export == "csv" else history.to_json(runs)
         Path(args.out).write_text(text)
-        print(f"wrote {len(runs)} run(s) to {args.out}")
+        print(_("wrote {n} run(s) to {out}").format(n=len(runs), out=args.out))
         return 0
     if not runs:
-        print(f"no runs in {history.db_path()}" + (" match" if args.kind or args.model else ""))
+        print((_("no runs in {path} match") if args.kind or args.model else _("no runs in {path}")).format(
+            path=history.db_path()))
         return 0
     if args.compare:
         rows = history.flat_rows(runs)
@@ -290,11 +359,12 @@ def _cmd_history(args) -> int:
         for col in dict.fromkeys(names):
             print(f"{col:44}" + "".join(f"{_cell(row.get(col)):>16}" for row in rows))
         return 0
-    print(f"{'id':>5}  {'time':19}  {'kind':12}{'model':18}{'data':16}  headline")
+    print(f"{'id':>5}  " + _pad(_("time"), 19) + "  " + _pad(_("kind"), 12) + _pad(_("model"), 18) + _pad(_("data"), 16)
+          + "  " + _("headline"))
     for row in history.flat_rows(runs):
         head = ", ".join(f"{k.replace('_accuracy', '')} {_cell(row[k])}" for k in HEADLINE if k in row)
         print(f"{row['id']:>5}  {row['time']:19}  {row['kind']:12}{row['model'][:17]:18}{str(row['data'])[:15]:16}  {head}")
-    print(f"{len(runs)} run(s) in {history.db_path()}")
+    print(_("{n} run(s) in {path}").format(n=len(runs), path=history.db_path()))
     return 0
 
 
@@ -307,9 +377,9 @@ def _cell(v) -> str:
 def _remember(report) -> None:
     from qcore.store.history import remember
 
-    run_id = remember(report, say=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    run_id = remember(report, say=lambda msg: print(_("warning: {message}").format(message=msg), file=sys.stderr))
     if run_id is not None:
-        print(f"saved as run {run_id} in the history (python -m qcore history)")
+        print(_("saved as run {id} in the history (python -m qcore history)").format(id=run_id))
 
 
 def _write(path, report, quiet: bool = False) -> None:
@@ -317,63 +387,63 @@ def _write(path, report, quiet: bool = False) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(report.to_json())
     if not quiet:
-        print(f"wrote {path}")
+        print(_("wrote {path}").format(path=path))
 
 
 def _pct(x) -> str:
-    return "n/a" if x is None else f"{x:.2%}"
+    return _("n/a") if x is None else f"{x:.2%}"
 
 
 def _weight_range(sp) -> None:
     sp.add_argument("--weight-range", choices=list(WEIGHT_RANGES), default=None,
-                    help="weights in 8 bits (full), 7 bits (reduced: exact on CPUs without VNNI), or chosen for "
-                         "this CPU (auto, the default)")
+                    help=_("weights in 8 bits (full), 7 bits (reduced: exact on CPUs without VNNI), or chosen for "
+                         "this CPU (auto, the default)"))
 
 
 def _common(sp) -> None:
     from qcore.zoo.models import DEFAULT_MODEL
 
     sp.add_argument("--model", default=DEFAULT_MODEL,
-                    help="a registered name (python -m qcore models) or your model file: .pt2, .onnx, or a state_dict "
-                         "(.pt/.pth/.safetensors, with --arch)")
-    sp.add_argument("--weights", default=None, help="a local weights file for a registered model")
-    own = sp.add_argument_group("your own model file (--model PATH)")
-    own.add_argument("--arch", default=None, help="a state_dict's architecture: a registered name or timm:NAME")
-    own.add_argument("--input-shape", default=None, help="C,H,W, e.g. 3,224,224 (.pt2 and .onnx files)")
+                    help=_("a registered name (python -m qcore models) or your model file: .pt2, .onnx, or a state_dict "
+                         "(.pt/.pth/.safetensors, with --arch)"))
+    sp.add_argument("--weights", default=None, help=_("a local weights file for a registered model"))
+    own = sp.add_argument_group(_("your own model file (--model PATH)"))
+    own.add_argument("--arch", default=None, help=_("a state_dict's architecture: a registered name or timm:NAME"))
+    own.add_argument("--input-shape", default=None, help=_("C,H,W, e.g. 3,224,224 (.pt2 and .onnx files)"))
     own.add_argument("--preprocess", default=None, choices=list(PRESETS),
-                     help="imagenet (resize 256, crop 224, ImageNet mean/std), tf (mean=std=0.5), timm (the "
-                          "architecture's config), custom (--mean/--std/--resize/--crop)")
-    own.add_argument("--mean", default=None, help="per-channel mean, e.g. 0.485,0.456,0.406")
-    own.add_argument("--std", default=None, help="per-channel std, e.g. 0.229,0.224,0.225")
-    own.add_argument("--resize", type=int, default=None, help="short side images are resized to before the crop")
-    own.add_argument("--crop", type=int, default=None, help="centre crop (the model's input size)")
+                     help=_("imagenet (resize 256, crop 224, ImageNet mean/std), tf (mean=std=0.5), timm (the "
+                          "architecture's config), custom (--mean/--std/--resize/--crop)"))
+    own.add_argument("--mean", default=None, help=_("per-channel mean, e.g. 0.485,0.456,0.406"))
+    own.add_argument("--std", default=None, help=_("per-channel std, e.g. 0.229,0.224,0.225"))
+    own.add_argument("--resize", type=int, default=None, help=_("short side images are resized to before the crop"))
+    own.add_argument("--crop", type=int, default=None, help=_("centre crop (the model's input size)"))
     own.add_argument("--interpolation", default=None, choices=["bilinear", "bicubic", "nearest"])
-    sp.add_argument("--data", default=None, help="fashion-mnist, cifar10 or imagefolder:PATH")
-    sp.add_argument("--eval-size", type=int, default=None, help="evaluation images (default: all)")
+    sp.add_argument("--data", default=None, help=_("fashion-mnist, cifar10 or imagefolder:PATH"))
+    sp.add_argument("--eval-size", type=int, default=None, help=_("evaluation images (default: all)"))
     sp.add_argument("--seed", type=int, default=0)
 
 
 def _add_basics(sub) -> None:
     """models, train, evaluate, history, bench."""
-    sub.add_parser("models", help="list the registered models").set_defaults(fn=_cmd_models)
-    t = sub.add_parser("train", help="train a built-in model and write its checkpoint")
+    sub.add_parser("models", help=_("list the registered models")).set_defaults(fn=_cmd_models)
+    t = sub.add_parser("train", help=_("train a built-in model and write its checkpoint"))
     t.add_argument("name")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out-dir", default="assets")
     t.set_defaults(fn=_cmd_train)
-    e = sub.add_parser("evaluate", help="FP32 accuracy of a model")
+    e = sub.add_parser("evaluate", help=_("FP32 accuracy of a model"))
     _common(e)
     e.set_defaults(fn=_cmd_evaluate)
-    h = sub.add_parser("history", help="stored runs: list, compare, delete, export")
+    h = sub.add_parser("history", help=_("stored runs: list, compare, delete, export"))
     h.add_argument("--kind", choices=["calibration", "sensitivity", "deploy", "qat", "recovery"], default=None)
-    h.add_argument("--model", default=None, help="model name contains this")
-    h.add_argument("--compare", default=None, help="run ids side by side, e.g. 3,7")
-    h.add_argument("--delete", default=None, help="run ids to delete, e.g. 3,7")
+    h.add_argument("--model", default=None, help=_("model name contains this"))
+    h.add_argument("--compare", default=None, help=_("run ids side by side, e.g. 3,7"))
+    h.add_argument("--delete", default=None, help=_("run ids to delete, e.g. 3,7"))
     h.add_argument("--export", choices=["csv", "json"], default=None)
     h.add_argument("--out", default=None)
     h.set_defaults(fn=_cmd_history)
-    b = sub.add_parser("bench", help="benchmarks that write JSON (python -m qcore bench calibrate|latency ...)",
+    b = sub.add_parser("bench", help=_("benchmarks that write JSON (python -m qcore bench calibrate|latency ...)"),
                        add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=_cmd_bench)
@@ -381,46 +451,46 @@ def _add_basics(sub) -> None:
 
 def _add_ptq(sub) -> None:
     """calibrate, deploy, sensitivity."""
-    c = sub.add_parser("calibrate", help="one statistics pass, then accuracy per calibration method")
+    c = sub.add_parser("calibrate", help=_("one statistics pass, then accuracy per calibration method"))
     _common(c)
     _weight_range(c)
     c.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    c.add_argument("--bits", type=int, default=8, help="activation bits")
+    c.add_argument("--bits", type=int, default=8, help=_("activation bits"))
     c.add_argument("--weight-bits", type=int, default=8)
     c.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
     c.add_argument("--calib-size", type=int, default=512)
     c.add_argument("--out", default=None)
     c.set_defaults(fn=_cmd_calibrate, eval_size=None)
-    d = sub.add_parser("deploy", help="real INT8 models from a config: accuracy, agreement, latency, files")
+    d = sub.add_parser("deploy", help=_("real INT8 models from a config: accuracy, agreement, latency, files"))
     _common(d)
     _weight_range(d)
     d.add_argument("--backend", default="auto", choices=["auto", "x86", "ort"])
-    d.add_argument("--config", default=None, help="a QuantConfig JSON file (default: W8A8 per-channel, max)")
+    d.add_argument("--config", default=None, help=_("a QuantConfig JSON file (default: W8A8 per-channel, max)"))
     d.add_argument("--calib-size", type=int, default=512)
-    d.add_argument("--batch", type=int, default=32, help="the larger batch timed besides batch 1")
+    d.add_argument("--batch", type=int, default=32, help=_("the larger batch timed besides batch 1"))
     d.add_argument("--threads", type=int, default=torch_threads())
     d.add_argument("--iters", type=int, default=30)
-    d.add_argument("--out", required=True, help="output directory")
+    d.add_argument("--out", required=True, help=_("output directory"))
     d.set_defaults(fn=_cmd_deploy)
-    sn = sub.add_parser("sensitivity", help="per-layer two-sided sensitivity sweep (and greedy float fallback)")
+    sn = sub.add_parser("sensitivity", help=_("per-layer two-sided sensitivity sweep (and greedy float fallback)"))
     _common(sn)
     _weight_range(sn)
-    sn.add_argument("--config", default=None, help="base QuantConfig JSON (default: W8A8 per-channel, max)")
+    sn.add_argument("--config", default=None, help=_("base QuantConfig JSON (default: W8A8 per-channel, max)"))
     sn.add_argument("--calib-size", type=int, default=512)
-    sn.add_argument("--budget", type=float, default=None, help="accuracy drop allowed vs FP32, e.g. 0.01")
+    sn.add_argument("--budget", type=float, default=None, help=_("accuracy drop allowed vs FP32, e.g. 0.01"))
     sn.add_argument("--out", required=True)
     sn.set_defaults(fn=_cmd_sensitivity, eval_size=1000)
 
 
 def _add_recover(sub) -> None:
-    r = sub.add_parser("recover", help="accuracy recovery: CLE, bias correction, AdaRound, GPTQ, SmoothQuant vs plain PTQ")
+    r = sub.add_parser("recover", help=_("accuracy recovery: CLE, bias correction, AdaRound, GPTQ, SmoothQuant vs plain PTQ"))
     _common(r)
     _weight_range(r)
     r.add_argument("--steps", required=True,
-                   help="in order, e.g. cle,bias_correction,adaround:iters=500 (settings: adaround iters/reg, "
-                        "gptq damp, smoothquant alpha, cle high_bias=0|1; ';' between settings)")
-    r.add_argument("--separately", action="store_true", help="each step alone (then all), instead of adding them in turn")
-    r.add_argument("--config", default=None, help="base QuantConfig JSON (overrides the bit options)")
+                   help=_("in order, e.g. cle,bias_correction,adaround:iters=500 (settings: adaround iters/reg, "
+                        "gptq damp, smoothquant alpha, cle high_bias=0|1; ';' between settings)"))
+    r.add_argument("--separately", action="store_true", help=_("each step alone (then all), instead of adding them in turn"))
+    r.add_argument("--config", default=None, help=_("base QuantConfig JSON (overrides the bit options)"))
     r.add_argument("--weight-bits", type=int, default=8)
     r.add_argument("--act-bits", type=int, default=8)
     r.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
@@ -430,32 +500,34 @@ def _add_recover(sub) -> None:
 
 
 def _add_qat(sub) -> None:
-    q = sub.add_parser("qat", help="quantization-aware fine-tune: PTQ vs QAT vs real INT8")
+    q = sub.add_parser("qat", help=_("quantization-aware fine-tune: PTQ vs QAT vs real INT8"))
     _common(q)
     _weight_range(q)
-    q.add_argument("--config", default=None, help="a QuantConfig JSON file (overrides the bit options)")
+    q.add_argument("--config", default=None, help=_("a QuantConfig JSON file (overrides the bit options)"))
     q.add_argument("--weight-bits", type=int, default=4)
     q.add_argument("--act-bits", type=int, default=8)
     q.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
-    q.add_argument("--method", default="max", help="activation calibration method")
+    q.add_argument("--method", default="max", help=_("activation calibration method"))
     budget = q.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, default=None, help="fine-tune time budget (default 2)")
+    budget.add_argument("--minutes", type=float, default=None, help=_("fine-tune time budget (default 2)"))
     budget.add_argument("--steps", type=int, default=None)
-    q.add_argument("--epochs", type=int, default=3, help="evaluation rounds the run is split into")
+    q.add_argument("--epochs", type=int, default=3, help=_("evaluation rounds the run is split into"))
     q.add_argument("--batch-size", type=int, default=64)
-    q.add_argument("--lr", type=float, default=None, help="default: 1%% of the model's training rate")
+    q.add_argument("--lr", type=float, default=None, help=_("default: 1%% of the model's training rate"))
     q.add_argument("--range-mode", default="fixed", choices=["fixed", "observe", "learn"])
-    q.add_argument("--freeze-after", type=int, default=50, help="observe mode: steps before ranges freeze")
+    q.add_argument("--freeze-after", type=int, default=50, help=_("observe mode: steps before ranges freeze"))
     q.add_argument("--bn-freeze-after", type=int, default=0,
-                   help="steps during which BN statistics train before folding and freezing (0: folded from the start)")
+                   help=_("steps during which BN statistics train before folding and freezing (0: folded from the start)"))
     q.add_argument("--calib-size", type=int, default=512)
-    q.add_argument("--monitor-size", type=int, default=2000, help="test images scored after every epoch")
-    q.add_argument("--out", required=True, help="the JSON report; model files go to a folder of the same name")
+    q.add_argument("--monitor-size", type=int, default=2000, help=_("test images scored after every epoch"))
+    q.add_argument("--out", required=True, help=_("the JSON report; model files go to a folder of the same name"))
     q.set_defaults(fn=_cmd_qat)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qcore", description="Quantization Explorer engine")
+    p = argparse.ArgumentParser(prog="python -m qcore", description=_("Quantization Explorer engine"))
+    p.add_argument("--lang", choices=LANGUAGES, default=None,
+                   help=_("language of messages and help: en or ko (default: $QX_LANG, else the locale)"))
     sub = p.add_subparsers(dest="cmd", required=True)
     _add_basics(sub)
     _add_ptq(sub)
@@ -480,11 +552,14 @@ def main(argv: list[str] | None = None) -> int:
     from qcore.zoo.data import DataUnavailable
     from qcore.zoo.models import ModelUnavailable
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _set_language(argv)
+    with _argparse_in_language():
+        args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except (CliError, DataUnavailable, ModelUnavailable, ValueError, FloatingPointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {message}").format(message=exc), file=sys.stderr)
         return 2
 
 

@@ -48,3 +48,58 @@ def test_calibrate_on_the_default_model_writes_the_contract(tmp_path):
     for method in ("max", "percentile:99.99", "entropy", "mse"):  # W8A8 per-channel barely moves
         assert rows[method]["accuracy"] > report["fp32_accuracy"] - 0.015, rows[method]
     assert "max" in proc.stdout and "percentile:99.99" in proc.stdout  # the printed table
+
+
+@pytest.fixture
+def english_environment(monkeypatch):
+    """No language from the environment: each test says which it wants."""
+    for var in ("QX_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def _hangul(text: str) -> bool:
+    return any("\uac00" <= ch <= "\ud7a3" for ch in text)
+
+
+def test_lang_ko_prints_korean_and_english_is_the_default(capsys, english_environment):
+    assert main(["--lang", "ko", "models"]) == 0
+    korean = capsys.readouterr().out
+    assert "* fm_resnet" in korean and "이름" in korean and "기본 모델" in korean
+    assert "default model" not in korean
+    assert main(["models"]) == 0
+    english = capsys.readouterr().out
+    assert "default model" in english and not _hangul(english)
+
+
+def test_a_cli_error_is_one_korean_line_with_exit_code_2(capsys, english_environment):
+    assert main(["--lang", "ko", "train", "resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("오류: 내장 모델만 학습할 수 있습니다: ") and err.count("\n") == 1
+    assert main(["train", "resnet18"]) == 2
+    assert capsys.readouterr().err.startswith("error: only built-in models can be trained: ")
+
+
+def test_the_environment_picks_korean_and_the_flag_overrides_it(capsys, monkeypatch, english_environment):
+    monkeypatch.setenv("LANG", "ko_KR.UTF-8")
+    assert main(["history", "--compare", "1,x"]) == 2
+    assert capsys.readouterr().err.startswith("오류: 실행 id는 쉼표로 구분한 숫자여야 합니다")
+    monkeypatch.setenv("QX_LANG", "en")
+    assert main(["history", "--compare", "1,x"]) == 2
+    assert capsys.readouterr().err.startswith("error: run ids are numbers separated by commas")
+    assert main(["--lang", "ko", "history", "--compare", "1,x"]) == 2
+    assert _hangul(capsys.readouterr().err)
+
+
+def test_argparse_help_and_its_own_errors_follow_the_language(capsys, english_environment):
+    with pytest.raises(SystemExit) as exit_help:
+        main(["--lang", "ko", "calibrate", "--help"])
+    assert exit_help.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("사용법: python -m qcore calibrate") and "활성값 비트 수" in help_text
+    with pytest.raises(SystemExit) as exit_bad:
+        main(["--lang", "ko", "deploy", "--backend", "tpu", "--out", "x"])
+    assert exit_bad.value.code == 2
+    assert "오류: 인자 --backend: 잘못된 선택: 'tpu'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["deploy", "--backend", "tpu", "--out", "x"])  # argparse's English is left as it was
+    assert "error: argument --backend: invalid choice: 'tpu'" in capsys.readouterr().err

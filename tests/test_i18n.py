@@ -1,33 +1,75 @@
-"""Korean and English: every string the app passes through t() has a Korean translation, and the
-catalog holds no string the app no longer uses (Babel extracts them, as `pybabel extract -k t` would)."""
+"""Korean and English: every string the app and the CLI mark for translation has a Korean translation, and
+the catalog holds no string nobody uses any more (Babel extracts them, as `pybabel extract` would):
+t("...") in app.py and pages/, _("...") in the CLI (qcore/__main__.py), N_("...") anywhere under qcore/."""
 
+import re
+import string
 from pathlib import Path
 
+import pytest
 from babel.messages.extract import extract_from_file
 
-from qcore.i18n import LANGUAGES, catalog, pick_language, translate
+from qcore.i18n import LANGUAGES, N_, catalog, cli_language, pick_language, translate, translator
 
 ROOT = Path(__file__).resolve().parents[1]
+CLI = ROOT / "qcore" / "__main__.py"
 
 
-def used_msgids() -> set[str]:
-    files = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
-    return {m[1] for f in files for m in extract_from_file("python", str(f), keywords={"t": None})}
+def _extract(files, keywords) -> set[str]:
+    return {m[1] for f in files for m in extract_from_file("python", str(f), keywords=keywords)}
+
+
+def app_msgids() -> set[str]:
+    return _extract([ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))], {"t": None, "N_": None})
+
+
+def cli_msgids() -> set[str]:
+    return _extract([CLI], {"_": None})
+
+
+def engine_msgids() -> set[str]:
+    return _extract(sorted((ROOT / "qcore").rglob("*.py")), {"N_": None})
+
+
+def _hangul(text: str) -> bool:
+    return any("\uac00" <= ch <= "\ud7a3" for ch in text)
 
 
 def test_every_ui_string_has_a_korean_translation_and_none_is_stale():
-    used, korean = used_msgids(), catalog("ko")
-    assert len(used) >= 30  # page titles, navigation and the sidebar at least
-    assert sorted(used - set(korean)) == []  # missing in Korean
+    app, cli, korean = app_msgids(), cli_msgids(), catalog("ko")
+    assert len(app) >= 300 and len(cli) >= 80  # every page's texts, and the CLI's messages and help
+    used = app | cli | engine_msgids()
+    assert sorted(app - set(korean)) == []  # missing in Korean (the app)
+    assert sorted(cli - set(korean)) == []  # missing in Korean (the CLI)
     assert sorted(set(korean) - used) == []  # stale entries
-    assert all(any("\uac00" <= ch <= "\ud7a3" for ch in korean[m]) for m in used), "every entry is Hangul"
+    assert [m for m in used & set(korean) if not _hangul(korean[m])] == [], "every entry is Hangul"
+
+
+def _fields(text: str) -> list[str]:
+    """The str.format fields a text fills in."""
+    return sorted(name for _, name, _, _ in string.Formatter().parse(text) if name is not None)
+
+
+def _percent(text: str) -> list[str]:
+    """%-placeholders (argparse's texts and help, where a lone % must be written %%)."""
+    return sorted(re.findall(r"%(?:\(\w+\))?[a-z%]", text))
+
+
+def test_translations_keep_every_placeholder():
+    """A Korean text that drops or renames a {field} would raise KeyError in Korean only, where no English test
+    looks; argparse's %-texts likewise (Korean's "%p" for percentage points is fine where no % is formatted)."""
+    ko = catalog("ko")
+    wrong = {m: s for m, s in ko.items() if _fields(m) != _fields(s) or (_percent(m) and _percent(m) != _percent(s))}
+    assert wrong == {}
 
 
 def test_english_is_the_source_and_korean_uses_the_standard_terms():
     assert translate("Sensitivity", "en") == "Sensitivity" and catalog("en") == {}
     assert translate("Sensitivity", "ko") == "민감도 분석"
     assert translate("Quantization", "ko") == "양자화" and "보정" in translate("Calibration", "ko")
+    assert translate("per-channel", "ko") == "채널별 (per-channel)"
     assert translate("not in the catalog", "ko") == "not in the catalog"  # falls back to English
+    assert N_("Cancel") == "Cancel" and translator("ko")("Cancel") == "취소" and translator("en")("Cancel") == "Cancel"
 
 
 def test_language_choice_order():
@@ -36,3 +78,19 @@ def test_language_choice_order():
     assert pick_language(None, "en", "ko-KR") == "en"  # then the session's toggle
     assert pick_language(None, None, "ko-KR") == "ko"  # then the browser
     assert pick_language("fr", None, None) == "en"
+
+
+@pytest.mark.parametrize("flag, environ, lang", [
+    (None, {}, "en"),
+    ("ko", {}, "ko"),
+    ("en", {"QX_LANG": "ko", "LANG": "ko_KR.UTF-8"}, "en"),  # --lang wins
+    (None, {"QX_LANG": "ko"}, "ko"),
+    (None, {"QX_LANG": "en", "LANG": "ko_KR.UTF-8"}, "en"),  # QX_LANG before the locale
+    (None, {"LANG": "ko_KR.UTF-8"}, "ko"),
+    (None, {"LC_ALL": "ko_KR.UTF-8", "LANG": "en_US.UTF-8"}, "ko"),  # LC_ALL before LANG, as POSIX has it
+    (None, {"LC_ALL": "C.UTF-8", "LANG": "ko_KR.UTF-8"}, "en"),
+    (None, {"LANG": "kok_IN"}, "en"),  # Konkani is not Korean
+    (None, {"QX_LANG": "fr"}, "en"),
+])
+def test_cli_language_choice(flag, environ, lang):
+    assert cli_language(flag, environ) == lang

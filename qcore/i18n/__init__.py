@@ -14,12 +14,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, Mapping
 
-__all__ = ["LANGUAGES", "LANGUAGE_NAMES", "catalog", "translate", "pick_language"]
+__all__ = ["LANGUAGES", "LANGUAGE_NAMES", "N_", "catalog", "translate", "pick_language", "cli_language", "translator"]
 
 LANGUAGES = ("en", "ko")
 LANGUAGE_NAMES = {"en": "English", "ko": "한국어"}
 LOCALES = Path(__file__).resolve().parent / "locales"
+
+
+def N_(msgid: str) -> str:
+    """Marks a message for the catalog where it is defined (gettext's `gettext_noop`); it is translated
+    where it is shown. The catalog test extracts `N_("...")` as it does `t("...")`."""
+    return msgid
 
 
 @lru_cache(maxsize=None)
@@ -52,3 +59,26 @@ def pick_language(query: str | None, chosen: str | None, browser_locale: str | N
         if candidate in LANGUAGES:
             return candidate
     return "en"
+
+
+def cli_language(argv_lang: str | None, environ: Mapping[str, str]) -> str:
+    """The command line's language: `--lang` wins, then $QX_LANG (ko|en), then the POSIX locale
+    (the first set of LC_ALL, LC_MESSAGES, LANG, as gettext reads them: ko_KR.UTF-8 -> ko), else English.
+    A terminal set to Korean gets Korean without any flag; QX_LANG=en or --lang en turns it off."""
+    for candidate in (argv_lang, environ.get("QX_LANG")):
+        if candidate in LANGUAGES:
+            return candidate
+    posix = next((environ[k] for k in ("LC_ALL", "LC_MESSAGES", "LANG") if environ.get(k)), "")
+    return "ko" if posix == "ko" or posix.startswith("ko_") else "en"
+
+
+def translator(lang: str) -> Callable[[str], str]:
+    """A gettext-style `_` for `lang`: English msgid in, text in `lang` out."""
+    return lambda msgid: translate(msgid, lang)
+
+
+def N_(msgid: str) -> str:
+    """gettext_noop: marks an English text for the catalog where it is defined (engine constants, tables)
+    and returns it unchanged; whoever shows it translates it then (`t(...)` in the app). tests/test_i18n.py
+    extracts N_("...") from every module under qcore/."""
+    return msgid
