@@ -20,6 +20,7 @@ pages = {
         st.Page("pages/sensitivity.py", title=t("Sensitivity"), icon=":material/tune:"),
         st.Page("pages/recover.py", title=t("Recover accuracy"), icon=":material/healing:"),
         st.Page("pages/qat.py", title=t("QAT"), icon=":material/model_training:"),
+        st.Page("pages/workflow.py", title=t("Workflow"), icon=":material/route:"),
         st.Page("pages/learn.py", title=t("Learn"), icon=":material/school:"),
     ],
     t("Ship"): [

@@ -13,6 +13,7 @@ ALLOWED = {
     "analysis": {"quant", "zoo"},
     "runtime": {"quant", "zoo", "analysis"},
     "train": {"quant", "zoo", "analysis", "runtime"},
+    "workflow": {"quant", "zoo", "analysis", "runtime", "train", "i18n"},
     "store": {"zoo"},
     "bench": {"quant", "zoo", "analysis", "runtime"},
     "i18n": set(),

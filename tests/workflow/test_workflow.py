@@ -1,0 +1,88 @@
+"""The guided workflow: the target check, the QAT recipe, and whole runs that stop where they should."""
+
+from __future__ import annotations
+
+import pytest
+
+from qcore.i18n import translate
+from qcore.quant.qconfig import QuantConfig
+from qcore.workflow import Target, WorkflowOptions, run_workflow
+from qcore.workflow.document import to_html, to_markdown
+from qcore.workflow.steps import qat_recipe
+from qcore.zoo.models import finish_loading
+from tests.helpers import tiny_fashion_model, train_briefly
+
+
+def test_target_judges_measured_numbers():
+    both = Target(max_drop=0.01, min_speedup=2.0)
+    assert both.judge(0.915, 0.92, 2.5).met
+    assert not both.judge(0.905, 0.92, 2.5).met and both.judge(0.905, 0.92, 2.5).accuracy_ok is False
+    slow = both.judge(0.92, 0.92, 1.5)
+    assert not slow.met and slow.accuracy_ok and slow.speed_ok is False
+    assert not both.judge(0.92, 0.92, None).met  # a speed bound with no speed measured does not hold
+    acc_only = Target(max_drop=0.0).judge(0.93, 0.92, None)
+    assert acc_only.met and acc_only.speed_ok is None and acc_only.drop == pytest.approx(-0.01)
+    with pytest.raises(ValueError, match="both"):
+        Target(max_drop=None, min_speedup=None)
+    with pytest.raises(ValueError):
+        Target(max_drop=1.5)
+
+
+def test_qat_recipe_is_a_share_of_the_original_schedule():
+    recipe, (why, params) = qat_recipe({"steps": 2814, "epochs": 6, "batch": 128, "lr": 0.003}, 60000, 0.10)
+    assert recipe.steps == 281 and recipe.batch_size == 128 and recipe.lr is None  # None: 1% of the original LR
+    assert "2814" in why.format(**params) and "10%" in why.format(**params)
+    recipe, (why, params) = qat_recipe({}, 60000, 0.05)  # nothing recorded: 5% of one epoch at batch 64
+    assert recipe.steps == round(0.05 * 60000 / 64) and "not recorded" in why
+    with pytest.raises(ValueError, match="10%"):
+        qat_recipe({"steps": 100}, 1000, 0.2)
+
+
+def test_an_easy_target_stops_at_the_ptq_baseline_and_deploys_it(tmp_path):
+    report = run_workflow(tiny_fashion_model(), Target(max_drop=0.5), calib_size=64, eval_size=200,
+                          out_dir=tmp_path)
+    ptq, partial, qat = report.steps
+    assert report.met_by == "ptq" and ptq.ran and ptq.met
+    assert [m["method"] for m in ptq.detail["methods"]] == ["max", "entropy", "percentile:99.99", "percentile:99.999"]
+    assert ptq.accuracy == max(m["accuracy"] for m in ptq.detail["methods"])
+    assert (partial.ran, partial.skipped, qat.ran) == (False, "met", False)
+    final = report.final
+    assert final.source == "ptq" and final.accuracy is not None and final.speedup > 0
+    assert any(f.endswith(".onnx") for f in final.files)
+    md = to_markdown(report)
+    assert "The target is met by step 1. PTQ baseline." in md and md.count("\n| ") >= 6
+
+
+def test_an_unreachable_speed_target_ends_the_walk_with_the_reason(tmp_path):
+    report = run_workflow(tiny_fashion_model(), Target(max_drop=None, min_speedup=100.0), calib_size=64,
+                          eval_size=100, out_dir=tmp_path)
+    assert report.met_by is None and not report.steps[0].verdict["speed_ok"]
+    assert [s.skipped for s in report.steps[1:]] == ["speed", "speed"]
+    korean = to_markdown(report, lambda m: translate(m, "ko"))
+    assert "속도 목표에 도달할 수 없습니다" in korean and "the speed target" not in korean
+
+
+@pytest.mark.slow
+def test_a_hard_target_walks_all_three_steps_and_reports_qat(tmp_path):
+    trained = train_briefly(tiny_fashion_model().module.requires_grad_(True), steps=150).requires_grad_(False)
+    loaded = finish_loading(tiny_fashion_model().spec, trained)
+    config = QuantConfig().with_default(weight_bits=2, weight_granularity="tensor", act_bits=8)
+    report = run_workflow(loaded, Target(max_drop=0.0), config, WorkflowOptions(max_float=1, qat_fraction=0.02),
+                          calib_size=128, eval_size=300, out_dir=tmp_path)
+    ptq, partial, qat = report.steps
+    assert ptq.ran and partial.ran and qat.ran  # each step ran because the one before missed the target
+    assert not ptq.met and not partial.met and len(partial.float_layers) <= 1
+    assert qat.float_layers == partial.float_layers  # step 3 starts from step 2's configuration
+    assert qat.detail["recipe"]["steps"] == round(0.02 * 60000 / 64)
+    assert report.final.source == "qat" and report.final.simulation_accuracy == qat.accuracy
+    html = to_html(report, figures=[])
+    assert "<table>" in html and "3. Quantization-aware training (QAT)" in html
+
+
+def test_activation_bits_without_an_int8_kernel_are_simulated_and_said(tmp_path):
+    config = QuantConfig().with_default(act_bits=4)
+    report = run_workflow(tiny_fashion_model(), Target(max_drop=0.9), config, calib_size=64, eval_size=100,
+                          out_dir=tmp_path)
+    assert report.met_by == "ptq" and report.steps[0].speedup is None and report.final is None
+    assert any("4-bit activations have no INT8 kernel" in n for n in report.notes)
+    assert "Real INT8" not in to_markdown(report)
