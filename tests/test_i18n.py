@@ -28,7 +28,9 @@ def cli_msgids() -> set[str]:
 
 
 def engine_msgids() -> set[str]:
-    return _extract(sorted((ROOT / "qcore").rglob("*.py")), {"N_": None})
+    """N_("...") anywhere under qcore/, and tr("...") where an engine module renders text in the caller's
+    language (the workflow report: `tr` is the translate function it is given)."""
+    return _extract(sorted((ROOT / "qcore").rglob("*.py")), {"N_": None, "tr": None})
 
 
 def _hangul(text: str) -> bool:

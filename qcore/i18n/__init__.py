@@ -23,12 +23,6 @@ LANGUAGE_NAMES = {"en": "English", "ko": "한국어"}
 LOCALES = Path(__file__).resolve().parent / "locales"
 
 
-def N_(msgid: str) -> str:
-    """Marks a message for the catalog where it is defined (gettext's `gettext_noop`); it is translated
-    where it is shown. The catalog test extracts `N_("...")` as it does `t("...")`."""
-    return msgid
-
-
 @lru_cache(maxsize=None)
 def catalog(lang: str) -> dict[str, str]:
     """msgid -> translation for `lang` ({} for English, the source language)."""

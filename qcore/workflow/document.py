@@ -65,7 +65,8 @@ def skip_text(s: StepOutcome, tr: Translate) -> str:
 
 def recipe_text(s: StepOutcome, tr: Translate) -> str:
     """Where step 3's schedule came from, in the reader's language."""
-    return tr(s.detail["recipe_source"]).format(**s.detail["recipe_params"])
+    template = s.detail["recipe_source"]
+    return tr(template).format(**s.detail["recipe_params"])
 
 
 def _headline(r: WorkflowReport, tr: Translate) -> str:
