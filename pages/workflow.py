@@ -87,7 +87,7 @@ if report.met_by:
     st.success(t("The target is met by step {step}.").format(step=title(report.met_by, t)))
 else:
     st.warning(t("No step met the target: the table shows how close each came."))
-headers = [t("step"), t("accuracy"), t("drop vs FP32 (pt)"), t("INT8 ms (batch 1)"), t("speedup"), t("target")]
+headers = [t("Step"), t("accuracy"), t("drop vs FP32 (pt)"), t("INT8 ms (batch 1)"), t("speedup"), t("target")]
 st.dataframe(pd.DataFrame(summary_rows(report, t), columns=headers), hide_index=True, width="stretch")
 figures = _figures(report)
 for i, (heading, fig) in enumerate(figures):

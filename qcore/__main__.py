@@ -12,6 +12,8 @@
                             [--granularity tensor|channel] --out FILE.json
     python -m qcore qat [--model NAME] [--weight-bits 4] [--act-bits 8] [--minutes M | --steps N]
                         [--range-mode fixed|observe|learn] --out FILE.json
+    python -m qcore workflow [--model NAME] [--max-drop 1.0] [--min-speedup 2] [--weight-bits 4]
+                             [--max-float 5] [--no-qat] [--qat-share 10] --out DIR   (exit 1: target not met)
 
 Messages, help and errors are in Korean with `--lang ko` (before the sub-command), QX_LANG=ko, or a
 Korean locale (LANG=ko_KR.UTF-8); English otherwise. Engine errors raised deep in qcore stay English.
@@ -323,6 +325,44 @@ def _cmd_qat(args) -> int:
     return 0
 
 
+def _workflow_figures(report, tr) -> list:
+    """The charts of the workflow's HTML report (the same builders the Workflow page draws with)."""
+    from qcore.figures import float_layers_curve_figure, workflow_steps_figure
+    from qcore.workflow.document import title
+
+    ran = [{"label": title(s.step, tr), "accuracy": s.accuracy, "met": s.met} for s in report.steps if s.ran]
+    drop = report.target.get("max_drop")
+    figs = [(tr("Accuracy after each step"), workflow_steps_figure(
+        ran, report.fp32_accuracy, None if drop is None else report.fp32_accuracy - drop))]
+    if report.step("partial").ran:
+        figs.append((tr("Step 2: layers kept in float"),
+                     float_layers_curve_figure(report.step("partial").detail["curve"], report.fp32_accuracy)))
+    return figs
+
+
+def _cmd_workflow(args) -> int:
+    from qcore.quant.qconfig import QuantConfig
+    from qcore.workflow import Target, WorkflowOptions, run_workflow
+    from qcore.workflow.document import summary_rows, to_html, to_markdown
+
+    target = Target(max_drop=None if args.max_drop is None else args.max_drop / 100, min_speedup=args.min_speedup)
+    config = _config(args, QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
+                                                     weight_granularity=args.granularity))
+    options = WorkflowOptions(max_float=args.max_float, allow_qat=not args.no_qat, qat_fraction=args.qat_share / 100)
+    out = Path(args.out)
+    report = run_workflow(_model(args), target, config, options, args.data, args.calib_size, args.eval_size, args.seed,
+                          out, progress=lambda fraction, msg: print(f"\r{msg[:70]:70}", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    for row in summary_rows(report, _):
+        print("  ".join(row))
+    (out / "report.md").write_text(to_markdown(report, _))
+    (out / "report.html").write_text(to_html(report, _, _workflow_figures(report, _)))
+    _write(out / "report.json", report, quiet=True)
+    print(_("wrote {files} in {folder}").format(files="report.md, report.html, report.json", folder=out))
+    _remember(report)
+    return 0 if report.met_by else 1
+
+
 HEADLINE = ("fp32_accuracy", "simulation_accuracy", "base_accuracy", "ptq_accuracy", "qat_accuracy", "int8_accuracy",
             "speedup_vs_fastest_fp32")
 
@@ -524,6 +564,28 @@ def _add_qat(sub) -> None:
     q.set_defaults(fn=_cmd_qat)
 
 
+def _add_workflow(sub) -> None:
+    w = sub.add_parser("workflow", help=_("guided PTQ -> partial quantization -> QAT to a target, ending in real "
+                                          "INT8 and a Markdown/HTML report (exit code 1: target not met)"))
+    _common(w)
+    _weight_range(w)
+    w.add_argument("--config", default=None, help=_("a QuantConfig JSON file (overrides the bit options)"))
+    w.add_argument("--max-drop", type=float, default=1.0,
+                   help=_("accuracy target: at most this many points below FP32 (default 1)"))
+    w.add_argument("--min-speedup", type=float, default=None,
+                   help=_("speed target: real INT8 at least this many times faster than FP32 at batch 1"))
+    w.add_argument("--weight-bits", type=int, default=8)
+    w.add_argument("--act-bits", type=int, default=8)
+    w.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
+    w.add_argument("--max-float", type=int, default=5, help=_("most layers step 2 may keep in float"))
+    w.add_argument("--no-qat", action="store_true", help=_("stop after step 2"))
+    w.add_argument("--qat-share", type=float, default=10.0,
+                   help=_("QAT steps as a share of the original training schedule, in %% (at most 10)"))
+    w.add_argument("--calib-size", type=int, default=512)
+    w.add_argument("--out", required=True, help=_("folder for report.md, report.html, report.json and the INT8 files"))
+    w.set_defaults(fn=_cmd_workflow, eval_size=1000)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qcore", description=_("Quantization Explorer engine"))
     p.add_argument("--lang", choices=LANGUAGES, default=None,
@@ -533,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ptq(sub)
     _add_recover(sub)
     _add_qat(sub)
+    _add_workflow(sub)
     return p
 
 

@@ -15,6 +15,41 @@ __all__ = ["PATH_COLORS", "METHOD_COLORS", "method_color", "latency_figure", "sp
 PATH_COLORS = {"fp32": "#7f7f7f", "int8": "#1f77b4", "dynamic": "#ff7f0e", "bf16": "#2ca02c", "fp16": "#9467bd"}
 
 
+def workflow_steps_figure(steps: list[dict], fp32_accuracy: float, target_accuracy: float | None,
+                          y_title: str = "top-1 %", fp32_label: str = "FP32", target_label: str = "target") -> go.Figure:
+    """The guided workflow's accuracy after each step that ran (`steps`: {"label", "accuracy", "met"}),
+    green where the step met the target, with FP32 and the accuracy target as lines."""
+    fig = go.Figure(go.Bar(x=[s["label"] for s in steps], y=[s["accuracy"] * 100 for s in steps],
+                           marker_color=["#2ca02c" if s["met"] else "#d62728" for s in steps],
+                           text=[f"{s['accuracy']:.1%}" for s in steps], textposition="outside"))
+    fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text=f"{fp32_label} {fp32_accuracy:.1%}")
+    if target_accuracy is not None:
+        fig.add_hline(y=target_accuracy * 100, line_dash="dot", line_color="#2ca02c",
+                      annotation_text=f"{target_label} {target_accuracy:.1%}", annotation_position="bottom right")
+    low = min([s["accuracy"] for s in steps] + [target_accuracy or fp32_accuracy]) * 100
+    fig.update_layout(yaxis_title=y_title, yaxis_range=[max(0.0, low - 5), 100], height=360,
+                      margin=dict(l=10, r=10, t=30, b=40), showlegend=False)
+    return fig
+
+
+def float_layers_curve_figure(curve: list[dict], fp32_accuracy: float, x_title: str = "layers kept in float",
+                              y_title: str = "top-1 %", speed_title: str = "INT8 speedup vs FP32") -> go.Figure:
+    """Accuracy and measured speedup as the workflow's step 2 keeps more layers in float (`curve`: dicts with
+    "float_layers", "accuracy", "speedup")."""
+    xs = [len(c["float_layers"]) for c in curve]
+    fig = go.Figure(go.Scatter(x=xs, y=[c["accuracy"] * 100 for c in curve], mode="lines+markers", name=y_title))
+    fig.add_trace(go.Scatter(x=xs, y=[c["speedup"] for c in curve], mode="lines+markers", name=speed_title,
+                             yaxis="y2", line=dict(dash="dot")))
+    fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text="FP32")
+    fig.update_layout(height=360, xaxis_title=x_title, yaxis_title=y_title, xaxis=dict(dtick=1),
+                      yaxis2=dict(title=speed_title, overlaying="y", side="right"),
+                      margin=dict(l=10, r=10, t=30, b=40), legend=dict(orientation="h", y=1.12))
+    return fig
+
+
+__all__ += ["workflow_steps_figure", "float_layers_curve_figure"]
+
+
 def latency_figure(latency: dict[str, dict], kinds: dict[str, str], title: str,
                    x_title: str = "milliseconds (median, whiskers p10-p90)") -> go.Figure:
     """Median latency per path with p10-p90 whiskers; `latency` maps path -> {median_ms, p10_ms, p90_ms}.
@@ -319,3 +354,33 @@ def channel_max_figure(before: list[float], after: list[float], title: str, x_ti
     fig.update_layout(title=title, barmode="overlay", xaxis_title=x_title, yaxis_title=y_title,
                       height=320, margin=dict(l=10, r=10, t=50, b=40))
     return fig
+
+
+# --- Learn page: 4-bit level sets and weight-range spread (appended; data in, figure out) -------------------
+
+def lowbit_levels_figure(levels: dict[str, tuple], x_title: str = "level (block scaled to [-1, 1])") -> go.Figure:
+    """Each 4-bit format's levels on one axis, one row per format: where NF4 crowds its levels near zero."""
+    fig = go.Figure()
+    for i, (name, values) in enumerate(levels.items()):
+        fig.add_trace(go.Scatter(x=list(values), y=[name] * len(values), mode="markers", name=name,
+                                 marker=dict(size=10, symbol="line-ns-open", line=dict(width=2)),
+                                 hovertemplate="%{x:.4f}<extra>" + name + "</extra>"))
+    fig.update_layout(xaxis_title=x_title, showlegend=False, height=90 + 45 * len(levels),
+                      margin=dict(l=10, r=10, t=20, b=40))
+    return fig
+
+
+def spread_figure(rows: list[dict], y_title: str = "max / min of per-channel |w| max",
+                  names: tuple[str, str] = ("depthwise", "other")) -> go.Figure:
+    """Per layer, the ratio of its widest to its narrowest output channel (log scale), depthwise layers apart."""
+    fig = go.Figure()
+    for label, dw, color in ((names[0], True, "#d62728"), (names[1], False, "#1f77b4")):
+        sel = [r for r in rows if r["depthwise"] == dw]
+        if sel:
+            fig.add_trace(go.Bar(x=[r["layer"] for r in sel], y=[r["spread"] for r in sel], name=label, marker_color=color))
+    fig.update_layout(yaxis_title=y_title, yaxis_type="log", height=340, margin=dict(l=10, r=10, t=20, b=110))
+    fig.update_xaxes(tickangle=-60, categoryorder="array", categoryarray=[r["layer"] for r in rows])
+    return fig
+
+
+__all__ += ["lowbit_levels_figure", "spread_figure"]

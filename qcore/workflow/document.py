@@ -110,7 +110,7 @@ def blocks(r: WorkflowReport, tr: Translate = str, figures: list[tuple[str, obje
                model=r.model, data=r.data, n=r.eval_size, seed=r.seed, cpu=isa.get("cpu_class", "?"))),
            ("p", tr("Target: {target}.").format(target=_target_text(r.target, tr))),
            ("p", "**" + _headline(r, tr) + "**"),
-           ("table", [tr("step"), tr("accuracy"), tr("drop vs FP32 (pt)"), tr("INT8 ms (batch 1)"), tr("speedup"),
+           ("table", [tr("Step"), tr("accuracy"), tr("drop vs FP32 (pt)"), tr("INT8 ms (batch 1)"), tr("speedup"),
                       tr("target")], [[tr("FP32"), _pct(r.fp32_accuracy), "0.00", "-", "1.00x", "-"]] + summary_rows(r, tr))]
     out += [("fig", title, fig) for title, fig in figures]
     for s in r.steps:

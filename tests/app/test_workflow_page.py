@@ -39,6 +39,6 @@ def test_workflow_page_reaches_real_int8_with_a_downloadable_report(lang):
     if lang == "ko":
         assert "목표" in headline and "단계" in summary.columns[0]
     else:
-        assert "target" in headline and summary.columns[0] == "step"
+        assert "target" in headline and summary.columns[0] == "Step"
     labels = [b.label for b in at.get("download_button")]
     assert len(labels) == 2 and any("Markdown" in x for x in labels) and any("HTML" in x for x in labels)
