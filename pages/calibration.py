@@ -22,7 +22,7 @@ s, loaded = page_header(
 with st.form("calibration_form"):
     c1, c2 = st.columns([1, 3])
     eval_size = c1.number_input(t("Evaluation images"), min_value=50, max_value=10_000,
-                                value=min(2000, int(s["eval_size"])), key="calib_eval_size",
+                                value=max(50, min(2000, int(s["eval_size"]))), key="calib_eval_size",
                                 help=t("Accuracy is measured for 4 methods x 3 bit widths; fewer images = faster"))
     c2.caption(t("Model **{model}**, {calib} calibration images, W{wbits} {granularity} weights, {symmetry} activations "
                  "at {abits}, 6 and 4 bits (change these in the sidebar).").format(

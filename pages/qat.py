@@ -61,7 +61,7 @@ with st.form("qat_form"):
     lr = r3.number_input(t("Learning rate (0 = auto)"), min_value=0.0, max_value=0.1, value=0.0, format="%.6f",
                          key="qat_lr", help=t("Auto: 1% of the model's training rate, here {lr}").format(lr=f"{auto_lr:.2e}"))
     monitor_size = r3.number_input(t("Images scored per epoch"), min_value=100, max_value=10_000,
-                                   value=min(2000, int(s["eval_size"])), step=500, key="qat_monitor_size",
+                                   value=max(100, min(2000, int(s["eval_size"]))), step=500, key="qat_monitor_size",
                                    help=t("The final comparison uses the sidebar's {n} evaluation images").format(
                                        n=int(s['eval_size'])))
     range_mode = r4.selectbox(t("Activation ranges"), RANGE_MODES, format_func=range_help, key="qat_range_mode")

@@ -43,3 +43,17 @@ def test_calibration_page_before_a_run():
     at.switch_page("pages/calibration.py").run()
     assert not at.exception
     assert any("Run calibration" in i.value for i in at.info)
+
+
+def test_calibration_results_in_korean(finished_study):
+    """The same finished study in Korean: headings, the method table's columns and the chart axes translated."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["calibration_job"] = finished_study
+    at.session_state["lang_choice"] = "ko"  # the page may run without app.py here (see navigation.routed)
+    at.switch_page("pages/calibration.py").run()
+    assert not at.exception and not at.error
+    assert "방법" in at.dataframe[1].value.columns and "클리핑 최댓값" in at.dataframe[1].value.columns
+    assert any("레이어" in h.value for h in at.subheader)
+    at.selectbox(key="calib_layer").set_value("0").run()
+    assert not at.exception
+    assert any(h.value == "이 레이어의 가중치 (BN 폴딩 후)" for h in at.subheader)

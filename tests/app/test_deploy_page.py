@@ -70,3 +70,16 @@ def test_failed_job_shows_its_message():
     at.switch_page("pages/deploy.py").run()
     assert not at.exception
     assert at.error and "nope" in at.error[0].value
+
+
+@pytest.mark.slow
+def test_deploy_results_in_korean(finished_job):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["deploy_job"] = finished_job
+    at.session_state["lang_choice"] = "ko"  # the page may run without app.py here (see navigation.routed)
+    at.switch_page("pages/deploy.py").run()
+    assert not at.exception
+    labels = [m.label for m in at.metric]
+    assert "시뮬레이션과의 일치율" in labels and "배치 1 속도 향상" in labels
+    assert "경로" in at.dataframe[0].value.columns
+    assert any("이 CPU" in m.value for m in at.markdown)

@@ -84,3 +84,19 @@ def test_cancelled_run_keeps_its_curves():
 def test_page_without_a_job_invites_a_run():
     at = _page()
     assert any("Start fine-tuning" in i.value for i in at.info)
+
+
+def test_cancelled_run_says_so_in_korean():
+    def work(job):
+        job.cancel()
+        job.update(0.1, "stopping")
+
+    job = Job("qat", work).start()
+    job.wait(5)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["qat_job"] = job
+    at.session_state["lang_choice"] = "ko"  # the page may run without app.py here (see navigation.routed)
+    at.switch_page("pages/qat.py").run()
+    assert not at.exception
+    assert at.warning and at.warning[0].value == "취소되었습니다."
+    assert any(b.label == "미세 조정 시작" for b in at.button)

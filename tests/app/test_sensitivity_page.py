@@ -47,3 +47,14 @@ def test_re_measure_gives_accuracy_and_real_latency(finished_sweep):
     labels = {m.label: m.value for m in at.metric}
     assert labels["INT8 latency (ONNX Runtime, batch 1)"].endswith("ms")
     assert labels["Speedup vs FP32 ONNX Runtime"].endswith("x")
+
+
+def test_sweep_results_in_korean(finished_sweep):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["sensitivity_job"] = finished_sweep
+    at.session_state["lang_choice"] = "ko"  # the page may run without app.py here (see navigation.routed)
+    at.switch_page("pages/sensitivity.py").run()
+    assert not at.exception and not at.error
+    labels = {m.label for m in at.metric}
+    assert {"FP32 top-1 정확도", "모든 레이어 양자화", "레이어 수"} <= labels
+    assert "이 레이어만 양자화" in at.dataframe[0].value.columns
