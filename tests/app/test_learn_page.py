@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -62,3 +63,58 @@ def test_learn_page_on_mobilenet_and_vit_shows_the_topics_that_apply():
     at.run()
     assert not at.exception
     assert any(b.label == "Run SmoothQuant and measure A8 accuracy" for b in at.button)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Every Learn job's result as the engine makes it, computed on a tiny model (the drawing code is what
+    is tested here; the numbers' own tests are in tests/analysis)."""
+    from qcore.analysis import learn_questions as lq
+    from qcore.analysis import learn_topics as lt
+    from qcore.runtime.backends.dynamic import dynamic_vs_static
+    from qcore.store.jobs import Job
+    from qcore.train.qat import QATRecipe, run_qat
+    from tests.helpers import tiny_fashion_model
+
+    tiny = tiny_fashion_model()
+    qat = run_qat(tiny, recipe=QATRecipe(steps=4, minutes=None, epochs=2, batch_size=16, latency_iters=3,
+                                         int8_each_epoch=False, train_size=64),
+                  calib_size=32, eval_size=64, final_eval_size=64, out_dir=tmp_path_factory.mktemp("qat"))
+    results = {"dynamic": dynamic_vs_static(tiny, calib_size=32, eval_size=64, iters=3),
+               "lowbit": lt.measure_topic("lowbit", tiny, calib_size=32, eval_size=64),
+               "spread": lt.measure_topic("spread", tiny, calib_size=32, eval_size=64),
+               "smoothquant": lt.measure_topic("smoothquant", "fm_vit", calib_size=32, eval_size=64),
+               "ste": lq.ste_gradients(torch.randn(500), "w"), "qat": qat}
+    jobs = {}
+    for name, value in results.items():
+        jobs[name] = Job(name, lambda job, v=value: v).start()
+        jobs[name].wait()
+    return jobs
+
+
+def _with_jobs(model: str, jobs: dict, keys: dict) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["model"] = model
+    for key, job in keys.items():
+        at.session_state[key.format(m=model)] = jobs[job]
+    at.switch_page("pages/learn.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    return at
+
+
+@pytest.mark.slow
+def test_finished_learn_jobs_draw_their_results_and_verdicts(finished):
+    at = _with_jobs("fm_vit", finished, {"learn_job_dynamic_{m}": "dynamic", "learn_job_lowbit_{m}": "lowbit",
+                                         "learn_job_smoothquant_{m}": "smoothquant", "learn_q_ste_{m}": "ste",
+                                         "learn_q_when_{m}": "qat", "learn_q_data_{m}": "qat"})
+    columns = [list(d.value.columns) for d in at.dataframe]
+    assert ["path", "top-1 %", "median latency (ms)", "speedup vs FP32"] in columns
+    assert ["LayerNorm", "outliers before (max / median)", "outliers after (max / median)"] in columns
+    assert ["through", "gradient 0", "gradient ≠ 0"] in columns
+    assert ["epoch", "step", "top-1 %"] in columns
+    assert any(m.label == "W8A8 + SmoothQuant" for m in at.metric)
+    assert any(m.label == "QAT W8A8" for m in at.metric)  # the tiny run's default config
+    marks = [e.value[0] for e in [*at.success, *at.warning, *at.info] if e.value[:1] in "✓✗–"]
+    assert len(marks) >= 7
+    at = _with_jobs("fm_mobilenetv2", finished, {"learn_job_spread_{m}": "spread"})
+    assert {"FP32", "per-tensor", "per-channel"} <= {m.label for m in at.metric}
