@@ -65,6 +65,13 @@ def test_translations_keep_every_placeholder():
     assert wrong == {}
 
 
+def test_korean_bold_closes_where_markdown_sees_it():
+    """Markdown closes ** only after a letter, or before a space or punctuation: "**채널별 (per-channel)**와"
+    shows its asterisks, because ")" precedes them and a Hangul particle follows. A {field} may end in ")"."""
+    closing_after_punctuation = re.compile(r"[)\]}.,:;!?'\"`]\*\*[^\s)\].,:;!?]")
+    assert [s for s in catalog("ko").values() if closing_after_punctuation.search(s)] == []
+
+
 def test_english_is_the_source_and_korean_uses_the_standard_terms():
     assert translate("Sensitivity", "en") == "Sensitivity" and catalog("en") == {}
     assert translate("Sensitivity", "ko") == "민감도 분석"
