@@ -3,8 +3,13 @@
 English is the source language (gettext's msgids); Korean lives in the `.po` files of
 `locales/ko/LC_MESSAGES/` (`messages.po` for the app's shared text, one file per larger page or the
 CLI, merged: one msgid may appear in only one of them), read with Babel at first use (no compiled
-.mo files to keep in sync). `tests/test_i18n.py` extracts every `t("...")` string from the app with Babel and fails
-when one has no Korean translation, or when the catalog keeps one nobody uses.
+.mo files to keep in sync). `tests/test_i18n.py` extracts the marked strings with Babel (`t("...")` in the app,
+`_("...")` in the CLI, `N_("...")` in qcore) and fails when one has no Korean translation, when the catalog keeps one
+nobody uses, or when a translation loses a placeholder.
+
+The app picks its language with `pick_language` (URL, session, browser locale), the CLI with `cli_language`
+(--lang, $QX_LANG, the POSIX locale). Errors raised deep in the engine stay English: they are for logs and tests
+as much as for people, and the pages show them as they come.
 
 Korean follows the terms Korean engineers use (양자화, 보정, 민감도 분석, 양자화 인식 훈련), with the
 English term in parentheses where engineers expect it.
