@@ -137,8 +137,8 @@ def topic_smoothquant(loaded: LoadedModel, sim, run: dict) -> None:
 
     st.header(t("9. SmoothQuant: moving activation outliers into the weights"))
     st.markdown(t("**Claim:** a few input channels of a transformer's Linear layers carry much larger values than the "
-                  "rest; dividing them by s = max|X|^α / max|W|^(1-α) (α = 0.5) and multiplying the weights by s "
-                  "flattens the activation and improves 8-bit activation (A8) accuracy."))
+                  "rest; dividing them by s = max|X|^α / max|W|^(1-α) (α = {alpha}) and multiplying the weights by s "
+                  "flattens the activation and improves 8-bit activation (A8) accuracy.").format(alpha=lt.SMOOTH_ALPHA))
     pairs = norm_linear_pairs(sim)
     if not pairs:
         show_verdict(lt.Verdict(None, "no_norm_linear"), {"no_norm_linear": t(
@@ -187,8 +187,9 @@ def _fp16(loaded: LoadedModel, data: str | None, seed: int) -> lt.Fp16Report:
 
 def topic_fp16(loaded: LoadedModel, run: dict) -> None:
     st.header(t("10. FP16 overflow vs BF16"))
-    st.markdown(t("**Claim:** FP16 tops out at 65504, so large activations overflow to inf; BF16 has FP32's "
-                  "exponent range (about 3.4e38) and never does, at the price of fewer mantissa bits."))
+    st.markdown(t("**Claim:** FP16 tops out at {fp16:g}, so large activations overflow to inf; BF16 has FP32's "
+                  "exponent range (about {bf16:.2g}) and never does, at the price of fewer mantissa bits.").format(
+        fp16=lt.FP16_MAX, bf16=lt.BF16_MAX))
     r = _fp16(loaded, run["data"], run["seed"])
     c = st.columns(3)
     c[0].metric(t("largest |activation|"), f"{r.max_abs_activation:.4g}", help=r.max_layer)

@@ -74,7 +74,8 @@ st.header(t("5. FP32, FP16, BF16 and INT8"))
 st.dataframe(pd.DataFrame(learn.format_table(weight.flatten())).astype(str).rename(columns=COLUMNS), hide_index=True,
              width="stretch")
 st.caption(t("The last column is each format's error on the real weights of {layer}. BF16 keeps FP32's range with "
-             "less precision; FP16 has more precision but overflows above 65504; INT8 needs a scale.").format(layer=wname))
+             "less precision; FP16 has more precision but overflows above {fp16:g}; INT8 needs a scale.").format(
+    layer=wname, fp16=learn.format_table()[1]["max"]))
 
 st.header(t("6. Fake quantization and the straight-through estimator"))
 st.plotly_chart(ste_figure(learn.ste_curves(lo, hi, bits, sym)), key="ste")

@@ -25,7 +25,7 @@ from qcore.quant.quantsim import QuantSim
 from qcore.quant.recovery.graph import norm_linear_pairs
 from qcore.zoo.report import Report
 
-__all__ = ["Verdict", "LATENCY_MARGIN", "LINEAR_HEAVY_SHARE", "ACCURACY_MARGIN", "FP16_MAX", "DynamicStaticReport",
+__all__ = ["Verdict", "LATENCY_MARGIN", "LINEAR_HEAVY_SHARE", "ACCURACY_MARGIN", "FP16_MAX", "BF16_MAX", "SMOOTH_ALPHA", "DynamicStaticReport",
            "SMOOTH_GAP", "linear_mac_share", "dynamic_verdict", "LowBitReport", "lowbit_errors", "lowbit_accuracy", "lowbit_verdict",
            "SmoothQuantReport", "smoothquant_topic", "smoothquant_verdict", "Fp16Report", "fp16_overflow",
            "fp16_verdict", "SpreadReport", "channel_spreads", "spread_accuracy", "spread_verdict", "TOPIC_RUNS",
@@ -36,6 +36,8 @@ LINEAR_HEAVY_SHARE = 0.5  # Linear layers do at least half of the model's multip
 ACCURACY_MARGIN = 0.01  # one percentage point of top-1
 SMOOTH_GAP = 0.005  # half a point: a smaller A8 loss leaves nothing measurable to recover
 FP16_MAX = float(torch.finfo(torch.float16).max)  # 65504
+BF16_MAX = float(torch.finfo(torch.bfloat16).max)  # FP32's exponent range
+SMOOTH_ALPHA = 0.5  # SmoothQuant's migration strength, the paper's default
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def _outlier_ratio(channel_max: list[float]) -> float:
 
 
 def smoothquant_topic(module: nn.Module, calib: list[torch.Tensor], xs: list[torch.Tensor] | None, labels,
-                      alpha: float = 0.5, act_bits: int = 8, name: str = "",
+                      alpha: float = SMOOTH_ALPHA, act_bits: int = 8, name: str = "",
                       progress: Progress | None = None) -> SmoothQuantReport:
     """W8A`act_bits` PTQ with and without SmoothQuant (alpha) on the same calibration images; the per-channel
     maxima SmoothQuant measured and left; accuracies when evaluation batches are given."""
