@@ -69,10 +69,12 @@ def init_language() -> str:
 
 
 def t(msgid: str) -> str:
-    """`msgid` (English) in the session's language, from the gettext catalog (qcore.i18n)."""
-    from qcore.i18n import translate
+    """`msgid` (English) in the session's language, from the gettext catalog (qcore.i18n). Before app.py's
+    init_language has run (a page run on its own, as AppTest's switch_page does after a first test), ?lang= decides."""
+    from qcore.i18n import pick_language, translate
 
-    return translate(msgid, st.session_state.get("lang_choice", "en"))
+    lang = st.session_state.get("lang_choice") or pick_language(st.query_params.get("lang"), None, None)
+    return translate(msgid, lang)
 
 
 def _language_toggle() -> None:
