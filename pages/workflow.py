@@ -12,12 +12,14 @@ from qcore.workflow import Target, WorkflowOptions, run_workflow
 from qcore.workflow.document import recipe_text, skip_text, summary_rows, title, to_html, to_markdown
 
 JOB = "workflow_job"
+SCALES = {"channel": t("per-channel"), "tensor": t("per-tensor")}
 
 s, loaded = page_header(t("Quantization workflow"), t(
     "Set a target, then one run walks the recommended path: (1) PTQ baseline with Max, Entropy, 99.99% and "
     "99.999% calibration; (2) sensitivity analysis and partial quantization, keeping the fewest layers in float "
     "that meet the target; (3) quantization-aware training (QAT) only if still short. Each step starts from the "
-    "previous one's result and is skipped once the target is met. Bits and granularity come from the sidebar."))
+    "previous one's result and is skipped once the target is met. It ends with the model as real INT8, timed "
+    "against FP32 on this CPU, and a report to download."))
 
 
 def _target() -> Target | None:
@@ -43,19 +45,25 @@ with st.form("workflow_form"):
     c5.slider(t("QAT budget: share of the original training schedule (%)"), 1, 10, 10, key="wf_qat_pct",
               help=t("The recipe: at most 10% of the model's original training steps, at its batch size, with the "
                      "learning rate at 1% of the original, annealed to zero."))
-    st.number_input(t("Evaluation images"), 100, 10_000, 1000, 100, key="wf_eval_size",
+    c6, c7, c8 = st.columns(3)
+    c6.number_input(t("Target weight bits"), 2, 8, int(s["weight_bits"]), key="wf_weight_bits",
+                    help=t("The weight precision the model must reach (the sidebar's, unless changed here)."))
+    c7.radio(t("Target weight scales"), ["channel", "tensor"], key="wf_granularity", horizontal=True,
+             index=["channel", "tensor"].index(s["granularity"]), format_func=SCALES.get)
+    c8.number_input(t("Evaluation images"), 100, 10_000, 1000, 100, key="wf_eval_size",
                     help=t("From the test split, chosen by the seed; every step is scored on the same images."))
     go = st.form_submit_button(t("Run the workflow"), type="primary")
-cfg = base_config().default
-st.caption(t("Starting point from the sidebar: W{w} A{a}, {g} weights, {n} calibration images.").format(
-    w=cfg.weight_bits, a=cfg.act_bits, g={"channel": t("per-channel"), "tensor": t("per-tensor")}[cfg.weight_granularity],
-    n=int(s["calib_size"])))
+config = base_config().with_default(weight_bits=int(st.session_state["wf_weight_bits"]),
+                                    weight_granularity=st.session_state["wf_granularity"])
+st.caption(t("Starting point: W{w} A{a}, {g} weights, {n} calibration images (activations and calibration images "
+             "from the sidebar).").format(w=config.default.weight_bits, a=config.default.act_bits,
+                                         g=SCALES[config.default.weight_granularity], n=int(s["calib_size"])))
 
 if go and (target := _target()) is not None:
     options = WorkflowOptions(max_float=int(st.session_state["wf_max_float"]),
                               allow_qat=bool(st.session_state["wf_allow_qat"]),
                               qat_fraction=st.session_state["wf_qat_pct"] / 100)
-    run_job(JOB, "workflow", run_workflow, remember=True, model=loaded, target=target, config=base_config(),
+    run_job(JOB, "workflow", run_workflow, remember=True, model=loaded, target=target, config=config,
             options=options, data=s["data"].strip() or None, calib_size=int(s["calib_size"]),
             eval_size=int(st.session_state["wf_eval_size"]), seed=int(s["seed"]), out_dir=upload_dir() / "workflow")
 

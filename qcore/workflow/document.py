@@ -109,6 +109,7 @@ def blocks(r: WorkflowReport, tr: Translate = str, figures: list[tuple[str, obje
            ("p", tr("Model {model} on {data} ({n} evaluation images, seed {seed}); CPU: {cpu}.").format(
                model=r.model, data=r.data, n=r.eval_size, seed=r.seed, cpu=isa.get("cpu_class", "?"))),
            ("p", tr("Target: {target}.").format(target=_target_text(r.target, tr))),
+           ("p", _scheme_text(r.steps[0].config, tr)),
            ("p", "**" + _headline(r, tr) + "**"),
            ("table", [tr("Step"), tr("accuracy"), tr("drop vs FP32 (pt)"), tr("INT8 ms (batch 1)"), tr("speedup"),
                       tr("target")], [[tr("FP32"), _pct(r.fp32_accuracy), "0.00", "-", "1.00x", "-"]] + summary_rows(r, tr))]
@@ -125,6 +126,13 @@ def blocks(r: WorkflowReport, tr: Translate = str, figures: list[tuple[str, obje
         out += [("p", n) for n in f.notes]
     out += [("p", n) for n in r.notes]
     return out
+
+
+def _scheme_text(config: dict, tr: Translate) -> str:
+    d = config["default"]
+    scales = tr("per-channel") if d["weight_granularity"] == "channel" else tr("per-tensor")
+    return tr("Quantization: {w}-bit weights ({scales}, {range} range), {a}-bit activations.").format(
+        w=d["weight_bits"], scales=scales, range=config["weight_range"], a=d["act_bits"])
 
 
 def _target_text(target: dict, tr: Translate) -> str:

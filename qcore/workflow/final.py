@@ -46,5 +46,5 @@ def from_qat(step: StepOutcome, fp32_accuracy: float, target: Target) -> FinalIn
     if acc is None:
         notes.append("no real INT8 model could be built for this configuration (see the notes): the "
                      "accuracy above is the fake-quant simulation's")
-    return FinalInt8("qat", acc, step.accuracy, step.int8_ms, step.fp32_ms, step.speedup, "ort", "ort (QAT model)",
+    return FinalInt8("qat", acc, step.accuracy, step.int8_ms, step.fp32_ms, step.speedup, "ort", "ort_u8s8",
                      verdict, files=[f for f in d.get("files", []) if f.endswith(".onnx")], notes=notes)
