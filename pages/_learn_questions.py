@@ -15,7 +15,7 @@ from qcore.zoo.models import LoadedModel
 __all__ = ["questions"]
 
 QAT_STEPS = 150  # question b: a short fine-tune
-QAT_FRACTION = 0.1  # question c: a tenth of the training set
+QAT_FRACTIONS = (0.01, 0.05, 0.1, 0.2)  # question c: a fraction of the training set (5% by default)
 QAT_EPOCHS = 3
 QAT_BATCH = 64
 
@@ -93,10 +93,10 @@ def question_when(loaded: LoadedModel, run: dict, bits: int) -> None:
 
 
 @st.cache_data(show_spinner=False)
-def _train_size(data: str) -> int:
+def _train_size(data: str, decode: tuple[int, str]) -> int:
     from qcore.zoo.data import load_dataset
 
-    return len(load_dataset(data, "train"))
+    return len(load_dataset(data, "train", decode))
 
 
 def question_data(loaded: LoadedModel, run: dict, bits: int, data_name: str) -> None:
@@ -104,11 +104,15 @@ def question_data(loaded: LoadedModel, run: dict, bits: int, data_name: str) -> 
     st.markdown(t("**Answer:** no. QAT fine-tunes an already trained model for a short while at a small learning "
                   "rate: a fraction of the training data, a few epochs, usually recovers most of what PTQ lost. "
                   "Labels are needed (or the FP32 model's own predictions as targets)."))
-    full = _train_size(data_name)
-    size = max(QAT_BATCH, int(full * QAT_FRACTION))
+    from qcore.zoo.inputs import decode_for
+
+    full = _train_size(data_name, decode_for(loaded))
+    fraction = st.select_slider(t("Fraction of the training set"), options=QAT_FRACTIONS, value=0.05,
+                                format_func="{:.0%}".format, key="learn_q_fraction")
+    size = max(QAT_BATCH, int(full * fraction))
     steps = QAT_EPOCHS * max(1, size // QAT_BATCH)
     if st.button(t("Run QAT on {pct:.0%} of the training set for {epochs} short epochs").format(
-            pct=QAT_FRACTION, epochs=QAT_EPOCHS), key="learn_q_data_start"):
+            pct=fraction, epochs=QAT_EPOCHS), key="learn_q_data_start"):
         _qat(loaded, run, bits, "data", steps=steps, epochs=QAT_EPOCHS, train_size=size)
     res = job_result(_key("data", loaded), t("{size} training images, {steps} steps at W{bits}A8; the fake-quant "
                                              "model is scored after each epoch (one run: the learning rate anneals "
