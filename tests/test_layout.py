@@ -14,7 +14,7 @@ ALLOWED = {
     "runtime": {"quant", "zoo", "analysis"},
     "train": {"quant", "zoo", "analysis", "runtime"},
     "workflow": {"quant", "zoo", "analysis", "runtime", "train", "i18n"},
-    "store": {"zoo"},
+    "store": {"quant", "zoo"},
     "bench": {"quant", "zoo", "analysis", "runtime"},
     "i18n": set(),
 }

@@ -163,6 +163,7 @@ class SensitivityReport(RunReport):
     unsupported_layers: list[str]
     seconds: float
     greedy: GreedyResult | None = field(default=None)
+    executor: dict = field(default_factory=lambda: {"engine": "local", "workers": 1})  # what ran the sweep
 
     def metrics(self) -> dict[str, float]:
         out = super().metrics()

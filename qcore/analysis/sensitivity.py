@@ -23,13 +23,14 @@ from torch import fx
 from qcore.analysis.evaluate import logits, output_errors
 from qcore.analysis.reports import CurvePoint, GreedyResult, LayerSensitivity, SensitivityReport
 from qcore.quant.calibration import RangeResult
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
+from qcore.quant.work import Executor, LocalExecutor
 from qcore.zoo.inputs import Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
-__all__ = ["Prepared", "prepare", "evaluate_config", "sweep", "greedy_fallback", "only_layers", "float_layers",
+__all__ = ["Prepared", "SweepWork", "sweep_item", "prepare", "evaluate_config", "sweep", "greedy_fallback", "only_layers", "float_layers",
            "weight_bytes"]
 
 
@@ -146,50 +147,100 @@ def _quantizer_nodes(sim: QuantSim) -> dict[str, fx.Node]:
     return {by_key[n.target]: n for n in sim.model.graph.nodes if n.op == "call_module" and n.target in by_key}
 
 
-def _count_correct(p: Prepared, layers: list[str], reference: QuantConfig, variant, disabled: bool,
-                   errors: dict | None = None, probe: int = 128) -> dict[str, int]:
-    """Correct predictions per layer for `variant(name)` configs, reusing the `reference` run's prefix.
+@dataclass
+class SweepWork:
+    """What every sweep item reads: the calibrated sim, its ranges, the base config, the evaluation
+    batches. Picklable (no lock, no loaded model), so an executor can ship it to workers once."""
 
-    With `errors` (a dict to fill), the first batch's runs also give each layer's isolated output
-    error: on its first `probe` images, its quantizer's output against the same node of the
-    reference run (float when `disabled`), with no extra forward pass."""
-    starts = _layer_starts(p.sim)
-    nodes = _quantizer_nodes(p.sim) if errors is not None else {}
-    correct = dict.fromkeys(layers, 0)
-    offset = 0
-    for i, x in enumerate(p.xs):
-        y = p.labels[offset: offset + len(x)]
-        offset += len(x)
-        p.sim.configure(reference)
-        p.sim.apply_ranges(ranges=p.ranges)
-        if disabled:
-            with p.sim.disabled():
-                cache = _PrefixCache(p.sim, x)
-        else:
-            cache = _PrefixCache(p.sim, x)
-        for name in layers:
-            p.sim.configure(variant(name))
-            p.sim.apply_ranges(ranges=p.ranges)
-            with p.sim.capture([name] if errors is not None and i == 0 else ()) as records:
-                out = cache.run_from(starts[name])
-            correct[name] += int((out.argmax(1) == y).sum())
-            if records:
-                errors[name] = output_errors(cache.env[nodes[name]][:probe], records[0][2][:probe])
-        del cache
+    sim: QuantSim
+    ranges: dict[str, RangeResult]
+    base_config: QuantConfig
+    xs: list[torch.Tensor]
+    labels: torch.Tensor
+    layers: list[str]
+
+    @classmethod
+    def of(cls, p: Prepared) -> "SweepWork":
+        return cls(p.sim, p.ranges, p.base_config, p.xs, p.labels, p.sim.layer_names())
+
+
+def _count_correct(w: SweepWork, x: torch.Tensor, y: torch.Tensor, variant, disabled: bool,
+                   errors: dict | None = None, probe: int = 128) -> dict[str, int]:
+    """Correct predictions on one batch per layer for `variant(name)` configs, reusing the base run's prefix
+    (the FP32 run when `disabled`).
+
+    With `errors` (a dict to fill), the runs also give each layer's isolated output error: on the batch's
+    first `probe` images, its quantizer's output against the same node of the reference run, with no extra
+    forward pass."""
+    starts = _layer_starts(w.sim)
+    nodes = _quantizer_nodes(w.sim) if errors is not None else {}
+    correct = dict.fromkeys(w.layers, 0)
+    w.sim.configure(w.base_config)
+    w.sim.apply_ranges(ranges=w.ranges)
+    if disabled:
+        with w.sim.disabled():
+            cache = _PrefixCache(w.sim, x)
+    else:
+        cache = _PrefixCache(w.sim, x)
+    for name in w.layers:
+        w.sim.configure(variant(w, name))
+        w.sim.apply_ranges(ranges=w.ranges)
+        with w.sim.capture([name] if errors is not None else ()) as records:
+            out = cache.run_from(starts[name])
+        correct[name] += int((out.argmax(1) == y).sum())
+        if records:
+            errors[name] = _single_threaded(output_errors, cache.env[nodes[name]][:probe], records[0][2][:probe])
     return correct
 
 
-def _two_sided(p: Prepared, layers: list[str], reuse_prefix: bool, say: Progress, errors: dict) -> tuple[dict, dict]:
+def _single_threaded(fn, *args):
+    """`fn(*args)` on one thread: torch's parallel sums depend on the thread count in the last bits, and a
+    sweep's numbers must not depend on which executor (one thread per Ray worker) computed them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _only(w: SweepWork, name: str) -> QuantConfig:
+    return only_layers(w.base_config, [name], w.layers)
+
+
+def _all_but(w: SweepWork, name: str) -> QuantConfig:
+    return float_layers(w.base_config, [name])
+
+
+def sweep_item(w: SweepWork, item: tuple[str, int]) -> tuple[str, dict[str, int], dict]:
+    """One work item of the sweep: side "only" (layer i alone quantized) or "but" (all but layer i) on
+    evaluation batch `b`: correct predictions per layer, and on batch 0 of "only" each layer's isolated
+    output error. Deterministic, so any executor gives the numbers the local run gives."""
+    side, b = item
+    errors: dict | None = {} if (side == "only" and b == 0) else None
+    offset = sum(len(x) for x in w.xs[:b])
+    x = w.xs[b]
+    y = w.labels[offset: offset + len(x)]
+    counts = _count_correct(w, x, y, _only if side == "only" else _all_but, side == "only", errors)
+    return side, counts, errors or {}
+
+
+def _two_sided(p: Prepared, layers: list[str], reuse_prefix: bool, say: Progress, errors: dict,
+               executor: Executor) -> tuple[dict, dict]:
     """Accuracy per layer with only it quantized, and with all but it quantized (and, reusing the
-    prefix, each layer's isolated output error into `errors`)."""
+    prefix, each layer's isolated output error into `errors`). With `reuse_prefix` the work is items of
+    (side, batch) run by `executor`; otherwise one full evaluation per layer and side, here."""
     n = len(p.labels)
     if reuse_prefix:
-        say(0.05, "only one layer quantized, each layer in turn")
-        only = _count_correct(p, layers, p.base_config, lambda name: only_layers(p.base_config, [name], layers), True,
-                              errors)
-        say(0.5, "all layers quantized but one, each layer in turn")
-        but = _count_correct(p, layers, p.base_config, lambda name: float_layers(p.base_config, [name]), False)
-        return {k: v / n for k, v in only.items()}, {k: v / n for k, v in but.items()}
+        items = [(side, b) for side in ("only", "but") for b in range(len(p.xs))]
+        say(0.05, f"{len(items)} work items: each side of the sweep on each evaluation batch")
+        results = executor.map(sweep_item, SweepWork.of(p), items, span(say, 0.05, 0.95), what="sweep items")
+        totals = {"only": dict.fromkeys(layers, 0), "but": dict.fromkeys(layers, 0)}
+        for side, counts, errs in results:
+            for name, c in counts.items():
+                totals[side][name] += c
+            errors.update(errs)
+        return ({k: v / n for k, v in totals["only"].items()}, {k: v / n for k, v in totals["but"].items()})
     only_acc, but_acc = {}, {}
     for i, name in enumerate(layers):
         say(0.9 * i / len(layers), f"layer {i + 1}/{len(layers)}: {name}")
@@ -211,19 +262,22 @@ def _isolated_errors(p: Prepared, name: str, layers: list[str], probe: torch.Ten
     return output_errors(ref_out, q_out)
 
 
-def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = True) -> SensitivityReport:
+def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = True,
+          executor: Executor | None = None) -> SensitivityReport:
     """The two-sided sweep over every layer, plus each layer's isolated output error.
 
     With `reuse_prefix`, each evaluation starts at its layer: for "only this layer quantized"
     everything before it is the cached FP32 run, for "all but this" the cached all-quantized run,
-    so a sweep costs about half of 2 x layers full evaluations. Results are identical either way.
+    so a sweep costs about half of 2 x layers full evaluations. Results are identical either way, and
+    with any `executor` (None: this process; qcore.store.executors.RayExecutor: Ray tasks).
     """
     say = progress or silent
     start = time.perf_counter()
     layers = p.sim.layer_names()
     base = evaluate_config(p, p.base_config)
     errors: dict[str, dict] = {}
-    only_acc, but_acc = _two_sided(p, layers, reuse_prefix, say, errors)
+    executor = executor or LocalExecutor()
+    only_acc, but_acc = _two_sided(p, layers, reuse_prefix, say, errors, executor)
     say(0.95, "output error of each layer alone")
     probe = p.xs[0][:128]
     kinds = {pt.name: pt.kind for pt in p.sim.points}
@@ -236,7 +290,8 @@ def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = Tr
     return SensitivityReport(
         **p.inputs.identity(), **p.sim.inventory(), eval_size=len(p.labels), fp32_accuracy=p.fp32_accuracy, base_accuracy=base["accuracy"],
         base_agreement=base["agreement"], config=p.base_config.to_dict(), layers=rows,
-        unsupported_layers=p.sim.unsupported, seconds=round(time.perf_counter() - start, 2))
+        unsupported_layers=p.sim.unsupported, seconds=round(time.perf_counter() - start, 2),
+        executor=dict(executor.info()))
 
 
 def _restore(p: Prepared) -> None:

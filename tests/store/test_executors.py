@@ -1,0 +1,80 @@
+"""Executors: the local one is the reference; Ray runs the same items with the same numbers, retries a worker
+that dies, and an unreachable cluster is a one-line error, not a hang."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from qcore.quant.work import LocalExecutor
+from qcore.store.executors import ExecutorUnavailable, RayExecutor, make_executor
+
+
+def _square(shared, item):
+    return shared["offset"] + item * item
+
+
+def _dies_once(shared, item):
+    """Kills its own worker process the first time item 1 runs (a marker file remembers)."""
+    marker = os.path.join(shared["dir"], f"died-{item}")
+    if item == 1 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return item * 10
+
+
+def test_local_executor_runs_items_in_order_with_progress():
+    seen = []
+    out = LocalExecutor().map(_square, {"offset": 1}, [1, 2, 3], lambda f, m: seen.append((f, m)), what="squares")
+    assert out == [2, 5, 10] and seen[-1] == (1.0, "3/3 squares")
+    assert LocalExecutor().info() == {"engine": "local", "workers": 1}
+
+
+def test_executor_specs():
+    assert isinstance(make_executor(None), LocalExecutor) and isinstance(make_executor("local"), LocalExecutor)
+    with pytest.raises(ExecutorUnavailable, match="unknown executor"):
+        make_executor("spark")
+
+
+def test_an_unreachable_cluster_is_one_line_fast():
+    start = time.perf_counter()
+    with pytest.raises(ExecutorUnavailable, match="cannot reach the Ray cluster at 127.0.0.1:9") as err:
+        make_executor("ray://127.0.0.1:9")  # the discard port: nothing listens
+    assert time.perf_counter() - start < 10 and "\n" not in str(err.value)
+    with pytest.raises(ExecutorUnavailable, match="HOST:PORT"):
+        RayExecutor("ray://nohostport")
+
+
+@pytest.fixture(scope="module")
+def ray_two_workers():
+    import ray
+
+    ex = RayExecutor(workers=2)
+    yield ex
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_runs_the_items_and_retries_a_dead_worker(ray_two_workers, tmp_path):
+    assert ray_two_workers.map(_square, {"offset": 1}, [1, 2, 3]) == [2, 5, 10]
+    assert ray_two_workers.info()["workers"] == 2 and ray_two_workers.info()["engine"] == "ray"
+    out = ray_two_workers.map(_dies_once, {"dir": str(tmp_path)}, [0, 1, 2])
+    assert out == [0, 10, 20] and (tmp_path / "died-1").exists()  # item 1's worker died and the task was retried
+
+
+@pytest.mark.slow
+def test_the_sensitivity_sweep_on_ray_equals_the_local_sweep(ray_two_workers):
+    from qcore.analysis.sensitivity import prepare, sweep
+
+    p = prepare("fm_resnet", eval_size=1000)
+    local = sweep(p)
+    distributed = sweep(p, executor=ray_two_workers)
+    assert distributed.executor == {"engine": "ray", "workers": 2, "address": "local"}
+    assert local.executor == {"engine": "local", "workers": 1}
+    assert [r.name for r in local.layers] == [r.name for r in distributed.layers]
+    for a, b in zip(local.layers, distributed.layers):
+        assert (a.only_this_quantized, a.all_but_this, a.sqnr_db, a.mse, a.cosine) == (
+            b.only_this_quantized, b.all_but_this, b.sqnr_db, b.mse, b.cosine), a.name
+    assert local.base_accuracy == distributed.base_accuracy
