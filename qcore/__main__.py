@@ -6,7 +6,8 @@
     python -m qcore calibrate [--model NAME] [--data NAME] --methods max,percentile:99.99,entropy,mse
                               [--bits 8] [--calib-size N] [--eval-size N] --out FILE.json
     python -m qcore deploy [--model NAME] [--backend auto|x86|ort] [--config FILE.json] --out DIR
-    python -m qcore sensitivity [--model NAME] [--eval-size N] [--budget 0.01] --out FILE.json
+    python -m qcore sensitivity [--model NAME] [--eval-size N] [--budget 0.01] [--executor local|ray|ray://HOST:PORT]
+                                [--workers N] --out FILE.json
     python -m qcore history [--kind K] [--model M] [--compare ID,ID] [--delete ID,ID] [--export csv|json --out F]
     python -m qcore recover [--model NAME] --steps cle,bias_correction,adaround [--weight-bits 4]
                             [--granularity tensor|channel] --out FILE.json
@@ -239,9 +240,15 @@ def _cmd_sensitivity(args) -> int:
 
     config = _config(args)
     say = lambda fraction, msg: print(f"\r{msg:70}", end="", file=sys.stderr)  # noqa: E731
+    from qcore.store.executors import make_executor
+
+    executor = make_executor(args.executor, args.workers)
+    executor.info()  # starts or reaches Ray now: a bad address fails before the model loads
     p = prepare(_model(args), config, args.data, args.calib_size, args.eval_size, args.seed)
-    report = sweep(p, progress=say)
+    report = sweep(p, progress=say, executor=executor)
     print(file=sys.stderr)
+    print(_("sweep ran on {engine} with {n} worker(s)").format(engine=report.executor["engine"],
+                                                            n=report.executor["workers"]))
     if args.budget is not None:
         report.greedy = greedy_fallback(p, report, budget=args.budget, progress=say)
         print(file=sys.stderr)
@@ -518,6 +525,10 @@ def _add_ptq(sub) -> None:
     sn.add_argument("--config", default=None, help=_("base QuantConfig JSON (default: W8A8 per-channel, max)"))
     sn.add_argument("--calib-size", type=int, default=512)
     sn.add_argument("--budget", type=float, default=None, help=_("accuracy drop allowed vs FP32, e.g. 0.01"))
+    sn.add_argument("--executor", default="local",
+                    help=_("local (this process), ray (a local Ray instance, or $RAY_ADDRESS), or a cluster: "
+                           "ray://HOST:PORT"))
+    sn.add_argument("--workers", type=int, default=None, help=_("CPUs of the local Ray instance (default: all)"))
     sn.add_argument("--out", required=True)
     sn.set_defaults(fn=_cmd_sensitivity, eval_size=1000)
 

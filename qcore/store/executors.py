@@ -62,8 +62,12 @@ class RayExecutor:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local instance on loopback only
                 kwargs = {"address": self.address} if self.address else {
                     "num_cpus": self.workers or os.cpu_count(), "include_dashboard": False}
-                ray.init(**kwargs, log_to_driver=False, configure_logging=False,
-                         runtime_env={"env_vars": {"PYTHONPATH": _project_root()}})
+                try:
+                    ray.init(**kwargs, log_to_driver=False, configure_logging=False,
+                             runtime_env={"env_vars": {"PYTHONPATH": _project_root()}})
+                except (ConnectionError, TimeoutError, RuntimeError) as exc:  # e.g. a port that is not Ray's
+                    raise ExecutorUnavailable(f"Ray did not start at {self.address or 'this machine'}: "
+                                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         return ray
 
     def info(self) -> ExecutorInfo:
