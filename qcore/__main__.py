@@ -12,7 +12,8 @@
     python -m qcore recover [--model NAME] --steps cle,bias_correction,adaround [--weight-bits 4]
                             [--granularity tensor|channel] --out FILE.json
     python -m qcore qat [--model NAME] [--weight-bits 4] [--act-bits 8] [--minutes M | --steps N]
-                        [--range-mode fixed|observe|learn] --out FILE.json
+                        [--range-mode fixed|observe|learn] [--nproc N] [--device auto|cpu|cuda] --out FILE.json
+    torchrun --nproc-per-node N -m qcore qat ... (multi-node: torchrun --nnodes, --node-rank, --rdzv-endpoint)
     python -m qcore workflow [--model NAME] [--max-drop 1.0] [--min-speedup 2] [--weight-bits 4]
                              [--max-float 5] [--no-qat] [--qat-share 10] --out DIR   (exit 1: target not met)
 
@@ -317,10 +318,20 @@ def _cmd_qat(args) -> int:
             print("\r" + _("epoch {epoch} (step {step}): fake-quant {acc}").format(
                 epoch=row['epoch'], step=row['step'], acc=_pct(row['fake_quant_accuracy'])) + int8 + " " * 20, file=sys.stderr)
 
-    report = run_qat(_model(args), config, recipe, args.data, args.calib_size, args.monitor_size, args.eval_size,
-                     args.seed, files_dir, progress=lambda fraction, msg: print(f"\r{msg:70}", end="", file=sys.stderr),
-                     on_metric=on_metric).report
+    from qcore.train.ddp import from_environment
+
+    ranks = from_environment()  # under torchrun: this process's rank
+    result = run_qat(_model(args), config, recipe, args.data, args.calib_size,
+                     args.monitor_size, args.eval_size, args.seed, files_dir,
+                     progress=lambda fraction, msg: print(f"\r{msg[:70]:70}", end="", file=sys.stderr),
+                     on_metric=on_metric, nproc=args.nproc, device=args.device, ranks=ranks)
+    if result is None:  # a rank other than 0: rank 0 reports
+        return 0
+    report = result.report
     print(file=sys.stderr)
+    if report.distributed["world"] > 1:
+        print(_("DDP on {n} processes ({backend}, {device})").format(
+            n=report.distributed["world"], backend=report.distributed["backend"], device=report.distributed["device"]))
     print(_("{model} ({n} test images): FP32 {fp32}, PTQ {ptq}, QAT {qat}, QAT INT8 {int8}").format(
         model=report.model, n=report.eval_images, fp32=_pct(report.fp32_accuracy), ptq=_pct(report.ptq_accuracy),
         qat=_pct(report.qat_accuracy), int8=_pct(report.int8_accuracy)))
@@ -571,6 +582,10 @@ def _add_qat(sub) -> None:
                    help=_("steps during which BN statistics train before folding and freezing (0: folded from the start)"))
     q.add_argument("--calib-size", type=int, default=512)
     q.add_argument("--monitor-size", type=int, default=2000, help=_("test images scored after every epoch"))
+    q.add_argument("--nproc", type=int, default=1,
+                   help=_("processes for DistributedDataParallel (gloo on CPUs, NCCL on GPUs); or run under torchrun"))
+    q.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help=_("where training steps run (auto: a CUDA GPU when there is one)"))
     q.add_argument("--out", required=True, help=_("the JSON report; model files go to a folder of the same name"))
     q.set_defaults(fn=_cmd_qat)
 

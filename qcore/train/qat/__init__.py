@@ -36,7 +36,7 @@ import torch
 from qcore.quant.progress import Progress, silent
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
-from qcore.train.qat.loop import Trainer, accuracy
+from qcore.train.qat.loop import Trainer, accuracy, resolve_device
 from qcore.train.qat.probe import Int8Probe, step_overhead
 from qcore.train.qat.recipe import RANGE_MODES, QATRecipe, default_lr
 from qcore.train.qat.report import QATReport
@@ -125,13 +125,25 @@ def run_qat(
     threads: int | None = None,
     progress: Progress | None = None,
     on_metric: Callable[[dict], None] | None = None,
-) -> QATResult:
+    nproc: int = 1,
+    device: str = "cpu",
+    ranks=None,
+) -> QATResult | None:
     """Fine-tune with fake quantization; returns the report and the fine-tuned sim.
 
     Curves are measured on `eval_size` test images after every epoch; the final FP32 / PTQ / QAT /
-    INT8 accuracies on `final_eval_size` test images (None: the whole test split).
+    INT8 accuracies on `final_eval_size` test images (None: the whole test split). `nproc` > 1 runs
+    DistributedDataParallel over that many processes (qcore.train.ddp; `ranks` is set inside each of
+    them, and only rank 0 returns a result); `device` is cpu, cuda or auto for the training steps.
     """
-    say = progress or silent
+    if nproc > 1 and ranks is None:
+        from qcore.train.ddp import launch  # noqa: PLC0415 (spawns processes: imported only when asked)
+
+        return launch(nproc, device, progress, on_metric, model=model, config=config, recipe=recipe, data=data,
+                      calib_size=calib_size, eval_size=eval_size, final_eval_size=final_eval_size, seed=seed,
+                      out_dir=out_dir, threads=threads)
+    lead = ranks is None or ranks.rank == 0
+    say = (progress or silent) if lead else silent
     recipe, config = recipe or QATRecipe(), config or QuantConfig()
     threads = threads or torch.get_num_threads()
     out_dir = Path(out_dir)
@@ -145,11 +157,15 @@ def run_qat(
         raise ValueError("the training set is empty")
     say(0.01, "calibrating (one statistics pass)")
     sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
-    probe = Int8Probe(inp.loaded, out_dir, threads, recipe.latency_iters)
-    trainer = Trainer(inp, train, sim, copy.deepcopy(sim), probe, recipe, seed, say, on_metric or (lambda row: None))
+    probe = Int8Probe(inp.loaded, out_dir, threads, recipe.latency_iters) if lead else None
+    trainer = Trainer(inp, train, sim, copy.deepcopy(sim), probe, recipe, seed, say,
+                      (on_metric if lead else None) or (lambda row: None), ranks,
+                      ranks.device if ranks is not None else resolve_device(device))
     trainer.baseline()
     trainer.run()
     trainer.finalize()
+    if not lead:
+        return None
     final = _final_scores(trainer, _final_set(inp, inp.data, final_eval_size, eval_size, seed),
                           final_eval_size == eval_size, say)
     notes = trainer.notes + ([probe.note] if probe.note else [])
@@ -158,6 +174,8 @@ def run_qat(
         **final, seconds=round(trainer.finetune_s, 1), total_seconds=round(time.perf_counter() - started, 1),
         step_overhead_vs_fp32=trainer.overhead["ratio"], step_times=trainer.overhead, steps=trainer.total,
         monitor_images=len(inp.labels), history=trainer.history, losses=trainer.steps_log, threads=threads,
+        distributed=ranks.describe() if ranks is not None else {"engine": "local", "world": 1,
+                                                                 "device": str(trainer.device)},
         notes=notes, files=_write_files(trainer, trainer.sim.config, out_dir), out_dir=str(out_dir))
     say(1.0, "done")
     return QATResult(report, trainer.sim)

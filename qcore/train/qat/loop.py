@@ -19,7 +19,18 @@ from qcore.train.qat.recipe import QATRecipe, default_lr
 from qcore.zoo.data import ImageSet
 from qcore.zoo.inputs import Inputs
 
-__all__ = ["Trainer", "accuracy"]
+__all__ = ["Trainer", "accuracy", "resolve_device"]
+
+
+def resolve_device(device: str) -> str:
+    """"auto": the CUDA GPU when there is one, else the CPU; "cuda" without one is refused."""
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible here (use cpu or auto)")
+    return device
 
 
 def accuracy(model, xs: list[torch.Tensor], labels: torch.Tensor, say: Progress, what: str) -> float:
@@ -31,8 +42,12 @@ class Trainer:
     """One QAT run's state: the sim being trained, its optimizer and schedule, and what was measured."""
 
     def __init__(self, inp: Inputs, train: ImageSet, sim: QuantSim, ptq_sim: QuantSim, probe: Int8Probe,
-                 recipe: QATRecipe, seed: int, say: Progress, emit: Callable[[dict], None]):
+                 recipe: QATRecipe, seed: int, say: Progress, emit: Callable[[dict], None], ranks=None,
+                 device: str = "cpu"):
         self.inp, self.loaded, self.train, self.sim, self.ptq_sim = inp, inp.loaded, train, sim, ptq_sim
+        self.ranks = ranks  # qcore.train.ddp.Ranks under torch.distributed; None: one process
+        self.lead = ranks is None or ranks.rank == 0  # the rank that evaluates, measures and reports
+        self.device = torch.device(device)  # where training steps run; evaluations and exports stay on the CPU
         self.probe, self.recipe, self.say, self.emit = probe, recipe, say, emit
         self.gen = torch.Generator().manual_seed(seed)
         self.lr = recipe.lr or default_lr(inp.loaded, recipe.lr_fraction)
@@ -63,12 +78,25 @@ class Trainer:
         return row
 
     def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The global batch, augmented; under torch.distributed this rank's share of it (every rank draws
+        the same global batch from the same generator, as DistributedSampler strides one permutation, so
+        the augmentation too is the single-process run's)."""
         raw = self.train.images[idx]
         pre = self.loaded.spec.preprocess
-        return pre(augment(raw, self.gen) if self.recipe.augment else raw), self.train.labels[idx]
+        x, y = pre(augment(raw, self.gen) if self.recipe.augment else raw), self.train.labels[idx]
+        if self.ranks is not None:
+            x, y = x[self.ranks.rank::self.ranks.world], y[self.ranks.rank::self.ranks.world]
+        return x.to(self.device), y.to(self.device)
 
     def baseline(self) -> None:
-        """Epoch 0: FP32 and PTQ accuracy, the PTQ INT8 model, the step cost, and the schedule."""
+        """Epoch 0: FP32 and PTQ accuracy, the PTQ INT8 model, the step cost, and the schedule (measured by
+        the lead rank; the others draw the same measurement batch, to keep their generators in step, and
+        receive the step count)."""
+        if not self.lead:
+            self._batch(torch.randint(0, len(self.train), (self.recipe.batch_size,), generator=self.gen))
+            self.total = self.ranks.broadcast_int(0)
+            self.bounds = self.recipe.epoch_bounds(self.total)
+            return
         xs, labels, say = self.inp.eval_batches, self.inp.labels, self.say
         self.fp32_acc = accuracy(self.loaded.module, xs, labels, lambda f, m: say(0.02, m), "FP32")
         round_start = time.perf_counter()
@@ -78,8 +106,10 @@ class Trainer:
         self._epoch_row(0, 0, self.ptq_acc, int8_row, 0.0)
         say(0.05, "measuring a training step: FP32 vs fake-quant, interleaved")
         x, y = self._batch(torch.randint(0, len(self.train), (self.recipe.batch_size,), generator=self.gen))
-        self.overhead = step_overhead(self.loaded.module, self.sim, x, y)
+        self.overhead = step_overhead(self.loaded.module, self.sim, x.cpu(), y.cpu())
         self.total = self.recipe.total_steps(self.overhead["qat_step_s"], round_s)
+        if self.ranks is not None:
+            self.total = self.ranks.broadcast_int(self.total)
         self.bounds = self.recipe.epoch_bounds(self.total)
 
     # --- training ------------------------------------------------------------------------------------
@@ -109,11 +139,17 @@ class Trainer:
             self.notes.append(f"BN statistics trained for {step} steps, then folded and frozen")
 
     def _evaluation_round(self, epoch: int, step: int, started: float) -> None:
+        """The lead rank scores the sim (on the CPU, like every evaluation); the other ranks wait for it."""
         if self.trained_bn:
             fold_trained_bn(self.sim, detach=False)
         self.sim.eval()
-        acc = accuracy(self.sim, self.inp.eval_batches, self.inp.labels, self.say, f"fake-quant (epoch {epoch})")
-        self._epoch_row(epoch, step, acc, self._int8_round(f"epoch{epoch}"), round(time.perf_counter() - started, 1))
+        if self.lead:
+            self.sim.to("cpu")
+            acc = accuracy(self.sim, self.inp.eval_batches, self.inp.labels, self.say, f"fake-quant (epoch {epoch})")
+            self._epoch_row(epoch, step, acc, self._int8_round(f"epoch{epoch}"), round(time.perf_counter() - started, 1))
+            self.sim.to(self.device)
+        if self.ranks is not None:
+            self.ranks.barrier()
 
     def _steps(self):
         """Index batches forever: a fresh permutation whenever the current one runs out."""
@@ -127,7 +163,9 @@ class Trainer:
         """Train `total` steps, logging the loss every `log_every` and evaluating at each epoch bound."""
         recipe = self.recipe
         self.trained_bn = attach_trained_bn(self.sim) if recipe.bn_freeze_after > 0 else 0
+        self.sim.to(self.device)
         opt, sched = self._optimizer()
+        model = self.ranks.wrap(self.sim) if self.ranks is not None else self.sim
         self.observing = recipe.mode == RangeMode.OBSERVED and recipe.freeze_after > 0
         if self.observing:
             for q in self.sim.int_quantizers():
@@ -137,7 +175,7 @@ class Trainer:
             x, y = self._batch(idx)
             self.sim.train()
             with MACHINE_LOCK:
-                running.append(train_step(self.sim, opt, x, y, recipe.label_smoothing))
+                running.append(train_step(model, opt, x, y, recipe.label_smoothing))
             self.sim.weights_changed()
             current_lr = opt.param_groups[0]["lr"]
             sched.step()
@@ -154,6 +192,7 @@ class Trainer:
             if step >= self.total:
                 break
         self.finetune_s = time.perf_counter() - started
+        self.sim.to("cpu")
 
     def finalize(self) -> None:
         """Stop observing, fold trained BN for good, freeze the weights and write the trained grids back

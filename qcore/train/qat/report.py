@@ -35,6 +35,8 @@ class QATReport(RunReport):
     history: list[dict]
     losses: list[dict]
     threads: int
+    # what ran the fine-tune: {"engine": "local"|"torch.distributed", "world": N, "device", "backend"}
+    distributed: dict = field(default_factory=lambda: {"engine": "local", "world": 1, "device": "cpu"})
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     out_dir: str = ""
