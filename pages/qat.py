@@ -72,6 +72,12 @@ with st.form("qat_form"):
                                       key="qat_bn_freeze_after",
                                       help=t("0: BN stays folded into the convolutions, as deployed, from the start. "
                                              "K: BN statistics train for K steps, then fold and freeze."))
+    d1, d2, _ = st.columns([1, 1, 2])
+    nproc = d1.number_input(t("Processes (DistributedDataParallel)"), 1, 16, 1, key="qat_nproc",
+                            help=t("More than 1: DDP over that many processes (gloo on CPUs, NCCL on GPUs); the batch "
+                                   "size is the global batch, split evenly, so the learning rate stays the same."))
+    device = d2.selectbox(t("Training device"), ["auto", "cpu", "cuda"], key="qat_device",
+                          help=t("auto: a CUDA GPU when there is one; evaluations and INT8 stay on the CPU."))
     start = st.form_submit_button(t("Start fine-tuning"), type="primary")
 
 if start:
@@ -89,7 +95,7 @@ if start:
     run_job(JOB_KEY, "qat", run_qat, remember=True, report_of=lambda result: result.report, stream_metrics=True,
             model=loaded, config=config, recipe=recipe, data=s["data"] or None, calib_size=int(s["calib_size"]),
             eval_size=int(monitor_size), final_eval_size=int(s["eval_size"]), seed=int(s["seed"]),
-            out_dir=Path("out") / "qat" / uuid.uuid4().hex[:8])
+            out_dir=Path("out") / "qat" / uuid.uuid4().hex[:8], nproc=int(nproc), device=device)
 
 
 def draw_curves(metrics: list[dict], key: str) -> None:
@@ -127,6 +133,10 @@ if finished is not None:
                        qat=f"{r.step_times['qat_step_s'] * 1e3:.0f}", fp32=f"{r.step_times['fp32_step_s'] * 1e3:.0f}",
                        batch=r.step_times['batch']))
     layer_summary(r)
+    d = r.distributed
+    st.caption(t("Fine-tuned with DDP on {n} processes ({backend}, {device}).").format(
+        n=d["world"], backend=d.get("backend"), device=d["device"]) if d["world"] > 1 else
+        t("Fine-tuned in this process ({device}).").format(device=d["device"]))
     lat, size = r.latency_ms, r.size_bytes
     kb = lambda b: round(b / 1024, 1) if b else None  # noqa: E731
     pc = lambda x: None if x is None else round(100 * x, 2)  # noqa: E731

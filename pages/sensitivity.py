@@ -8,12 +8,14 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, granularity_label, job_result, layer_summary, page_header, run_job, t
+from pages._ui import (base_config, granularity_label, job_result, layer_summary, page_header, run_job, t,
+                       user_errors)
 from qcore.analysis.partial import (PRECISIONS, config_from_precisions, greedy_search, measure_config,
                                     sweep_layers)
 from qcore.figures import pareto_figure, sensitivity_figure
 
 JOB = "sensitivity_job"
+ENGINES = {"local": t("this process"), "ray": "Ray"}
 s, loaded = page_header(
     t("Sensitivity and partial quantization"),
     t("Two-sided per-layer sweep from one calibration pass: accuracy with only this layer quantized, and with "
@@ -28,12 +30,22 @@ with st.form("sens_form"):
                  "calibration on {calib} images.").format(
         wbits=s['weight_bits'], granularity=granularity_label(s['granularity']), abits=s['act_bits'],
         symmetry=t("symmetric") if s['symmetric'] else t("asymmetric"), calib=s['calib_size']))
+    e1, e2, e3 = st.columns([1, 2, 1])
+    engine = e1.radio(t("Run the sweep on"), ["local", "ray"], key="sens_executor", horizontal=True,
+                      format_func=ENGINES.get)
+    address = e2.text_input(t("Ray cluster address"), key="sens_ray_address", placeholder="ray://HOST:10001",
+                            help=t("Empty: a Ray instance on this machine (or $RAY_ADDRESS when set)."))
+    workers = e3.number_input(t("Ray workers (local instance)"), 1, 256, 2, key="sens_ray_workers")
     go_sweep = st.form_submit_button(t("Run sensitivity sweep"), type="primary")
 
 if go_sweep:
+    from qcore.store.executors import make_executor
+
+    with user_errors():
+        executor = make_executor(address.strip() or "ray", int(workers)) if engine == "ray" else None
     run_job(JOB, "sensitivity", sweep_layers, remember=True, report_of=lambda result: result.report,
             model=loaded, config=base_config(), data=s["data"] or None, calib_size=int(s["calib_size"]),
-            eval_size=int(eval_size), seed=int(s["seed"]))
+            eval_size=int(eval_size), seed=int(s["seed"]), executor=executor)
 
 res = job_result(JOB, t("Press **Run sensitivity sweep** to measure every layer of the model chosen in the sidebar."))
 if res is None:
@@ -46,6 +58,8 @@ c[1].metric(t("All layers quantized"), f"{rep.base_accuracy:.2%}",
 c[2].metric(t("Layers"), len(rep.layers))
 c[3].metric(t("Sweep time"), f"{rep.seconds:.0f} s",
             help=t("{n} evaluations of {images} images").format(n=2 * len(rep.layers) + 1, images=rep.eval_size))
+st.caption(t("Ran on {engine} with {n} worker(s).").format(engine=ENGINES.get(rep.executor["engine"]),
+                                                         n=rep.executor["workers"]))
 layer_summary(rep)
 
 df = pd.DataFrame([asdict(r) for r in rep.layers])

@@ -78,11 +78,13 @@ def config_from_precisions(base: QuantConfig, precisions: dict[str, str], kinds:
 
 
 def sweep_layers(model, config: QuantConfig | None = None, data: str | None = None, calib_size: int = 512,
-                 eval_size: int | None = 1000, seed: int = 0, progress: Progress | None = None) -> Swept:
-    """One statistics pass and the two-sided per-layer sweep, with the state it ran on."""
+                 eval_size: int | None = 1000, seed: int = 0, progress: Progress | None = None,
+                 executor=None) -> Swept:
+    """One statistics pass and the two-sided per-layer sweep (its items run by `executor`; None: here),
+    with the state it ran on."""
     (progress or silent)(0.0, "calibrating (one statistics pass)")
     prepared = prepare(model, config, data=data, calib_size=calib_size, eval_size=eval_size, seed=seed)
-    return Swept(prepared, sweep(prepared, progress=progress))
+    return Swept(prepared, sweep(prepared, progress=progress, executor=executor))
 
 
 def measure_config(prepared, config: QuantConfig, latency_probe: ProbeFactory,

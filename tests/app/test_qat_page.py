@@ -100,3 +100,29 @@ def test_cancelled_run_says_so_in_korean():
     assert not at.exception
     assert at.warning and at.warning[0].value == "취소되었습니다."
     assert any(b.label == "미세 조정 시작" for b in at.button)
+
+
+@pytest.mark.slow
+def test_a_two_process_ddp_run_from_the_page_says_how_it_ran():
+    import time
+
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["calib_size"] = 64
+    at.session_state["eval_size"] = 200
+    at.switch_page("pages/qat.py").run()
+    at.radio(key="qat_budget").set_value("steps")
+    at.number_input(key="qat_amount").set_value(4.0)
+    at.number_input(key="qat_epochs").set_value(1)
+    at.number_input(key="qat_monitor_size").set_value(200)
+    at.number_input(key="qat_nproc").set_value(2)
+    at.selectbox(key="qat_device").set_value("cpu")
+    at.button[0].click().run()
+    for _ in range(300):
+        if at.session_state["qat_job"].done:
+            break
+        time.sleep(1)
+    at.run()
+    assert not at.exception and not at.error
+    report = at.session_state["qat_job"].snapshot()["result"].report
+    assert report.distributed["world"] == 2 and report.steps == 4
+    assert any("Fine-tuned with DDP on 2 processes (gloo, cpu)." in c.value for c in at.caption)

@@ -58,3 +58,44 @@ def test_sweep_results_in_korean(finished_sweep):
     labels = {m.label for m in at.metric}
     assert {"FP32 top-1 정확도", "모든 레이어 양자화", "레이어 수"} <= labels
     assert "이 레이어만 양자화" in at.dataframe[0].value.columns
+
+
+def _run_sweep(at: AppTest, seconds: int = 300) -> None:
+    import time
+
+    at.button[0].click().run()  # the form's submit button
+    for _ in range(seconds):
+        job = at.session_state["sensitivity_job"] if "sensitivity_job" in at.session_state else None
+        if job is None or job.done:
+            break
+        time.sleep(1)
+    at.run()
+
+
+@pytest.mark.slow
+def test_the_sweep_runs_on_ray_from_the_page_and_says_so():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["calib_size"] = 64
+    at.switch_page("pages/sensitivity.py").run()
+    at.number_input(key="sens_eval_size").set_value(200)
+    at.radio(key="sens_executor").set_value("ray")
+    at.number_input(key="sens_ray_workers").set_value(2)
+    try:
+        _run_sweep(at)
+    finally:
+        import ray
+
+        ray.shutdown()  # the page started a Ray instance in this process; the rest of the suite needs none
+    assert not at.exception and not at.error
+    report = at.session_state["sensitivity_job"].snapshot()["result"].report
+    assert report.executor["engine"] == "ray" and report.executor["workers"] == 2
+    assert any("Ran on Ray with 2 worker(s)." in c.value for c in at.caption)
+
+
+def test_an_unreachable_ray_address_is_a_message_not_a_traceback():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("pages/sensitivity.py").run()
+    at.radio(key="sens_executor").set_value("ray")
+    at.text_input(key="sens_ray_address").set_value("ray://127.0.0.1:9")
+    at.button[0].click().run()
+    assert not at.exception and "cannot reach the Ray cluster at 127.0.0.1:9" in at.error[0].value
