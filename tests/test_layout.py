@@ -15,7 +15,7 @@ ALLOWED = {
     "train": {"quant", "zoo", "analysis", "runtime"},
     "workflow": {"quant", "zoo", "analysis", "runtime", "train", "i18n"},
     "store": {"quant", "zoo"},
-    "bench": {"quant", "zoo", "analysis", "runtime"},
+    "bench": {"quant", "zoo", "analysis", "runtime", "store"},
     "i18n": set(),
 }
 TOP_MODULES = {"__init__.py", "__main__.py", "figures.py"}

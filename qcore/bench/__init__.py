@@ -3,6 +3,7 @@
     python -m qcore.bench calibrate [--model NAME] [--calib-size N] [--repeats R] [--out FILE.json]
     python -m qcore.bench latency --model NAME [--random-weights] [--batch 1] [--threads 2] --out FILE.json
     python -m qcore.bench recover [--eval-size N] [--models a,b] --out FILE.json
+    python -m qcore.bench scale [--model NAME] [--eval-size 2000] --out FILE.json
 
 `calibrate` times the one statistics pass (observers at every quantizer, histograms included)
 against a plain FP32 forward pass over the same preprocessed images, interleaved R times in one
@@ -186,8 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--eval-size", type=int, default=None)
     r.add_argument("--models", default=None, help="only these models, e.g. fm_resnet,fm_vit")
     r.add_argument("--out", default=None)
+    sc = sub.add_parser("scale", help="the sensitivity sweep here and on Ray (1, 2 workers); ImageNet projection")
+    sc.add_argument("--model", default="fm_resnet")
+    sc.add_argument("--eval-size", type=int, default=2000)
+    sc.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    if args.cmd == "recover":
+    if args.cmd == "scale":
+        from qcore.bench.scale import bench_scale
+
+        report = bench_scale(args.model, args.eval_size, say=lambda line: print(line, file=sys.stderr))
+    elif args.cmd == "recover":
         from qcore.bench.recover import bench_recover
 
         report = bench_recover(args.eval_size, models=tuple(args.models.split(",")) if args.models else None,
