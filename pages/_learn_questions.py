@@ -21,7 +21,7 @@ QAT_BATCH = 64
 
 
 def _key(q: str, loaded: LoadedModel) -> str:
-    return f"learn_q_{q}_{loaded.name}"
+    return f"learn_q_{q}_{loaded.name}_{loaded.info.get('sha256', '')[:12]}"  # two uploads may share a name
 
 
 def question_ste(loaded: LoadedModel, sim) -> None:

@@ -34,7 +34,7 @@ def _pct(x: float | None) -> str:
 
 
 def _job_key(topic: str, loaded: LoadedModel) -> str:
-    return f"learn_job_{topic}_{loaded.name}"
+    return f"learn_job_{topic}_{loaded.name}_{loaded.info.get('sha256', '')[:12]}"  # two uploads may share a name
 
 
 def _start_button(label: str, tag: str, loaded: LoadedModel, fn, /, **kwargs) -> None:

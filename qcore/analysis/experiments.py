@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -20,10 +20,11 @@ from qcore.quant.calibration import DEFAULT_METHODS, parse_method
 from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
+from qcore.quant.work import Executor, LocalExecutor
 from qcore.zoo.inputs import Inputs, load, prepare_inputs
 from qcore.zoo.models import LoadedModel, finish_loading
 
-__all__ = ["parse_methods", "timed_pass", "compare_methods", "calibration_study",
+__all__ = ["parse_methods", "timed_pass", "compare_methods", "calibration_study", "GridWork", "grid_item",
            "weight_ranges", "channel_ranges", "clip_activations", "clipping_experiment"]
 
 
@@ -166,20 +167,51 @@ def channel_ranges(sim: QuantSim) -> dict[str, dict]:
     return out
 
 
-def _study_rows(sim: QuantSim, config: QuantConfig, inp: Inputs, fp32: EvalResult, methods, act_bits, say):
-    """Accuracy per method and bit width; ranges and per-layer SQNR per method at the first bit width."""
+@dataclass
+class GridWork:
+    """What every (method, bits) item of the calibration grid reads: the sim with its statistics, the
+    config, the evaluation batches and labels, FP32's scores, the probe batch and the first bit width."""
+
+    sim: QuantSim
+    config: QuantConfig
+    xs: list[torch.Tensor]
+    labels: torch.Tensor
+    fp32: EvalResult
+    probe: torch.Tensor
+    first_bits: int
+
+
+def grid_item(w: GridWork, item: tuple[str, int]) -> tuple[StudyRow, dict | None, dict | None]:
+    """One method at one activation bit width: accuracy and FP32 agreement; at the first width also the
+    ranges it picks per layer and each layer's SQNR. Deterministic, so any executor gives the same row."""
+    method, bits = item
+    w.sim.configure(w.config.with_default(act_bits=bits))
+    applied = w.sim.apply_ranges(method=method)
+    result = scores(logits(w.sim, w.xs), w.labels)
+    row = StudyRow(method, bits, result.top1, result.agreement_with(w.fp32))
+    if bits != w.first_bits:
+        return row, None, None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel sums differ in the last bits by thread count; executors must agree
+    try:
+        sqnr = {name: e["sqnr_db"] for name, e in layer_errors(w.sim, w.probe).items()}
+    finally:
+        torch.set_num_threads(threads)
+    return row, {name: r.to_dict() for name, r in applied.items()}, sqnr
+
+
+def _study_rows(sim: QuantSim, config: QuantConfig, inp: Inputs, fp32: EvalResult, methods, act_bits, say,
+                executor: Executor):
+    """Accuracy per method and bit width; ranges and per-layer SQNR per method at the first bit width:
+    one work item per (method, bits), run by `executor`."""
     runs = [(m, b) for b in act_bits for m in methods]
+    work = GridWork(sim, config, inp.eval_batches, inp.labels, fp32, inp.calib_batches[0][:64], act_bits[0])
+    results = executor.map(grid_item, work, runs, span(say, 0.25, 1.0), what="method x bits evaluations")
     rows, ranges, sqnr = [], {}, {}
-    probe = inp.calib_batches[0][:64]
-    for i, (m, b) in enumerate(runs):
-        say(0.25 + 0.75 * i / len(runs), f"evaluating {m} at {b}-bit activations ({i + 1}/{len(runs)})")
-        sim.configure(config.with_default(act_bits=b))
-        applied = sim.apply_ranges(method=m)
-        result = scores(logits(sim, inp.eval_batches), inp.labels)
-        rows.append(StudyRow(m, b, result.top1, result.agreement_with(fp32)))
-        if b == act_bits[0]:
-            ranges[m] = {name: r.to_dict() for name, r in applied.items()}
-            sqnr[m] = {name: e["sqnr_db"] for name, e in layer_errors(sim, probe).items()}
+    for (method, _), (row, picked, errors) in zip(runs, results):
+        rows.append(row)
+        if picked is not None:
+            ranges[method], sqnr[method] = picked, errors
     return rows, ranges, sqnr
 
 
@@ -196,12 +228,14 @@ def calibration_study(
     seed: int = 0,
     progress: Progress | None = None,
     weight_range: str = "auto",
+    executor: Executor | None = None,
 ) -> tuple[CalibrationStudy, QuantSim]:
     """Everything the calibration page shows, from ONE statistics pass.
 
     Returns the report and the QuantSim whose `.stats` hold every histogram (set to the first method
     and bit width); the report has the ranges every method picks per layer, accuracy and FP32
     agreement per method and activation bit width, and per-layer SQNR per method at the first width.
+    The (method, bits) evaluations are work items for `executor` (None: this process).
     """
     say = progress or silent
     inp = prepare_inputs(model, data, calib_size, eval_size, seed)
@@ -215,7 +249,7 @@ def calibration_study(
     stats_seconds = time.perf_counter() - start
     say(0.2, "FP32 evaluation")
     fp32 = scores(logits(inp.loaded.module, inp.eval_batches), inp.labels)
-    rows, ranges, sqnr = _study_rows(sim, config, inp, fp32, methods, act_bits, say)
+    rows, ranges, sqnr = _study_rows(sim, config, inp, fp32, methods, act_bits, say, executor or LocalExecutor())
     sim.configure(config)
     sim.apply_ranges(method=methods[0])
     say(1.0, "done")

@@ -259,7 +259,7 @@ def _isolated_errors(p: Prepared, name: str, layers: list[str], probe: torch.Ten
         p.sim(probe)
     ref_out = next(o for q, _, o in ref if q == name)
     q_out = next(o for q, _, o in out if q == name)
-    return output_errors(ref_out, q_out)
+    return _single_threaded(output_errors, ref_out, q_out)
 
 
 def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = True,

@@ -95,8 +95,11 @@ def finished(tmp_path_factory):
 def _with_jobs(model: str, jobs: dict, keys: dict) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state["model"] = model
+    from qcore.zoo.models import load_model
+
+    ident = f"{model}_{load_model(model).info.get('sha256', '')[:12]}"  # jobs are keyed by name and weights
     for key, job in keys.items():
-        at.session_state[key.format(m=model)] = jobs[job]
+        at.session_state[key.format(m=ident)] = jobs[job]
     at.switch_page("pages/learn.py").run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     return at

@@ -16,59 +16,99 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 QEMU = "/usr/bin/qemu-x86_64"
 
-SCRIPT = r"""
-import json, sys, tempfile
-from pathlib import Path
-from qcore.analysis.evaluate import agreement, logits, scores
+# Under emulation every instruction is slow (a fm_resnet forward pass costs seconds per image), so only what
+# depends on the CPU runs there: which weight range "auto" picks, and ONNX Runtime's INT8 kernels with the
+# per-layer check. Calibration, export and the simulation's logits (plain float torch) run natively.
+PROBE = r"""
+import json
 from qcore.quant.isa import cpu_isa
 from qcore.quant.qconfig import QuantConfig
-from qcore.quant.quantsim import QuantSim
-from qcore.runtime.backends import ort as ort_backend
-from qcore.runtime.layer_check import check_layers, first_divergent
-from qcore.zoo.inputs import prepare_inputs
-
-from qcore.zoo.user_models import load_user_model
-
-out = {"cpu_class": cpu_isa().cpu_class}
-own = load_user_model(sys.argv[1], input_shape=(1, 28, 28), preprocess="custom",
-                      preprocess_overrides={"mean": (0.286,), "std": (0.353,), "resize": 28})
-for model, images, weight_range in (("fm_resnet", 200, "auto"), ("fm_resnet", 64, "full"), ("fm_gelunet", 300, "auto"),
-                                    ("fm_mobilenetv2", 200, "auto"), (own, 200, "auto")):
-    inp = prepare_inputs(model, "fashion-mnist", calib_size=128, eval_size=images, eval_batch=50)
-    model = "own" if model is own else model
-    sim = QuantSim.calibrated(inp.loaded.module, QuantConfig(weight_range=weight_range), inp.calib_batches)
-    runner = ort_backend.int8_runner(sim, inp.loaded.spec.input_shape, Path(tempfile.mkdtemp()), 2, "u8")
-    s, r = logits(sim, inp.eval_batches), logits(runner, inp.eval_batches)
-    first = first_divergent(check_layers(sim, runner.path, inp.eval_batches[0][:4]))
-    out[f"{model} {weight_range}"] = {
-        "resolved": sim.config.weight_range, "sim": scores(s, inp.labels).top1, "int8": scores(r, inp.labels).top1,
-        "agreement": agreement(s.argmax(1), r.argmax(1)), "first_divergent": first.name if first else None}
-print("RESULT " + json.dumps(out))
+print("RESULT " + json.dumps({"cpu_class": cpu_isa().cpu_class, "resolved": QuantConfig().resolved().weight_range}))
 """
 
+SCRIPT = r"""
+import json, sys
+import torch
+from qcore.analysis.evaluate import agreement, logits, scores
+from qcore.runtime.backends.ort import ort_runner
+from qcore.runtime.layer_check import check_layers, first_divergent
 
-@pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
-    """One emulated run; besides the built-ins it checks an own model: fm_mobilenetv2 as a torch.export
-    program (exported here, natively), lifted and deployed through ONNX Runtime on the AVX2 kernels."""
-    if os.uname().machine != "x86_64" or not os.path.exists(QEMU):
-        pytest.skip("needs an x86-64 machine with Debian's qemu-user (apt-get install qemu-user)")
-    import torch
+out = {}
+for path in sys.argv[1:]:
+    case = torch.load(path, weights_only=False)  # written by this test's own fixture
+    runner = ort_runner("ort_u8s8", "int8", case["onnx"], 2)
+    r = logits(runner, case["xs"])
+    first = first_divergent(check_layers(case["sim"], case["onnx"], case["xs"][0][:4]))
+    s = case["sim_logits"]
+    out[case["name"]] = {"resolved": case["resolved"], "sim": scores(s, case["labels"]).top1,
+                         "int8": scores(r, case["labels"]).top1, "agreement": agreement(s.argmax(1), r.argmax(1)),
+                         "first_divergent": first.name if first else None}
+print("RESULT " + json.dumps(out))
+"""
+CASES = (("fm_resnet", 200, "auto"), ("fm_resnet", 64, "full"), ("fm_gelunet", 300, "auto"),
+         ("fm_mobilenetv2", 200, "auto"), ("own", 200, "auto"))
 
-    from qcore.zoo.models import load_model
 
-    pt2 = tmp_path_factory.mktemp("own") / "fm_mobile.pt2"
-    program = torch.export.export(load_model("fm_mobilenetv2").module, (torch.zeros(2, 1, 28, 28),),
-                                  dynamic_shapes=({0: torch.export.Dim.AUTO},))
-    torch.export.save(program, pt2)
-    proc = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", SCRIPT, str(pt2)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=1500, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def _emulated(script: str, *args) -> dict:
+    proc = subprocess.run([QEMU, "-cpu", "Haswell", sys.executable, "-c", script, *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1500, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
 
 
+def _own_model(folder: Path):
+    """fm_mobilenetv2 as a torch.export program, saved and loaded back as a user's file is."""
+    import torch
+
+    from qcore.zoo.models import load_model
+    from qcore.zoo.user_models import load_user_model
+
+    pt2 = folder / "fm_mobile.pt2"
+    program = torch.export.export(load_model("fm_mobilenetv2").module, (torch.zeros(2, 1, 28, 28),),
+                                  dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    torch.export.save(program, pt2)
+    return load_user_model(pt2, input_shape=(1, 28, 28), preprocess="custom",
+                           preprocess_overrides={"mean": (0.286,), "std": (0.353,), "resize": 28})
+
+
+def _prepared_case(folder: Path, model, label: str, images: int, weight_range: str) -> Path:
+    """Calibrate, export the U8S8 model and run the simulation natively; save what the emulated run needs."""
+    import torch
+
+    from qcore.analysis.evaluate import logits
+    from qcore.quant.qconfig import QuantConfig
+    from qcore.quant.quantsim import QuantSim
+    from qcore.runtime.backends import ort as ort_backend
+    from qcore.zoo.inputs import prepare_inputs
+
+    inp = prepare_inputs(model, "fashion-mnist", calib_size=128, eval_size=images, eval_batch=50)
+    sim = QuantSim.calibrated(inp.loaded.module, QuantConfig(weight_range=weight_range), inp.calib_batches)
+    out = folder / label.replace(" ", "-")
+    out.mkdir()
+    runner = ort_backend.int8_runner(sim, inp.loaded.spec.input_shape, out, 2, "u8")
+    path = out / "case.pt"
+    torch.save({"name": label, "resolved": weight_range, "sim": sim, "onnx": runner.path,
+                "xs": inp.eval_batches, "labels": inp.labels, "sim_logits": logits(sim, inp.eval_batches)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    """The CPU as the emulated process sees it, then every case's real INT8 run there; besides the built-ins an
+    own model: fm_mobilenetv2 as a torch.export program, lifted and deployed through ONNX Runtime."""
+    if os.uname().machine != "x86_64" or not os.path.exists(QEMU):
+        pytest.skip("needs an x86-64 machine with Debian's qemu-user (apt-get install qemu-user)")
+    folder = tmp_path_factory.mktemp("avx2")
+    probe = _emulated(PROBE)
+    own = _own_model(folder)
+    cases = [_prepared_case(folder, own if m == "own" else m, f"{m} {w}", n, probe["resolved"] if w == "auto" else w)
+             for m, n, w in CASES]
+    return {"cpu_class": probe["cpu_class"], **_emulated(SCRIPT, *cases)}
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_the_emulated_cpu_is_avx2_only(emulated):
     assert emulated["cpu_class"] == "AVX2 only (no VNNI)"
 

@@ -78,3 +78,14 @@ def test_the_sensitivity_sweep_on_ray_equals_the_local_sweep(ray_two_workers):
         assert (a.only_this_quantized, a.all_but_this, a.sqnr_db, a.mse, a.cosine) == (
             b.only_this_quantized, b.all_but_this, b.sqnr_db, b.mse, b.cosine), a.name
     assert local.base_accuracy == distributed.base_accuracy
+
+
+@pytest.mark.slow
+def test_the_calibration_grid_on_ray_equals_the_local_grid(ray_two_workers):
+    from qcore.analysis.experiments import calibration_study
+
+    kwargs = {"methods": ("max", "entropy", "percentile:99.99"), "act_bits": (8, 4), "calib_size": 128, "eval_size": 300}
+    local, _ = calibration_study("fm_resnet", **kwargs)
+    distributed, _ = calibration_study("fm_resnet", executor=ray_two_workers, **kwargs)
+    assert len(local.accuracy) == 6 and local.accuracy == distributed.accuracy
+    assert local.ranges == distributed.ranges and local.layer_sqnr_db == distributed.layer_sqnr_db
