@@ -14,7 +14,8 @@ from qcore.zoo.data import ImageSet
 from qcore.zoo.inputs import DEFAULT_BATCH, batches
 
 
-__all__ = ["EvalResult", "logits", "scores", "top1", "evaluate", "agreement", "sqnr_db", "output_errors", "layer_errors"]
+__all__ = ["EvalResult", "logits", "scores", "top1", "evaluate", "agreement", "sqnr_db", "output_errors", "layer_errors",
+           "single_threaded"]
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -117,3 +118,14 @@ def layer_errors(sim, x: torch.Tensor) -> dict[str, dict]:
         sim(x)
     ref = {name: out for name, _, out in ref_records}
     return {name: output_errors(ref[name], out) for name, _, out in q_records}
+
+
+def single_threaded(fn, *args):
+    """`fn(*args)` on one thread: torch's parallel sums depend on the thread count in the last bits, and a
+    sweep's numbers must not depend on which executor (one thread per Ray worker) computed them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(threads)

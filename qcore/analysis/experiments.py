@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from qcore.analysis.evaluate import EvalResult, kl_divergence, layer_errors, logits, scores, sqnr_db
+from qcore.analysis.evaluate import (EvalResult, kl_divergence, layer_errors, logits, scores, single_threaded,
+                                     sqnr_db)
 from qcore.analysis.reports import (CalibrationReport, CalibrationStudy, ClippingReport, ClippingRow, MethodResult,
                                     StudyRow)
 from qcore.quant.calibration import DEFAULT_METHODS, parse_method
@@ -191,12 +192,7 @@ def grid_item(w: GridWork, item: tuple[str, int]) -> tuple[StudyRow, dict | None
     row = StudyRow(method, bits, result.top1, result.agreement_with(w.fp32))
     if bits != w.first_bits:
         return row, None, None
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # parallel sums differ in the last bits by thread count; executors must agree
-    try:
-        sqnr = {name: e["sqnr_db"] for name, e in layer_errors(w.sim, w.probe).items()}
-    finally:
-        torch.set_num_threads(threads)
+    sqnr = {name: e["sqnr_db"] for name, e in single_threaded(layer_errors, w.sim, w.probe).items()}
     return row, {name: r.to_dict() for name, r in applied.items()}, sqnr
 
 

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import fx
 
-from qcore.analysis.evaluate import logits, output_errors
+from qcore.analysis.evaluate import logits, output_errors, single_threaded
 from qcore.analysis.reports import CurvePoint, GreedyResult, LayerSensitivity, SensitivityReport
 from qcore.quant.calibration import RangeResult
 from qcore.quant.progress import Progress, silent, span
@@ -189,19 +189,8 @@ def _count_correct(w: SweepWork, x: torch.Tensor, y: torch.Tensor, variant, disa
             out = cache.run_from(starts[name])
         correct[name] += int((out.argmax(1) == y).sum())
         if records:
-            errors[name] = _single_threaded(output_errors, cache.env[nodes[name]][:probe], records[0][2][:probe])
+            errors[name] = single_threaded(output_errors, cache.env[nodes[name]][:probe], records[0][2][:probe])
     return correct
-
-
-def _single_threaded(fn, *args):
-    """`fn(*args)` on one thread: torch's parallel sums depend on the thread count in the last bits, and a
-    sweep's numbers must not depend on which executor (one thread per Ray worker) computed them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn(*args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _only(w: SweepWork, name: str) -> QuantConfig:
@@ -259,7 +248,7 @@ def _isolated_errors(p: Prepared, name: str, layers: list[str], probe: torch.Ten
         p.sim(probe)
     ref_out = next(o for q, _, o in ref if q == name)
     q_out = next(o for q, _, o in out if q == name)
-    return _single_threaded(output_errors, ref_out, q_out)
+    return single_threaded(output_errors, ref_out, q_out)
 
 
 def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = True,
