@@ -1,6 +1,6 @@
 """Korean and English: every string the app and the CLI mark for translation has a Korean translation, and
 the catalog holds no string nobody uses any more (Babel extracts them, as `pybabel extract` would):
-t("...") in app.py and pages/, _("...") in the CLI (qcore/__main__.py), N_("...") anywhere under qcore/."""
+t("...") in app.py and views/, _("...") in the CLI (qcore/__main__.py), N_("...") anywhere under qcore/."""
 
 import re
 import string
@@ -20,7 +20,7 @@ def _extract(files, keywords) -> set[str]:
 
 
 def app_msgids() -> set[str]:
-    return _extract([ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))], {"t": None, "N_": None})
+    return _extract([ROOT / "app.py", *sorted((ROOT / "views").glob("*.py"))], {"t": None, "N_": None})
 
 
 def cli_msgids() -> set[str]:

@@ -5,7 +5,10 @@ which also raises `Cancelled` once `job.cancel()` was called, so cancelling take
 next progress report. Metric rows streamed with `job.emit(row)` (loss per step, accuracy per
 epoch) collect in order. Pages poll `job.snapshot()` (a plain dict, read under the lock).
 
-Jobs that time or train hold `qcore.runtime.machine.MACHINE_LOCK` themselves.
+A job runs either in a thread of its own (`start()`, for the CLI and tests) or, in the app, in a
+worker thread of the `qcore.store.scheduler.Scheduler`, which queues it first (`status` "queued")
+and calls `run_here()` when a slot is free. Jobs that time or train also hold
+`qcore.runtime.machine.MACHINE_LOCK` themselves.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import time
 import traceback
 from typing import Any, Callable
 
-__all__ = ["Cancelled", "Job", "JobReaper"]
+__all__ = ["Cancelled", "Job", "JobReaper", "FINAL_STATES"]
 
 LOG_LINES = 100
+FINAL_STATES = ("done", "failed", "cancelled", "interrupted")
 
 
 class Cancelled(Exception):
@@ -38,12 +42,39 @@ class Job:
         self._thread = threading.Thread(target=self._run, name=f"job:{name}", daemon=True)
 
     def start(self) -> "Job":
+        """Run in a thread of its own, now."""
         with self._lock:
             self._state["status"], self._state["started"] = "running", time.time()
         self._thread.start()
         return self
 
+    def queue(self) -> "Job":
+        """Mark the job as waiting for a scheduler's slot (it runs when the scheduler calls `run_here`)."""
+        with self._lock:
+            self._state["status"] = "queued"
+        return self
+
+    def run_here(self) -> None:
+        """Run in the calling thread (a scheduler's worker) until done, failed or cancelled; a job cancelled
+        while it was still queued does not start."""
+        with self._lock:
+            if self._state["status"] in FINAL_STATES:
+                return
+            self._state["status"], self._state["started"] = "running", time.time()
+        self._run()
+
+    def finish_unstarted(self, status: str = "cancelled", error: str | None = None) -> None:
+        """End a job that never ran (cancelled in the queue, the server going away)."""
+        self._cancel.set()
+        with self._lock:
+            if self._state["status"] not in FINAL_STATES:
+                self._state.update(status=status, error=error, finished=time.time())
+
     def _run(self) -> None:
+        if self._cancel.is_set():
+            with self._lock:
+                self._state.update(status="cancelled", finished=time.time())
+            return
         try:
             result = self._fn(self)
             final = {"status": "done", "result": result, "progress": 1.0}
@@ -91,10 +122,13 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return self.snapshot()["status"] in ("done", "failed", "cancelled")
+        return self.snapshot()["status"] in FINAL_STATES
 
     def wait(self, timeout: float | None = None) -> dict:
-        self._thread.join(timeout)
+        """The snapshot once the job has ended (or `timeout` seconds passed), wherever it runs."""
+        deadline = None if timeout is None else time.time() + timeout
+        while not self.done and (deadline is None or time.time() < deadline):
+            time.sleep(0.01)
         return self.snapshot()
 
 

@@ -12,7 +12,7 @@ APP = Path(__file__).resolve().parents[2] / "app.py"
 
 @dataclass(frozen=True)
 class NavPage:
-    script: str  # "pages/calibration.py"
+    script: str  # "views/calibration.py"
     title: str  # the English msgid of its navigation title, t("...") in app.py
     default: bool
 
@@ -44,7 +44,7 @@ def routed(script: str, lang: str, **state):
 
     from streamlit.testing.v1 import AppTest
 
-    sys.modules.pop("pages._ui", None)
+    sys.modules.pop("views._ui", None)
     at = AppTest.from_file(str(APP), default_timeout=300)
     for key, value in state.items():
         at.session_state[key] = value

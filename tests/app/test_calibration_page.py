@@ -24,7 +24,7 @@ def finished_study():
 def test_calibration_page_draws_histograms_tables_and_accuracy(finished_study):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["calibration_job"] = finished_study
-    at.switch_page("pages/calibration.py").run()
+    at.switch_page("views/calibration.py").run()
     assert not at.exception and not at.error
     layer_box = at.selectbox(key="calib_layer")
     assert layer_box.options[0].startswith("input")
@@ -40,7 +40,7 @@ def test_calibration_page_draws_histograms_tables_and_accuracy(finished_study):
 
 def test_calibration_page_before_a_run():
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page("pages/calibration.py").run()
+    at.switch_page("views/calibration.py").run()
     assert not at.exception
     assert any("Run calibration" in i.value for i in at.info)
 
@@ -50,7 +50,7 @@ def test_calibration_results_in_korean(finished_study):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["calibration_job"] = finished_study
     at.session_state["lang_choice"] = "ko"  # the page may run without app.py here (see navigation.routed)
-    at.switch_page("pages/calibration.py").run()
+    at.switch_page("views/calibration.py").run()
     assert not at.exception and not at.error
     assert "방법" in at.dataframe[1].value.columns and "클리핑 최댓값" in at.dataframe[1].value.columns
     assert any("레이어" in h.value for h in at.subheader)

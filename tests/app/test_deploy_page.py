@@ -28,7 +28,7 @@ def finished_job(tmp_path_factory):
 def test_deploy_page_shows_results_of_a_finished_job(finished_job):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["deploy_job"] = finished_job
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("views/deploy.py").run()
     assert not at.exception
     labels = [m.label for m in at.metric]
     assert "Agreement with simulation" in labels and "Speedup at batch 1" in labels
@@ -42,7 +42,7 @@ def test_deploy_page_shows_results_of_a_finished_job(finished_job):
 def test_the_weight_range_choice_is_shown_for_this_cpu_and_overridable(choice, said):
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["weight_range"] = choice
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("views/deploy.py").run()
     assert not at.exception
     note = next(i.value for i in at.info if "This CPU" in i.value)
     assert ("has no VNNI" in note) == (not cpu_isa().vnni) and cpu_isa().cpu_class in note
@@ -53,7 +53,7 @@ def test_the_weight_range_choice_is_shown_for_this_cpu_and_overridable(choice, s
 
 def test_deploy_page_without_a_job_invites_a_run():
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("views/deploy.py").run()
     assert not at.exception
     assert any("Build and measure" in i.value for i in at.info)
 
@@ -67,7 +67,7 @@ def test_failed_job_shows_its_message():
     job = Job("deploy", boom, (ValueError,)).start()
     job.wait()
     at.session_state["deploy_job"] = job
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("views/deploy.py").run()
     assert not at.exception
     assert at.error and "nope" in at.error[0].value
 
@@ -77,7 +77,7 @@ def test_deploy_results_in_korean(finished_job):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["deploy_job"] = finished_job
     at.session_state["lang_choice"] = "ko"  # the page may run without app.py here (see navigation.routed)
-    at.switch_page("pages/deploy.py").run()
+    at.switch_page("views/deploy.py").run()
     assert not at.exception
     labels = [m.label for m in at.metric]
     assert "시뮬레이션과의 일치율" in labels and "배치 1 속도 향상" in labels

@@ -9,7 +9,7 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 def _learn() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("views/learn.py").run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     return at
 
@@ -42,7 +42,7 @@ def test_learn_page_computes_from_the_model():
 def test_learn_page_in_korean_with_the_new_sections():
     from tests.app.navigation import routed
 
-    at = routed("pages/learn.py", "ko")
+    at = routed("views/learn.py", "ko")
     assert not at.exception and not at.error
     headers = [h.value for h in at.header]
     assert "실험으로 답하는 질문" in headers
@@ -56,7 +56,7 @@ def test_learn_page_in_korean_with_the_new_sections():
 def test_learn_page_on_mobilenet_and_vit_shows_the_topics_that_apply():
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state["model"] = "fm_mobilenetv2"
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("views/learn.py").run()
     assert not at.exception
     assert any(m.label == "median spread, depthwise" and m.value != "–" for m in at.metric)
     at.session_state["model"] = "fm_vit"
@@ -100,7 +100,7 @@ def _with_jobs(model: str, jobs: dict, keys: dict) -> AppTest:
     ident = f"{model}_{load_model(model).info.get('sha256', '')[:12]}"  # jobs are keyed by name and weights
     for key, job in keys.items():
         at.session_state[key.format(m=ident)] = jobs[job]
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("views/learn.py").run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
     return at
 

@@ -29,7 +29,7 @@ def _page(job=None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     if job is not None:
         at.session_state["qat_job"] = job
-    at.switch_page("pages/qat.py").run()
+    at.switch_page("views/qat.py").run()
     assert not at.exception
     return at
 
@@ -96,7 +96,7 @@ def test_cancelled_run_says_so_in_korean():
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["qat_job"] = job
     at.session_state["lang_choice"] = "ko"  # the page may run without app.py here (see navigation.routed)
-    at.switch_page("pages/qat.py").run()
+    at.switch_page("views/qat.py").run()
     assert not at.exception
     assert at.warning and at.warning[0].value == "취소되었습니다."
     assert any(b.label == "미세 조정 시작" for b in at.button)
@@ -109,7 +109,7 @@ def test_a_two_process_ddp_run_from_the_page_says_how_it_ran():
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state["calib_size"] = 64
     at.session_state["eval_size"] = 200
-    at.switch_page("pages/qat.py").run()
+    at.switch_page("views/qat.py").run()
     at.radio(key="qat_budget").set_value("steps")
     at.number_input(key="qat_amount").set_value(4.0)
     at.number_input(key="qat_epochs").set_value(1)

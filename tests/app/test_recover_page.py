@@ -14,7 +14,7 @@ def test_recover_page_runs_steps_and_shows_per_layer_results():
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state["eval_size"] = 300
     at.session_state["calib_size"] = 128
-    at.switch_page("pages/recover.py").run()
+    at.switch_page("views/recover.py").run()
     assert not at.exception
     at.button[0].click().run()  # the form's Run button
     for _ in range(120):

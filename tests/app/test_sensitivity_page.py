@@ -24,7 +24,7 @@ def finished_sweep():
 def open_page(job) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["sensitivity_job"] = job
-    at.switch_page("pages/sensitivity.py").run()
+    at.switch_page("views/sensitivity.py").run()
     return at
 
 
@@ -53,7 +53,7 @@ def test_sweep_results_in_korean(finished_sweep):
     at = AppTest.from_file(APP, default_timeout=120)
     at.session_state["sensitivity_job"] = finished_sweep
     at.session_state["lang_choice"] = "ko"  # the page may run without app.py here (see navigation.routed)
-    at.switch_page("pages/sensitivity.py").run()
+    at.switch_page("views/sensitivity.py").run()
     assert not at.exception and not at.error
     labels = {m.label for m in at.metric}
     assert {"FP32 top-1 정확도", "모든 레이어 양자화", "레이어 수"} <= labels
@@ -76,7 +76,7 @@ def _run_sweep(at: AppTest, seconds: int = 300) -> None:
 def test_the_sweep_runs_on_ray_from_the_page_and_says_so():
     at = AppTest.from_file(APP, default_timeout=300)
     at.session_state["calib_size"] = 64
-    at.switch_page("pages/sensitivity.py").run()
+    at.switch_page("views/sensitivity.py").run()
     at.number_input(key="sens_eval_size").set_value(200)
     at.radio(key="sens_executor").set_value("ray")
     at.number_input(key="sens_ray_workers").set_value(2)
@@ -94,7 +94,7 @@ def test_the_sweep_runs_on_ray_from_the_page_and_says_so():
 
 def test_an_unreachable_ray_address_is_a_message_not_a_traceback():
     at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page("pages/sensitivity.py").run()
+    at.switch_page("views/sensitivity.py").run()
     at.radio(key="sens_executor").set_value("ray")
     at.text_input(key="sens_ray_address").set_value("ray://127.0.0.1:9")
     at.button[0].click().run()

@@ -23,7 +23,7 @@ def test_workflow_page_reaches_real_int8_with_a_downloadable_report(lang):
     at = AppTest.from_file(APP, default_timeout=300)
     at.query_params["lang"] = lang
     at.session_state["calib_size"] = 128
-    at.switch_page("pages/workflow.py").run()
+    at.switch_page("views/workflow.py").run()
     assert not at.exception
     at.number_input(key="wf_eval_size").set_value(300)
     at.button[0].click().run()  # the form's submit button

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import (chosen_config, granularity_label, job_result, layer_summary, page_header, recovery_steps, run_job,
+from views._ui import (chosen_config, granularity_label, job_result, layer_summary, page_header, recovery_steps, run_job,
                        t)
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import qat_accuracy_figure, qat_curve_figure

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from pages._ui import (base_config, granularity_label, job_result, layer_summary, page_header, run_job, t,
+from views._ui import (base_config, granularity_label, job_result, layer_summary, page_header, run_job, t,
                        user_errors)
 from qcore.analysis.partial import (PRECISIONS, config_from_precisions, greedy_search, measure_config,
                                     sweep_layers)
@@ -70,7 +70,7 @@ if event and event.selection and event.selection.get("points"):
     picked = event.selection["points"][0].get("x")
     if picked in set(df["name"]):
         st.session_state["calib_layer_request"] = picked
-        st.switch_page("pages/calibration.py")
+        st.switch_page("views/calibration.py")
 st.caption(t("Click a layer to open its histogram on the calibration page (after a calibration run there)."))
 st.dataframe(df.rename(columns={"name": t("layer"), "kind": t("kind"), "only_this_quantized": t("only this quantized"),
                                 "all_but_this": t("all but this"), "sqnr_db": t("SQNR dB"), "mse": t("MSE"),

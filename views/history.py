@@ -8,7 +8,7 @@ import sqlite3
 import pandas as pd
 import streamlit as st
 
-from pages._ui import t
+from views._ui import t
 from qcore.store import history
 from qcore.figures import comparable_metrics, runs_compare_figure
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from pages._ui import job_result, layer_stats, model_identity, run_job, t
+from views._ui import job_result, layer_stats, model_identity, run_job, t
 from qcore.analysis import learn_topics as lt
 from qcore.figures import channel_max_figure, lowbit_levels_figure, spread_figure
 from qcore.zoo.models import LoadedModel

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._learn_topics import show_verdict
-from pages._ui import job_result, run_job, t, upload_dir
+from views._learn_topics import show_verdict
+from views._ui import job_result, run_job, t, upload_dir
 from qcore.analysis import learn_questions as lq
 from qcore.analysis.layers import folded_weight
 from qcore.zoo.models import LoadedModel

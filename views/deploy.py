@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import base_config, chosen_config, job_result, layer_summary, page_header, run_job, scheme_note, t
+from views._ui import base_config, chosen_config, job_result, layer_summary, page_header, run_job, scheme_note, t
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import latency_figure, speedup_figure
 

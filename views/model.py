@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_for, fp32_eval, model_identity, settings,
+from views._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_for, fp32_eval, model_identity, settings,
                        upload_dir,
                        t, user_errors, user_models)
 from qcore.analysis.layers import model_facts

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._learn_questions import questions
-from pages._learn_topics import topics
-from pages._ui import data_name_for, layer_stats, page_header, user_errors, t
+from views._learn_questions import questions
+from views._learn_topics import topics
+from views._ui import data_name_for, layer_stats, page_header, user_errors, t
 from qcore.analysis import learn
 from qcore.analysis.layers import folded_weight
 from qcore.figures import clipping_figure, staircase_figure, ste_figure

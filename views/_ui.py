@@ -18,23 +18,6 @@ from qcore.analysis.evaluate import EvalResult, evaluate
 from qcore.zoo.inputs import check_compatible, decode_for, default_data
 from qcore.zoo.models import DEFAULT_MODEL, LoadedModel, ModelUnavailable, list_models, load_model
 
-
-
-def _route_through_app() -> None:
-    """Streamlit routes by the pages/ folder (its multipage v1) until some session has run app.py's
-    st.navigation: a first visitor's deep link (/calibration on a freshly started server) would run
-    the page bare, without app.py's sidebar and navigation. Switching that routing off once and
-    rerunning sends the request through app.py, whose st.navigation opens the same page by its URL.
-    (This module is imported by app.py and by every page, so it runs before any page draws.)"""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-_route_through_app()
-
 USER_ERRORS = (ModelUnavailable, DataUnavailable, ValueError, FileNotFoundError, FloatingPointError)
 
 DEFAULTS = {
