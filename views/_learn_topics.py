@@ -12,7 +12,8 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from views._ui import job_result, layer_stats, model_identity, run_job, t
+from views._jobs import job_result, run_job
+from views._ui import layer_stats, model_identity, t
 from qcore.analysis import learn_topics as lt
 from qcore.figures import channel_max_figure, lowbit_levels_figure, spread_figure
 from qcore.zoo.models import LoadedModel

@@ -6,7 +6,6 @@ the pages may mutate them; experiments work on copies made inside qcore (QuantSi
 
 from __future__ import annotations
 
-import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ import streamlit as st
 from qcore.zoo.data import DataUnavailable, ImageSet, data_dir, eval_subset
 from qcore.analysis.evaluate import EvalResult, evaluate
 from qcore.zoo.inputs import check_compatible, decode_for, default_data
-from qcore.zoo.models import DEFAULT_MODEL, LoadedModel, ModelUnavailable, list_models, load_model
+from qcore.zoo.models import DEFAULT_MODEL, LoadedModel, ModelUnavailable, list_models, load_model, model_identity
 
 USER_ERRORS = (ModelUnavailable, DataUnavailable, ValueError, FileNotFoundError, FloatingPointError)
 
@@ -271,104 +270,6 @@ def user_errors():
     except USER_ERRORS as exc:
         st.error(str(exc))
         st.stop()
-
-
-@st.cache_resource
-def _reaper():
-    """One per process: cancels the jobs of browser sessions that closed (after a grace period)."""
-    from streamlit.runtime import Runtime
-
-    from qcore.store.jobs import JobReaper
-
-    def alive(session_id: str) -> bool:
-        return not Runtime.exists() or Runtime.instance().is_active_session(session_id)
-
-    return JobReaper(alive, grace=float(os.environ.get("QX_JOB_GRACE_S", "30")))
-
-
-def start_job(key: str, name: str, work, remember: bool = False, report_of=None) -> None:
-    """Start `work(job)` in the background under session key `key`, unless one is still running.
-    With `remember`, the finished run's typed report (`report_of(result)`, else the result itself)
-    goes into the history under its kind. The job is cancelled if this browser session goes away."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    from qcore.store import history
-    from qcore.store.jobs import Job
-
-    def run(job):
-        result = work(job)
-        if remember:
-            history.remember(report_of(result) if report_of else result, say=lambda msg: job.update(None, msg))
-        return result
-
-    job = st.session_state.get(key)
-    if job is not None and not job.done:
-        st.warning(t("A run is already going; cancel it first."))
-        return
-    job = Job(name, run, USER_ERRORS).start()
-    st.session_state[key] = job
-    ctx = get_script_run_ctx()
-    if ctx is not None:
-        _reaper().track(ctx.session_id, job)
-
-
-def run_job(key: str, name: str, fn, /, *, remember: bool = False, report_of=None, stream_metrics: bool = False,
-            **kwargs) -> None:
-    """Start `fn(**kwargs, progress=job.update)` as the background job under session key `key`.
-
-    Every page's long run has this shape, so pages pass the engine function and its arguments
-    instead of writing a closure. The engine reports `progress(fraction, message)`, the signature
-    of `Job.update`, so the callback is the job's own method (and cancelling stops the run at its
-    next report). `stream_metrics` also passes `on_metric=job.emit` (QAT streams its curves).
-    `remember` and `report_of` go to `start_job`: the finished run's report goes into the history.
-    """
-
-    def work(job):
-        extra = {"on_metric": job.emit} if stream_metrics else {}
-        return fn(**kwargs, **extra, progress=job.update)
-
-    start_job(key, name, work, remember=remember, report_of=report_of)
-
-
-def job_result(key: str, idle_message: str, live=None):
-    """Show the job under `key`: an invitation, live progress with Cancel, or its error.
-
-    Returns the finished job's result, or None (the caller then draws nothing more). While the job
-    runs, a fragment polls it every second, draws `live(snapshot)` (e.g. charts of the metrics
-    streamed so far) and reruns the page once when the job ends.
-    """
-    job = st.session_state.get(key)
-    if job is None:
-        st.info(idle_message)
-        return None
-    snap = job.snapshot()
-    if snap["status"] == "running":
-
-        @st.fragment(run_every=1.0)
-        def poll():
-            now = job.snapshot()
-            if now["status"] != "running":
-                st.rerun()
-            st.progress(now["progress"], text=now["message"] or t("starting ..."))
-            if st.button(t("Cancel"), key=f"cancel_{key}"):
-                job.cancel()
-            if live is not None:
-                live(now)
-
-        poll()
-        return None
-    if snap["status"] == "cancelled":
-        st.warning(t("Cancelled."))
-    elif snap["status"] == "failed":
-        st.error(snap["error"])
-    return snap["result"] if snap["status"] == "done" else None
-
-
-def model_identity(loaded: LoadedModel) -> tuple:
-    """What makes two loaded models the same for cached results: the weights (uploads may share a file name,
-    never a hash), and how images reach them (the same file loaded with other preprocessing is another model)."""
-    spec = loaded.spec
-    return loaded.info.get("sha256", loaded.name), spec.preprocess, spec.input_shape, loaded.info.get("arch")
 
 
 def layer_stats(loaded: LoadedModel, data: str | None, seed: int, images: int = 64):

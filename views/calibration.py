@@ -7,7 +7,8 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from views._ui import granularity_label, job_result, layer_summary, page_header, run_job, t
+from views._jobs import job_result, run_job
+from views._ui import granularity_label, layer_summary, page_header, t
 from qcore.analysis.layers import channel_spread, has_unbounded_activations, method_ranges
 from qcore.figures import (accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure,
                            weight_histogram_figure)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from views._ui import base_config, chosen_config, job_result, layer_summary, page_header, run_job, scheme_note, t
+from views._jobs import job_result, run_job
+from views._ui import base_config, chosen_config, layer_summary, page_header, scheme_note, t
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import latency_figure, speedup_figure
 

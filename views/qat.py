@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from views._ui import (chosen_config, granularity_label, job_result, layer_summary, page_header, recovery_steps, run_job,
-                       t)
+from views._jobs import job_result, run_job
+from views._ui import chosen_config, granularity_label, layer_summary, page_header, recovery_steps, t
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
 from qcore.train.qat import RANGE_MODES, QATRecipe, default_lr, run_qat

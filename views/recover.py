@@ -7,7 +7,8 @@ import tempfile
 import pandas as pd
 import streamlit as st
 
-from views._ui import base_config, job_result, layer_summary, page_header, run_job, t, user_errors
+from views._jobs import job_result, run_job
+from views._ui import base_config, layer_summary, page_header, t, user_errors
 from qcore.analysis.recovery import recover, rounding_table
 from qcore.figures import (before_after_ranges_figure, channel_max_figure, recovery_accuracy_figure,
                            recovery_sqnr_figure)

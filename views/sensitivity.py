@@ -8,8 +8,8 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from views._ui import (base_config, granularity_label, job_result, layer_summary, page_header, run_job, t,
-                       user_errors)
+from views._jobs import job_result, run_job
+from views._ui import base_config, granularity_label, layer_summary, page_header, t, user_errors
 from qcore.analysis.partial import (PRECISIONS, config_from_precisions, greedy_search, measure_config,
                                     sweep_layers)
 from qcore.figures import pareto_figure, sensitivity_figure

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from views._ui import base_config, job_result, layer_summary, page_header, run_job, t, upload_dir
+from views._jobs import job_result, run_job
+from views._ui import base_config, layer_summary, page_header, t, upload_dir
 from qcore.figures import float_layers_curve_figure, workflow_steps_figure
 from qcore.workflow import Target, WorkflowOptions, run_workflow
 from qcore.workflow.document import recipe_text, skip_text, summary_rows, title, to_html, to_markdown

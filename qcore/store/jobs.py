@@ -133,7 +133,8 @@ class Job:
 
 
 class JobReaper:
-    """Cancels the jobs of owners that are gone (a browser session closed), after a grace period.
+    """Cancels the jobs of owners that are gone (a browser session closed), after a grace period; a job
+    that says `cancel_on_close = False` (the app's default: it finishes into the history) is left to run.
 
     `is_alive(owner)` answers whether an owner is still there; it is asked every `interval`
     seconds from one daemon thread. An owner has to stay gone for `grace` seconds, so a browser
@@ -169,7 +170,8 @@ class JobReaper:
             since = self._gone_since.setdefault(owner, now)
             if now - since >= self.grace:
                 for o, job in list(self._jobs):
-                    if o == owner and not job.cancelled:
+                    # a scheduler's ticket is cancelled only if its user asked for that; a bare Job always
+                    if o == owner and not job.cancelled and getattr(job, "cancel_on_close", True):
                         job.cancel()
                         cancelled.append(job)
         for owner in set(self._gone_since) - owners:

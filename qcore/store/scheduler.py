@@ -87,6 +87,9 @@ class LocalRunner:
     def cores(self) -> int | None:
         return None  # the machine's own
 
+    def exclusive_threads(self) -> int | None:
+        return None  # all of the machine's cores
+
     def call(self, fn: Callable, kwargs: dict, job: Job, threads: int, metrics: bool) -> Any:
         extra = {"on_metric": job.emit} if metrics else {}
         with torch_threads(threads):
@@ -171,6 +174,7 @@ class Scheduler:
         self._served: dict[str, int] = {}  # owner -> when it last got a slot (a tick count)
         self._ticks = 0
         self._seq = itertools.count()
+        self._exclusive: int | None = None
         if log is not None:
             self._quietly(log.mark_interrupted)
 
@@ -212,8 +216,17 @@ class Scheduler:
             return self._kept[key]
         return None
 
+    def _exclusive_threads(self) -> int:
+        """Threads of a job that times: all cores here; on a cluster, one whole node (asked once)."""
+        if self._exclusive is None:
+            self._exclusive = min(self.limits.cores, self.runner.exclusive_threads() or self.limits.cores)
+        return self._exclusive
+
     def _cost(self, work: _Work) -> int:
-        return self.limits.slots if work.exclusive else 1
+        """Slots a job takes: one, or as many as its threads fill when it must run alone."""
+        if not work.exclusive:
+            return 1
+        return max(1, min(self.limits.slots, self._exclusive_threads() // self.limits.threads_per_job))
 
     def _order(self) -> list[_Work]:
         """The queue in the order it will be served: the owner with the fewest running jobs first, then
@@ -244,7 +257,7 @@ class Scheduler:
             threading.Thread(target=self._worker, args=(head,), name=f"job:{head.job.name}", daemon=True).start()
 
     def _execute(self, work: _Work, job: Job) -> Any:
-        threads = self.limits.cores if work.exclusive else self.limits.threads_per_job
+        threads = self._exclusive_threads() if work.exclusive else self.limits.threads_per_job
         result = self.runner.call(work.fn, work.kwargs, job, threads, work.metrics)
         if work.after is not None:
             work.after(result, job)

@@ -27,6 +27,7 @@ from qcore.zoo.data import FASHION_MNIST_CLASSES
 from qcore.zoo.preprocess import Preprocess, preset
 
 __all__ = [
+    "model_identity",
     "ModelUnavailable",
     "Preprocess",
     "ModelSpec",
@@ -89,6 +90,13 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+def model_identity(loaded: "LoadedModel") -> tuple:
+    """What makes two loaded models the same for cached and shared results: the weights (uploads may share a
+    file name, never a hash), and how images reach them (the same file with other preprocessing is another model)."""
+    spec = loaded.spec
+    return loaded.info.get("sha256", loaded.name), spec.preprocess, spec.input_shape, loaded.info.get("arch")
 
 
 BUILTIN: dict[str, ModelSpec] = {

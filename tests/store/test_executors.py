@@ -89,3 +89,49 @@ def test_the_calibration_grid_on_ray_equals_the_local_grid(ray_two_workers):
     distributed, _ = calibration_study("fm_resnet", executor=ray_two_workers, **kwargs)
     assert len(local.accuracy) == 6 and local.accuracy == distributed.accuracy
     assert local.ranges == distributed.ranges and local.layer_sqnr_db == distributed.layer_sqnr_db
+
+
+def _counts_down(steps: int, progress=None, on_metric=None):
+    """A job body for the Ray runner: progress and metric rows each step; returns where it ran."""
+    import torch
+
+    for i in range(steps):
+        progress((i + 1) / steps, f"step {i + 1}")
+        if on_metric is not None:
+            on_metric({"step": i})
+        time.sleep(0.2)
+    return {"pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+def _refuses(progress=None):
+    raise ValueError("this model has nothing to quantize")
+
+
+@pytest.mark.slow
+def test_the_job_queue_runs_jobs_as_ray_tasks(ray_two_workers):
+    """QX_EXECUTOR=ray: the same scheduler, the work in Ray workers; progress, metrics, results, errors and
+    cancel cross over; a real engine job gives the local result."""
+    from qcore.analysis.experiments import calibration_study
+    from qcore.store.ray_jobs import RayRunner, make_runner
+    from qcore.store.scheduler import Scheduler
+
+    runner = RayRunner()  # the running local instance (2 CPUs)
+    assert isinstance(make_runner("local"), type(Scheduler().runner))
+    sched = Scheduler(runner=runner)
+    assert (sched.limits.cores, sched.limits.slots) == (2, 2)
+    job = sched.submit("count", _counts_down, {"steps": 5}, owner="a", metrics=True)
+    endless = sched.submit("count", _counts_down, {"steps": 10_000}, owner="b")
+    snap = job.wait(120)
+    assert snap["status"] == "done", snap["error"]
+    assert snap["result"]["pid"] != os.getpid() and snap["result"]["threads"] == 1
+    assert [row["step"] for row in snap["metrics"]] == list(range(5)) and snap["progress"] == 1.0
+    assert endless.snapshot()["status"] == "running"
+    endless.cancel()
+    assert endless.wait(30)["status"] == "cancelled"
+    bad = sched.submit("bad", _refuses, owner="c", user_errors=(ValueError,)).wait(60)
+    assert bad["status"] == "failed" and bad["error"] == "this model has nothing to quantize"
+    kwargs = {"methods": ("max", "entropy"), "act_bits": (8,), "calib_size": 64, "eval_size": 200}
+    remote = sched.submit("calibration", calibration_study, {"model": "fm_resnet", **kwargs}, owner="d").wait(300)
+    assert remote["status"] == "done", remote["error"]
+    local, _ = calibration_study("fm_resnet", **kwargs)
+    assert remote["result"][0].accuracy == local.accuracy

@@ -1,0 +1,153 @@
+"""Background jobs on the pages: one scheduler per server, each session's tickets, and their live state.
+
+Every page's long run goes through `run_job`: the server's one `Scheduler` (qcore.store.scheduler)
+queues it with the other sessions' jobs, shares it with an identical request, and the page shows
+where it stands (queued with its place, running with progress and ETA, done, failed, cancelled)
+through `job_result`, polled by a fragment. A job outlives its browser session and finishes into
+the history, unless the user chose to cancel it when the page closes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from views._ui import USER_ERRORS, t
+
+
+
+@st.cache_resource(show_spinner=False)
+def scheduler():
+    """The server's one queue (created by the first session that needs it; Streamlit runs this once even when
+    many sessions ask at the same moment). Its runner is this process, or Ray with `QX_EXECUTOR=ray` / a
+    cluster address. Torch threads default to one job's share for every thread the server starts, so work
+    done outside jobs (a page's own small evaluation) does not oversubscribe the cores either."""
+    import torch
+
+    from qcore.store.job_log import JobLog
+    from qcore.store.ray_jobs import make_runner
+    from qcore.store.scheduler import Limits, Scheduler
+
+    runner = make_runner(os.environ.get("QX_EXECUTOR") or "local")
+    limits = Limits.for_machine(cores=runner.cores())
+    if runner.name == "local":
+        torch.set_num_threads(limits.threads_per_job)
+    return Scheduler(limits, runner, JobLog())
+
+
+@st.cache_resource(show_spinner=False)
+def _reaper():
+    """One per process: cancels the jobs of closed browser sessions whose user asked for that (after a grace period)."""
+    from streamlit.runtime import Runtime
+
+    from qcore.store.jobs import JobReaper
+
+    def alive(session_id: str) -> bool:
+        return not Runtime.exists() or Runtime.instance().is_active_session(session_id)
+
+    return JobReaper(alive, grace=float(os.environ.get("QX_JOB_GRACE_S", "30")))
+
+
+def _session_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "local"
+
+
+def _remember(report_of):
+    """The finished run's report (`report_of(result)`, else the result itself) into the history, once per computation."""
+    from qcore.store import history
+
+    def after(result, job):
+        history.remember(report_of(result) if report_of else result, say=lambda msg: job.update(None, msg))
+
+    return after
+
+
+def run_job(key: str, name: str, fn, /, *, remember: bool = False, report_of=None, stream_metrics: bool = False,
+            exclusive: bool = False, share: bool = True, **kwargs) -> None:
+    """Queue `fn(**kwargs, progress=...)` as this session's job under session key `key`.
+
+    The engine reports `progress(fraction, message)`; cancelling stops the run at its next report.
+    `stream_metrics` also passes `on_metric=` (QAT streams its curves). `remember`: the finished run's report
+    (`report_of(result)`, else the result) goes into the history. `exclusive`: the job times something, so it
+    runs alone on all cores. `share`: an identical request from another session (same model, data, config,
+    seed) shares this computation and its result.
+    """
+    from qcore.store.requests import request_key
+    from qcore.zoo.models import LoadedModel
+
+    previous = st.session_state.get(key)
+    if previous is not None and not previous.done:
+        st.warning(t("A run is already going; cancel it first."))
+        return
+    model = next((v.name for v in kwargs.values() if isinstance(v, LoadedModel)), None)
+    owner = _session_id()
+    ticket = scheduler().submit(
+        name, fn, kwargs, owner=owner, key=request_key(name, fn, kwargs) if share else None, exclusive=exclusive,
+        metrics=stream_metrics, after=_remember(report_of) if remember else None, user_errors=USER_ERRORS,
+        model=model, cancel_on_close=bool(st.session_state.get("cancel_on_close", False)))
+    st.session_state[key] = ticket
+    _reaper().track(owner, ticket)
+
+
+def _standing_text(snap: dict) -> str:
+    if snap["status"] == "queued":
+        return t("Queued: position {position}, {ahead} job(s) ahead of it on this server.").format(
+            position=snap.get("position", "?"), ahead=snap.get("ahead", "?"))
+    text = snap["message"] or t("starting ...")
+    if snap.get("eta_s") is not None:
+        text += " · " + t("about {seconds} s left").format(seconds=int(round(snap["eta_s"])))
+    return text
+
+
+def _live_panel(key: str, job, live) -> None:
+    """The polled part of a queued or running job: its place or progress, sharing, Cancel, the close option."""
+
+    @st.fragment(run_every=1.0)
+    def poll():
+        now = job.snapshot()
+        if now["status"] not in ("queued", "running"):
+            st.rerun()
+        if now["status"] == "queued":
+            st.info(_standing_text(now), icon=":material/hourglass_top:")
+        else:
+            st.progress(now["progress"], text=_standing_text(now))
+        if now.get("shared", 1) > 1:
+            st.caption(t("{n} sessions asked for exactly this run: they share one computation.").format(n=now["shared"]))
+        c1, c2 = st.columns([1, 3])
+        if c1.button(t("Cancel"), key=f"cancel_{key}"):
+            job.cancel()
+            st.rerun()
+        if hasattr(job, "cancel_on_close"):
+            job.cancel_on_close = c2.toggle(t("Cancel it if I close the page"), value=job.cancel_on_close,
+                                            key=f"close_cancel_{key}",
+                                            help=t("Off: the run finishes into the History even after you leave."))
+        if live is not None and now["status"] == "running":
+            live(now)
+
+    poll()
+
+
+def job_result(key: str, idle_message: str, live=None):
+    """Show the job under `key`: an invitation, its place in the queue or live progress with Cancel, or its end.
+
+    Returns the finished job's result, or None (the caller then draws nothing more). While the job waits or
+    runs, a fragment polls it every second, draws `live(snapshot)` (e.g. charts of the metrics streamed so
+    far) and reruns the page once when the job ends.
+    """
+    job = st.session_state.get(key)
+    if job is None:
+        st.info(idle_message)
+        return None
+    snap = job.snapshot()
+    if snap["status"] in ("queued", "running"):
+        _live_panel(key, job, live)
+        return None
+    if snap["status"] in ("cancelled", "interrupted"):
+        st.warning(t("Cancelled."))
+    elif snap["status"] == "failed":
+        st.error(snap["error"])
+    return snap["result"] if snap["status"] == "done" else None
