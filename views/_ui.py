@@ -70,6 +70,12 @@ def _language_toggle() -> None:
     st.session_state["_lang_synced"] = st.query_params.get("lang")
 
 
+def _frozen_labels(label, options: list) -> callable:
+    """Option labels in the language of this run, fixed now: a format_func that asked the session's language
+    later (Streamlit's testing harness formats values between runs) could answer in another one."""
+    return {o: label(o) for o in options}.get
+
+
 def sidebar() -> None:
     """Widgets shared by every page; their values live in st.session_state."""
     for key, value in DEFAULTS.items():
@@ -106,10 +112,11 @@ def sidebar() -> None:
         st.select_slider(t("Weight bits"), options=[2, 3, 4, 5, 6, 7, 8], key="weight_bits")
         st.select_slider(t("Activation bits"), options=[2, 3, 4, 5, 6, 7, 8], key="act_bits")
         st.radio(t("Weight granularity"), ["channel", "tensor"], key="granularity", horizontal=True,
-                 format_func=granularity_label, help=t("One scale per output channel, or one for the whole tensor"))
+                 format_func=_frozen_labels(granularity_label, ["channel", "tensor"]), help=t("One scale per output channel, or one for the whole tensor"))
         st.toggle(t("Symmetric activations"), key="symmetric",
                   help=t("Off: asymmetric uint8-style (what x86 and ONNX Runtime U8S8 run)"))
-        st.radio(t("Weight range"), list(WEIGHT_RANGE_LABELS), key="weight_range", format_func=weight_range_label,
+        st.radio(t("Weight range"), list(WEIGHT_RANGE_LABELS), key="weight_range",
+                 format_func=_frozen_labels(weight_range_label, list(WEIGHT_RANGE_LABELS)),
                  help=t("CPUs without VNNI add pairs of u8 x s8 products in int16, which 8-bit weights overflow: "
                         "7-bit weights keep real INT8 exact there. The simulation uses the same range."))
         st.caption(scheme_note())

@@ -53,8 +53,7 @@ layer_summary(study)
 st.subheader(t("End-to-end accuracy per method and activation bit width"))
 st.plotly_chart(accuracy_figure(accuracy_rows, study.fp32_accuracy, y_title=t("top-1 %")), key="acc")
 acc = pd.DataFrame(accuracy_rows).pivot(index="method", columns="act_bits", values="accuracy")
-st.dataframe(acc.rename(columns=lambda b: f"A{b} top-1").rename_axis(index=t("method")).style.format("{:.2%}"),
-             width="stretch")
+st.table(acc.rename(columns=lambda b: f"A{b} top-1").rename_axis(index=t("method")).style.format("{:.2%}"))
 
 st.subheader(t("All layers"))
 layers = [p["name"] for p in study.points]

@@ -44,7 +44,7 @@ if start:
     from qcore.runtime.deploy import deploy
 
     out_dir = Path("out") / "deploy" / st.session_state.setdefault("run_dir", uuid.uuid4().hex[:8])
-    run_job(JOB_KEY, "deploy", deploy, remember=True,
+    run_job(JOB_KEY, "deploy", deploy, remember=True, exclusive=True,
             model=loaded, config=config, backend=backend, out_dir=out_dir, data=s["data"] or None,
             calib_size=int(s["calib_size"]), eval_size=int(s["eval_size"]), seed=int(s["seed"]),
             batch_sizes=(1, int(batch)), iters=int(iters))

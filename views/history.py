@@ -4,6 +4,7 @@ delete, export. The runs live in a SQLite file (qcore.store.history), so they ou
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pandas as pd
 import streamlit as st
@@ -33,6 +34,42 @@ def shown_columns(table: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns=identity_names())
 
 
+def job_status_label(status: str) -> str:
+    """A job state as the page shows it (the stored value stays the engine's name)."""
+    return {"queued": t("queued"), "running": t("running"), "done": t("done"), "failed": t("failed"),
+            "cancelled": t("cancelled"), "interrupted": t("interrupted")}.get(status, status)
+
+
+def jobs_section() -> None:
+    """The server's jobs, newest first: what is queued or running now, and what failed, was cancelled or was cut
+    off by a server restart (marked "interrupted" here once its server process is gone)."""
+    from qcore.store.job_log import JobLog
+
+    log = JobLog()
+    try:
+        log.mark_interrupted()
+        records = log.recent(200)
+    except sqlite3.Error as exc:
+        st.warning(t("The job log cannot be read: {reason}").format(reason=exc))
+        return
+    if not records:
+        return
+    counts = {s: sum(r.status == s for r in records) for s in ("running", "queued", "interrupted", "cancelled", "failed")}
+    summary = ", ".join(f"{job_status_label(s)} {n}" for s, n in counts.items() if n)
+    stamp = lambda x: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(x)) if x else ""  # noqa: E731
+    with st.expander(t("Jobs on this server ({n}): {summary}").format(n=len(records), summary=summary or t("all done")),
+                     expanded=bool(counts["interrupted"] or counts["running"] or counts["queued"])):
+        st.dataframe(pd.DataFrame([{
+            t("job"): r.name, t("model"): r.model or "", t("status"): job_status_label(r.status),
+            t("sessions"): r.sessions, t("submitted"): stamp(r.submitted),
+            t("waited (s)"): round((r.started or r.finished or time.time()) - r.submitted, 1),
+            t("ran (s)"): round((r.finished or time.time()) - r.started, 1) if r.started else None,
+            t("reason"): r.error or ""} for r in records]), hide_index=True, width="stretch", key="jobs_table")
+        st.caption(t("Finished runs are stored below whole; a job the server could not finish (it stopped or "
+                     "restarted) is marked interrupted and stored nowhere else."))
+
+
+jobs_section()
 c1, c2 = st.columns([2, 1])
 kinds = c1.multiselect(t("Kinds"), history.KINDS, default=list(history.KINDS), format_func=kind_label,
                        key="history_kinds")

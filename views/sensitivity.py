@@ -91,7 +91,7 @@ b1, b2 = st.columns(2)
 if b1.button(t("Re-measure accuracy and real latency"), key="re_measure"):
     from qcore.runtime.partial import latency_probe
 
-    run_job("measure_job", "measure", measure_config, prepared=p, config=current, latency_probe=latency_probe)
+    run_job("measure_job", "measure", measure_config, exclusive=True, prepared=p, config=current, latency_probe=latency_probe)
 b2.download_button(t("Export this config (JSON)"), current.to_json(), file_name=f"{p.loaded.name}-config.json",
                    mime="application/json")
 m = job_result("measure_job", t("Set layers to float or INT4 above, then re-measure."))
@@ -109,7 +109,7 @@ max_float = st.number_input(t("At most this many float layers"), 1, len(df), min
 if st.button(t("Run greedy search (measures latency at every step)"), key="run_greedy"):
     from qcore.runtime.partial import latency_probe
 
-    run_job("greedy_job", "greedy", greedy_search, prepared=p, report=rep, budget=budget / 100,
+    run_job("greedy_job", "greedy", greedy_search, exclusive=True, prepared=p, report=rep, budget=budget / 100,
             max_float=int(max_float), latency_probe=latency_probe)
 greedy = job_result("greedy_job", t("Choose a budget and run the search."))
 if greedy is not None:

@@ -191,8 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--model", default="fm_resnet")
     sc.add_argument("--eval-size", type=int, default=2000)
     sc.add_argument("--out", default=None)
+    ss = sub.add_parser("sessions", help="N sessions run calibration at once through the job queue")
+    ss.add_argument("--sessions", type=int, default=4)
+    ss.add_argument("--model", default=None)
+    ss.add_argument("--calib-size", type=int, default=128)
+    ss.add_argument("--eval-size", type=int, default=300)
+    ss.add_argument("--same", action="store_true", help="identical requests (they share one computation)")
+    ss.add_argument("--executor", default="local", help="local, ray, or a Ray cluster address")
+    ss.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    if args.cmd == "scale":
+    if args.cmd == "sessions":
+        from qcore.bench.sessions import bench_sessions
+
+        report = bench_sessions(args.sessions, args.model, args.calib_size, args.eval_size, args.same, args.executor,
+                                say=lambda line: print(line, file=sys.stderr))
+    elif args.cmd == "scale":
         from qcore.bench.scale import bench_scale
 
         report = bench_scale(args.model, args.eval_size, say=lambda line: print(line, file=sys.stderr))

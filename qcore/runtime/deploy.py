@@ -78,7 +78,6 @@ def _int8_paths(sim: QuantSim, backend: str, shape, out_dir: Path, threads: int,
             for engine, name in (("x86", "x86"), ("onednn", "x86_onednn")):
                 int8[name] = x86_backend.x86_runner(sim, shape, threads, engine)
                 int8[name].name = name
-            torch.backends.quantized.engine = "x86"  # the default again; built models keep their own kernels
         except ValueError as exc:
             if backend == "x86":
                 raise

@@ -35,16 +35,10 @@ def app_pages() -> list[NavPage]:
 
 
 def routed(script: str, lang: str, **state):
-    """An AppTest of `script` that runs through app.py (navigation, sidebar, ?lang=) as a browser's visit does.
-
-    AppTest resets Streamlit's pages/-folder routing before every run, and pages/_ui.py switches it off only
-    when it is first imported: after the first AppTest of a process, switch_page would run the page bare
-    (no app.py, no language from the URL). Importing _ui afresh makes this run switch routing off again."""
-    import sys
-
+    """An AppTest of `script` that runs through app.py (navigation, sidebar, ?lang=) as a browser's visit does:
+    the page scripts live in views/, so Streamlit has no pages-folder routing that could run a page bare."""
     from streamlit.testing.v1 import AppTest
 
-    sys.modules.pop("views._ui", None)
     at = AppTest.from_file(str(APP), default_timeout=300)
     for key, value in state.items():
         at.session_state[key] = value

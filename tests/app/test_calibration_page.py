@@ -29,13 +29,14 @@ def test_calibration_page_draws_histograms_tables_and_accuracy(finished_study):
     layer_box = at.selectbox(key="calib_layer")
     assert layer_box.options[0].startswith("input")
     tables = at.dataframe
-    assert len(tables) == 2  # accuracy per method x bits, and the per-layer method table
-    methods = list(tables[1].value["method"])
+    assert len(at.table) == 1 and len(tables) == 1  # accuracy per method x bits (text), the per-layer method table
+    assert list(at.table[0].value.index) == ["entropy", "max", "mse", "percentile:99.99"]
+    methods = list(tables[0].value["method"])
     assert methods == ["max", "percentile:99.99", "entropy", "mse"]
     layer_box.set_value("0").run()  # the conv layer: its weights section appears
     assert not at.exception
     assert any("Weights of this layer" in h.value for h in at.subheader)
-    assert tables[1].value["clip max"].max() > 0
+    assert tables[0].value["clip max"].max() > 0
 
 
 def test_calibration_page_before_a_run():
@@ -52,7 +53,7 @@ def test_calibration_results_in_korean(finished_study):
     at.session_state["lang_choice"] = "ko"  # the page may run without app.py here (see navigation.routed)
     at.switch_page("views/calibration.py").run()
     assert not at.exception and not at.error
-    assert "방법" in at.dataframe[1].value.columns and "클리핑 최댓값" in at.dataframe[1].value.columns
+    assert "방법" in at.dataframe[0].value.columns and "클리핑 최댓값" in at.dataframe[0].value.columns
     assert any("레이어" in h.value for h in at.subheader)
     at.selectbox(key="calib_layer").set_value("0").run()
     assert not at.exception

@@ -199,6 +199,23 @@ def _graph_facts(quantized: fx.GraphModule) -> tuple[dict[str, int], list[str], 
     return ops, float_ops, transitions
 
 
+_ENGINE_LOCK = threading.RLock()
+
+
+@contextmanager
+def quantized_engine(engine: str):
+    """torch's quantized engine is one process-wide setting, read while INT8 modules are converted, packed and
+    traced: it is held under one lock for exactly that span and restored after, so two sessions' jobs building
+    with different engines cannot switch it under each other (built modules keep their packed kernels)."""
+    with _ENGINE_LOCK:
+        previous = torch.backends.quantized.engine
+        torch.backends.quantized.engine = engine
+        try:
+            yield
+        finally:
+            torch.backends.quantized.engine = previous
+
+
 def x86_runner(sim, input_shape: tuple[int, ...], threads: int, engine: str = "x86") -> Runner:
     """Convert the calibrated QuantSim into a torch.ao INT8 model with the sim's ranges.
 
@@ -208,19 +225,19 @@ def x86_runner(sim, input_shape: tuple[int, ...], threads: int, engine: str = "x
     with _quiet():
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-        torch.backends.quantized.engine = engine
         example = (torch.zeros(1, *input_shape),)
-        with exclusive_tracing():  # prepare_fx traces: keep other threads' forward passes safe
-            prepared = prepare_fx(float_graph(sim), _qconfig_mapping(sim), example)
-        requantized = _set_observer_ranges(sim, prepared)
-        quantized = convert_fx(prepared)
-        scripted = torch.jit.freeze(torch.jit.trace(quantized, example).eval())
+        with quantized_engine(engine):
+            with exclusive_tracing():  # prepare_fx traces: keep other threads' forward passes safe
+                prepared = prepare_fx(float_graph(sim), _qconfig_mapping(sim), example)
+            requantized = _set_observer_ranges(sim, prepared)
+            quantized = convert_fx(prepared)
+            scripted = torch.jit.freeze(torch.jit.trace(quantized, example).eval())
     buf = io.BytesIO()
     with _quiet():
         torch.jit.save(scripted, buf)
     ops, float_ops, transitions = _graph_facts(quantized)
-    run = _per_batch_size(quantized, scripted, example[0].shape[0])
-    notes = [f"quantized engine: {torch.backends.quantized.engine}"]
+    run = _per_batch_size(quantized, scripted, example[0].shape[0], engine)
+    notes = [f"quantized engine: {engine}"]
     if requantized:
         notes.append("x86 quantizes the outputs of float layers that feed INT8 layers (the simulation keeps them "
                      "float): " + ", ".join(sorted(set(requantized))))
@@ -228,7 +245,7 @@ def x86_runner(sim, input_shape: tuple[int, ...], threads: int, engine: str = "x
                   notes=notes, artifact=scripted)
 
 
-def _per_batch_size(quantized: fx.GraphModule, scripted, traced_batch: int, keep: int = 4):
+def _per_batch_size(quantized: fx.GraphModule, scripted, traced_batch: int, engine: str, keep: int = 4):
     """A runner holding one frozen TorchScript copy per batch size.
 
     TorchScript's executor optimizes a module for the input shapes of its first calls: a copy first
@@ -242,7 +259,7 @@ def _per_batch_size(quantized: fx.GraphModule, scripted, traced_batch: int, keep
         b = x.shape[0]
         module = copies.get(b)
         if module is None:
-            with lock, _quiet(), torch.no_grad():
+            with lock, _quiet(), torch.no_grad(), quantized_engine(engine):
                 module = copies.get(b)
                 if module is None and len(copies) < keep:
                     module = copies[b] = torch.jit.freeze(torch.jit.trace(quantized, (x,)).eval())

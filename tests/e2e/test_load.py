@@ -1,0 +1,175 @@
+"""A classroom at once: many real Chromium sessions against one server.
+
+(a) a fresh server, 8 first visitors open 8 different deep links at the same moment: every one gets the app
+(sidebar, navigation, its page), none an exception; (b) a warm server, 6 sessions press Run calibration at
+once: all finish with identical tables, each within (jobs ahead + 1) x the single-session time x 1.5, and
+the job log shows one computation shared by the six; (c) three sessions with different seeds on two slots:
+the third one says it is queued and where, one running session cancels, the others finish.
+
+The sessions are browser contexts of one Chromium driven concurrently with Playwright's asyncio API (the
+sync API is one thread's); the server is `streamlit run app.py` as users start it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, running_app
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+DEEP_LINKS = {
+    "calibration": "Calibration explorer", "deploy": "Deploy: real INT8 on this CPU", "history": "History",
+    "learn": "Learn: how quantization works", "qat": "QAT: quantization-aware fine-tuning",
+    "recover": "Recover accuracy", "sensitivity": "Sensitivity and partial quantization",
+    "workflow": "Quantization workflow",
+}
+CALIB_IMAGES, EVAL_IMAGES = 128, 300
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+async def _browser(pw):
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+async def _new_page(browser):
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    return await context.new_page()
+
+
+async def _idle(page, timeout_ms: int = 300_000):
+    from playwright.async_api import expect
+
+    await expect(page.get_by_test_id("stApp")).to_have_attribute("data-test-script-state", "notRunning",
+                                                                timeout=timeout_ms)
+
+
+async def _open_deep_link(browser, url: str, path: str, title: str) -> str:
+    from playwright.async_api import expect
+
+    page = await _new_page(browser)
+    await page.goto(f"{url}/{path}")
+    await expect(page.get_by_role("heading", name=title)).to_be_visible(timeout=300_000)
+    await _idle(page)
+    await expect(page).to_have_url(re.compile(rf"/{path}$"))
+    sidebar = page.get_by_test_id("stSidebar")
+    await expect(sidebar.get_by_role("heading", name="Model and data")).to_be_visible()
+    await expect(sidebar.get_by_test_id("stSidebarNav").get_by_text("Deploy INT8")).to_be_visible()
+    await expect(page.get_by_test_id("stException")).to_have_count(0)
+    await expect(page.get_by_text("This app has encountered an error")).to_have_count(0)
+    await page.screenshot(path=str(ROOT / "logs" / f"e2e-load-{path}.png"))
+    return path
+
+
+def test_eight_first_visitors_open_eight_deep_links_at_once(tmp_path):
+    """The race of a fresh server: all eight requests arrive before any session has run app.py."""
+    from playwright.async_api import async_playwright
+
+    (ROOT / "logs").mkdir(exist_ok=True)
+
+    async def visit_all(url):
+        async with async_playwright() as pw:
+            browser = await _browser(pw)
+            done = await asyncio.gather(*(_open_deep_link(browser, url, p, title) for p, title in DEEP_LINKS.items()))
+            await browser.close()
+            return done
+
+    with running_app(tmp_path / "history.sqlite", "e2e-streamlit-load-fresh.log") as (url, _):
+        assert sorted(_run(visit_all(url))) == sorted(DEEP_LINKS)
+
+
+async def _calibrate(browser, url: str, seed: int = 0, cancel: bool = False) -> dict:
+    """One session: open the Calibration page, set the sizes (and seed), press Run; returns what it saw."""
+    from playwright.async_api import expect
+
+    page = await _new_page(browser)
+    await page.goto(f"{url}/calibration")
+    await expect(page.get_by_role("heading", name="Calibration explorer")).to_be_visible(timeout=300_000)
+    await _idle(page)
+    for label, value in (("Calibration images", CALIB_IMAGES), ("Seed", seed)):
+        box = page.get_by_test_id("stSidebar").get_by_label(label, exact=True)
+        await box.fill(str(value))
+        await box.press("Enter")
+        await _idle(page)
+    await page.get_by_label("Evaluation images", exact=True).last.fill(str(EVAL_IMAGES))
+    start = time.monotonic()
+    await page.get_by_role("button", name="Run calibration").click()
+    seen = {"page": page, "queued_text": None}
+    if cancel:
+        await expect(page.get_by_role("button", name="Cancel")).to_be_visible(timeout=60_000)
+        await page.get_by_role("button", name="Cancel").click()
+        await expect(page.get_by_text("Cancelled.")).to_be_visible(timeout=60_000)
+        return {**seen, "cancelled": True}
+    queued = page.get_by_text(re.compile(r"Queued: position \d+"))
+    table = page.get_by_test_id("stTable")
+    while not await table.count():
+        if seen["queued_text"] is None and await queued.count():
+            seen["queued_text"] = await queued.first.inner_text()
+        await asyncio.sleep(0.25)
+        assert time.monotonic() - start < 900, "calibration did not finish within 15 minutes"
+    seen["seconds"] = time.monotonic() - start
+    await _idle(page)
+    await expect(page.get_by_test_id("stException")).to_have_count(0)
+    seen["table"] = await table.first.inner_text()
+    return seen
+
+
+def _calibrate_at_once(url: str, runs: list[dict]) -> list[dict]:
+    from playwright.async_api import async_playwright
+
+    async def go():
+        async with async_playwright() as pw:
+            browser = await _browser(pw)
+            out = await asyncio.gather(*(_calibrate(browser, url, **run) for run in runs))
+            await browser.close()
+            return out
+
+    return _run(go())
+
+
+@pytest.fixture(scope="module")
+def load_server(tmp_path_factory):
+    history = tmp_path_factory.mktemp("e2e-load") / "history.sqlite"
+    with running_app(history, "e2e-streamlit-load.log") as (url, _):
+        yield url, history
+
+
+def test_six_sessions_calibrate_at_once_on_a_warm_server(load_server):
+    from qcore.store.job_log import JobLog
+
+    url, history = load_server
+    (alone,) = _calibrate_at_once(url, [{"seed": 7}])  # warms the server; a request the six do not share
+    single = alone["seconds"]
+    six = _calibrate_at_once(url, [{"seed": 0}] * 6)
+    tables = {run["table"] for run in six}
+    assert len(tables) == 1 and "percentile:99.99" in tables.pop()
+    for run in six:
+        assert run["seconds"] <= (0 + 1) * single * 1.5, (run["seconds"], single)  # no job ahead: they share one
+    shared = [r for r in JobLog(history).recent() if r.name == "calibration" and r.status == "done"]
+    assert sorted(r.sessions for r in shared) == [1, 6], shared
+
+
+def test_a_session_cancels_while_others_run_and_a_queued_one_says_where_it_stands(load_server):
+    from qcore.store.scheduler import Limits
+
+    url, _ = load_server
+    first, *others = _calibrate_at_once(url, [{"seed": 1, "cancel": True}, {"seed": 2}, {"seed": 3}, {"seed": 4}])
+    assert first["cancelled"]
+    assert all(run["table"] for run in others)
+    queued = [run["queued_text"] for run in others if run["queued_text"]]
+    if Limits.for_machine().slots < 3:  # four distinct jobs on fewer slots: somebody waited, and was told where
+        assert queued
+    for text in queued:
+        position, ahead = map(int, re.search(r"Queued: position (\d+), (\d+) job\(s\) ahead", text).groups())
+        assert 1 <= position <= ahead, text
