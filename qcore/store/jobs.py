@@ -54,13 +54,20 @@ class Job:
             self._state["status"] = "queued"
         return self
 
+    def mark_running(self) -> None:
+        """The scheduler gave the job a slot (its worker thread is about to call `run_here`)."""
+        with self._lock:
+            if self._state["status"] not in FINAL_STATES:
+                self._state["status"], self._state["started"] = "running", time.time()
+
     def run_here(self) -> None:
         """Run in the calling thread (a scheduler's worker) until done, failed or cancelled; a job cancelled
         while it was still queued does not start."""
         with self._lock:
             if self._state["status"] in FINAL_STATES:
                 return
-            self._state["status"], self._state["started"] = "running", time.time()
+            self._state["status"] = "running"
+            self._state["started"] = self._state["started"] or time.time()
         self._run()
 
     def finish_unstarted(self, status: str = "cancelled", error: str | None = None) -> None:

@@ -130,10 +130,9 @@ class Ticket:
         self.name = work.job.name
 
     def snapshot(self) -> dict:
-        snap = self._work.job.snapshot()
+        snap = self._scheduler.snapshot(self._work)
         if self.left and snap["status"] not in ("done", "failed"):
             snap.update(status="cancelled")
-        snap.update(self._scheduler.standing(self._work), shared=sum(not t.left for t in self._work.tickets))
         return snap
 
     def cancel(self) -> None:
@@ -252,6 +251,7 @@ class Scheduler:
                 return
             self._queue.remove(head)
             self._running.append(head)
+            head.job.mark_running()  # in the same step as leaving the queue: a snapshot never sees it in between
             self._ticks += 1
             self._served[head.owner] = self._ticks
             threading.Thread(target=self._worker, args=(head,), name=f"job:{head.job.name}", daemon=True).start()
@@ -307,18 +307,21 @@ class Scheduler:
         if ended and self.log is not None:
             self._quietly(self.log.ended, work.id, "cancelled")
 
-    def standing(self, work: _Work) -> dict:
-        """Where a job stands: queued (1-based position, jobs ahead of it) or running (elapsed, ETA)."""
+    def snapshot(self, work: _Work) -> dict:
+        """The job's state and where it stands, read together under the queue's lock (a job leaves the queue and
+        becomes running in one step there): queued (1-based position, jobs ahead of it) or running (ETA)."""
         with self._cond:
+            snap = work.job.snapshot()
+            shared = sum(not t.left for t in work.tickets)
             if work in self._queue:
                 position = self._order().index(work) + 1
-                return {"position": position, "ahead": len(self._running) + position - 1, "eta_s": None}
-        snap = work.job.snapshot()
+                return {**snap, "position": position, "ahead": len(self._running) + position - 1, "eta_s": None,
+                        "shared": shared}
         eta = None
         if snap["status"] == "running" and snap["started"] and snap["progress"] >= 0.02:
             elapsed = time.time() - snap["started"]
             eta = elapsed * (1 - snap["progress"]) / snap["progress"]
-        return {"position": 0, "ahead": 0, "eta_s": eta}
+        return {**snap, "position": 0, "ahead": 0, "eta_s": eta, "shared": shared}
 
     def counts(self) -> dict:
         """How many jobs are running and queued (for a server-wide line on the pages)."""
