@@ -94,9 +94,10 @@ class JobLog:
 
         return history._with_connection(self._path, op)
 
-    def submitted(self, job_id: str, name: str, model: str | None) -> None:
+    def submitted(self, job_id: str, name: str, model: str | None, server: str | None = None) -> None:
+        """A new job in the queue of `server` (this process by default)."""
         self._run(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                  (job_id, name, model, 1, "queued", time.time(), None, None, None, server_id()))
+                  (job_id, name, model, 1, "queued", time.time(), None, None, None, server or server_id()))
 
     def started(self, job_id: str) -> None:
         self._run("UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (time.time(), job_id))

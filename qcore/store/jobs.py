@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-__all__ = ["Cancelled", "Job", "JobReaper", "FINAL_STATES"]
+__all__ = ["Cancelled", "Job", "JobReaper", "FINAL_STATES", "wait_until_done"]
 
 LOG_LINES = 100
 FINAL_STATES = ("done", "failed", "cancelled", "interrupted")
@@ -133,10 +133,15 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> dict:
         """The snapshot once the job has ended (or `timeout` seconds passed), wherever it runs."""
-        deadline = None if timeout is None else time.time() + timeout
-        while not self.done and (deadline is None or time.time() < deadline):
-            time.sleep(0.01)
-        return self.snapshot()
+        return wait_until_done(self, timeout)
+
+
+def wait_until_done(handle, timeout: float | None = None) -> dict:
+    """Poll `handle.snapshot()` (a Job or a scheduler's Ticket) until it has ended or `timeout` seconds passed."""
+    deadline = None if timeout is None else time.time() + timeout
+    while not handle.done and (deadline is None or time.time() < deadline):
+        time.sleep(0.01)
+    return handle.snapshot()
 
 
 class JobReaper:

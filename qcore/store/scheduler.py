@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-from qcore.store.jobs import FINAL_STATES, Job
+from qcore.store.jobs import FINAL_STATES, Job, wait_until_done
 from qcore.store.job_log import JobLog
 
 __all__ = ["Limits", "LocalRunner", "Scheduler", "Ticket", "torch_threads"]
@@ -151,10 +151,7 @@ class Ticket:
         return self._work.id
 
     def wait(self, timeout: float | None = None) -> dict:
-        deadline = None if timeout is None else time.time() + timeout
-        while not self.done and (deadline is None or time.time() < deadline):
-            time.sleep(0.02)
-        return self.snapshot()
+        return wait_until_done(self, timeout)
 
 
 class Scheduler:

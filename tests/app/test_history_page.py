@@ -34,3 +34,27 @@ def test_runs_are_listed_filtered_and_exportable(private_history):
     assert list(at.dataframe[0].value["model"]) == ["fm_gelunet"]
     at.multiselect[0].set_value(["deploy"]).run()
     assert at.info and "match the filters" in at.info[0].value
+
+
+def test_jobs_cut_off_by_a_restart_and_cancelled_jobs_are_shown(private_history):
+    """A job left running by a server process that is gone shows as interrupted (marked when the page opens),
+    next to a cancelled and a finished one; the finished run itself stays in the runs table."""
+    from qcore.store.job_log import JobLog, server_id
+
+    log = JobLog()
+    gone = server_id(pid=1).rsplit(":", 1)[0] + ":not-this-process"  # pid 1 with another start time: a dead server
+    log.submitted("a", "calibration", "fm_resnet", server=gone)
+    log.started("a")
+    log.submitted("b", "deploy", "fm_resnet")
+    log.ended("b", "cancelled")
+    log.submitted("c", "calibration", "fm_gelunet")
+    log.started("c")
+    log.ended("c", "done")
+    history.record(STUDY)
+    at = _page()
+    jobs = at.expander[0]
+    assert "interrupted 1" in jobs.label and "cancelled 1" in jobs.label
+    table = at.dataframe[0].value  # the jobs table comes first
+    assert sorted(table["status"]) == ["cancelled", "done", "interrupted"]
+    assert "server stopped" in table.set_index("status").loc["interrupted", "reason"]
+    assert len(at.dataframe) == 2 and list(at.dataframe[1].value["model"]) == ["fm_gelunet"]

@@ -211,3 +211,22 @@ time.sleep(0.3)
 print("second job running", flush=True)
 time.sleep(60)
 """
+
+
+def test_a_closed_session_s_job_finishes_unless_its_user_chose_to_cancel_it():
+    """The reaper of closed sessions leaves a job to finish into the history, unless the user switched on
+    "Cancel it if I close the page"; a shared job goes on for the sessions that are still there."""
+    from qcore.store.jobs import JobReaper
+
+    probe, sched = Probe(), Scheduler(Limits(2, 1, 2))
+    keep = sched.submit("t", probe.work, {"tag": "keep", "hold": 0}, owner="gone-1")
+    drop = sched.submit("t", probe.work, {"tag": "drop", "hold": 0}, owner="gone-2", cancel_on_close=True)
+    reaper = JobReaper(lambda owner: not owner.startswith("gone"), grace=5, interval=3600)
+    reaper.track("gone-1", keep)
+    reaper.track("gone-2", drop)
+    time.sleep(0.1)
+    assert reaper.sweep(now=100.0) == []
+    assert reaper.sweep(now=106.0) == [drop]
+    assert drop.wait(5)["status"] == "cancelled" and keep.snapshot()["status"] == "running"
+    probe.release.set()
+    assert keep.wait(5)["status"] == "done"
