@@ -83,8 +83,10 @@ class RayRunner:
         ray = self._ray._init()
         return max(1, max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1))
 
-    def call(self, fn: Callable, kwargs: dict, job: Job, threads: int, metrics: bool) -> Any:
+    def call(self, fn: Callable, kwargs: dict, job: Job, threads: Callable[[], int], metrics: bool) -> Any:
+        """`fn` as one Ray task asking for the job's share of CPUs when it starts (a task keeps what it got)."""
         ray = self._ray._init()
+        threads = threads()
         channel = ray.remote(num_cpus=0)(_Channel).remote()
         task = ray.remote(num_cpus=threads, max_retries=self.max_retries, retry_exceptions=False)(_run_task)
         ref = task.remote(fn, kwargs, channel, threads, metrics)

@@ -4,9 +4,12 @@ Why: jobs started freely in threads thrash a 2-core machine (every job's torch a
 spin against every other's; four calibrations at once did not finish in 15 minutes) and nobody
 can tell whether their job is waiting, running or dead. Here:
 
-- at most `Limits.slots` jobs run at once (cores / threads per job), each with `threads_per_job`
-  torch threads set in its own worker thread, so running jobs never ask for more cores than there
-  are; a job that times or trains is `exclusive`: it waits for the others and runs alone on all cores;
+- at most `Limits.slots` jobs run at once (cores / threads per job), each with its share of the cores
+  as torch threads, set in its own worker thread: all cores for a job running alone, `threads_per_job`
+  when the slots are full. A running job takes its current share at each progress report (a batch), so
+  a lone user's job is not held to one core, and running jobs never ask for more cores than there are
+  for longer than one batch; a job that times or trains is `exclusive`: it waits for the others and runs
+  alone on all cores;
 - the next job is chosen fairly across sessions (the owner with the fewest running jobs, then the
   one served longest ago, then first come), and every session can see its place: queued (position,
   jobs ahead), running (progress, ETA), done, failed (reason), cancelled;
@@ -83,6 +86,7 @@ class LocalRunner:
     """Runs a job's function in the scheduler's worker thread, in this process."""
 
     name = "local"
+    adaptive = True  # a job's thread count follows the load at each progress report
 
     def cores(self) -> int | None:
         return None  # the machine's own
@@ -90,10 +94,22 @@ class LocalRunner:
     def exclusive_threads(self) -> int | None:
         return None  # all of the machine's cores
 
-    def call(self, fn: Callable, kwargs: dict, job: Job, threads: int, metrics: bool) -> Any:
+    def call(self, fn: Callable, kwargs: dict, job: Job, threads: Callable[[], int], metrics: bool) -> Any:
+        """`fn` in this thread with `threads()` torch threads, asked again at every progress report."""
+        import torch
+
         extra = {"on_metric": job.emit} if metrics else {}
-        with torch_threads(threads):
-            return fn(**kwargs, **extra, progress=job.update)
+        current = [threads()]
+
+        def progress(fraction=None, message=None):
+            job.update(fraction, message)
+            share = threads()
+            if share != current[0]:
+                torch.set_num_threads(share)  # this thread's OpenMP count only (see torch_threads)
+                current[0] = share
+
+        with torch_threads(current[0]):
+            return fn(**kwargs, **extra, progress=progress)
 
 
 @dataclass(eq=False)
@@ -218,6 +234,17 @@ class Scheduler:
             self._exclusive = min(self.limits.cores, self.runner.exclusive_threads() or self.limits.cores)
         return self._exclusive
 
+    def _threads(self, work: _Work) -> int:
+        """A running job's share of the cores now: all of them when it runs alone (or must), else the cores split
+        over the running jobs, never fewer than `threads_per_job`."""
+        if work.exclusive:
+            return self._exclusive_threads()
+        if not getattr(self.runner, "adaptive", False):  # e.g. a Ray task keeps the CPUs it asked for
+            return self.limits.threads_per_job
+        with self._cond:
+            running = max(1, len(self._running))
+        return max(self.limits.threads_per_job, self.limits.cores // running)
+
     def _cost(self, work: _Work) -> int:
         """Slots a job takes: one, or as many as its threads fill when it must run alone."""
         if not work.exclusive:
@@ -254,8 +281,7 @@ class Scheduler:
             threading.Thread(target=self._worker, args=(head,), name=f"job:{head.job.name}", daemon=True).start()
 
     def _execute(self, work: _Work, job: Job) -> Any:
-        threads = self._exclusive_threads() if work.exclusive else self.limits.threads_per_job
-        result = self.runner.call(work.fn, work.kwargs, job, threads, work.metrics)
+        result = self.runner.call(work.fn, work.kwargs, job, lambda: self._threads(work), work.metrics)
         if work.after is not None:
             work.after(result, job)
         return result

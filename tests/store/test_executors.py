@@ -114,6 +114,7 @@ def test_the_job_queue_runs_jobs_as_ray_tasks(ray_two_workers):
     from qcore.analysis.experiments import calibration_study
     from qcore.store.ray_jobs import RayRunner, make_runner
     from qcore.store.scheduler import Scheduler
+    from qcore.zoo.models import load_model
 
     runner = RayRunner()  # the running local instance (2 CPUs)
     assert isinstance(make_runner("local"), type(Scheduler().runner))
@@ -131,7 +132,8 @@ def test_the_job_queue_runs_jobs_as_ray_tasks(ray_two_workers):
     bad = sched.submit("bad", _refuses, owner="c", user_errors=(ValueError,)).wait(60)
     assert bad["status"] == "failed" and bad["error"] == "this model has nothing to quantize"
     kwargs = {"methods": ("max", "entropy"), "act_bits": (8,), "calib_size": 64, "eval_size": 200}
-    remote = sched.submit("calibration", calibration_study, {"model": "fm_resnet", **kwargs}, owner="d").wait(300)
+    loaded = load_model("fm_resnet")  # as the app passes it: the loaded model travels to the worker
+    remote = sched.submit("calibration", calibration_study, {"model": loaded, **kwargs}, owner="d").wait(300)
     assert remote["status"] == "done", remote["error"]
     local, _ = calibration_study("fm_resnet", **kwargs)
     assert remote["result"][0].accuracy == local.accuracy

@@ -230,3 +230,32 @@ def test_a_closed_session_s_job_finishes_unless_its_user_chose_to_cancel_it():
     assert drop.wait(5)["status"] == "cancelled" and keep.snapshot()["status"] == "running"
     probe.release.set()
     assert keep.wait(5)["status"] == "done"
+
+
+def test_a_lone_job_uses_every_core_and_gives_them_up_when_another_starts():
+    import torch
+
+    sched, seen = Scheduler(Limits(2, 1, 2)), []
+    second_started, first_shrank = threading.Event(), threading.Event()
+
+    def watch(progress=None):
+        for _ in range(200):
+            progress(0.5, "working")
+            seen.append(torch.get_num_threads())
+            if second_started.is_set() and seen[-1] == 1:
+                first_shrank.set()
+                return seen[0]
+            time.sleep(0.01)
+        return None
+
+    def second(progress=None):
+        second_started.set()
+        progress(0.1, "second")
+        first_shrank.wait(5)
+        return torch.get_num_threads()
+
+    first = sched.submit("a", watch, owner="a")
+    time.sleep(0.1)
+    other = sched.submit("b", second, owner="b")
+    assert first.wait(10)["result"] == 2  # alone: both cores
+    assert seen[-1] == 1 and other.wait(10)["result"] == 1  # two running: one core each
