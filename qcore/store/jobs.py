@@ -70,12 +70,12 @@ class Job:
             self._state["started"] = self._state["started"] or time.time()
         self._run()
 
-    def finish_unstarted(self, status: str = "cancelled", error: str | None = None) -> None:
-        """End a job that never ran (cancelled in the queue, the server going away)."""
+    def cancel_unstarted(self) -> None:
+        """End a job that never ran: cancelled while it was still queued."""
         self._cancel.set()
         with self._lock:
             if self._state["status"] not in FINAL_STATES:
-                self._state.update(status=status, error=error, finished=time.time())
+                self._state.update(status="cancelled", finished=time.time())
 
     def _run(self) -> None:
         if self._cancel.is_set():

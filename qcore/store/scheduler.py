@@ -321,7 +321,7 @@ class Scheduler:
                 self._queue.remove(work)
                 if self._open.get(work.key) is work:
                     del self._open[work.key]
-                work.job.finish_unstarted("cancelled")
+                work.job.cancel_unstarted()
                 self._cond.notify_all()
                 ended = True
             else:

@@ -32,7 +32,12 @@ EVAL_IMAGES = 300
 
 
 def _run(coro):
-    return asyncio.run(coro)
+    """Run the sessions' coroutine on an event loop of its own thread: the other e2e tests' sync Playwright keeps
+    a loop running in this one for the whole test session."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def _browser(pw):
