@@ -21,19 +21,13 @@ from views._ui import USER_ERRORS, t
 def scheduler():
     """The server's one queue (created by the first session that needs it; Streamlit runs this once even when
     many sessions ask at the same moment). Its runner is this process, or Ray with `QX_EXECUTOR=ray` / a
-    cluster address. Torch threads default to one job's share for every thread the server starts, so work
-    done outside jobs (a page's own small evaluation) does not oversubscribe the cores either."""
-    import torch
-
+    cluster address. Work a page does itself takes what the running jobs leave (views._ui.page_threads)."""
     from qcore.store.job_log import JobLog
     from qcore.store.ray_jobs import make_runner
     from qcore.store.scheduler import Limits, Scheduler
 
     runner = make_runner(os.environ.get("QX_EXECUTOR") or "local")
-    limits = Limits.for_machine(cores=runner.cores())
-    if runner.name == "local":
-        torch.set_num_threads(limits.threads_per_job)
-    return Scheduler(limits, runner, JobLog())
+    return Scheduler(Limits.for_machine(cores=runner.cores()), runner, JobLog())
 
 
 @st.cache_resource(show_spinner=False)

@@ -239,7 +239,9 @@ def fp32_eval(loaded: LoadedModel, data_name: str, size: int, seed: int) -> Eval
         data = cached_eval_set(data_name, size, seed, decode_for(loaded))
         check_compatible(loaded, data)
         bar = st.progress(0.0, text=t("FP32 evaluation of {model} on {n} images").format(model=loaded.name, n=len(data)))
-        result = evaluate(loaded.module, loaded.spec.preprocess, data, progress=lambda f, _msg: bar.progress(f or 0.0))
+        with page_threads():
+            result = evaluate(loaded.module, loaded.spec.preprocess, data,
+                              progress=lambda f, _msg: bar.progress(f or 0.0))
         bar.empty()
         while len(store) >= 32:
             store.pop(next(iter(store)))
@@ -269,6 +271,15 @@ def layer_summary(report) -> None:
                   "with the FP32 model** (FP32 itself scores 100%), not an accuracy."))
 
 
+def page_threads():
+    """Torch threads for work a page does itself (not a queued job): what the running jobs leave of the cores,
+    at least one, set for this script thread only."""
+    from views._jobs import scheduler
+    from qcore.store.scheduler import torch_threads
+
+    return torch_threads(scheduler().spare_threads())
+
+
 @contextmanager
 def user_errors():
     """Show qcore's user-facing errors as messages, never as tracebacks."""
@@ -294,4 +305,5 @@ def _layer_stats(loaded: LoadedModel, data: str | None, seed: int, images: int =
 
     calib = calibration_subset(data or default_data(loaded), images, seed, decode_for(loaded))
     sim = QuantSim(loaded.module)
-    return sim, sim.collect_stats(list(batches(calib.images, loaded.spec.preprocess)))
+    with page_threads():
+        return sim, sim.collect_stats(list(batches(calib.images, loaded.spec.preprocess)))

@@ -346,10 +346,14 @@ class Scheduler:
             eta = elapsed * (1 - snap["progress"]) / snap["progress"]
         return {**snap, "position": 0, "ahead": 0, "eta_s": eta, "shared": shared}
 
-    def counts(self) -> dict:
-        """How many jobs are running and queued (for a server-wide line on the pages)."""
+    def spare_threads(self) -> int:
+        """Cores the running local jobs leave for other work in this process (at least one)."""
+        if not getattr(self.runner, "adaptive", False):
+            return self.limits.cores
         with self._cond:
-            return {"running": len(self._running), "queued": len(self._queue), "slots": self.limits.slots}
+            running = list(self._running)
+        used = sum(self._threads(w) for w in running)
+        return max(1, self.limits.cores - used)
 
     def idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing is queued or running; returns whether it got there."""

@@ -222,7 +222,7 @@ def test_history_lists_and_compares_runs(app_url, app_history, page):
     expect_at_least(page.get_by_test_id("stDataFrame"), 1)
     expect_at_least(page.get_by_test_id("stDownloadButton"), 2)
     expect(page.get_by_text("run(s). Select rows")).to_have_count(1)
-    grid = page.get_by_test_id("stDataFrame").first.bounding_box()
+    grid = page.get_by_test_id("stDataFrame").last.bounding_box()  # the runs (the job log's table comes first)
     for row in (1, 2):  # tick the selection boxes of the first two rows (the grid is a canvas)
         page.mouse.click(grid["x"] + 16, grid["y"] + 35 * row + 17)
         wait_idle(page)
@@ -232,9 +232,38 @@ def test_history_lists_and_compares_runs(app_url, app_history, page):
     shot(page, "history")
 
 
-def test_closing_the_tab_stops_its_job(app_server, browser):
-    """A long QAT run keeps the server busy; once its browser session is gone (grace set to 5 s for
-    this server), the job is cancelled and the server goes idle."""
+def test_a_closed_tab_s_job_finishes_into_the_history(app_server, app_history, browser):
+    """By default a job outlives its browser tab: a calibration started and left at once is in the History
+    (and the job log says done) after the grace period (5 s for this server) has passed."""
+    import time
+
+    from qcore.store import history
+    from qcore.store.job_log import JobLog
+
+    url, _ = app_server
+    before = len(history.list_runs(kind="calibration", path=app_history))
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{url}/calibration")
+    wait_idle(page)
+    eval_box = page.get_by_label("Evaluation images", exact=True).last
+    eval_box.fill("123")
+    eval_box.press("Tab")
+    page.get_by_role("button", name="Run calibration").click()
+    expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_visible(timeout=120_000)
+    context.close()
+    deadline = time.monotonic() + 300
+    while len(history.list_runs(kind="calibration", path=app_history)) == before:
+        assert time.monotonic() < deadline, "the closed tab's job did not finish into the history"
+        time.sleep(1)
+    while JobLog(app_history).recent(1)[0].status != "done":  # the log's end is written just after the run
+        assert time.monotonic() < deadline, JobLog(app_history).recent(1)
+        time.sleep(0.5)
+
+
+def test_closing_the_tab_stops_its_job_when_asked(app_server, browser):
+    """A long QAT run keeps the server busy; its user switched on "Cancel it if I close the page", so once the
+    browser session is gone (grace set to 5 s for this server), the job is cancelled and the server goes idle."""
     import time
 
     from tests.e2e.conftest import cpu_seconds
@@ -247,7 +276,9 @@ def test_closing_the_tab_stops_its_job(app_server, browser):
     page.get_by_test_id("stRadio").filter(has_text="Budget").get_by_text("training steps", exact=True).click()
     page.get_by_label("Minutes or steps", exact=True).fill("5000")
     page.get_by_role("button", name="Start fine-tuning").click()
-    expect(page.get_by_role("button", name="Cancel")).to_be_visible(timeout=120_000)
+    expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_visible(timeout=120_000)
+    page.get_by_text("Cancel it if I close the page").click()
+    wait_idle(page)
 
     def busy(seconds: float = 3.0) -> float:
         start = cpu_seconds(proc.pid)
