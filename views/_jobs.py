@@ -15,6 +15,10 @@ import streamlit as st
 
 from views._ui import USER_ERRORS, t
 
+# Every poll is a script run on the server for every waiting session (and a repaint in its browser): every 2 s
+# keeps progress live while a classroom of polling sessions leaves the cores to the jobs themselves.
+POLL_S = float(os.environ.get("QX_POLL_S", "2"))
+
 
 
 @st.cache_resource(show_spinner=False)
@@ -100,7 +104,7 @@ def _standing_text(snap: dict) -> str:
 def _live_panel(key: str, job, live) -> None:
     """The polled part of a queued or running job: its place or progress, sharing, Cancel, the close option."""
 
-    @st.fragment(run_every=1.0)
+    @st.fragment(run_every=POLL_S)
     def poll():
         now = job.snapshot()
         if now["status"] not in ("queued", "running"):
@@ -129,7 +133,7 @@ def job_result(key: str, idle_message: str, live=None):
     """Show the job under `key`: an invitation, its place in the queue or live progress with Cancel, or its end.
 
     Returns the finished job's result, or None (the caller then draws nothing more). While the job waits or
-    runs, a fragment polls it every second, draws `live(snapshot)` (e.g. charts of the metrics streamed so
+    runs, a fragment polls it every POLL_S seconds, draws `live(snapshot)` (e.g. charts of the metrics streamed so
     far) and reruns the page once when the job ends.
     """
     job = st.session_state.get(key)

@@ -61,7 +61,7 @@ def _qat(loaded: LoadedModel, run: dict, bits: int, tag: str, **recipe):
     from qcore.train.qat import QATRecipe, run_qat
 
     config = QuantConfig(weight_range=run["weight_range"]).with_default(weight_bits=bits, weight_granularity="channel")
-    run_job(_key(tag, loaded), f"learn QAT {tag}", run_qat, exclusive=True, model=loaded, config=config,
+    run_job(_key(tag, loaded), f"learn QAT {tag}", run_qat, model=loaded, config=config,
             recipe=QATRecipe(minutes=None, batch_size=QAT_BATCH, int8_each_epoch=False, latency_iters=5, **recipe),
             data=run["data"], calib_size=256, eval_size=run["eval_size"], final_eval_size=run["eval_size"],
             seed=run["seed"], out_dir=upload_dir() / f"learn_qat_{tag}")

@@ -92,7 +92,7 @@ if start:
     except (ValueError, UnicodeDecodeError) as exc:
         st.error(t("Cannot start: {reason}").format(reason=exc))
         st.stop()
-    run_job(JOB_KEY, "qat", run_qat, remember=True, exclusive=True, report_of=lambda result: result.report, stream_metrics=True,
+    run_job(JOB_KEY, "qat", run_qat, remember=True, report_of=lambda result: result.report, stream_metrics=True,
             model=loaded, config=config, recipe=recipe, data=s["data"] or None, calib_size=int(s["calib_size"]),
             eval_size=int(monitor_size), final_eval_size=int(s["eval_size"]), seed=int(s["seed"]),
             out_dir=Path("out") / "qat" / uuid.uuid4().hex[:8], nproc=int(nproc), device=device)

@@ -64,7 +64,7 @@ if go and (target := _target()) is not None:
     options = WorkflowOptions(max_float=int(st.session_state["wf_max_float"]),
                               allow_qat=bool(st.session_state["wf_allow_qat"]),
                               qat_fraction=st.session_state["wf_qat_pct"] / 100)
-    run_job(JOB, "workflow", run_workflow, remember=True, exclusive=True, model=loaded, target=target, config=config,
+    run_job(JOB, "workflow", run_workflow, remember=True, model=loaded, target=target, config=config,
             options=options, data=s["data"].strip() or None, calib_size=int(s["calib_size"]),
             eval_size=int(st.session_state["wf_eval_size"]), seed=int(s["seed"]), out_dir=upload_dir() / "workflow")
 

@@ -8,7 +8,7 @@ can tell whether their job is waiting, running or dead. Here:
   as torch threads, set in its own worker thread: all cores for a job running alone, `threads_per_job`
   when the slots are full. A running job takes its current share at each progress report (a batch), so
   a lone user's job is not held to one core, and running jobs never ask for more cores than there are
-  for longer than one batch; a job that times or trains is `exclusive`: it waits for the others and runs
+  for longer than one batch; a job that is mostly timing is `exclusive`: it waits for the others and runs
   alone on all cores;
 - the next job is chosen fairly across sessions (the owner with the fewest running jobs, then the
   one served longest ago, then first come), and every session can see its place: queued (position,
