@@ -20,7 +20,6 @@ from views._ui import USER_ERRORS, t
 POLL_S = float(os.environ.get("QX_POLL_S", "2"))
 
 
-
 @st.cache_resource(show_spinner=False)
 def scheduler():
     """The server's one queue (created by the first session that needs it; Streamlit runs this once even when

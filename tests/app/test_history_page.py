@@ -58,3 +58,18 @@ def test_jobs_cut_off_by_a_restart_and_cancelled_jobs_are_shown(private_history)
     assert sorted(table["status"]) == ["cancelled", "done", "interrupted"]
     assert "server stopped" in table.set_index("status").loc["interrupted", "reason"]
     assert len(at.dataframe) == 2 and list(at.dataframe[1].value["model"]) == ["fm_gelunet"]
+
+
+def test_an_unreachable_ray_cluster_is_a_message_not_a_traceback(monkeypatch):
+    """QX_EXECUTOR naming a cluster nobody answers for: every page says so in one message."""
+    from views._jobs import scheduler
+
+    monkeypatch.setenv("QX_EXECUTOR", "ray://127.0.0.1:9")  # the discard port: nothing listens
+    scheduler.clear()
+    try:
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.switch_page("views/history.py").run()
+        assert not at.exception
+        assert at.error and "cannot reach the Ray cluster" in at.error[0].value
+    finally:
+        scheduler.clear()  # the next test's app makes the local queue again
