@@ -143,7 +143,6 @@ class Ticket:
         self._scheduler, self._work = scheduler, work
         self.owner, self.cancel_on_close = owner, cancel_on_close
         self.left = False
-        self.name = work.job.name
 
     def snapshot(self) -> dict:
         snap = self._scheduler.snapshot(self._work)
