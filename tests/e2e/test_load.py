@@ -2,13 +2,13 @@
 
 (a) a fresh server, 8 first visitors open 8 different deep links at the same moment: every one gets the app
 (sidebar, navigation, its page), none an exception; (b) a warm server, 6 sessions press Run calibration at
-once: all finish with identical tables, each within (jobs ahead + 1) x the single-session time x 2 (the issue
-asks 1.5; see the test for why this machine's browsers need more), and
-the job log shows one computation shared by the six; (c) four sessions with different requests on two slots:
-the third one says it is queued and where, one running session cancels, the others finish.
+once: all finish with identical tables, each within (jobs ahead + 1) x the single-session time x 1.5, and the job log
+shows one computation shared by the six; (c) four sessions with different requests on two slots: the third one says it is queued and where, one running session cancels, the others finish.
 
 The sessions are browser contexts of one Chromium driven concurrently with Playwright's asyncio API (the
-sync API is one thread's); the server is `streamlit run app.py` as users start it.
+sync API is one thread's); the server is `streamlit run app.py` as users start it. The browsers run at the
+lowest CPU priority (`students_chromium.sh`): in a classroom they run on the students' machines, and here they
+would otherwise take the server's two cores from the jobs they are waiting for.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import time
 import pytest
 
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, running_app
+
+STUDENTS_CHROMIUM = ROOT / "tests" / "e2e" / "students_chromium.sh"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -46,7 +48,7 @@ async def _browser(pw):
 
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    return await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    return await pw.chromium.launch(executable_path=str(STUDENTS_CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
 
 async def _new_page(browser):
@@ -160,12 +162,10 @@ def test_six_sessions_calibrate_at_once_on_a_warm_server(load_server):
     six = _calibrate_at_once(url, [{}] * 6)
     tables = {run["table"] for run in six}
     assert len(tables) == 1 and "percentile:99.99" in tables.pop()
-    # No job ahead of any of them (they share one), so the issue's bound is 1 x single x 1.5. Measured here (AVX2
-    # class, 2 cores) the six take 1.4-1.6x: the six Chromium renderers of this test share the server's two cores
-    # and slow the job itself (its compute 30-33 s against 18-24 s alone, job log), which a classroom's browsers,
-    # on the students' machines, would not. Without browsers, `bench sessions` meets 1.5x. Allowed here: 2x.
+    # No job ahead of any of them (they share one), so the issue's bound is (0 + 1) x single x 1.5.
+    print(f"single session {single:.1f} s; six at once: " + ", ".join(f"{r['seconds']:.1f} s" for r in six))
     for run in six:
-        assert run["seconds"] <= (0 + 1) * single * 2.0, (run["seconds"], single)
+        assert run["seconds"] <= (0 + 1) * single * 1.5, (run["seconds"], single)
     shared = [r for r in JobLog(history).recent() if r.name == "calibration" and r.status == "done"]
     assert sorted(r.sessions for r in shared) == [1, 1, 6], shared  # warm-up, alone, and one for the six
 
