@@ -131,7 +131,9 @@ OWN_MODEL_OPTIONS = ("arch", "input_shape", "preprocess", "mean", "std", "resize
 
 
 def _model(args):
-    """--model as given: a registry name, or (an existing file) the user's model, loaded and checked now."""
+    """--model as given: a registry name (with --weights: loaded from that file now, so every command honours
+    it), or (an existing file) the user's model, loaded and checked now."""
+    from qcore.zoo.inputs import load
     from qcore.zoo.preprocess import parse_floats, parse_shape
     from qcore.zoo.user_models import load_user_model
 
@@ -140,7 +142,7 @@ def _model(args):
         if given:
             raise CliError(_("{options} apply to a model file; {model} is not a file").format(
                 options=", ".join(given), model=repr(args.model)))
-        return args.model
+        return load(args.model, args.weights) if getattr(args, "weights", None) else args.model
     try:
         shape = parse_shape(args.input_shape)
     except ValueError as exc:

@@ -103,3 +103,13 @@ def test_argparse_help_and_its_own_errors_follow_the_language(capsys, english_en
     with pytest.raises(SystemExit):
         main(["deploy", "--backend", "tpu", "--out", "x"])  # argparse's English is left as it was
     assert "error: argument --backend: invalid choice: 'tpu'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["sensitivity", "--out", "x.json"], ["recover", "--steps", "cle", "--out", "x.json"],
+                                     ["workflow", "--out", "x"], ["qat", "--out", "x.json"]])
+def test_every_command_loads_the_weights_it_is_given(capsys, tmp_path, command):
+    """--weights reaches the model of every command (sensitivity, recover, workflow and qat once ignored it and
+    ran the registry's own weights): a missing file is the error it names, before any work."""
+    missing = tmp_path / "none.pth"
+    assert main([*command, "--model", "fm_resnet", "--weights", str(missing)]) == 2
+    assert "none.pth" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from torch import nn
 
 from qcore.quant.progress import Progress
 from qcore.zoo.data import ImageSet
-from qcore.zoo.inputs import DEFAULT_BATCH, batches
+from qcore.zoo.inputs import batches
 
 
 __all__ = ["EvalResult", "logits", "scores", "top1", "evaluate", "agreement", "sqnr_db", "output_errors", "layer_errors",
@@ -65,7 +65,7 @@ def evaluate(
     model: nn.Module,
     preprocess: Callable,
     data: ImageSet,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int | None = None,
     progress: Progress | None = None,
 ) -> EvalResult:
     """Top-1 and top-5 accuracy of `model` on raw images `data` (preprocessed batch by batch)."""

@@ -12,9 +12,10 @@ so a sweep can be spread over processes or machines later. Inputs are preprocess
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -89,8 +90,9 @@ def prepare(
 ) -> Prepared:
     """Load, run the one statistics pass, compute every layer's range, and run FP32 once."""
     config = (config or QuantConfig()).resolved()
-    inp = prepare_inputs(model, data, calib_size, eval_size, seed, eval_batch=500)
+    inp = prepare_inputs(model, data, calib_size, eval_size, seed)
     sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
+    inp = replace(inp, eval_batches=inp.eval_batches.rebatched(sweep_batch(sim, inp.eval_batches.head(1))))
     fp32_preds = _predict(inp.loaded.module, inp.eval_batches)
     acc = int((fp32_preds == inp.labels).sum()) / len(inp.labels)
     return Prepared(inp, sim, sim.apply_ranges(), fp32_preds, acc, config)
@@ -122,6 +124,18 @@ def _layer_starts(sim: QuantSim) -> dict[str, int]:
     return starts
 
 
+PREFIX_BUDGET_BYTES = int(float(os.environ.get("QX_PREFIX_BUDGET_MB", "768")) * 2**20)
+MAX_SWEEP_BATCH = 500
+
+
+def sweep_batch(sim: QuantSim, one: torch.Tensor) -> int:
+    """Images per sweep item: as many as keep one item's prefix cache (every graph value of its batch, kept)
+    within PREFIX_BUDGET_BYTES, measured on one image. 500 for a 28x28 model; a few for an ImageNet one,
+    whose kept values are tens of megabytes per image."""
+    per_image = max(1, _PrefixCache(sim, one).nbytes())
+    return max(1, min(MAX_SWEEP_BATCH, PREFIX_BUDGET_BYTES // per_image))
+
+
 class _PrefixCache:
     """Runs the sim's graph on one batch, keeping every node's value, then re-runs it from any node on
     with the values before that node taken from the kept run (torch.fx.Interpreter's initial_env)."""
@@ -134,6 +148,10 @@ class _PrefixCache:
             interp.run(x)
         self.env = interp.env
         self.x = x
+
+    def nbytes(self) -> int:
+        """Bytes of the kept values (tensors only)."""
+        return sum(v.numel() * v.element_size() for v in self.env.values() if isinstance(v, torch.Tensor))
 
     @torch.no_grad()
     def run_from(self, start: int) -> torch.Tensor:
@@ -207,7 +225,7 @@ def sweep_item(w: SweepWork, item: tuple[str, int]) -> tuple[str, dict[str, int]
     output error. Deterministic, so any executor gives the numbers the local run gives."""
     side, b = item
     errors: dict | None = {} if (side == "only" and b == 0) else None
-    offset = sum(len(x) for x in w.xs[:b])
+    offset = b * w.xs.batch_size if hasattr(w.xs, "batch_size") else sum(len(x) for x in w.xs[:b])
     x = w.xs[b]
     y = w.labels[offset: offset + len(x)]
     counts = _count_correct(w, x, y, _only if side == "only" else _all_but, side == "only", errors)

@@ -4,6 +4,7 @@
     python -m qcore.bench latency --model NAME [--random-weights] [--batch 1] [--threads 2] --out FILE.json
     python -m qcore.bench recover [--eval-size N] [--models a,b] --out FILE.json
     python -m qcore.bench scale [--model NAME] [--eval-size 2000] --out FILE.json
+    python -m qcore.bench memory [--model mobilenet_v2] [--images 64,256,1024] [--commands calibrate,deploy] --out F
 
 `calibrate` times the one statistics pass (observers at every quantizer, histograms included)
 against a plain FP32 forward pass over the same preprocessed images, interleaved R times in one
@@ -199,8 +200,22 @@ def main(argv: list[str] | None = None) -> int:
     ss.add_argument("--same", action="store_true", help="identical requests (they share one computation)")
     ss.add_argument("--executor", default="local", help="local, ray, or a Ray cluster address")
     ss.add_argument("--out", default=None)
+    m = sub.add_parser("memory", help="peak RSS of each command on a 224x224 model, by image count")
+    m.add_argument("--model", default="mobilenet_v2", help="a torchvision architecture (random weights)")
+    m.add_argument("--images", default="64,256,1024", help="image counts (calibration = evaluation = N)")
+    m.add_argument("--commands", default=None, help="only these, e.g. calibrate,recover:gptq,deploy "
+                   "(default: all; 'recover' is all three recover runs)")
+    m.add_argument("--work", default=None, help="folder for the images, weights and logs (default: a temp folder)")
+    m.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    if args.cmd == "sessions":
+    if args.cmd == "memory":
+        from qcore.bench.memory import COMMANDS, bench_memory
+
+        wanted = args.commands.split(",") if args.commands else list(COMMANDS)
+        commands = tuple(c for c in COMMANDS if c in wanted or c.split(":")[0] in wanted)
+        report = bench_memory(args.model, tuple(int(n) for n in args.images.split(",")), commands,
+                              Path(args.work) if args.work else None, say=lambda line: print(line, file=sys.stderr))
+    elif args.cmd == "sessions":
         from qcore.bench.sessions import bench_sessions
 
         report = bench_sessions(args.sessions, args.model, args.calib_size, args.eval_size, args.same, args.executor,

@@ -42,7 +42,7 @@ from qcore.quant.qparams import QScheme, compute_qparams, minmax
 from qcore.quant.stats import TensorStats
 from qcore.quant.tracing import symbolic_trace
 
-__all__ = ["QuantSim", "Mode", "RangeMode", "ActQuantizer", "QuantWeightLayer", "QuantPoint", "TraceError",
+__all__ = ["QuantSim", "image_count", "Mode", "RangeMode", "ActQuantizer", "QuantWeightLayer", "QuantPoint", "TraceError",
            "NothingQuantized"]
 
 FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh)  # clamps: folded into the requantization
@@ -359,6 +359,13 @@ def _is_unfused_act(node: fx.Node, modules: dict) -> bool:
     return node.op == "call_function" and node.target in UNFUSED_FUNCTIONS
 
 
+
+def image_count(batches) -> int | None:
+    """Images in a list of batches or a `Batches` sequence (without preprocessing them); None for an iterator."""
+    if isinstance(getattr(batches, "count", None), int):
+        return batches.count
+    return sum(len(x) for x in batches) if isinstance(batches, (list, tuple)) else None
+
 class QuantSim(nn.Module):
     """A quantization-simulated copy of `model` driven by `config`."""
 
@@ -531,7 +538,7 @@ class QuantSim(nn.Module):
         for q in self.quantizers.values():
             q.stats = TensorStats(q.name)
             q.mode = Mode.OBSERVE
-        n, total = 0, sum(len(x) for x in batches) if isinstance(batches, (list, tuple)) else None
+        n, total = 0, image_count(batches)
         try:
             for x in batches:
                 self.model(x)

@@ -31,7 +31,7 @@ from qcore.runtime.latency import measure_interleaved
 from qcore.runtime.layer_check import check_layers, first_divergent
 from qcore.runtime.machine import MACHINE_LOCK, cpu_features
 from qcore.runtime.reports import DeployReport, Int8Graph, PathScore
-from qcore.zoo.inputs import DEFAULT_BATCH, Inputs, prepare_inputs
+from qcore.zoo.inputs import Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
 __all__ = ["BACKENDS", "BuiltPaths", "build_paths", "deploy"]
@@ -152,7 +152,7 @@ def _score_paths(paths: BuiltPaths, sim: QuantSim, inp: Inputs, headline: set[st
     sim_logits, fp32_logits = logits(sim, inp.eval_batches), logits(inp.loaded.module, inp.eval_batches)
     total = len(sim_logits)
     few = total if secondary_images is None else min(total, secondary_images)
-    subset = list(torch.cat(inp.eval_batches)[:few].split(DEFAULT_BATCH)) if few < total else inp.eval_batches
+    subset = inp.eval_batches.first(few) if few < total else inp.eval_batches
     everything = paths.everything()
     scored = {}
     for i, (name, runner) in enumerate(everything.items()):
@@ -169,20 +169,28 @@ def _timing_input(inp: Inputs, b: int) -> torch.Tensor:
     """A batch of `b` evaluation images (repeated when there are fewer), or random ones."""
     if inp.labels is None:
         return torch.randn(b, *inp.loaded.spec.input_shape)
-    x = torch.cat(inp.eval_batches)[:b]
+    x = inp.eval_head(b)
     return x.repeat((b + len(x) - 1) // len(x), 1, 1, 1)[:b] if len(x) < b else x
 
 
-def _time_paths(everything: dict[str, Runner], inp: Inputs, batch_sizes, threads: int, warmup: int, iters: int,
-                say: Progress) -> dict[str, dict[str, dict]]:
-    """Every path timed interleaved at each batch size, while no other job uses the cores."""
+TIMING_BUDGET_S = 3.0  # seconds of timed calls per path and batch size; slow paths get fewer calls (MIN_TIMED)
+
+
+def _time_paths(paths: BuiltPaths, inp: Inputs, batch_sizes, threads: int, warmup: int, iters: int,
+                say: Progress, budget_s: float | None = TIMING_BUDGET_S) -> dict[str, dict[str, dict]]:
+    """Every path timed interleaved at each batch size, while no other job uses the cores. The variants
+    (dynamic INT8, BF16/FP16) are timed at the first batch size only: they are there to be compared with the
+    static INT8 path deploy picks at that batch size, and on an ImageNet model each of their batch-32 calls
+    takes a second."""
     latency = {}
     for i, b in enumerate(batch_sizes):
+        timed_here = paths.everything() if i == 0 else {**paths.fp32, **paths.int8}
         part = span(say, i / len(batch_sizes), (i + 1) / len(batch_sizes))
-        part(0.0, f"timing {len(everything)} paths at batch {b} ({iters} interleaved calls each)")
+        part(0.0, f"timing {len(timed_here)} paths at batch {b} (up to {iters} interleaved calls each)")
         with MACHINE_LOCK:  # never time while another job (training, another deploy) uses the cores
-            timed = measure_interleaved({n: r.run for n, r in everything.items()}, _timing_input(inp, b), threads,
-                                        warmup, iters, progress=lambda f, msg, b=b: part(f, f"batch {b}: {msg}"))
+            timed = measure_interleaved({n: r.run for n, r in timed_here.items()}, _timing_input(inp, b), threads,
+                                        warmup, iters, progress=lambda f, msg, b=b: part(f, f"batch {b}: {msg}"),
+                                        budget_s=budget_s)
         latency[f"batch_{b}"] = {n: t.to_dict() for n, t in timed.items()}
     return latency
 
@@ -191,7 +199,7 @@ def _speedups(latency: dict, b: int, fp32_paths, others) -> tuple[dict[str, floa
     """Speedup of every non-FP32 path at batch `b` over the fastest FP32 path, and that path."""
     t = latency[f"batch_{b}"]
     fastest = min(fp32_paths, key=lambda n: t[n]["median_ms"])
-    return {n: round(t[fastest]["median_ms"] / t[n]["median_ms"], 3) for n in others}, fastest
+    return {n: round(t[fastest]["median_ms"] / t[n]["median_ms"], 3) for n in others if n in t}, fastest
 
 
 def _fastest_int8(latency: dict, b: int, paths: BuiltPaths) -> str | None:
@@ -266,11 +274,12 @@ def deploy(
     if sim.unsupported_note():
         paths.notes.append(sim.unsupported_note())
     with clock("time"):
-        latency = _time_paths(paths.everything(), inp, batch_sizes, threads, warmup, iters, span(say, 0.3, 0.7))
+        latency = _time_paths(paths, inp, batch_sizes, threads, warmup, iters, span(say, 0.3, 0.7))
     best = _fastest_int8(latency, batch_sizes[0], paths)
     say(0.7, "evaluating every path")
     with clock("score"):
-        result = _score_paths(paths, sim, inp, {best}, secondary_images, span(say, 0.7, 0.95))
+        result = _score_paths(paths, sim, inp, {best}, sample_size(secondary_images, inp.loaded.macs),
+                              span(say, 0.7, 0.95))
     report = _report(inp, sim, paths, result, latency, batch_sizes, threads, iters)
     if result.secondary_images < report.eval_images:
         report.notes.append(f"FP32, the simulation and {best} scored on all {report.eval_images} images; the other "
@@ -285,6 +294,17 @@ def deploy(
     report.seconds = round(time.perf_counter() - start_all, 1)
     (out_dir / "report.json").write_text(report.to_json())
     return report
+
+
+SAMPLE_MACS = 2e11  # multiply-adds a path other than the headline ones is scored with: about 500 ImageNet images
+
+
+def sample_size(secondary_images: int | None, macs: int) -> int | None:
+    """Images the paths other than FP32, the simulation and the chosen INT8 path are scored on: at most
+    `secondary_images` (None: all), and no more than SAMPLE_MACS of work (at least 100 images), so an
+    ImageNet model's eight paths are not each run over the whole evaluation set."""
+    by_cost = max(100, int(SAMPLE_MACS / max(1, macs)))
+    return by_cost if secondary_images is None else min(secondary_images, by_cost)
 
 
 class Stages:
@@ -309,7 +329,7 @@ def _layer_check(sim: QuantSim, paths: BuiltPaths, inp: Inputs, best: str | None
     if runner is None or runner.path is None:
         return None
     try:
-        checks = check_layers(sim, runner.path, torch.cat(inp.eval_batches)[:images])
+        checks = check_layers(sim, runner.path, inp.eval_head(images))
     except Exception as exc:  # a diagnostic: its failure is reported, never the end of a finished deploy
         return {"path": runner.name, "error": f"{type(exc).__name__}: {exc}"}
     first = first_divergent(checks)

@@ -1,31 +1,31 @@
 """The one input step every experiment starts with: model -> data -> subsets -> checks -> batches.
 
 Calibration images come from the train split and evaluation images from the test split, both
-chosen by size and seed, so two runs with the same arguments see the same images. Preprocessing
-runs once here; experiments work on the model-ready batches.
+chosen by size and seed, so two runs with the same arguments see the same images. The images stay uint8;
+experiments read model-ready batches from `Batches`, which preprocesses each batch when it is read, in
+batches sized by the input (`batch_size_for`): memory follows the batch, not the number of images.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from qcore.quant.isa import cpu_isa
+from qcore.zoo.batches import Batches, as_is, batch_size_for
 from qcore.zoo.data import ImageSet, calibration_subset, eval_subset, imagenet_wnids
 from qcore.zoo.models import LoadedModel, finish_loading, get_spec, load_model
 
-__all__ = ["DEFAULT_BATCH", "Inputs", "batches", "check_compatible", "decode_for", "default_data", "fp32_predictions",
+__all__ = ["Batches", "Inputs", "batch_size_for", "batches", "check_compatible", "decode_for", "default_data", "fp32_predictions",
            "load", "prepare_inputs"]
 
-DEFAULT_BATCH = 250
 
-
-def batches(images: torch.Tensor, preprocess: Callable, batch_size: int = DEFAULT_BATCH) -> Iterator[torch.Tensor]:
-    """Model-ready float batches from raw uint8 images, preprocessed one batch at a time."""
-    for i in range(0, len(images), batch_size):
-        yield preprocess(images[i: i + batch_size])
+def batches(images: torch.Tensor, preprocess: Callable, batch_size: int | None = None) -> Batches:
+    """Model-ready float batches from raw uint8 images, preprocessed one batch at a time when read; by default
+    as many images per batch as the image size allows (`batch_size_for`)."""
+    return Batches(images, preprocess, batch_size or batch_size_for(tuple(images.shape[1:])))
 
 
 def default_data(loaded: LoadedModel) -> str:
@@ -94,15 +94,19 @@ class Inputs:
     loaded: LoadedModel
     data: str | None
     seed: int
-    calib_batches: list[torch.Tensor]
-    eval_batches: list[torch.Tensor]
+    calib_batches: Batches
+    eval_batches: Batches
     labels: torch.Tensor | None
     calib_size: int
     scored_by: str = "labels"  # "fp32": unlabeled images, `labels` are the FP32 model's top-1 predictions
 
+    def eval_head(self, n: int) -> torch.Tensor:
+        """The first `n` evaluation images as one model-ready batch (probes, timing inputs)."""
+        return self.eval_batches.head(n)
+
     @property
     def eval_size(self) -> int:
-        return int(sum(len(x) for x in self.eval_batches))
+        return self.eval_batches.count
 
     def identity(self) -> dict:
         """What every report starts with: which model (name and weights digest) on which data, and the
@@ -120,7 +124,7 @@ def _random_inputs(model: str | LoadedModel, seed: int) -> Inputs:
         spec = get_spec(model)
         loaded = finish_loading(spec, spec.build(), {"weights": "random (latency only)"})
     g = torch.Generator().manual_seed(seed)
-    calib = [torch.randn(8, *loaded.spec.input_shape, generator=g) for _ in range(4)]
+    calib = Batches(torch.randn(32, *loaded.spec.input_shape, generator=g), as_is, 8)
     return Inputs(loaded, None, seed, calib, calib[:1], None, 32)
 
 
@@ -132,7 +136,7 @@ def prepare_inputs(
     seed: int = 0,
     weights: str | None = None,
     random_weights: bool = False,
-    eval_batch: int = DEFAULT_BATCH,
+    eval_batch: int | None = None,
 ) -> Inputs:
     """Load the model and its calibration/evaluation batches (`eval_size` None: the whole test split)."""
     if random_weights:
@@ -143,12 +147,12 @@ def prepare_inputs(
     evald = eval_subset(data_name, eval_size, seed, decode_for(loaded))
     scored_by = check_compatible(loaded, evald)
     pre = loaded.spec.preprocess
-    eval_batches = list(batches(evald.images, pre, eval_batch))
+    eval_batches = batches(evald.images, pre, eval_batch)
     labels = evald.labels if scored_by == "labels" else fp32_predictions(loaded.module, eval_batches)
-    return Inputs(loaded, data_name, seed, list(batches(calib.images, pre)), eval_batches, labels, len(calib), scored_by)
+    return Inputs(loaded, data_name, seed, batches(calib.images, pre), eval_batches, labels, len(calib), scored_by)
 
 
 @torch.no_grad()
-def fp32_predictions(module, eval_batches: list[torch.Tensor]) -> torch.Tensor:
+def fp32_predictions(module, eval_batches) -> torch.Tensor:
     """The FP32 model's top-1 classes: the reference unlabeled images are scored against."""
     return torch.cat([module(x).argmax(1) for x in eval_batches])

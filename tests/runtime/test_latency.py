@@ -29,3 +29,17 @@ def test_burst_of_one_times_every_call():
 def test_iters_must_be_positive():
     with pytest.raises(ValueError):
         measure_interleaved({"a": lambda x: None}, torch.zeros(1), threads=1, iters=0)
+
+
+def test_a_slow_path_gets_fewer_calls_within_its_budget_and_the_fast_one_all():
+    """Budget 0.1 s: a 30 ms path fits 3 calls, raised to MIN_TIMED; a 0 ms path gets all 20."""
+    import time
+
+    from qcore.runtime.latency import MIN_TIMED
+
+    slow, fast = [], []
+    result = measure_interleaved({"slow": lambda x: (slow.append(1), time.sleep(0.03)), "fast": lambda x: fast.append(1)},
+                                 torch.zeros(1), threads=1, warmup=5, iters=20, burst=3, budget_s=0.1)
+    assert result["slow"].runs == MIN_TIMED and result["fast"].runs == 20
+    assert len(slow) < 5 + MIN_TIMED * 2  # warm-up cut short too (each 30 ms call is over a quarter of 0.1 s)
+    assert result["slow"].median_ms >= 30

@@ -127,9 +127,29 @@ def run_hooked(sim: QuantSim, hooks: dict, batches: list[torch.Tensor]) -> None:
             h.remove()
 
 
+class _Captured(Exception):
+    """Raised by a capture hook once every named module has run on the batch: the rest of the network would
+    compute values nobody reads (for an early layer of an ImageNet model, most of the forward pass)."""
+
+
 def _capture(sim: QuantSim, names: Iterable[str], batches: list[torch.Tensor], inputs: bool) -> dict[str, list]:
     got: dict[str, list] = {n: [] for n in names}
-    run_hooked(sim, {n: (lambda m, i, o, n=n: got[n].append((i[0] if inputs else o).detach())) for n in got}, batches)
+    seen: set[str] = set()
+
+    def hook(n):
+        def keep(m, i, o):
+            got[n].append((i[0] if inputs else o).detach())
+            seen.add(n)
+            if len(seen) == len(got):
+                raise _Captured
+        return keep
+
+    for x in batches:
+        seen.clear()
+        try:
+            run_hooked(sim, {n: hook(n) for n in got}, [x])
+        except _Captured:
+            pass
     return got
 
 

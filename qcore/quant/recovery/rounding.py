@@ -18,6 +18,7 @@ them to real INT8, keeps their rounding.
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -25,13 +26,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from qcore.quant.progress import Progress, silent
-from qcore.quant.quantsim import QuantSim, QuantWeightLayer
+from qcore.quant.quantsim import QuantSim, QuantWeightLayer, image_count
 from qcore.quant.recovery.graph import capture_inputs, run_hooked
 
 __all__ = ["adaround", "gptq", "ZETA", "GAMMA"]
 
 ZETA, GAMMA = 1.1, -0.1
 PROBE = 64  # images on which each layer's output MSE (round-to-nearest vs the step's rounding) is reported
+# AdaRound optimises each layer on its captured inputs and outputs, all in memory at once. For an ImageNet
+# model's early layers that is megabytes per image, so a layer uses as many calibration images as fit in this
+# budget (at least one); the report says how many each layer used.
+CAPTURE_BUDGET_BYTES = int(float(os.environ.get("QX_CAPTURE_BUDGET_MB", "256")) * 2**20)
 
 
 def _layer_out(layer: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -109,6 +114,29 @@ def _layer_by_layer(sim: QuantSim, names: list[str], label: str, fn, progress: P
     return {"layers": out}
 
 
+def _first_images(batches, k: int):
+    """The first `k` images of `batches` (a `Batches` sequence or a list of tensors), batched as they were."""
+    if hasattr(batches, "first"):
+        return batches.first(k)
+    out, n = [], 0
+    for x in batches:
+        out.append(x[: k - n])
+        n += len(out[-1])
+        if n >= k:
+            break
+    return out
+
+
+def _images_that_fit(sim: QuantSim, name: str, batches) -> int:
+    """How many calibration images AdaRound can hold for layer `name`: its quantized and FP32 inputs and its
+    target output, per image, measured on one image, within CAPTURE_BUDGET_BYTES."""
+    x = capture_inputs(sim, [name], _first_images(batches, 1))[name]
+    wl = sim.weight_layers[name]
+    with torch.no_grad():
+        per_image = 2 * x.numel() * x.element_size() + _layer_out(wl.layer, x, wl.layer.weight).numel() * 4
+    return max(1, min(image_count(batches), CAPTURE_BUDGET_BYTES // max(1, per_image)))
+
+
 def _fp32_inputs(sim: QuantSim, name: str, batches: list[torch.Tensor]) -> torch.Tensor:
     with sim.disabled():
         return capture_inputs(sim, [name], batches)[name]
@@ -120,11 +148,12 @@ def adaround(sim: QuantSim, batches: list[torch.Tensor], iters: int = 500, reg: 
     gen = torch.Generator().manual_seed(seed)
 
     def one(name: str, wl: QuantWeightLayer) -> dict:
-        x_q = capture_inputs(sim, [name], batches)[name]
+        used = _first_images(batches, _images_that_fit(sim, name, batches))
+        x_q = capture_inputs(sim, [name], used)[name]
         with torch.no_grad():
-            target = _layer_out(wl.layer, _fp32_inputs(sim, name, batches), wl.layer.weight)
+            target = _layer_out(wl.layer, _fp32_inputs(sim, name, used), wl.layer.weight)
         with torch.enable_grad():
-            return _adaround_layer(wl, x_q, target, iters, reg, batch, gen)
+            return {**_adaround_layer(wl, x_q, target, iters, reg, batch, gen), "images": len(x_q)}
 
     return _layer_by_layer(sim, _rounded_layers(sim), "AdaRound", one, progress)
 
@@ -184,7 +213,7 @@ def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progres
     """GPTQ every ungrouped integer-weight layer in graph order; returns per-layer changes and seconds."""
 
     def one(name: str, wl: QuantWeightLayer) -> dict:
-        probe = [batches[0][:PROBE]]
+        probe = [torch.cat(list(_first_images(batches, PROBE)))]
         x_q = capture_inputs(sim, [name], probe)[name]
         with torch.no_grad():
             target = _layer_out(wl.layer, _fp32_inputs(sim, name, probe), wl.layer.weight.detach())

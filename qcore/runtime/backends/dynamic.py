@@ -96,7 +96,7 @@ def dynamic_vs_static(model: str | LoadedModel, data: str | None = None, calib_s
         for i, (name, r) in enumerate(runners.items()):
             say(0.2 + 0.15 * i, f"evaluating {name} on {inp.eval_size} images")
             accuracy[name] = scores(logits(r, inp.eval_batches), inp.labels).top1
-        x = torch.cat(inp.eval_batches)[:batch]
+        x = inp.eval_head(batch)
         with MACHINE_LOCK:
             timed = measure_interleaved({n: r.run for n, r in runners.items()}, x, threads, iters=iters,
                                         progress=lambda f, msg: say(0.65 + 0.35 * (f or 0), msg))

@@ -41,7 +41,7 @@ from qcore.train.qat.probe import Int8Probe, step_overhead
 from qcore.train.qat.recipe import RANGE_MODES, QATRecipe, default_lr
 from qcore.train.qat.report import QATReport
 from qcore.zoo.data import ImageSet, eval_subset, load_dataset, subset
-from qcore.zoo.inputs import DEFAULT_BATCH, Inputs, batches, decode_for, fp32_predictions, prepare_inputs
+from qcore.zoo.inputs import Inputs, batches, decode_for, fp32_predictions, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
 __all__ = ["RANGE_MODES", "QATRecipe", "QATReport", "QATResult", "default_lr", "run_qat", "step_overhead"]
@@ -60,7 +60,7 @@ def _training_set(inp: Inputs, size: int | None, seed: int) -> ImageSet:
     train = subset(load_dataset(inp.data, "train", decode_for(inp.loaded)), size, seed)
     if inp.scored_by == "labels":
         return train
-    pseudo = fp32_predictions(inp.loaded.module, list(batches(train.images, inp.loaded.spec.preprocess)))
+    pseudo = fp32_predictions(inp.loaded.module, batches(train.images, inp.loaded.spec.preprocess))
     return ImageSet(train.name, train.images, pseudo, inp.loaded.spec.class_names)
 
 
@@ -69,7 +69,7 @@ def _final_set(inp: Inputs, data_name: str, final_eval_size, eval_size, seed: in
     if final_eval_size == eval_size:
         return inp.eval_batches, inp.labels
     evald = eval_subset(data_name, final_eval_size, seed, decode_for(inp.loaded))
-    xs = list(batches(evald.images, inp.loaded.spec.preprocess, DEFAULT_BATCH))
+    xs = batches(evald.images, inp.loaded.spec.preprocess)
     return xs, evald.labels if inp.scored_by == "labels" else fp32_predictions(inp.loaded.module, xs)
 
 
