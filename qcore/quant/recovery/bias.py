@@ -41,7 +41,7 @@ def _mean_outputs(sim: QuantSim, names: list[str], batches: list[torch.Tensor]) 
             counts[n] += len(o)
         return add
 
-    run_hooked(sim, {n: hook(n) for n in names}, batches)
+    run_hooked(sim, {n: hook(n) for n in names}, batches, stop_early=True)
     return {n: sums[n] / counts[n] for n in names}
 
 
@@ -79,7 +79,7 @@ def smooth(sim: QuantSim, batches: list[torch.Tensor], alpha: float = 0.5) -> di
         return hook
 
     with sim.disabled():  # a running maximum per channel: no activation is kept
-        run_hooked(sim, {n: track(n) for n, _ in pairs}, batches)
+        run_hooked(sim, {n: track(n) for n, _ in pairs}, batches, stop_early=True)
     report = {}
     for norm_name, linears in pairs:
         norm = sim.model.get_submodule(norm_name)

@@ -111,45 +111,45 @@ def _reads_shape_only(node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in ("size", "dim")
 
 
+class _AllSeen(Exception):
+    """Raised once every hooked module has run on the batch (with `stop_early`)."""
+
+
 @torch.no_grad()
-def run_hooked(sim: QuantSim, hooks: dict, batches: list[torch.Tensor]) -> None:
+def run_hooked(sim: QuantSim, hooks: dict, batches: list[torch.Tensor], stop_early: bool = False) -> None:
     """Run `batches` through the sim with forward hook `hooks[name](module, inputs, output)` on each named
-    module (weight layers: what the graph calls for them), removed afterwards."""
-    handles = []
+    module (weight layers: what the graph calls for them), removed afterwards. With `stop_early`, each batch's
+    forward pass stops once every hooked module has run on it: the rest of the network would compute values
+    nobody reads (for an early layer of an ImageNet model, most of the pass). Only for modules called once."""
+    handles, seen = [], set()
+
+    def wrapped(n, fn):
+        def hook(m, i, o):
+            fn(m, i, o)
+            seen.add(n)
+            if stop_early and len(seen) == len(hooks):
+                raise _AllSeen
+        return hook
+
     for n, fn in hooks.items():
         mod = sim.wrapper_of(n) if n in sim.weight_layers else sim.model.get_submodule(n)
-        handles.append(mod.register_forward_hook(fn))
+        handles.append(mod.register_forward_hook(wrapped(n, fn)))
     try:
         for x in batches:
-            sim.model(x)
+            seen.clear()
+            try:
+                sim.model(x)
+            except _AllSeen:
+                pass
     finally:
         for h in handles:
             h.remove()
 
 
-class _Captured(Exception):
-    """Raised by a capture hook once every named module has run on the batch: the rest of the network would
-    compute values nobody reads (for an early layer of an ImageNet model, most of the forward pass)."""
-
-
 def _capture(sim: QuantSim, names: Iterable[str], batches: list[torch.Tensor], inputs: bool) -> dict[str, list]:
     got: dict[str, list] = {n: [] for n in names}
-    seen: set[str] = set()
-
-    def hook(n):
-        def keep(m, i, o):
-            got[n].append((i[0] if inputs else o).detach())
-            seen.add(n)
-            if len(seen) == len(got):
-                raise _Captured
-        return keep
-
-    for x in batches:
-        seen.clear()
-        try:
-            run_hooked(sim, {n: hook(n) for n in got}, [x])
-        except _Captured:
-            pass
+    run_hooked(sim, {n: (lambda m, i, o, n=n: got[n].append((i[0] if inputs else o).detach())) for n in got}, batches,
+               stop_early=True)
     return got
 
 

@@ -177,7 +177,7 @@ def _hessian(sim: QuantSim, name: str, batches: list[torch.Tensor]) -> torch.Ten
         acc["h"] = cols.T @ cols + (acc["h"] if acc["h"] is not None else 0)
         acc["n"] += len(cols)
 
-    run_hooked(sim, {name: hook}, batches)
+    run_hooked(sim, {name: hook}, batches, stop_early=True)
     return 2 * acc["h"] / acc["n"]
 
 
