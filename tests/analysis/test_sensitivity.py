@@ -118,3 +118,21 @@ def test_reusing_the_prefix_gives_the_same_sweep(tiny_fashion_mnist):
     fast, slow = sweep(p, reuse_prefix=True), sweep(p, reuse_prefix=False)
     for a, b in zip(fast.layers, slow.layers):
         assert a == b
+
+
+def test_a_small_prefix_budget_splits_the_sweep_into_more_items_with_the_same_numbers(tiny_fashion_mnist, monkeypatch):
+    """The sweep's items keep every graph value of their batch; under a budget that holds three images per
+    item (an ImageNet model's case at scale) the 20 images become 7 items per side, and every number is the
+    same as with one item per side."""
+    from qcore.analysis import sensitivity
+    from tests.helpers import tiny_fashion_model
+
+    model, config = tiny_fashion_model(), QuantConfig().with_default(weight_bits=3, act_bits=3)
+    whole = prepare(model, config, calib_size=40, eval_size=20)
+    assert len(whole.xs) == 1
+    per_image = sensitivity._PrefixCache(whole.sim, whole.xs.head(1)).nbytes()
+    monkeypatch.setattr(sensitivity, "PREFIX_BUDGET_BYTES", 3 * per_image)
+    split = prepare(model, config, calib_size=40, eval_size=20)
+    assert split.xs.batch_size == 3 and len(split.xs) == 7
+    for a, b in zip(sweep(whole).layers, sweep(split).layers):
+        assert (a.name, a.only_this_quantized, a.all_but_this) == (b.name, b.only_this_quantized, b.all_but_this)

@@ -131,3 +131,19 @@ def test_real_int8_of_the_transformer_matches_the_simulation_after_smoothquant()
     runner = ort_backend.int8_runner(sim, inp.loaded.spec.input_shape, Path(tempfile.mkdtemp()), 2, "u8")
     s, r = logits(sim, inp.eval_batches), logits(runner, inp.eval_batches)
     assert agreement(s.argmax(1), r.argmax(1)) >= 0.99
+
+
+def test_adaround_holds_only_the_images_its_capture_budget_allows(resnet_inputs, monkeypatch):
+    """AdaRound keeps a layer's inputs and outputs in memory: under a budget of a few images' worth for the first
+    layer, it uses fewer images than the calibration set has, and the report says how many each layer used."""
+    from qcore.quant.recovery import rounding
+
+    config = QuantConfig().with_default(weight_bits=4)
+    sim = QuantSim.calibrated(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    first = next(iter(sim.weight_layers))
+    x = rounding.capture_inputs(sim, [first], [resnet_inputs.calib_batches[0][:1]])[first]
+    monkeypatch.setattr(rounding, "CAPTURE_BUDGET_BYTES", 10 * 3 * x.numel() * x.element_size())
+    layers = rounding.adaround(sim, resnet_inputs.calib_batches, iters=5)["layers"]
+    total = sum(len(b) for b in resnet_inputs.calib_batches)
+    assert 1 <= layers[first]["images"] < total
+    assert all(1 <= row["images"] <= total for row in layers.values())
