@@ -105,19 +105,46 @@ def output_errors(reference: torch.Tensor, test: torch.Tensor) -> dict:
     return {"sqnr_db": sqnr_db(r, t), "mse": float(((r - t) ** 2).mean()), "cosine": cos}
 
 
-@torch.no_grad()
-def layer_errors(sim, x: torch.Tensor) -> dict[str, dict]:
-    """Each quantizer's output in the quantized model against the same point in float.
+CAPTURE_BUDGET_BYTES = 256 * 2**20  # every quantizer's values of the images compared at once (both runs)
 
-    Errors accumulate along the network, as they do in the deployed model: this is the
-    end-to-end error at each layer's output, the number per-layer SQNR charts show.
-    """
+
+def _chunk_errors(sim, x: torch.Tensor, sums: dict[str, torch.Tensor]) -> int:
+    """Add one chunk's sums (ref^2, (ref - q)^2, ref.q, q^2, count) per quantizer into `sums`; returns the
+    bytes the chunk's captured values took."""
     with sim.disabled(), sim.capture() as ref_records:
         sim(x)
     with sim.capture() as q_records:
         sim(x)
     ref = {name: out for name, _, out in ref_records}
-    return {name: output_errors(ref[name], out) for name, _, out in q_records}
+    for name, _, out in q_records:
+        r, t = ref[name].double().flatten(), out.double().flatten()
+        add = torch.stack([(r * r).sum(), ((r - t) ** 2).sum(), (r * t).sum(), (t * t).sum(), torch.tensor(r.numel())])
+        sums[name] = sums[name] + add if name in sums else add
+    return sum(o.numel() * o.element_size() * 2 for _, i, o in ref_records)
+
+
+def _errors_from_sums(s: torch.Tensor) -> dict:
+    signal, noise, dot, test, n = (float(v) for v in s)
+    sqnr = math.inf if noise == 0.0 else (-math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise))
+    cos = dot / math.sqrt(signal * test) if signal > 0 and test > 0 else float("nan")
+    return {"sqnr_db": sqnr, "mse": noise / n, "cosine": cos}
+
+
+@torch.no_grad()
+def layer_errors(sim, x: torch.Tensor, budget_bytes: int = CAPTURE_BUDGET_BYTES) -> dict[str, dict]:
+    """Each quantizer's output in the quantized model against the same point in float.
+
+    Errors accumulate along the network, as they do in the deployed model: this is the
+    end-to-end error at each layer's output, the number per-layer SQNR charts show. The images go through in
+    chunks that keep every layer's captured values (both runs) within `budget_bytes`, measured on the first
+    image: an ImageNet model keeps tens of megabytes per image, so 32 images at once would be gigabytes.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    per_image = _chunk_errors(sim, x[:1], sums)
+    step = max(1, budget_bytes // max(1, per_image))
+    for i in range(1, len(x), step):
+        _chunk_errors(sim, x[i: i + step], sums)
+    return {name: _errors_from_sums(s) for name, s in sums.items()}
 
 
 def single_threaded(fn, *args):

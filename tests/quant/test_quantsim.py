@@ -103,6 +103,28 @@ def test_per_layer_float_override_changes_only_that_layer(resnet):
     assert set(errors) == set(sim.layer_names())
 
 
+def test_layer_errors_in_one_image_chunks_are_the_errors_of_the_whole_batch(resnet):
+    """Under a capture budget of one byte every image goes alone; the sums make the same SQNR, MSE, cosine
+    as the errors of the whole batch at once (output_errors), to the last bits a convolution's result depends
+    on the batch size by."""
+    from qcore.analysis.evaluate import output_errors
+
+    x = inputs()
+    sim = QuantSim(resnet, QuantConfig().with_default(weight_bits=4, act_bits=4))
+    sim.collect_stats([x])
+    sim.apply_ranges()
+    chunked = layer_errors(sim, x, budget_bytes=1)
+    with torch.no_grad(), sim.disabled(), sim.capture() as ref:
+        sim(x)
+    with torch.no_grad(), sim.capture() as out:
+        sim(x)
+    whole = {name: output_errors(r, o) for (name, _, r), (_, _, o) in zip(ref, out)}
+    assert set(chunked) == set(whole) and len(x) > 1
+    for name, e in whole.items():
+        for key in ("sqnr_db", "mse", "cosine"):
+            assert chunked[name][key] == pytest.approx(e[key], rel=1e-6, abs=1e-12), (name, key)
+
+
 def test_ranges_reapply_without_another_pass(resnet):
     sim = QuantSim(resnet)
     stats = sim.collect_stats([inputs()])
