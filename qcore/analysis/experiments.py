@@ -91,7 +91,7 @@ def compare_methods(
     say(0.1, f"statistics pass over {inp.calib_size} calibration images")
     fp32_seconds = timed_pass(inp.loaded.module, inp.calib_batches)
     start = time.perf_counter()
-    sim.collect_stats(inp.calib_batches)
+    sim.collect_stats(inp.calib_batches, progress=span(say, 0.1, 0.2))
     stats_seconds = time.perf_counter() - start
     rows = []
     for i, m in enumerate(methods):
