@@ -3,19 +3,24 @@
     python -m qcore models
     python -m qcore train NAME [--epochs N] [--seed S] [--out-dir DIR]
     python -m qcore evaluate [--model NAME] [--data NAME] [--eval-size N]
-    python -m qcore calibrate [--model NAME] [--data NAME] --methods max,percentile:99.99,entropy,mse
-                              [--bits 8] [--calib-size N] [--eval-size N] --out FILE.json
-    python -m qcore deploy [--model NAME] [--backend auto|x86|ort] [--config FILE.json] --out DIR
+    python -m qcore calibrate [--model NAME] [--data NAME] [--methods max,percentile:99.99,entropy,mse]
+                              [--calib-size N] [--eval-size N] [--out FILE.json]
+    python -m qcore deploy [--model NAME] [--backend auto|x86|ort] --out DIR
     python -m qcore sensitivity [--model NAME] [--eval-size N] [--budget 0.01] [--executor local|ray|ray://HOST:PORT]
                                 [--workers N] --out FILE.json
     python -m qcore history [--kind K] [--model M] [--compare ID,ID] [--delete ID,ID] [--export csv|json --out F]
-    python -m qcore recover [--model NAME] --steps cle,bias_correction,adaround [--weight-bits 4]
-                            [--granularity tensor|channel] --out FILE.json
-    python -m qcore qat [--model NAME] [--weight-bits 4] [--act-bits 8] [--minutes M | --steps N]
+    python -m qcore recover [--model NAME] --steps cle,bias_correction,adaround --out FILE.json
+    python -m qcore qat [--model NAME] [--minutes M | --steps N]
                         [--range-mode fixed|observe|learn] [--nproc N] [--device auto|cpu|cuda] --out FILE.json
     torchrun --nproc-per-node N -m qcore qat ... (multi-node: torchrun --nnodes, --node-rank, --rdzv-endpoint)
-    python -m qcore workflow [--model NAME] [--max-drop 1.0] [--min-speedup 2] [--weight-bits 4]
+    python -m qcore workflow [--model NAME] [--max-drop 1.0] [--min-speedup 2]
                              [--max-float 5] [--no-qat] [--qat-share 10] --out DIR   (exit 1: target not met)
+
+Every command that quantizes (calibrate, deploy, sensitivity, recover, qat, workflow) takes the same options:
+    [--weight-bits 8 (qat: 4)] [--act-bits 8] [--granularity channel|tensor] [--symmetric | --asymmetric]
+    [--method max|percentile:P|entropy|mse] [--weight-range auto|full|reduced] [--config FILE.json]
+--config overrides the bit options (those given beside it are ignored, with a warning); --bits is the deprecated
+old name of --act-bits (it still works, and warns).
 
 Messages, help and errors are in Korean with `--lang ko` (before the sub-command), QX_LANG=ko, or a
 Korean locale (LANG=ko_KR.UTF-8); English otherwise. Engine errors raised deep in qcore stay English.
@@ -32,6 +37,7 @@ import os
 import unicodedata
 from contextlib import contextmanager
 
+from qcore.console import ConsoleProgress
 from qcore.i18n import LANGUAGES, cli_language, translator
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.quant.qconfig import WEIGHT_RANGES
@@ -155,32 +161,44 @@ def _model(args):
                            preprocess_overrides=overrides or None)
 
 
-def _config(args, default=None):
-    """The config of a run: --config FILE, else `default` (W8A8 per-channel, max), with --weight-range on top."""
+QUANT_FLAGS = {"weight_bits": "--weight-bits", "act_bits": "--act-bits", "weight_granularity": "--granularity",
+               "act_symmetric": "--symmetric/--asymmetric", "act_method": "--method"}
+
+
+def _quant_config(args):
+    """The QuantConfig of a run, the same way on every command that quantizes: --config FILE as written, else
+    W8A8 per-channel max with the command's own defaults (qat: 4-bit weights) and the bit options on top;
+    --weight-range applies to both. Bit options given beside --config are ignored, and said to be, not dropped
+    silently."""
     from dataclasses import replace
 
     from qcore.quant.qconfig import QuantConfig
 
-    config = QuantConfig.from_json(Path(args.config).read_text()) if getattr(args, "config", None) else (
-        default or QuantConfig())
+    given = {key: getattr(args, key) for key in QUANT_FLAGS if getattr(args, key, None) is not None}
+    if getattr(args, "config", None):
+        config = QuantConfig.from_json(Path(args.config).read_text())
+        if given:
+            print(_("warning: --config {file} sets the quantization; ignoring {flags}").format(
+                file=args.config, flags=", ".join(QUANT_FLAGS[k] for k in given)), file=sys.stderr)
+    else:
+        config = QuantConfig().with_default(**{**args.quant_defaults, **given})
     return replace(config, weight_range=args.weight_range) if args.weight_range else config
 
 
 def _cmd_calibrate(args) -> int:
     from qcore.analysis.experiments import compare_methods, parse_methods
-    from qcore.quant.qconfig import QuantConfig
 
+    if args.act_method and args.methods:
+        raise CliError(_("give --methods (several, compared) or --method (one), not both"))
     try:
-        methods = parse_methods(args.methods)
+        methods = parse_methods(args.methods or args.act_method or ",".join(DEFAULT_METHODS))
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    config = _config(args, QuantConfig().with_default(act_bits=args.bits, weight_bits=args.weight_bits,
-                                                     weight_granularity=args.granularity))
-    report = compare_methods(
-        model=_model(args), data=args.data, methods=methods, config=config, bits=args.bits, weight_bits=args.weight_bits,
-        granularity=args.granularity, calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed,
-        weights=args.weights, progress=lambda fraction, msg: print(msg, file=sys.stderr),
-    )
+    progress = ConsoleProgress(keep_stages=True)
+    report = compare_methods(model=_model(args), data=args.data, methods=methods, config=_quant_config(args),
+                             calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed,
+                             weights=args.weights, progress=progress)
+    progress.end()
     if report.scored_by == "labels":
         print(_("{model} on {data}: FP32 top-1 {top1}").format(model=report.model, data=report.data,
                                                                 top1=f"{report.fp32_accuracy:.4f}"))
@@ -191,7 +209,10 @@ def _cmd_calibrate(args) -> int:
           + f"{'KL':>9}")
     for row in report.methods:
         acc = f"{row.accuracy:>10.4f}" if report.scored_by == "labels" else f"{'-':>10}"
-        print(f"{row.method:22}{acc}{row.agreement:>11.4f}{row.logit_sqnr_db:>15.2f}{row.kl_vs_fp32:>9.4f}")
+        label = row.method if row.used_method in ("", row.method) else f"{row.method} -> {row.used_method}"
+        print(f"{label:22}{acc}{row.agreement:>11.4f}{row.logit_sqnr_db:>15.2f}{row.kl_vs_fp32:>9.4f}")
+    for row in (r for r in report.methods if r.note):
+        print(_("{method} was refused: {reason}").format(method=row.method, reason=row.note))
     print(_layers_line(report))
     print(_("statistics pass {stats} s, FP32 pass {fp32} s").format(stats=f"{report.stats_pass_seconds:.2f}",
                                                                     fp32=f"{report.fp32_pass_seconds:.2f}"))
@@ -211,13 +232,15 @@ def _layers_line(report) -> str:
 
 def _cmd_deploy(args) -> int:
     from qcore.runtime.deploy import deploy
-    config = _config(args)
+    config = _quant_config(args)
+    progress = ConsoleProgress(keep_stages=True)
     report = deploy(
         model=_model(args), config=config, backend=args.backend, out_dir=args.out, data=args.data,
         calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed, threads=args.threads,
         iters=args.iters, batch_sizes=(1, args.batch), weights=args.weights,
-        progress=lambda fraction, msg: print(f"\r{msg:70}", end="" if "timing" in msg else "\n", file=sys.stderr),
+        progress=progress,
     )
+    progress.end()
     print("\n" + _("{model}: FP32 {fp32}, simulation {sim}, INT8 ({backend}) {int8}, top-1 agreement with simulation "
                    "{agreement}").format(model=report.model, fp32=_pct(report.fp32_accuracy),
                                          sim=_pct(report.simulation_accuracy), backend=report.backend,
@@ -241,20 +264,20 @@ def _cmd_deploy(args) -> int:
 def _cmd_sensitivity(args) -> int:
     from qcore.analysis.sensitivity import greedy_fallback, prepare, sweep
 
-    config = _config(args)
-    say = lambda fraction, msg: print(f"\r{msg:70}", end="", file=sys.stderr)  # noqa: E731
+    config = _quant_config(args)
+    say = ConsoleProgress()
     from qcore.store.executors import make_executor
 
     executor = make_executor(args.executor, args.workers)
     executor.info()  # starts or reaches Ray now: a bad address fails before the model loads
     p = prepare(_model(args), config, args.data, args.calib_size, args.eval_size, args.seed)
     report = sweep(p, progress=say, executor=executor)
-    print(file=sys.stderr)
+    say.end()
     print(_("sweep ran on {engine} with {n} worker(s)").format(engine=report.executor["engine"],
                                                             n=report.executor["workers"]))
     if args.budget is not None:
         report.greedy = greedy_fallback(p, report, budget=args.budget, progress=say)
-        print(file=sys.stderr)
+        say.end()
     print(_("{model}: FP32 {fp32}, all quantized {base} ({n} images, {seconds} s)").format(
         model=report.model, fp32=f"{report.fp32_accuracy:.4f}", base=f"{report.base_accuracy:.4f}", n=report.eval_size,
         seconds=f"{report.seconds:.1f}") + (_("; scored by agreement with FP32 (no labels)")
@@ -275,7 +298,7 @@ def _cmd_sensitivity(args) -> int:
 
 def _cmd_recover(args) -> int:
     from qcore.analysis.recovery import recover
-    from qcore.quant.qconfig import QuantConfig, parse_steps
+    from qcore.quant.qconfig import parse_steps
 
     try:
         steps = parse_steps(args.steps)
@@ -283,12 +306,11 @@ def _cmd_recover(args) -> int:
         raise CliError(str(exc)) from None
     if not steps:
         raise CliError(_("give at least one step: --steps cle,bias_correction,adaround,gptq,smoothquant"))
-    config = _config(args, QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
-                                                     weight_granularity=args.granularity))
+    config = _quant_config(args)
     report, _sim = recover(_model(args), steps, config, args.data, args.calib_size, args.eval_size, args.seed,
                         cumulative=not args.separately,
-                        progress=lambda fraction, msg: print(f"\r{msg[:70]:70}", end="", file=sys.stderr))
-    print(file=sys.stderr)
+                        progress=(progress := ConsoleProgress()))
+    progress.end()
     print(_("{model} ({n} images): FP32 {fp32}").format(model=report.model, n=report.eval_size,
                                                          fp32=_pct(report.fp32_accuracy)))
     print(_pad(_("steps"), 40) + _pad(_("accuracy"), -10) + _pad(_("agreement"), -11) + _pad(_("seconds"), -9))
@@ -303,34 +325,32 @@ def _cmd_recover(args) -> int:
 
 def _cmd_qat(args) -> int:
     from qcore.train.qat import QATRecipe, run_qat
-    from qcore.quant.qconfig import QuantConfig
 
-    config = _config(args, QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
-                                                     weight_granularity=args.granularity, act_method=args.method))
+    config = _quant_config(args)
     recipe = QATRecipe(steps=args.steps, minutes=None if args.steps is not None else (args.minutes or 2.0), epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, range_mode=args.range_mode, freeze_after=args.freeze_after,
                        bn_freeze_after=args.bn_freeze_after)
     out = Path(args.out)
     files_dir = out.with_suffix("")
+    progress = ConsoleProgress()
 
     def on_metric(row):
         if row["kind"] == "epoch":
             int8 = _(", INT8 {acc} at {ms} ms").format(acc=_pct(row.get('int8_accuracy')), ms=f"{row['int8_latency_ms']:.3f}") \
                 if "int8_latency_ms" in row else ""
-            print("\r" + _("epoch {epoch} (step {step}): fake-quant {acc}").format(
-                epoch=row['epoch'], step=row['step'], acc=_pct(row['fake_quant_accuracy'])) + int8 + " " * 20, file=sys.stderr)
+            progress.line(_("epoch {epoch} (step {step}): fake-quant {acc}").format(
+                epoch=row['epoch'], step=row['step'], acc=_pct(row['fake_quant_accuracy'])) + int8)
 
     from qcore.train.ddp import from_environment
 
     ranks = from_environment()  # under torchrun: this process's rank
     result = run_qat(_model(args), config, recipe, args.data, args.calib_size,
                      args.monitor_size, args.eval_size, args.seed, files_dir,
-                     progress=lambda fraction, msg: print(f"\r{msg[:70]:70}", end="", file=sys.stderr),
-                     on_metric=on_metric, nproc=args.nproc, device=args.device, ranks=ranks)
+                     progress=progress, on_metric=on_metric, nproc=args.nproc, device=args.device, ranks=ranks)
     if result is None:  # a rank other than 0: rank 0 reports
         return 0
     report = result.report
-    print(file=sys.stderr)
+    progress.end()
     if report.distributed["world"] > 1:
         print(_("DDP on {n} processes ({backend}, {device})").format(
             n=report.distributed["world"], backend=report.distributed["backend"], device=report.distributed["device"]))
@@ -361,18 +381,16 @@ def _workflow_figures(report, tr) -> list:
 
 
 def _cmd_workflow(args) -> int:
-    from qcore.quant.qconfig import QuantConfig
     from qcore.workflow import Target, WorkflowOptions, run_workflow
     from qcore.workflow.document import summary_rows, to_html, to_markdown
 
     target = Target(max_drop=None if args.max_drop is None else args.max_drop / 100, min_speedup=args.min_speedup)
-    config = _config(args, QuantConfig().with_default(weight_bits=args.weight_bits, act_bits=args.act_bits,
-                                                     weight_granularity=args.granularity))
+    config = _quant_config(args)
     options = WorkflowOptions(max_float=args.max_float, allow_qat=not args.no_qat, qat_fraction=args.qat_share / 100)
     out = Path(args.out)
     report = run_workflow(_model(args), target, config, options, args.data, args.calib_size, args.eval_size, args.seed,
-                          out, progress=lambda fraction, msg: print(f"\r{msg[:70]:70}", end="", file=sys.stderr))
-    print(file=sys.stderr)
+                          out, progress=(progress := ConsoleProgress()))
+    progress.end()
     for row in summary_rows(report, _):
         print("  ".join(row))
     (out / "report.md").write_text(to_markdown(report, _))
@@ -454,10 +472,39 @@ def _pct(x) -> str:
     return _("n/a") if x is None else f"{x:.2%}"
 
 
-def _weight_range(sp) -> None:
-    sp.add_argument("--weight-range", choices=list(WEIGHT_RANGES), default=None,
-                    help=_("weights in 8 bits (full), 7 bits (reduced: exact on CPUs without VNNI), or chosen for "
-                         "this CPU (auto, the default)"))
+class _DeprecatedBits(argparse.Action):
+    """--bits, the old name of --act-bits on `calibrate`: still works, and says so on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_("warning: --bits is deprecated; use --act-bits (the same activation bits)"), file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _quant_flags(sp, weight_bits: int = 8) -> None:
+    """The quantization options every command that quantizes takes, with the same names and meanings. Their
+    defaults are None so that `_quant_config` can tell a flag given from one left alone (and warn when --config
+    overrides one); the command's own defaults go to `quant_defaults`."""
+    g = sp.add_argument_group(_("quantization (the same on every command that quantizes)"))
+    g.add_argument("--config", default=None, metavar="FILE",
+                   help=_("a QuantConfig JSON file; it overrides the bit options below (default: W{w}A8 per-channel, "
+                          "max)").format(w=weight_bits))
+    g.add_argument("--weight-bits", type=int, default=None, metavar="N", help=_("weight bits, 2 to 8 (default: {n})").format(n=weight_bits))
+    g.add_argument("--act-bits", type=int, default=None, metavar="N", help=_("activation bits, 2 to 16 (default: 8)"))
+    g.add_argument("--bits", dest="act_bits", type=int, action=_DeprecatedBits, metavar="N", help=_("deprecated: the old name of --act-bits"))
+    g.add_argument("--granularity", dest="weight_granularity", default=None, choices=["tensor", "channel"],
+                   help=_("weight scales per tensor or per output channel (default: channel)"))
+    side = g.add_mutually_exclusive_group()
+    side.add_argument("--symmetric", dest="act_symmetric", action="store_const", const=True, default=None,
+                      help=_("activations on a symmetric grid around zero"))
+    side.add_argument("--asymmetric", dest="act_symmetric", action="store_const", const=False,
+                      help=_("activations on an asymmetric grid from their minimum (the default; weights are always "
+                             "symmetric)"))
+    g.add_argument("--method", dest="act_method", default=None, metavar="METHOD",
+                   help=_("activation calibration method: max, percentile:P, entropy or mse (default: max)"))
+    g.add_argument("--weight-range", choices=list(WEIGHT_RANGES), default=None,
+                   help=_("weights in 8 bits (full), 7 bits (reduced: exact on CPUs without VNNI), or chosen for "
+                          "this CPU (auto, the default)"))
+    sp.set_defaults(quant_defaults={"weight_bits": weight_bits})
 
 
 def _common(sp) -> None:
@@ -513,19 +560,17 @@ def _add_ptq(sub) -> None:
     """calibrate, deploy, sensitivity."""
     c = sub.add_parser("calibrate", help=_("one statistics pass, then accuracy per calibration method"))
     _common(c)
-    _weight_range(c)
-    c.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    c.add_argument("--bits", type=int, default=8, help=_("activation bits"))
-    c.add_argument("--weight-bits", type=int, default=8)
-    c.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
+    _quant_flags(c)
+    c.add_argument("--methods", default=None,
+                   help=_("methods to compare, comma-separated (default: {methods}); --method M compares one").format(
+                       methods=",".join(DEFAULT_METHODS)))
     c.add_argument("--calib-size", type=int, default=512)
     c.add_argument("--out", default=None)
     c.set_defaults(fn=_cmd_calibrate, eval_size=None)
     d = sub.add_parser("deploy", help=_("real INT8 models from a config: accuracy, agreement, latency, files"))
     _common(d)
-    _weight_range(d)
+    _quant_flags(d)
     d.add_argument("--backend", default="auto", choices=["auto", "x86", "ort"])
-    d.add_argument("--config", default=None, help=_("a QuantConfig JSON file (default: W8A8 per-channel, max)"))
     d.add_argument("--calib-size", type=int, default=512)
     d.add_argument("--batch", type=int, default=32, help=_("the larger batch timed besides batch 1"))
     d.add_argument("--threads", type=int, default=torch_threads())
@@ -534,8 +579,7 @@ def _add_ptq(sub) -> None:
     d.set_defaults(fn=_cmd_deploy)
     sn = sub.add_parser("sensitivity", help=_("per-layer two-sided sensitivity sweep (and greedy float fallback)"))
     _common(sn)
-    _weight_range(sn)
-    sn.add_argument("--config", default=None, help=_("base QuantConfig JSON (default: W8A8 per-channel, max)"))
+    _quant_flags(sn)
     sn.add_argument("--calib-size", type=int, default=512)
     sn.add_argument("--budget", type=float, default=None, help=_("accuracy drop allowed vs FP32, e.g. 0.01"))
     sn.add_argument("--executor", default="local",
@@ -549,15 +593,11 @@ def _add_ptq(sub) -> None:
 def _add_recover(sub) -> None:
     r = sub.add_parser("recover", help=_("accuracy recovery: CLE, bias correction, AdaRound, GPTQ, SmoothQuant vs plain PTQ"))
     _common(r)
-    _weight_range(r)
+    _quant_flags(r)
     r.add_argument("--steps", required=True,
                    help=_("in order, e.g. cle,bias_correction,adaround:iters=500 (settings: adaround iters/reg, "
                         "gptq damp, smoothquant alpha, cle high_bias=0|1; ';' between settings)"))
     r.add_argument("--separately", action="store_true", help=_("each step alone (then all), instead of adding them in turn"))
-    r.add_argument("--config", default=None, help=_("base QuantConfig JSON (overrides the bit options)"))
-    r.add_argument("--weight-bits", type=int, default=8)
-    r.add_argument("--act-bits", type=int, default=8)
-    r.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
     r.add_argument("--calib-size", type=int, default=512)
     r.add_argument("--out", required=True)
     r.set_defaults(fn=_cmd_recover, eval_size=2000)
@@ -566,12 +606,7 @@ def _add_recover(sub) -> None:
 def _add_qat(sub) -> None:
     q = sub.add_parser("qat", help=_("quantization-aware fine-tune: PTQ vs QAT vs real INT8"))
     _common(q)
-    _weight_range(q)
-    q.add_argument("--config", default=None, help=_("a QuantConfig JSON file (overrides the bit options)"))
-    q.add_argument("--weight-bits", type=int, default=4)
-    q.add_argument("--act-bits", type=int, default=8)
-    q.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
-    q.add_argument("--method", default="max", help=_("activation calibration method"))
+    _quant_flags(q, weight_bits=4)
     budget = q.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help=_("fine-tune time budget (default 2)"))
     budget.add_argument("--steps", type=int, default=None)
@@ -596,15 +631,11 @@ def _add_workflow(sub) -> None:
     w = sub.add_parser("workflow", help=_("guided PTQ -> partial quantization -> QAT to a target, ending in real "
                                           "INT8 and a Markdown/HTML report (exit code 1: target not met)"))
     _common(w)
-    _weight_range(w)
-    w.add_argument("--config", default=None, help=_("a QuantConfig JSON file (overrides the bit options)"))
+    _quant_flags(w)
     w.add_argument("--max-drop", type=float, default=1.0,
                    help=_("accuracy target: at most this many points below FP32 (default 1)"))
     w.add_argument("--min-speedup", type=float, default=None,
                    help=_("speed target: real INT8 at least this many times faster than FP32 at batch 1"))
-    w.add_argument("--weight-bits", type=int, default=8)
-    w.add_argument("--act-bits", type=int, default=8)
-    w.add_argument("--granularity", default="channel", choices=["tensor", "channel"])
     w.add_argument("--max-float", type=int, default=5, help=_("most layers step 2 may keep in float"))
     w.add_argument("--no-qat", action="store_true", help=_("stop after step 2"))
     w.add_argument("--qat-share", type=float, default=10.0,

@@ -113,3 +113,75 @@ def test_every_command_loads_the_weights_it_is_given(capsys, tmp_path, command):
     missing = tmp_path / "none.pth"
     assert main([*command, "--model", "fm_resnet", "--weights", str(missing)]) == 2
     assert "none.pth" in capsys.readouterr().err
+
+
+# --- one set of quantization flags on every command that quantizes (issue 23) ---------------------
+QUANTIZING = {"calibrate": [], "deploy": ["--out", "d"], "sensitivity": ["--out", "s.json"],
+              "recover": ["--steps", "cle", "--out", "r.json"], "qat": ["--out", "q.json"], "workflow": ["--out", "w"]}
+
+
+def _parsed(argv):
+    from qcore.__main__ import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("command", list(QUANTIZING))
+def test_every_quantizing_command_takes_the_same_flags_and_they_reach_the_config(command, capsys):
+    from qcore.__main__ import _quant_config
+
+    args = _parsed([command, *QUANTIZING[command], "--weight-bits", "5", "--act-bits", "6", "--granularity", "tensor",
+                    "--symmetric", "--method", "percentile:99.9", "--weight-range", "full"])
+    config = _quant_config(args)
+    d = config.default
+    assert (d.weight_bits, d.act_bits, d.weight_granularity, d.act_symmetric, d.act_method) == (
+        5, 6, "tensor", True, "percentile:99.9")
+    assert config.weight_range == "full"
+    assert _quant_config(_parsed([command, *QUANTIZING[command], "--asymmetric"])).default.act_symmetric is False
+    assert capsys.readouterr().err == ""  # nothing deprecated, nothing ignored
+
+
+@pytest.mark.parametrize("command", list(QUANTIZING))
+def test_defaults_are_w8a8_per_channel_max_except_qat_weights(command):
+    from qcore.__main__ import _quant_config
+    from qcore.quant.qconfig import LayerConfig
+
+    d = _quant_config(_parsed([command, *QUANTIZING[command]])).default
+    assert d == LayerConfig(weight_bits=4 if command == "qat" else 8)
+
+
+@pytest.mark.parametrize("command", list(QUANTIZING))
+def test_bits_is_a_deprecated_alias_of_act_bits_that_warns(command, capsys):
+    from qcore.__main__ import _quant_config
+
+    assert _quant_config(_parsed([command, *QUANTIZING[command], "--bits", "4"])).default.act_bits == 4
+    err = capsys.readouterr().err
+    assert "--bits is deprecated" in err and "--act-bits" in err
+
+
+def test_config_file_overrides_the_bit_flags_and_says_which_it_ignored(tmp_path, capsys):
+    from qcore.__main__ import _quant_config
+    from qcore.quant.qconfig import QuantConfig
+
+    path = tmp_path / "c.json"
+    path.write_text(QuantConfig().with_default(weight_bits=3, act_bits=5, act_method="mse").to_json())
+    args = _parsed(["sensitivity", "--out", "s.json", "--config", str(path), "--act-bits", "8", "--method", "max"])
+    d = _quant_config(args).default
+    assert (d.weight_bits, d.act_bits, d.act_method) == (3, 5, "mse")
+    err = capsys.readouterr().err
+    assert "ignoring --act-bits, --method" in err
+
+
+def test_calibrate_takes_one_method_or_several_not_both(capsys):
+    assert main(["calibrate", "--method", "mse", "--methods", "max,mse"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_calibrate_progress_to_a_pipe_is_one_line_per_stage(tiny_fashion_mnist, capsys):
+    """capsys's stderr is not a terminal, as a file or a pipe is not: no carriage returns, no repeated stage."""
+    assert main(["calibrate", "--methods", "max,mse", "--calib-size", "60", "--eval-size", "20", "--act-bits", "6"]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err
+    lines = captured.err.splitlines()
+    assert len(lines) == len(set(lines)) and "evaluating max" in lines and "evaluating mse" in lines
+    assert "mse" in captured.out

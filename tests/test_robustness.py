@@ -31,7 +31,7 @@ def _as_user_model(net: nn.Module, name: str):
 @pytest.mark.parametrize("argv, message", [
     (["calibrate", "--calib-size", "0", "--eval-size", "10"], "calibration needs at least one image"),
     (["calibrate", "--eval-size", "0"], "evaluation needs at least one image"),
-    (["calibrate", "--bits", "17", "--eval-size", "10"], "bits must be an integer from 2 to 16"),
+    (["calibrate", "--act-bits", "17", "--eval-size", "10"], "bits must be an integer from 2 to 16"),
     (["calibrate", "--weight-bits", "1", "--eval-size", "10"], "weight_bits must be an integer from 2 to 8"),
     (["qat", "--weight-bits", "9", "--steps", "1", "--out", "unused.json"], "weight_bits must be an integer from 2 to 8"),
     (["qat", "--steps", "0", "--out", "unused.json"], "steps must be at least 1"),

@@ -54,6 +54,10 @@ st.subheader(t("End-to-end accuracy per method and activation bit width"))
 st.plotly_chart(accuracy_figure(accuracy_rows, study.fp32_accuracy, y_title=t("top-1 %")), key="acc")
 acc = pd.DataFrame(accuracy_rows).pivot(index="method", columns="act_bits", values="accuracy")
 st.table(acc.rename(columns=lambda b: f"A{b} top-1").rename_axis(index=t("method")).style.format("{:.2%}"))
+for row in study.accuracy:  # a method refused at a width (entropy below 3 bits) says so, and what ran instead
+    if row.note:
+        st.info(t("{method} at {bits}-bit activations: {reason}").format(method=row.method, bits=row.act_bits,
+                                                                         reason=row.note))
 
 st.subheader(t("All layers"))
 layers = [p["name"] for p in study.points]

@@ -17,7 +17,7 @@ from qcore.analysis.evaluate import (EvalResult, kl_divergence, layer_errors, lo
                                      sqnr_db)
 from qcore.analysis.reports import (CalibrationReport, CalibrationStudy, ClippingReport, ClippingRow, MethodResult,
                                     StudyRow)
-from qcore.quant.calibration import DEFAULT_METHODS, parse_method
+from qcore.quant.calibration import DEFAULT_METHODS, RangeResult, parse_method
 from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
@@ -25,7 +25,7 @@ from qcore.quant.work import Executor, LocalExecutor
 from qcore.zoo.inputs import Inputs, load, prepare_inputs
 from qcore.zoo.models import LoadedModel, finish_loading
 
-__all__ = ["parse_methods", "timed_pass", "compare_methods", "calibration_study", "GridWork", "grid_item",
+__all__ = ["parse_methods", "refusal_note", "timed_pass", "compare_methods", "calibration_study", "GridWork", "grid_item",
            "weight_ranges", "channel_ranges", "clip_activations", "clipping_experiment"]
 
 
@@ -48,14 +48,21 @@ def timed_pass(fn: Callable[[torch.Tensor], object], xs: list[torch.Tensor]) -> 
     return time.perf_counter() - start
 
 
+def refusal_note(applied: dict[str, RangeResult]) -> tuple[str, str]:
+    """(the method the ranges came from, why it is not the one asked for) over a sim's applied ranges:
+    a refused method gives every layer the same fallback and reason."""
+    noted = next((r for r in applied.values() if r.note), None)
+    return (noted.method, noted.note) if noted else ("", "")
+
+
 def _method_result(sim: QuantSim, method: str, inp: Inputs, fp32: EvalResult, fp32_logits: torch.Tensor) -> MethodResult:
     start = time.perf_counter()
-    sim.apply_ranges(method=method)
+    used, note = refusal_note(sim.apply_ranges(method=method))
     out = logits(sim, inp.eval_batches)
     result = scores(out, inp.labels)
     return MethodResult(method, result.top1, result.top5, result.agreement_with(fp32),
                         round(time.perf_counter() - start, 3), round(sqnr_db(fp32_logits, out), 2),
-                        kl_divergence(fp32_logits, out))
+                        kl_divergence(fp32_logits, out), used or method, note)
 
 
 def compare_methods(
@@ -84,7 +91,7 @@ def compare_methods(
     say(0.1, f"statistics pass over {inp.calib_size} calibration images")
     fp32_seconds = timed_pass(inp.loaded.module, inp.calib_batches)
     start = time.perf_counter()
-    sim.collect_stats(inp.calib_batches)
+    sim.collect_stats(inp.calib_batches, progress=span(say, 0.1, 0.2))
     stats_seconds = time.perf_counter() - start
     rows = []
     for i, m in enumerate(methods):
@@ -189,7 +196,7 @@ def grid_item(w: GridWork, item: tuple[str, int]) -> tuple[StudyRow, dict | None
     w.sim.configure(w.config.with_default(act_bits=bits))
     applied = w.sim.apply_ranges(method=method)
     result = scores(logits(w.sim, w.xs), w.labels)
-    row = StudyRow(method, bits, result.top1, result.agreement_with(w.fp32))
+    row = StudyRow(method, bits, result.top1, result.agreement_with(w.fp32), refusal_note(applied)[1])
     if bits != w.first_bits:
         return row, None, None
     sqnr = {name: e["sqnr_db"] for name, e in single_threaded(layer_errors, w.sim, w.probe).items()}

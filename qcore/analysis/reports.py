@@ -37,6 +37,10 @@ class MethodResult:
     seconds: float
     logit_sqnr_db: float  # FP32 logits vs these (no labels needed)
     kl_vs_fp32: float  # mean KL(FP32 softmax || this softmax), nats
+    # The method whose ranges were evaluated, and why it is not `method` (a method refused at this bit
+    # width, e.g. entropy below 3 bits, falls back to the nearest one): shown beside the row, never silent.
+    used_method: str = ""
+    note: str = ""
 
 
 @dataclass
@@ -67,6 +71,7 @@ class StudyRow:
     act_bits: int
     accuracy: float
     agreement: float
+    note: str = ""  # why another method's ranges were used at this width (see MethodResult.note), else empty
 
 
 @dataclass

@@ -3,8 +3,15 @@
 - `max`: the observed [min, max]; nothing is clipped, rounding error is largest.
 - `percentile:P`: the P-th percentile of |x| (symmetric) or the (100-P)-th and P-th (asymmetric).
 - `entropy`: TensorRT's KL-divergence search: the threshold whose quantized distribution loses
-  the least information relative to the original; on |x| with 2^(bits-1) levels for symmetric
-  grids, and from the data's minimum upwards with 2^bits levels for asymmetric ones.
+  the least information relative to the original. On |x| with half the grid's levels where the grid
+  (symmetric) or the data (values on both sides of zero) is two-sided, as TensorRT and ONNX Runtime
+  search; from the data's minimum upwards with all levels where the data starts there (after ReLU,
+  or piled up at its minimum, like an image's background). Candidates start at 1/16 of the range
+  (TensorRT's 128 of 2048 bins), never at a handful of bins: at 4 bits a search that may stop after
+  16 bins finds a near-flat stretch of tail whose KL is small and clips everything else (the collapse
+  to chance of issue 23). Below `ENTROPY_MIN_BITS` the search is refused: with one or two levels per
+  side the quantized histogram is a flat block and KL no longer measures quantization loss, so `mse`
+  is used instead and the result says so (`RangeResult.note`).
 - `mse`: the clip, scaled down from max, that minimises clipping plus rounding error.
 
 Each returns a `RangeResult` with the clip range, the scale and zero-point it implies, and the
@@ -15,7 +22,7 @@ the same histogram the app draws.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -23,7 +30,8 @@ import torch
 from qcore.quant.qparams import QScheme, compute_qparams
 from qcore.quant.stats import Histogram, TensorStats
 
-__all__ = ["METHODS", "DEFAULT_METHODS", "RangeResult", "parse_method", "quant_error", "candidate_errors", "compute_range", "compute_ranges"]
+__all__ = ["METHODS", "DEFAULT_METHODS", "RangeResult", "parse_method", "refusal", "quant_error", "candidate_errors",
+           "compute_range", "compute_ranges"]
 
 METHODS = ("max", "percentile", "entropy", "mse")
 # The methods every comparison offers, in the order they are shown: the one list the CLI, pages and benchmarks use.
@@ -31,6 +39,9 @@ DEFAULT_METHODS = ("max", "percentile:99.99", "entropy", "mse")
 DEFAULT_PERCENTILE = 99.99
 ENTROPY_MAX_BINS = 2048
 ENTROPY_MAX_CANDIDATES = 512
+ENTROPY_START = 1 / 16  # the smallest candidate threshold, as a share of the bins: TensorRT's start_bin 128 of 2048
+ENTROPY_MIN_BITS = 3  # below this (counting reduce_range), entropy is refused and mse used
+FALLBACK = {"entropy": "mse"}  # the nearest method: it also trades clipping against rounding error, by estimate
 MSE_CANDIDATES = 100
 
 
@@ -45,6 +56,7 @@ class RangeResult:
     zero_point: int
     clip_error: float
     rounding_error: float
+    note: str = ""  # why `method` is not the method asked for (a refused method's reason), else empty
 
     @property
     def total_error(self) -> float:
@@ -67,6 +79,20 @@ def parse_method(spec: str) -> tuple[str, float | None]:
     if arg:
         raise ValueError(f"method {name!r} takes no argument")
     return name, None
+
+
+def refusal(method: str, scheme: QScheme) -> str | None:
+    """Why `method` cannot give a meaningful range on this grid (None: it can). Only entropy refuses: the
+    KL search compares the histogram with its quantized copy, and with 2 levels per side (2 bits, or 3 with
+    reduce_range) that copy is one flat block per side, so the divergence measures where the mass ends,
+    not what quantization loses."""
+    name, _ = parse_method(method)
+    bits = (scheme.qmax - scheme.qmin + 1).bit_length() - 1
+    if name == "entropy" and bits < ENTROPY_MIN_BITS:
+        return (f"entropy needs at least {ENTROPY_MIN_BITS}-bit activations: with {2 ** bits} levels the KL search "
+                f"compares the histogram with a flat block and says nothing about quantization loss; "
+                f"{FALLBACK[name]} was used instead")
+    return None
 
 
 def _representable(scale: torch.Tensor, zero_point: torch.Tensor, scheme: QScheme) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,11 +154,13 @@ def _percentile(stats: TensorStats, p: float, scheme: QScheme) -> tuple[float, f
 
 def _kl_threshold_bins(hist: np.ndarray, levels: int) -> int:
     """TensorRT's search: the number of |x| bins to keep whose `levels`-level quantization has
-    the least KL divergence from the reference (outliers folded into the last kept bin)."""
+    the least KL divergence from the reference (outliers folded into the last kept bin). The
+    candidates start at ENTROPY_START of the bins (and at least `levels`), as TensorRT's do."""
     n = len(hist)
-    if n <= levels:
+    start = max(levels, int(np.ceil(n * ENTROPY_START)))
+    if n <= start:
         return n
-    candidates = np.unique(np.linspace(levels, n, min(ENTROPY_MAX_CANDIDATES, n - levels + 1)).round().astype(int))
+    candidates = np.unique(np.linspace(start, n, min(ENTROPY_MAX_CANDIDATES, n - start + 1)).round().astype(int))
     tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])  # tail[i] = sum(hist[i:])
     best_i, best_kl = n, np.inf
     for i in candidates:
@@ -174,20 +202,29 @@ def _flatten_first(counts: np.ndarray) -> np.ndarray:
     return counts
 
 
+def _starts_at_minimum(stats: TensorStats, counts: np.ndarray) -> bool:
+    """Whether the data starts at its minimum rather than spreading around zero: nothing below zero
+    (after ReLU), or its lowest bin is its fullest (a pile-up: an image's background, a clamp)."""
+    return stats.min >= 0 or counts[0] >= counts.max()
+
+
 def _entropy(stats: TensorStats, scheme: QScheme) -> tuple[float, float]:
     hist = stats.histogram()
-    if scheme.symmetric:
-        # TensorRT's search on |x| with 2^(bits-1) levels (2^bits when data and grid are one-sided)
+    levels = scheme.qmax - scheme.qmin + 1
+    raw = hist.counts.numpy()
+    if scheme.symmetric or not _starts_at_minimum(stats, raw):
+        # On |x|, as TensorRT and ONNX Runtime search: half the levels lie on each side of zero (all of
+        # them where both the grid and the data are one-sided).
         folded = hist.folded().trimmed()
         counts, factor = _merged(np.concatenate([np.zeros(folded.k0), folded.counts.numpy()]))
         one_sided = stats.min >= 0 and not scheme.signed
-        levels = 2**scheme.bits if one_sided else 2 ** (scheme.bits - 1)
-        t = min(_kl_threshold_bins(_flatten_first(counts), levels) * folded.width * factor, stats.absmax)
+        t = _kl_threshold_bins(_flatten_first(counts), levels if one_sided else levels // 2) * folded.width * factor
+        t = min(t, stats.absmax)
         return max(stats.min, -t), min(stats.max, t)
-    # An asymmetric grid starts at the data's minimum: search the upper threshold over the distance
-    # from it with all 2^bits levels (after ReLU the minimum is 0: the usual one-sided search).
-    counts, factor = _merged(hist.counts.numpy())
-    t = float(hist.edges[0]) + _kl_threshold_bins(_flatten_first(counts), 2**scheme.bits) * hist.width * factor
+    # An asymmetric grid on data that starts at its minimum: search the upper threshold over the distance
+    # from it with all the levels (after ReLU the minimum is 0: the usual one-sided search).
+    counts, factor = _merged(raw)
+    t = float(hist.edges[0]) + _kl_threshold_bins(_flatten_first(counts), levels) * hist.width * factor
     return stats.min, min(stats.max, t)
 
 
@@ -201,10 +238,14 @@ def _mse(stats: TensorStats, scheme: QScheme) -> tuple[float, float]:
 
 
 def compute_range(stats: TensorStats, method: str, scheme: QScheme) -> RangeResult:
-    """The clip range `method` (e.g. 'percentile:99.99') chooses for these statistics."""
+    """The clip range `method` (e.g. 'percentile:99.99') chooses for these statistics. A method refused on
+    this grid (`refusal`) gives its fallback's range, labelled with the fallback and the reason."""
     name, arg = parse_method(method)
     if stats.count == 0:
         raise ValueError(f"no calibration values were collected for {stats.name or 'this tensor'}")
+    note = refusal(method, scheme)
+    if note:
+        name = FALLBACK[name]
     if name == "max":
         lo, hi = stats.min, stats.max
     elif name == "percentile":
@@ -214,7 +255,7 @@ def compute_range(stats: TensorStats, method: str, scheme: QScheme) -> RangeResu
     else:
         lo, hi = _mse(stats, scheme)
     label = f"percentile:{arg:g}" if name == "percentile" else name
-    return _result(label, stats, lo, hi, scheme)
+    return replace(_result(label, stats, lo, hi, scheme), note=note or "")
 
 
 def compute_ranges(stats: dict[str, TensorStats], method: str, scheme: QScheme) -> dict[str, RangeResult]:

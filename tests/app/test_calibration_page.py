@@ -58,3 +58,19 @@ def test_calibration_results_in_korean(finished_study):
     at.selectbox(key="calib_layer").set_value("0").run()
     assert not at.exception
     assert any(h.value == "이 레이어의 가중치 (BN 폴딩 후)" for h in at.subheader)
+
+
+def test_a_method_refused_at_a_width_is_said_on_the_page():
+    """Entropy at 2-bit activations is refused (mse runs instead): the page says so beside the accuracy table."""
+    from qcore.analysis.experiments import calibration_study
+
+    study = calibration_study(tiny_fashion_model(), methods=["max", "entropy"], act_bits=(8, 2), calib_size=32,
+                              eval_size=20)
+    assert [(r.method, r.act_bits) for r in study[0].accuracy if r.note] == [("entropy", 2)]
+    job = Job("calibration", lambda j: study).start()
+    job.wait()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["calibration_job"] = job
+    at.switch_page("views/calibration.py").run()
+    assert not at.exception and not at.error
+    assert any(i.value.startswith("entropy at 2-bit activations: entropy needs at least 3-bit") for i in at.info)

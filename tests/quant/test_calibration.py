@@ -120,3 +120,24 @@ def test_asymmetric_entropy_is_not_fooled_by_a_pile_up_at_the_minimum():
     r = compute_range(stats_of(x), "entropy", ASYM)
     assert r.clip_min == pytest.approx(-0.81, abs=1e-3)
     assert r.clip_max > 1.5
+
+
+def test_entropy_at_4_bits_keeps_both_sides_of_signed_data():
+    """A conv output before its residual add, on an asymmetric 4-bit grid: the old search crept up from
+    the minimum, stopped in the sparse left tail and clipped every positive value (chance accuracy)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.cat([torch.randn(200_000, generator=g), -8 * torch.rand(50, generator=g), 7 * torch.rand(50, generator=g)])
+    r = compute_range(stats_of(x), "entropy", QScheme(4, symmetric=False, signed=False))
+    assert r.method == "entropy" and r.note == ""
+    assert r.clip_min < -1.5 and r.clip_max > 1.5  # the bulk on both sides of zero is kept
+    assert r.total_error < 2 * compute_range(stats_of(x), "mse", QScheme(4, symmetric=False, signed=False)).total_error
+
+
+@pytest.mark.parametrize("scheme", [QScheme(2, True, True), QScheme(2, False, False), QScheme(3, False, False, True)])
+def test_entropy_is_refused_below_3_bits_and_mse_is_used_with_the_reason(scheme):
+    st = stats_of(torch.randn(50_000, generator=torch.Generator().manual_seed(8)))
+    r = compute_range(st, "entropy", scheme)
+    mse = compute_range(st, "mse", scheme)
+    assert r.method == "mse" and "entropy needs at least 3-bit activations" in r.note
+    assert (r.clip_min, r.clip_max) == (mse.clip_min, mse.clip_max)
+    assert compute_range(st, "entropy", QScheme(3, True, True)).note == ""  # 3 bits: entropy runs
