@@ -27,6 +27,7 @@ from qcore.runtime.qdq_graph import OpGraph, op_graphs
 
 __all__ = ["OpCheck", "check_ops", "departing", "isolated_summary"]
 
+INT_KERNELS = {"QuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
 PLUMBING = {"QuantizeLinear", "DequantizeLinear", "Transpose", "Reshape", "Shape", "Gather", "Concat", "Cast",
             "Unsqueeze", "Squeeze", "Slice", "ConstantOfShape", "Constant", "Identity", "Sub", "Mul", "Div"}
 
@@ -47,10 +48,8 @@ class OpCheck:
 
     @property
     def int8(self) -> bool:
-        """ORT ran an integer kernel for this op (not a float op between Dequantize and Quantize)."""
-        return any(k.startswith("QLinear") or k in ("ConvInteger", "MatMulInteger", "QGemm", "DynamicQuantizeMatMul",
-                                                  "MatMulIntegerToFloat", "QuantizeLinear")
-                   for k in self.kernels) or not self.kernels
+        """ORT ran an integer kernel for this op (not only float ops between Dequantize and Quantize)."""
+        return any(k.startswith("QLinear") or k in INT_KERNELS for k in self.kernels)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "exact": self.exact, "int8": self.int8}
