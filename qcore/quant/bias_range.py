@@ -26,7 +26,7 @@ INT32_BIAS_LIMIT = 2 ** 30  # half the int32 range: the rest is room for the sum
 # ops that move or pad integers without changing their grid: a conv after them reads its input
 # quantizer's integers (ONNX Runtime fuses Pad into QLinearConv, padding with the zero-point)
 _KEEP_FUNCTIONS = {F.pad, F.max_pool2d, torch.flatten, torch.reshape, torch.permute, torch.transpose,
-                   torch.ops.aten.constant_pad_nd.default, operator.getitem}
+                   torch.ops.aten.constant_pad_nd.default, torch.ops.aten.pad.default, operator.getitem}
 _KEEP_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous"}
 _KEEP_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout, nn.ZeroPad2d, nn.ConstantPad2d)
 
