@@ -25,7 +25,7 @@ from qcore.quant.quantsim import QuantSim
 from qcore.runtime.layer_check import OFF_STEPS, sim_integers
 from qcore.runtime.qdq_graph import OpGraph, op_graphs
 
-__all__ = ["OpCheck", "check_ops", "departing", "isolated_summary"]
+__all__ = ["OpCheck", "check_ops", "departing", "isolated_summary", "isolated_report"]
 
 INT_KERNELS = {"QuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
 PLUMBING = {"QuantizeLinear", "DequantizeLinear", "Transpose", "Reshape", "Shape", "Gather", "Concat", "Cast",
@@ -107,3 +107,12 @@ def isolated_summary(checks: list[OpCheck]) -> dict:
     return {"ops": len(checks), "int8_ops": sum(c.int8 for c in checks),
             "max_steps": worst.max_steps if worst else 0, "worst": worst.name if worst else None,
             "departing": [c.to_dict() for c in departing(checks)]}
+
+
+def isolated_report(sim: QuantSim, onnx_path: Path, x: torch.Tensor) -> dict:
+    """`isolated_summary` of `check_ops` on `x` (one or two images suffice: no compounding to average
+    out), or {"error": ...}: a diagnostic never ends the run it explains."""
+    try:
+        return {"images": len(x), **isolated_summary(check_ops(sim, onnx_path, x))}
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return {"error": f"{type(exc).__name__}: {exc}"}

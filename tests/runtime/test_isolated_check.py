@@ -103,3 +103,16 @@ def test_eight_bit_weights_depart_exactly_where_the_cpu_has_no_vnni(tmp_path):
         assert not departing(full), [c.to_dict() for c in departing(full)]
     else:
         assert departing(full) and all(c.kernels == ["QLinearConv"] for c in departing(full))
+
+
+def test_the_diagnosis_names_the_departing_op_and_why(tmp_path, monkeypatch):
+    """Deploy's diagnosis reads the isolated check: the op, its kernel, how far off, and the likely cause."""
+    from qcore.runtime.diagnose import isolated_findings
+
+    monkeypatch.setattr(bias_range, "INT32_BIAS_LIMIT", 2 ** 40)
+    _, checks = _checked(_dead_stem(30.0), tmp_path, shape=(3, 8, 8))
+    found = isolated_findings(isolated_summary(checks), {"vnni": True}, "full")
+    assert len(found) == 1 and found[0].startswith("0 (QLinearConv) departs on its own") and "int32 bias" in found[0]
+    monkeypatch.setattr(bias_range, "INT32_BIAS_LIMIT", 2 ** 30)
+    _, exact = _checked(_dead_stem(30.0), tmp_path / "fixed", shape=(3, 8, 8))
+    assert "within one step" in isolated_findings(isolated_summary(exact), {"vnni": True}, "full")[0]
