@@ -124,3 +124,17 @@ def train_briefly(model: nn.Module, steps: int = 150, batch: int = 128, seed: in
         loss.backward()
         opt.step()
     return model.eval()
+
+
+@torch.no_grad()
+def with_dead_channels(model: nn.Module, fraction: float = 0.1, seed: int = 0) -> nn.Module:
+    """Some BN channels dead as trained nets have them: gamma ~0 with a real beta (|beta| 2 to 8), so
+    after folding their per-channel weight scale is tiny next to a real bias."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            dead = torch.rand(m.num_features, generator=g) < fraction
+            m.weight[dead] = 1e-7
+            sign = torch.where(torch.rand(m.num_features, generator=g) < 0.5, -1.0, 1.0)
+            m.bias[dead] = (sign * (2 + 6 * torch.rand(m.num_features, generator=g)))[dead]
+    return model

@@ -225,6 +225,7 @@ class QuantWeightLayer(nn.Module):
         self._cached: torch.Tensor | None = None
         self.torch_ops = False  # True while exporting to ONNX
         self.pinned: dict[QScheme, tuple[torch.Tensor, torch.Tensor]] = {}  # see pin_grid
+        self.scale_floor: torch.Tensor | None = None  # per output channel; see quant.bias_range
 
     def configure(self, cfg: LayerConfig) -> None:
         self.cfg = cfg
@@ -270,11 +271,23 @@ class QuantWeightLayer(nn.Module):
         self.pinned[scheme] = (scale.detach().clone(), zero_point.detach().clone())
         self._cached = None
 
-    def grid(self, w: torch.Tensor, scheme: QScheme) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, zero-point) of `w` under `scheme`: a pinned grid, else from its min/max."""
+    def set_scale_floor(self, floor: torch.Tensor | None) -> None:
+        """The smallest weight scale per output channel that keeps the int32 bias of an INT8 kernel
+        in range (quant.bias_range); None for none."""
+        self.scale_floor = None if floor is None else floor.detach().clone()
+        self._cached = None
+
+    def grid(self, w: torch.Tensor, scheme: QScheme, floor: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, zero-point) of `w` under `scheme`: a pinned grid, else from its min/max; a
+        symmetric per-channel or per-tensor scale is raised to the scale floor where one is set."""
         if scheme in self.pinned:
-            return self.pinned[scheme]
-        return compute_qparams(*minmax(w.detach(), scheme), scheme)
+            scale, zp = self.pinned[scheme]
+        else:
+            scale, zp = compute_qparams(*minmax(w.detach(), scheme), scheme)
+        if not floor or self.scale_floor is None or not scheme.symmetric or scheme.granularity == "group":
+            return scale, zp
+        low = self.scale_floor if scheme.granularity == "channel" and scale.numel() > 1 else self.scale_floor.max()
+        return torch.maximum(scale, low.reshape(scale.shape).to(scale.dtype)), zp
 
     def effective_scheme(self, w: torch.Tensor) -> QScheme:
         """The weight scheme as applied: one group spanning every input (stems, depthwise convs) is per-channel."""
@@ -387,6 +400,7 @@ class QuantSim(nn.Module):
         self.unsupported: list[str] = []
         self.float_reasons: dict[str, str] = {}  # layers with weights that stay float, and why
         self.recovery_results: list = []  # what each of config.recovery's steps changed (quant.recovery.StepResult)
+        self.bias_floors: dict[str, int] = {}  # layers whose weight scale was raised for an int32 bias (bias_range)
         self._insert_quantizers(gm)
         if not self.weight_layers:
             raise NothingQuantized(
@@ -583,7 +597,16 @@ class QuantSim(nn.Module):
                 result = self._range_cache[key]
             q.set_range(result, scheme, "int")
             applied[q.name] = result
+        self.fit_int32_biases()
         return applied
+
+    def fit_int32_biases(self) -> dict[str, int]:
+        """Weight-scale floors that keep each conv's int32 bias in range for its input's current grid
+        (quant.bias_range); the layers and channel counts it raised."""
+        from qcore.quant.bias_range import fit_int32_biases
+
+        self.bias_floors = fit_int32_biases(self)
+        return self.bias_floors
 
     def weights_changed(self) -> None:
         """Forget cached quantized weights: call after an optimizer step changed the float weights."""
@@ -647,6 +670,7 @@ class QuantSim(nn.Module):
         for q in self.quantizers.values():
             if q.quantizes_int and q.scheme.bits != 8:
                 raise ValueError(f"{q.name}: {q.scheme.bits}-bit activations have no INT8 kernel; use 8 bits or float")
+        self.fit_int32_biases()  # the grids as they are now (QAT may have moved them since calibration)
         try:
             for q in self.quantizers.values():
                 q.torch_ops = activations

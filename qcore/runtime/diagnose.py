@@ -91,6 +91,7 @@ def agreement_findings(report: "DeployReport") -> list[str]:
         layer = next(x for x in check["layers"] if x["name"] == first)
         out.append(f"{check['path']} first departs from the simulation at {first}: {layer['off_fraction']:.1%} of its "
                    f"values are more than one step off (up to {layer['max_steps']} steps), on {check['images']} images.")
+    out += isolated_findings(check.get("isolated"), report.machine, report.config.get("weight_range"))
     cpu, weights = report.machine, report.config.get("weight_range")
     if not cpu.get("vnni") and weights == "full":
         out.append("This CPU has no VNNI: its INT8 kernels add pairs of u8 x s8 products in a saturating int16, which "
@@ -100,3 +101,32 @@ def agreement_findings(report: "DeployReport") -> list[str]:
         out.append("This CPU has VNNI (int32 accumulation), so int16 saturation is not the cause: look at that layer's "
                    "operator and its ranges.")
     return out
+
+
+def isolated_findings(isolated: dict | None, cpu: dict, weights: str | None) -> list[str]:
+    """What the isolated per-op check (runtime.isolated_check: each quantized op fed the simulation's own
+    integers) says: which op computes something else and why, or that none does and the end-to-end
+    departure is one-step rounding compounding through depth."""
+    if not isolated or "departing" not in isolated:
+        return []
+    bad = isolated["departing"]
+    if not bad:
+        return [f"Each of the {isolated['ops']} quantized ops, fed the simulation's own integers, is within one step of "
+                "it: no op computes something else; differences come from one-step rounding compounding through depth."]
+    return [_why(op, cpu, weights) for op in bad[:3]]
+
+
+def _why(op: dict, cpu: dict, weights: str | None) -> str:
+    head = (f"{op['name']} ({'+'.join(op['kernels']) or 'no kernel'}) departs on its own, fed the simulation's integers: "
+            f"{op['off_fraction']:.1%} of its values off by up to {op['max_steps']} steps. ")
+    conv = any(k in ("QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat") for k in op["kernels"])
+    if conv and not cpu.get("vnni") and weights == "full":
+        return head + "Cause: int16 saturation of u8 x s8 pairs on this CPU without VNNI; 7-bit weights make it exact."
+    if conv and op["max_steps"] > 32 and op["off_fraction"] < 0.5:
+        return head + ("Whole channels off look like an int32 bias overflow (a channel with ~0 weights and a real bias); "
+                       "the simulation floors such weight scales, so this model was exported without that floor.")
+    if not op.get("int8", True):
+        return head + "ONNX Runtime runs this op in float here: float rounding should keep it within a step, so its "\
+                      "float function differs from the simulation's; this op cannot be made exact by the ranges."
+    return head + "This INT8 kernel rounds or clamps differently from the simulation; it cannot be made exact from the " \
+                  "simulation's side: keep the layer in float (partial quantization) if it costs accuracy."

@@ -21,7 +21,7 @@ import torch
 from qcore.quant.quantsim import QuantSim
 from qcore.runtime.backends import ort as ort_backend
 
-__all__ = ["LayerCheck", "check_layers", "first_divergent"]
+__all__ = ["LayerCheck", "check_layers", "first_divergent", "sim_integers"]
 
 OFF_STEPS = 1  # more integer steps than this between real and simulated values is a disagreement
 # A layer has departed when more than 1% of its values disagree and some by many steps. Measured on
@@ -56,7 +56,7 @@ def _with_quantizer_outputs(path: Path, out: Path) -> list[str]:
     return names
 
 
-def _sim_integers(sim: QuantSim, x: torch.Tensor) -> list[tuple[str, np.ndarray]]:
+def sim_integers(sim: QuantSim, x: torch.Tensor) -> list[tuple[str, np.ndarray]]:
     """The integer each integer-quantizing activation quantizer produced, in call order."""
     active = {q.name: q for q in sim.int_quantizers()}
     with torch.no_grad(), sim.capture() as records:
@@ -80,7 +80,7 @@ def check_layers(sim: QuantSim, onnx_path: Path, x: torch.Tensor, threads: int =
         real = sess.run(names, {"x": np.ascontiguousarray(x.numpy(), dtype=np.float32)})
     finally:
         probe.unlink(missing_ok=True)
-    simulated = _sim_integers(sim, x)
+    simulated = sim_integers(sim, x)
     if len(simulated) != len(real):
         raise ValueError(f"{len(real)} quantizers in the INT8 model, {len(simulated)} in the simulation")
     checks = []

@@ -17,7 +17,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-__all__ = ["export_onnx", "export_qdq", "store_int8_weights"]
+__all__ = ["export_onnx", "export_qdq", "store_int8_weights", "explicit_pad_values"]
 
 OPSET = 17
 
@@ -45,7 +45,33 @@ def export_qdq(sim, input_shape: tuple[int, ...], path: Path, activations: str =
     with sim.torch_fake_quant(activations):
         export_onnx(sim, input_shape, path, fold_constants=False)
     store_int8_weights(path)
+    explicit_pad_values(path)
     return path
+
+
+def explicit_pad_values(path: Path) -> int:
+    """Give every constant-mode Pad of dequantized integers without a pad value an explicit 0 (the value it has anyway).
+
+    torch writes `F.pad(x, pads)` (TF 'same' padding before a conv) as a Pad with no value input,
+    and ONNX Runtime fuses only a Pad whose value it can read into the QLinearConv after it: without
+    one, DQ -> Pad -> Conv ran as a float conv. With the explicit 0 the pad becomes the QLinearConv's
+    own padding, which pads the integers with the zero-point: exactly the simulation's 0.0, since
+    every activation grid holds 0 exactly. Returns how many Pads it changed."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}  # float by construction
+    pads = [n for n in graph.node if n.op_type == "Pad" and n.input[0] in dequantized
+            and (len(n.input) < 3 or not n.input[2])
+            and next((a.s for a in n.attribute if a.name == "mode"), b"constant") == b"constant"]
+    if not pads:
+        return 0
+    graph.initializer.append(numpy_helper.from_array(np.array(0.0, dtype=np.float32), "qx_pad_zero"))
+    for node in pads:
+        while len(node.input) < 3:
+            node.input.append("")
+        node.input[2] = "qx_pad_zero"
+    onnx.save(model, str(path))
+    return len(pads)
 
 
 def store_int8_weights(path: Path) -> None:
