@@ -27,6 +27,7 @@ from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.backends import x86 as x86_backend
 from qcore.runtime.backends.common import Runner
 from qcore.runtime.diagnose import diagnose
+from qcore.runtime.isolated_check import isolated_report
 from qcore.runtime.latency import measure_interleaved
 from qcore.runtime.layer_check import check_layers, first_divergent
 from qcore.runtime.machine import MACHINE_LOCK, cpu_features
@@ -328,13 +329,15 @@ def _layer_check(sim: QuantSim, paths: BuiltPaths, inp: Inputs, best: str | None
     runner = paths.int8.get("ort_u8s8")
     if runner is None or runner.path is None:
         return None
+    x = inp.eval_head(images)
+    isolated = isolated_report(sim, runner.path, x[:1])  # each op fed the sim's own integers: names the op
     try:
-        checks = check_layers(sim, runner.path, inp.eval_head(images))
+        checks = check_layers(sim, runner.path, x)
     except Exception as exc:  # a diagnostic: its failure is reported, never the end of a finished deploy
-        return {"path": runner.name, "error": f"{type(exc).__name__}: {exc}"}
+        return {"path": runner.name, "error": f"{type(exc).__name__}: {exc}", "isolated": isolated}
     first = first_divergent(checks)
     return {"path": runner.name, "images": images, "first_divergent": first.name if first else None,
-            "layers": [asdict(c) for c in checks]}
+            "layers": [asdict(c) for c in checks], "isolated": isolated}
 
 
 def _export(int8_paths: dict[str, Runner], out_dir: Path) -> list[str]:

@@ -172,6 +172,9 @@ def test_deploy_on_a_tiny_model_reports_everything(tmp_path, tiny_fashion_mnist)
     for batch in ("batch_1", "batch_8"):
         for t in report.latency_ms[batch].values():
             assert 0 < t["p10_ms"] <= t["median_ms"] <= t["p90_ms"] and t["runs"] == 5
+    # the variants are compared with the chosen INT8 path at the first batch size only
+    assert {"ort_dynamic", "x86_dynamic"} <= set(report.latency_ms["batch_1"])
+    assert not {"ort_dynamic", "x86_dynamic"} & set(report.latency_ms["batch_8"])
     assert report.agreement_with_simulation >= 0.9
     assert report.backend in ("ort_u8s8", "ort_s8s8", "x86")
     if report.speedup_vs_fastest_fp32 < 1.2:
@@ -181,6 +184,8 @@ def test_deploy_on_a_tiny_model_reports_everything(tmp_path, tiny_fashion_mnist)
     assert saved["machine"]["cpu_class"] == cpu_isa().cpu_class and saved["isa"]["source"] in ("cpuid", "/proc/cpuinfo")
     assert saved["config"]["weight_range"] == ("full" if cpu_isa().vnni else "reduced")  # auto, resolved here
     assert saved["layer_check"]["path"] == "ort_u8s8" and saved["layer_check"]["layers"]
+    isolated = saved["layer_check"]["isolated"]  # each op fed the simulation's own integers
+    assert "error" not in isolated and isolated["ops"] >= 1 and "departing" in isolated
     assert set(saved["stage_seconds"]) >= {"calibrate", "build", "time", "score", "export"}
 
 
