@@ -1,7 +1,7 @@
 """The ONNX exporter matrix (issue 23): every (architecture, exporter, opset) exported with random weights,
 imported through qcore's importer, compared with onnxruntime on the same file and input, and quantized.
 
-Run:  python scripts/onnx_matrix.py [--archs a,b] [--opsets 13,17] [--out table.md]
+Run:  PYTHONPATH=. python scripts/onnx_matrix.py [--archs a,b] [--opsets 13,17] [--out table.md]
 Exports are cached under --cache (they take most of the time). One thread, batch 1 (and 2 for the check
 that the batch axis stayed dynamic), 2 images for calibration: sized for a shared 2-core machine.
 """
@@ -15,8 +15,9 @@ import traceback
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from tests.zoo.onnx_helpers import export_onnx, file_opset, import_and_check
 
 ARCHS = ("resnet50", "mobilenetv2_100", "mobilenetv3_large_100", "tf_efficientnet_lite0", "efficientnet_b0",
          "regnety_002", "convnext_atto", "vit_tiny_patch16_224", "tv:mobilenet_v3_small", "tv:efficientnet_b0")
@@ -35,19 +36,6 @@ def build(arch: str) -> tuple[torch.nn.Module, tuple[int, int, int]]:
 
     model = timm.create_model(arch, pretrained=False).eval()
     return model, tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
-
-
-def export(model: torch.nn.Module, shape, path: Path, exporter: str, opset: int) -> None:
-    """torch.onnx.export as a user would call it, with a dynamic batch axis (qcore runs batch 1 and 2)."""
-    x = torch.randn(1, *shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if exporter == "dynamo":
-            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=opset, input_names=["x"],
-                              dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=1024)}}, verbose=False)
-        else:
-            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=["x"],
-                              dynamic_axes={"x": {0: "batch"}})
 
 
 def vanilla_missing(path: Path, registry_snapshot: dict) -> list[str]:
@@ -69,41 +57,6 @@ def vanilla_missing(path: Path, registry_snapshot: dict) -> list[str]:
     return sorted(missing)
 
 
-def check(path: Path, shape) -> dict:
-    """Import, compare with onnxruntime at batch 1 and 2, calibrate a QuantSim on 2 images and run it."""
-    import onnxruntime as ort
-
-    from qcore.quant.qconfig import QuantConfig
-    from qcore.quant.quantsim import QuantSim
-    from qcore.zoo.onnx_import import load_onnx
-
-    t = time.perf_counter()
-    gm = load_onnx(path)
-    out = {"import_s": round(time.perf_counter() - t, 1), "folded": gm.meta["onnx_import"]["folded_shape_nodes"]}
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    diffs = []
-    for batch in (1, 2):
-        x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch))
-        ref = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-        with torch.no_grad():
-            got = gm(x).numpy()
-        diffs.append(float(np.abs(got - ref).max()))
-        out["ref_scale"] = float(np.abs(ref).max())
-    out["max_abs_diff"] = max(diffs)
-    t = time.perf_counter()
-    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(7))
-    sim = QuantSim.calibrated(gm, QuantConfig(), [x])
-    with torch.no_grad():
-        q = sim(x)
-    out["quant_ok"] = bool(torch.isfinite(q).all()) and len(sim.weight_layers) > 0
-    out["weight_layers"] = len(sim.weight_layers)
-    out["float_layers"] = len(sim.inventory()["float_layers"])
-    out["quant_s"] = round(time.perf_counter() - t, 1)
-    return out
-
-
 def run_case(arch, exporter, opset, cache: Path, snapshot, models, export_only=False) -> dict:
     row = {"arch": arch, "exporter": exporter, "opset": opset}
     path = cache / f"{arch.replace(':', '_')}_{exporter}_{opset}.onnx"
@@ -114,20 +67,19 @@ def run_case(arch, exporter, opset, cache: Path, snapshot, models, export_only=F
     if not path.exists():
         t = time.perf_counter()
         try:
-            export(model, shape, path, exporter, opset)
+            export_onnx(model, shape, path, exporter, opset, external_data=exporter == "dynamo")
         except Exception as exc:
             row["export_error"] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
             return row
         row["export_s"] = round(time.perf_counter() - t, 1)
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
-    row["file_opset"] = {o.domain or "ai.onnx": o.version for o in m.opset_import}.get("ai.onnx")
+    row["file_opset"] = file_opset(path)
     row["needed_help"] = vanilla_missing(path, snapshot)
     if export_only:
         return row
     try:
-        row.update(check(path, shape))
+        t = time.perf_counter()
+        row.update(import_and_check(path, shape))
+        row["check_s"] = round(time.perf_counter() - t, 1)
     except Exception as exc:
         row["import_error"] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
         row["trace"] = traceback.format_exc()[-800:]
@@ -136,16 +88,18 @@ def run_case(arch, exporter, opset, cache: Path, snapshot, models, export_only=F
 
 def table(rows: list[dict]) -> str:
     """Markdown: one line per case."""
-    lines = ["| architecture | exporter | opset asked (file) | imported | max abs diff vs ORT (output scale) "
-             "| quantized (weight layers / float) | ops that needed help |", "|---|---|---|---|---|---|---|"]
+    lines = ["| architecture | exporter | opset asked (file) | imported | max abs diff vs ORT (relative) "
+             "| quantized (weight layers / float layers) | ops that needed help |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "export_error" in r:
             lines.append(f"| {r['arch']} | {r['exporter']} | {r['opset']} | export failed: {r['export_error'][:90]} | | | |")
             continue
         ok = "yes" if "import_error" not in r else f"NO: {r['import_error'][:120]}"
         folded = f"; {r['folded']} shape nodes folded" if r.get("folded") else ""
-        diff = f"{r['max_abs_diff']:.1e} ({r['ref_scale']:.1f})" if "max_abs_diff" in r else ""
-        quant = f"{'yes' if r.get('quant_ok') else 'NO'} ({r['weight_layers']}/{r['float_layers']})" if "quant_ok" in r else ""
+        diff = f"{r['max_abs_diff']:.1e} ({r['rel_diff']:.0e})" if "max_abs_diff" in r else ""
+        ok_q = r.get("quant_finite") and r.get("weight_layers") == r.get("torch_layers")
+        quant = (f"{'yes' if ok_q else 'NO'} ({r['weight_layers']}/{len(r['float_layers'])})"
+                 if "quant_finite" in r else "")
         lines.append(f"| {r['arch']} | {r['exporter']} | {r['opset']} ({r.get('file_opset')}) | {ok} | {diff} | {quant} "
                      f"| {', '.join(r.get('needed_help', [])) or '-'}{folded} |")
     return "\n".join(lines)

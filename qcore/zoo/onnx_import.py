@@ -97,6 +97,37 @@ def _prepare(model) -> int:
     return fold_static_shapes(model)
 
 
+def _external_files(model) -> set[str]:
+    from onnx import TensorProto
+
+    return {e.value for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL
+            for e in t.external_data if e.key == "location"}
+
+
+def _read(path: Path):
+    """The checked ModelProto with its weights. torch's dynamo exporter writes weights to a side file
+    (`model.onnx.data`, external_data=True by default): it is read from next to the file, never from
+    elsewhere, and a missing one is named with the export option that avoids it."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        files = _external_files(model)
+        bad = sorted(f for f in files if Path(f).is_absolute() or ".." in Path(f).parts
+                     or not (path.parent / f).is_file())
+        if not bad and files:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        if not bad:
+            onnx.checker.check_model(model)
+    except Exception as exc:
+        raise OnnxUnsupported(f"{path.name} is not a valid ONNX model ({type(exc).__name__}: "
+                              f"{_first_line(exc)})") from None
+    if bad:
+        raise OnnxUnsupported(f"{path.name} keeps its weights in a separate file ({', '.join(bad)}) that is not "
+                              f"next to it. Export one file: torch.onnx.export(..., external_data=False).")
+    return model
+
+
 def load_onnx(path: str | Path) -> fx.GraphModule:
     """An .onnx file as a torch GraphModule with Conv2d/Linear/BN/activation modules and
     torch-level adds; raises OnnxUnsupported naming the operators (opset, node) it cannot convert."""
@@ -104,12 +135,7 @@ def load_onnx(path: str | Path) -> fx.GraphModule:
     from onnx2torch import convert
 
     name = Path(path).name
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise OnnxUnsupported(f"{name} is not a valid ONNX model ({type(exc).__name__}: "
-                              f"{_first_line(exc)})") from None
+    model = _read(Path(path))
     folded = _prepare(model)
     missing = _unconvertible(model)
     if missing:
