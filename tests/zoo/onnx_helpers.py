@@ -15,10 +15,11 @@ EXPORTERS = ("legacy", "dynamo")
 
 
 def export_onnx(model: nn.Module, shape, path: Path, exporter: str, opset: int | None,
-                external_data: bool = False) -> Path:
+                external_data: bool = False, batch: int = 1) -> Path:
     """torch.onnx.export as a user calls it, with a dynamic batch axis (qcore runs batch 1 and 2).
-    `external_data=True` is the dynamo exporter's default (weights in a side file `path.data`)."""
-    x = torch.randn(1, *shape)
+    `external_data=True` is the dynamo exporter's default (weights in a side file `path.data`). `batch`: the
+    example's batch size (torch.export cannot keep the batch of convnext dynamic from a batch-1 example)."""
+    x = torch.randn(batch, *shape)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
