@@ -16,6 +16,13 @@ Reduce*-18 with axes computed by a node, and a converter keeps the node's own na
 - Reshape 5-25: onnx2torch's reads the target shape at run time (`torch.any(shape == 0)`, which torch.fx
   cannot trace) and refuses allowzero=1, which the dynamo exporter always writes; a constant target shape
   becomes a static reshape (allowzero only matters for a 0 in it, resolved here at conversion);
+  A shape computed at run time (it depends on the batch) goes through `reshape_to`, an fx leaf function;
+- Expand 8/13: likewise, onnx2torch's module iterates over a runtime tensor; here a static expand, or `expand_to`;
+- Split 13/18: constant sizes become static ones (onnx2torch reads them with .tolist() at run time) and
+  Split 18's num_outputs (ceil-sized chunks) is honoured;
+- Div 7-14: onnx2torch picks float or integer division at run time (`is_floating_point()`, which torch.fx
+  cannot trace); the element type is known from shape inference, so the choice is made at conversion;
+- Gelu 20 (new in opset 20; earlier exports decompose it): nn.GELU, which the simulation knows;
 - Clip 11-13: onnx2torch reads an omitted bound (input name '') as a dynamic one and refuses it.
 """
 
@@ -42,6 +49,42 @@ _REDUCE_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", 
               "ReduceLogSumExp", "ReduceSumSquare")
 _RESHAPE_VERSIONS = (5, 13, 14, 19, 21, 23, 24, 25)
 _done = False
+
+
+@torch.fx.wrap
+def reshape_to(x: torch.Tensor, shape: torch.Tensor, allowzero: int = 0) -> torch.Tensor:
+    """ONNX Reshape to a shape tensor computed at run time; an fx leaf (its `.tolist()` cannot be traced)."""
+    dims = [int(d) for d in shape.tolist()]
+    return torch.reshape(x, [x.shape[i] if d == 0 and not allowzero else d for i, d in enumerate(dims)])
+
+
+@torch.fx.wrap
+def expand_to(x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    """ONNX Expand (two-way broadcast) to a shape tensor computed at run time; an fx leaf."""
+    return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(int(d) for d in shape.tolist())))
+
+
+class DynamicReshape(nn.Module):
+    def __init__(self, allowzero: int = 0):
+        super().__init__()
+        self.allowzero = int(allowzero)
+
+    def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        return reshape_to(x, shape, self.allowzero)
+
+
+class DynamicExpand(nn.Module):
+    def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        return expand_to(x, shape)
+
+
+class StaticExpand(nn.Module):
+    def __init__(self, shape: list[int]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.expand(torch.broadcast_shapes(tuple(x.shape), self.shape))
 
 
 class StaticPad(nn.Module):
@@ -152,19 +195,78 @@ def _clip(node, graph):
 
 
 def _reshape(node, graph):
-    from onnx2torch.node_converters.reshape import OnnxReshape
     from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value, onnx_mapping_from_node
 
     allowzero = node.attributes.get("allowzero", 0)
     try:
         shape = [int(s) for s in get_const_value(node.input_values[1], graph).tolist()]
-    except KeyError:  # computed at run time: onnx2torch's module (eager only), if its semantics apply
-        if allowzero:
-            raise NotImplementedError(f"{_where(node)}: allowzero=1 with a shape computed at run time") from None
-        return OperationConverterResult(torch_module=OnnxReshape(), onnx_mapping=onnx_mapping_from_node(node))
+    except KeyError:  # computed at run time (from the batch size)
+        return OperationConverterResult(torch_module=DynamicReshape(allowzero), onnx_mapping=onnx_mapping_from_node(node))
     target = [None if s == 0 and not allowzero else s for s in shape]
     return OperationConverterResult(torch_module=StaticReshape(target),
                                     onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values))
+
+
+def _expand(node, graph):
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value, onnx_mapping_from_node
+
+    try:
+        shape = [int(s) for s in get_const_value(node.input_values[1], graph).tolist()]
+    except KeyError:
+        return OperationConverterResult(torch_module=DynamicExpand(), onnx_mapping=onnx_mapping_from_node(node))
+    return OperationConverterResult(torch_module=StaticExpand(shape),
+                                    onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values))
+
+
+def _split(node, graph):
+    from onnx2torch.node_converters.split import OnnxSplit
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+    names = list(node.input_values) + [""]
+    axis, n = node.attributes.get("axis", 0), len(node.output_values)
+    sizes = [int(v) for v in _const(names[1], graph, node, "split")] if names[1] else None
+    if sizes is None and node.attributes.get("num_outputs"):
+        info = graph.value_info.get(names[0])
+        dims = info.type.tensor_type.shape.dim if info is not None else []
+        length = dims[axis].dim_value if len(dims) > axis and dims[axis].HasField("dim_value") else None
+        if length is not None:
+            chunk = -(-length // n)  # Split 18: ceil-sized chunks, the last one smaller
+            sizes = [min(chunk, length - i * chunk) for i in range(n)]
+    return OperationConverterResult(torch_module=OnnxSplit(num_splits=n, axis=axis, split=sizes),
+                                    onnx_mapping=OnnxMapping(inputs=(names[0],), outputs=node.output_values))
+
+
+class Div(nn.Module):
+    """ONNX Div with its element type known: true division for floats, truncating for integers."""
+
+    def __init__(self, floating: bool):
+        super().__init__()
+        self.floating = floating
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.div(a, b) if self.floating else torch.div(a, b, rounding_mode="trunc")
+
+
+def _div(node, graph):
+    from onnx import TensorProto
+    from onnx2torch.node_converters.binary_math_operations import OnnxBinaryMathOperation
+    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+    info = graph.value_info.get(node.output_values[0]) or graph.value_info.get(node.input_values[0])
+    elem = info.type.tensor_type.elem_type if info is not None else TensorProto.UNDEFINED
+    floating = elem in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    integer = elem in (TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8, TensorProto.UINT8)
+    module = Div(floating) if floating or integer else OnnxBinaryMathOperation("Div")  # unknown: decided at run time
+    return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
+
+
+def _gelu(node, graph):
+    from onnx2torch.utils.common import onnx_mapping_from_node, OperationConverterResult
+
+    approximate = node.attributes.get("approximate", "none")
+    approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+    return OperationConverterResult(torch_module=nn.GELU(approximate=approximate),
+                                    onnx_mapping=onnx_mapping_from_node(node))
 
 
 def _alias_type_only(reg, description) -> None:
@@ -196,4 +298,11 @@ def register() -> None:
         reg[desc("", "Clip", v)] = _clip
     for v in _RESHAPE_VERSIONS:
         reg[desc("", "Reshape", v)] = _reshape
+    for v in (8, 13):
+        reg[desc("", "Expand", v)] = _expand
+    for v in (13, 18):
+        reg[desc("", "Split", v)] = _split
+    reg[desc("", "Gelu", 20)] = _gelu
+    for v in (7, 13, 14):
+        reg[desc("", "Div", v)] = _div
     _done = True
