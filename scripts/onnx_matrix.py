@@ -113,6 +113,31 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _cell(r: dict) -> str:
+    if "export_error" in r:
+        return "export fails"
+    if "import_error" in r:
+        return "NO"
+    ok = r.get("quant_finite") and r.get("weight_layers") == r.get("torch_layers") and r["rel_diff"] < 1e-4
+    mark = "ok" if ok else "CHECK"
+    mark += "" if r.get("file_opset") == r["opset"] else f" (file {r.get('file_opset')})"
+    return mark + ("*" if r.get("export_note") else "")
+
+
+def summary(rows: list[dict]) -> str:
+    """Markdown: one line per architecture, one cell per exporter/opset."""
+    keys = sorted({(r["exporter"], r["opset"]) for r in rows}, key=lambda k: (k[0] != "legacy", k[1]))
+    head = "| architecture | " + " | ".join(f"{e} {o}" for e, o in keys) + " | max rel diff vs ORT | quantized layers |"
+    lines = [head, "|" + "---|" * (len(keys) + 3)]
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        mine = {(r["exporter"], r["opset"]): r for r in rows if r["arch"] == arch}
+        diffs = [r["rel_diff"] for r in mine.values() if "rel_diff" in r]
+        layers = sorted({f"{r['weight_layers']}/{r['torch_layers']}" for r in mine.values() if "weight_layers" in r})
+        lines.append(f"| {arch} | " + " | ".join(_cell(mine[k]) if k in mine else "" for k in keys)
+                     + f" | {max(diffs):.0e} | {', '.join(layers)} |" if diffs else " | | |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", default=",".join(ARCHS))
@@ -135,7 +160,7 @@ def main() -> None:
                 row = run_case(arch, exporter, opset, cache, snapshot, models, args.export_only)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
-    Path(args.out).write_text(table(rows) + "\n")
+    Path(args.out).write_text(summary(rows) + "\n\n" + table(rows) + "\n")
     Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))
 
 
