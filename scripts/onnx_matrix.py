@@ -133,8 +133,8 @@ def summary(rows: list[dict]) -> str:
         mine = {(r["exporter"], r["opset"]): r for r in rows if r["arch"] == arch}
         diffs = [r["rel_diff"] for r in mine.values() if "rel_diff" in r]
         layers = sorted({f"{r['weight_layers']}/{r['torch_layers']}" for r in mine.values() if "weight_layers" in r})
-        lines.append(f"| {arch} | " + " | ".join(_cell(mine[k]) if k in mine else "" for k in keys)
-                     + f" | {max(diffs):.0e} | {', '.join(layers)} |" if diffs else " | | |")
+        tail = f" | {max(diffs):.0e} | {', '.join(layers)} |" if diffs else " | | |"
+        lines.append(f"| {arch} | " + " | ".join(_cell(mine[k]) if k in mine else "" for k in keys) + tail)
     return "\n".join(lines)
 
 
