@@ -69,8 +69,14 @@ CONVNEXT_DYNAMO = pytest.mark.xfail(strict=True, reason=(
     "at run time (a dtype check on a traced value); not fixed in issue 23's first pass"))
 
 
+VIT_LINEARS = pytest.mark.xfail(strict=True, reason=(
+    "imports and matches onnxruntime, but its Linear layers arrive as MatMul(x, W) + Add(b) and stay float "
+    "(no MatMul+Add -> nn.Linear rewrite yet)"))
+KNOWN = {"convnext_atto": CONVNEXT_DYNAMO, "vit_tiny_patch16_224": VIT_LINEARS}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=CONVNEXT_DYNAMO) if a == "convnext_atto" else a for a in ARCHS])
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=KNOWN[a]) if a in KNOWN else a for a in ARCHS])
 def test_the_architecture_matrix_imports_from_the_default_exporter(arch, tmp_path):
     model = timm_model(arch)
     shape = tuple(model.pretrained_cfg["input_size"])
