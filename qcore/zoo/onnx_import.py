@@ -1,15 +1,16 @@
 """ONNX files as torch modules (onnx2torch), so simulation, sensitivity, QAT and deploy apply to them.
 
-Three things stand between a real-world .onnx file and onnx2torch 1.5's converter:
+What stands between a real-world .onnx file (torch.onnx.export, legacy or dynamo, opsets 13-23) and
+onnx2torch 1.5's converter, in the order load_onnx deals with it:
 - exporters write weights as `Identity(initializer)` (torch's deduplicated weights); onnx2torch
   needs a Conv's weight and bias to be initializers, so such Identity nodes are folded away;
-- onnx2torch registers converters by operator version and stops at opset 18. ONNX's later versions
-  of some operators (19, 21, 22, 23) only added element types (float8, int4, bfloat16); those reuse
-  the newest converter (`_TYPE_ONLY`). Operators whose new versions changed behaviour (Resize,
-  AveragePool's dilations, Pad's wrap mode, QuantizeLinear's blocks, ...) are not aliased;
+- the legacy exporter writes shape-dependent code (timm's 'SAME' padding) as ONNX arithmetic on Shape;
+  with the file's static image size those values are constants and are folded (onnx_fold);
+- onnx2torch registers converters by operator version and stops at opset 18; qcore registers the newer
+  versions current exporters write (Pad 18+, Reduce*-18, type-only versions; onnx_converters);
 - converted Add/Mul/Clip/pooling come out as onnx2torch modules the simulation does not know; they
   are rewritten to `operator.add`, `nn.ReLU6`, `F.adaptive_avg_pool2d`, ... (`canonical`).
-Anything onnx2torch cannot convert is refused up front with the list of operators.
+An operator that still cannot be converted is refused with its name, opset and node (OnnxUnsupported).
 """
 
 from __future__ import annotations
@@ -23,36 +24,14 @@ from torch import fx, nn
 
 __all__ = ["OnnxUnsupported", "load_onnx"]
 
-_TYPE_ONLY = {  # operator -> versions whose changes were new element types only (onnx/docs/Changelog.md)
-    "Identity": (19, 21, 23), "Constant": (19, 21, 23), "Reshape": (19, 21, 23), "Shape": (19, 21, 23),
-    "Size": (19, 21, 23), "Cast": (19, 21, 23), "CastLike": (19, 21, 23), "ConstantOfShape": (20, 21, 23),
-    "Flatten": (21, 23), "Squeeze": (21, 23), "Unsqueeze": (21, 23), "Transpose": (21, 23),
-    "Equal": (19,), "Conv": (22,), "ConvTranspose": (22,), "Dropout": (22,), "Elu": (22,),
-    "HardSigmoid": (22,), "HardSwish": (22,), "MaxPool": (22,), "GlobalAveragePool": (22,),
-    "GlobalMaxPool": (22,), "Selu": (22,), "Softplus": (22,), "InstanceNormalization": (22,),
-}
-
 
 class OnnxUnsupported(ValueError):
-    """The ONNX file has operators onnx2torch cannot convert; the message lists them."""
+    """The ONNX file has operators onnx2torch cannot convert; the message names operator, opset and node."""
 
 
 def _first_line(exc: Exception) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:300] if lines else "no message"
-
-
-def _register_type_only_versions() -> None:
-    from onnx2torch.node_converters import registry
-
-    reg = registry._CONVERTER_REGISTRY  # onnx2torch has no public API to alias a version
-    for op, versions in _TYPE_ONLY.items():
-        known = sorted(d.version for d in reg if d.domain == "" and d.operation_type == op)
-        for v in versions:
-            older = [k for k in known if k < v]
-            key = registry.OperationDescription("", op, v)
-            if older and key not in reg:
-                reg[key] = reg[registry.OperationDescription("", op, older[-1])]
 
 
 def _fold_identity_initializers(model) -> None:
@@ -70,43 +49,104 @@ def _fold_identity_initializers(model) -> None:
     graph.node.extend(kept)
 
 
+def _opset_of(model, domain: str) -> int | str:
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    return opsets.get(domain, opsets.get("", "?") if domain == "ai.onnx" else "?")
+
+
 def _unconvertible(model) -> list[str]:
+    """'Op (opset N, node 'name')' for each operator without a converter (at most 3 node names each)."""
     from onnx2torch.node_converters.registry import get_converter
 
-    opsets = {o.domain or "": o.version for o in model.opset_import}
-    missing = []
-    for n in model.graph.node:
+    nodes: dict[str, list[str]] = {}
+    for i, n in enumerate(model.graph.node):
         domain = n.domain or ""
+        opset = _opset_of(model, domain)
         try:
-            get_converter(n.op_type, opsets.get(domain, opsets.get("", 1)), domain or "")
+            get_converter(n.op_type, opset if isinstance(opset, int) else 1, domain)
         except NotImplementedError:
-            missing.append(f"{domain + '.' if domain else ''}{n.op_type} (opset {opsets.get(domain, '?')})")
-    return sorted(set(missing))
+            key = f"{domain + '.' if domain else ''}{n.op_type} (opset {opset}"
+            nodes.setdefault(key, []).append(repr(n.name or f"#{i}"))
+    out = []
+    for key, names in sorted(nodes.items()):
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        out.append(f"{key}, node{'s' if len(names) > 1 else ''} {', '.join(names[:3])}{more})")
+    return out
+
+
+def _failing_node(exc: Exception, model) -> str:
+    """The node onnx2torch's convert() was converting when it raised (its frame's `onnx_node`)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        node = tb.tb_frame.f_locals.get("onnx_node") if tb.tb_frame.f_code.co_name == "convert" else None
+        if node is not None and hasattr(node, "operation_type"):
+            return (f"{node.operation_type} (opset {_opset_of(model, node.domain or '')}, "
+                    f"node {node.name!r})")
+        tb = tb.tb_next
+    return "a node"
+
+
+def _prepare(model) -> int:
+    """The fixes that come before conversion, in place (see the module docstring); returns how many
+    shape-arithmetic nodes were folded."""
+    from qcore.zoo.onnx_converters import register
+    from qcore.zoo.onnx_fold import fold_static_shapes
+
+    register()
+    _fold_identity_initializers(model)
+    return fold_static_shapes(model)
+
+
+def _external_files(model) -> set[str]:
+    from onnx import TensorProto
+
+    return {e.value for t in model.graph.initializer if t.data_location == TensorProto.EXTERNAL
+            for e in t.external_data if e.key == "location"}
+
+
+def _read(path: Path):
+    """The checked ModelProto with its weights. torch's dynamo exporter writes weights to a side file
+    (`model.onnx.data`, external_data=True by default): it is read from next to the file, never from
+    elsewhere, and a missing one is named with the export option that avoids it."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        files = _external_files(model)
+        bad = sorted(f for f in files if Path(f).is_absolute() or ".." in Path(f).parts
+                     or not (path.parent / f).is_file())
+        if not bad and files:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        if not bad:
+            onnx.checker.check_model(model)
+    except Exception as exc:
+        raise OnnxUnsupported(f"{path.name} is not a valid ONNX model ({type(exc).__name__}: "
+                              f"{_first_line(exc)})") from None
+    if bad:
+        raise OnnxUnsupported(f"{path.name} keeps its weights in a separate file ({', '.join(bad)}) that is not "
+                              f"next to it. Export one file: torch.onnx.export(..., external_data=False).")
+    return model
 
 
 def load_onnx(path: str | Path) -> fx.GraphModule:
     """An .onnx file as a torch GraphModule with Conv2d/Linear/BN/activation modules and
-    torch-level adds; raises OnnxUnsupported with the operators it cannot convert."""
+    torch-level adds; raises OnnxUnsupported naming the operators (opset, node) it cannot convert."""
     import onnx
     from onnx2torch import convert
 
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise OnnxUnsupported(f"{Path(path).name} is not a valid ONNX model ({type(exc).__name__}: "
-                              f"{_first_line(exc)})") from None
-    _register_type_only_versions()
-    _fold_identity_initializers(model)
+    name = Path(path).name
+    model = _read(Path(path))
+    folded = _prepare(model)
     missing = _unconvertible(model)
     if missing:
-        raise OnnxUnsupported(f"{Path(path).name} uses operators onnx2torch cannot convert to torch: "
-                              f"{', '.join(missing)}. Export the model without them (or as torch.export .pt2).")
+        raise OnnxUnsupported(f"{name} uses operators onnx2torch cannot convert to torch: "
+                              f"{'; '.join(missing)}. Export the model without them (or as torch.export .pt2).")
     try:
         gm = convert(model)
     except Exception as exc:  # a converter refusing an attribute combination
-        raise OnnxUnsupported(f"{Path(path).name} could not be converted to torch: {type(exc).__name__}: "
-                              f"{_first_line(exc)}") from None
+        raise OnnxUnsupported(f"{name}: {_failing_node(exc, model)} could not be converted to torch: "
+                              f"{type(exc).__name__}: {_first_line(exc)}") from None
+    gm.meta["onnx_import"] = {"opset": _opset_of(model, ""), "folded_shape_nodes": folded}
     return canonical(gm)
 
 
