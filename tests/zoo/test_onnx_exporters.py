@@ -41,8 +41,14 @@ def assert_imported_and_quantized(result: dict, transformer_ops_may_stay_float: 
     assert float_layers == [], result
 
 
+# The opsets where the importer's work changes: 13 (the oldest asked for), 18 (Reduce*-18, the dynamo exporter's
+# floor), 19+ (Pad-19, ConstantOfShape-20) at 20 and 23. 17 behaves as 13 here; the full matrix (every opset,
+# eight architectures) is scripts/onnx_matrix.py, with its results in scripts/onnx_matrix_results.md.
+LEGACY_OPSETS = [13, 18, 20, 23]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("opset", [13, 17, 18, 20, 23])
+@pytest.mark.parametrize("opset", LEGACY_OPSETS)
 @pytest.mark.parametrize("arch", list(SMALL))
 def test_legacy_exporter_files_import_and_quantize_at_every_opset(arch, opset, tmp_path):
     path = export_onnx(timm_model(arch), SMALL[arch], tmp_path / "m.onnx", "legacy", opset)
@@ -53,7 +59,9 @@ def test_legacy_exporter_files_import_and_quantize_at_every_opset(arch, opset, t
         assert result["folded"] > 0
 
 
-DYNAMO_CASES = [(arch, opset) for arch in SMALL for opset in (18, 20, 23)] + [("tf_efficientnet_lite0", 13)]
+# Sized for CI: each dynamo export takes 20-60 s on 2 cores. Both architectures at the newest opset, and
+# lite0's "same" pads at 18 and at 13 (which the exporter writes as 18).
+DYNAMO_CASES = [(arch, 23) for arch in SMALL] + [("tf_efficientnet_lite0", 18), ("tf_efficientnet_lite0", 13)]
 
 
 @pytest.mark.slow
