@@ -24,7 +24,7 @@ import torch
 
 from qcore.runtime.machine import cpu_features
 
-__all__ = ["COMMANDS", "bench_memory", "image_folder"]
+__all__ = ["COMMANDS", "bench_memory", "calibrated_random_weights", "image_folder"]
 
 # name -> the command line after `python -m qcore`, with {out} for its output path
 COMMANDS = {
@@ -56,7 +56,7 @@ def image_folder(root: Path, n: int, size: int = 256) -> Path:
 
 
 @torch.no_grad()
-def _random_weights(model: str, path: Path) -> Path:
+def calibrated_random_weights(model: str, path: Path) -> Path:
     """Random weights whose BatchNorm statistics are those of the model's own activations (on random inputs),
     so activations keep a sane range through the depth, as a trained network's do."""
     from qcore.zoo.models import get_spec
@@ -98,7 +98,7 @@ def bench_memory(model: str = "mobilenet_v2", images: tuple[int, ...] = (64, 256
                  commands: tuple[str, ...] = tuple(COMMANDS), work: Path | None = None, say=print) -> dict:
     work = Path(work or tempfile.mkdtemp(prefix="qx-bench-memory-"))
     folder = image_folder(work / "images", max(images))
-    weights = _random_weights(model, work / f"{model}-random.pt")
+    weights = calibrated_random_weights(model, work / f"{model}-random.pt")
     runs = []
     for name in commands:
         for n in images:
