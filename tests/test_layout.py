@@ -18,7 +18,7 @@ ALLOWED = {
     "bench": {"quant", "zoo", "analysis", "runtime", "store"},
     "i18n": set(),
 }
-TOP_MODULES = {"__init__.py", "__main__.py", "figures.py"}
+TOP_MODULES = {"__init__.py", "__main__.py", "console.py", "figures.py"}  # console: the CLI's progress printer
 MAX_FUNCTION_LINES = 80
 
 

@@ -169,7 +169,7 @@ def bench_sensitivity(model: str | None = None, eval_size: int = 1000, seed: int
             "goal_seconds": 30, "base_accuracy": report.base_accuracy, "machine": cpu_features()}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qcore.bench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("calibrate", help="statistics pass vs plain FP32 pass")
@@ -221,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: all; 'recover' is all three recover runs)")
     m.add_argument("--work", default=None, help="folder for the images, weights and logs (default: a temp folder)")
     m.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.cmd == "memory":
         from qcore.bench.memory import COMMANDS, bench_memory
 
