@@ -246,22 +246,23 @@ def load_image_folder(path: str | Path, size: int = 256, max_images: int | None 
         files = [(f, index_of[d.name]) for d in class_dirs for f in _image_files(d)]
     else:
         class_names, files = (), [(f, -1) for f in _image_files(root)]
-    images, labels, bad = [], [], []
+    files = files[:max_images] if max_images else files
+    # decoded straight into one uint8 tensor: a list of images stacked at the end would hold them twice
+    images, labels, bad = torch.empty(len(files), 3, size, size, dtype=torch.uint8), [], []
     for f, label in files:
         try:
-            images.append(decode_image(f, size, interpolation))
+            images[len(labels)] = decode_image(f, size, interpolation)
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
             bad.append(f.name)
             continue
         labels.append(label)
-        if max_images and len(images) >= max_images:
-            break
-    if not images:
+    if not labels:
         raise DataUnavailable(
             f"{root} has no readable images ({', '.join(IMAGE_EXTENSIONS)}), neither in class sub-folders nor at its top"
             + (f"; unreadable: {', '.join(bad[:5])}" if bad else "")
         )
-    return ImageSet(f"imagefolder:{root}", torch.stack(images), torch.tensor(labels, dtype=torch.int64), class_names)
+    return ImageSet(f"imagefolder:{root}", images[: len(labels)].clone() if bad else images,
+                    torch.tensor(labels, dtype=torch.int64), class_names)
 
 
 _FOLDER_CACHE: dict[tuple, ImageSet] = {}
