@@ -65,7 +65,8 @@ if r is not None:
     batch_name = lambda b: t("batch {n}").format(n=b.removeprefix("batch_"))  # noqa: E731  ("batch_1" -> "batch 1")
     rows = [{t("path"): name, t("kind"): p.kind, t("top-1"): p.accuracy, t("agreement with sim"): p.agreement_with_simulation,
              t("logit SQNR vs sim (dB)"): p.sqnr_db_vs_simulation, t("size (KB)"): round(p.size_bytes / 1024, 1),
-             **{t("{batch} median ms").format(batch=batch_name(b)): r.latency_ms[b][name]["median_ms"] for b in r.latency_ms}}
+             **{t("{batch} median ms").format(batch=batch_name(b)): r.latency_ms[b].get(name, {}).get("median_ms")
+                for b in r.latency_ms}}  # variants are timed at the first batch size only
             for name, p in r.paths.items()]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     for b, lat in r.latency_ms.items():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from qcore import release_free_memory
 from qcore.analysis.evaluate import agreement, logits, scores, sqnr_db
 from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
@@ -161,6 +162,7 @@ def _score_paths(paths: BuiltPaths, sim: QuantSim, inp: Inputs, headline: set[st
         full = name in headline or name == "eager"
         scored[name] = _score_one(runner, inp.eval_batches if full else subset, inp.labels, sim_logits, fp32_logits,
                                   out=fp32_logits if name == "eager" else None)  # eager FP32 is the FP32 run
+        release_free_memory()  # what this path's runtime freed, before the next one allocates its own
     has_labels = inp.labels is not None
     return Scored(scored, scores(sim_logits, inp.labels).top1 if has_labels else None,
                   scores(fp32_logits, inp.labels).top1 if has_labels else None, few)
@@ -193,6 +195,7 @@ def _time_paths(paths: BuiltPaths, inp: Inputs, batch_sizes, threads: int, warmu
                                         warmup, iters, progress=lambda f, msg, b=b: part(f, f"batch {b}: {msg}"),
                                         budget_s=budget_s)
         latency[f"batch_{b}"] = {n: t.to_dict() for n, t in timed.items()}
+        release_free_memory()
     return latency
 
 
