@@ -146,11 +146,23 @@ def _score_one(runner: Runner, xs: list[torch.Tensor], labels, sim_logits, fp32_
                      accuracy=scores(out, labels[:n]).top1 if labels is not None else None, images=n)
 
 
+LOSER_IMAGES = 250  # a variant slower than FP32 at batch 1 cannot be the pick: scored on this many images
+
+
+def losing_variants(paths: BuiltPaths, latency: dict, b: int) -> set[str]:
+    """The variants (dynamic INT8, BF16/FP16) slower at batch `b` than the fastest FP32 path: they cannot win,
+    so their accuracy is a sample's (ONNX Runtime's dynamic INT8 on a conv net without VNNI is 5x FP32)."""
+    t = latency.get(f"batch_{b}", {})
+    fastest = min(t[n]["median_ms"] for n in paths.fp32 if n in t) if t else None
+    return {n for n in paths.other if fastest is not None and n in t and t[n]["median_ms"] > fastest}
+
+
 @torch.no_grad()
 def _score_paths(paths: BuiltPaths, sim: QuantSim, inp: Inputs, headline: set[str], secondary_images: int | None,
-                 say: Progress) -> Scored:
+                 say: Progress, losers: frozenset[str] = frozenset()) -> Scored:
     """FP32, the simulation and the `headline` paths on the whole evaluation set; the other paths on
-    its first `secondary_images` images (None: all), which is what makes a full-set deploy quick."""
+    its first `secondary_images` images (None: all), which is what makes a full-set deploy quick, and the
+    `losers` (variants that cannot win) on the first LOSER_IMAGES of those."""
     sim_logits, fp32_logits = logits(sim, inp.eval_batches), logits(inp.loaded.module, inp.eval_batches)
     total = len(sim_logits)
     few = total if secondary_images is None else min(total, secondary_images)
@@ -160,7 +172,8 @@ def _score_paths(paths: BuiltPaths, sim: QuantSim, inp: Inputs, headline: set[st
     for i, (name, runner) in enumerate(everything.items()):
         say(i / len(everything), f"evaluating {name}")
         full = name in headline or name == "eager"
-        scored[name] = _score_one(runner, inp.eval_batches if full else subset, inp.labels, sim_logits, fp32_logits,
+        xs = inp.eval_batches if full else (subset.first(LOSER_IMAGES) if name in losers else subset)
+        scored[name] = _score_one(runner, xs, inp.labels, sim_logits, fp32_logits,
                                   out=fp32_logits if name == "eager" else None)  # eager FP32 is the FP32 run
         release_free_memory()  # what this path's runtime freed, before the next one allocates its own
     has_labels = inp.labels is not None
@@ -281,13 +294,17 @@ def deploy(
         latency = _time_paths(paths, inp, batch_sizes, threads, warmup, iters, span(say, 0.3, 0.7))
     best = _fastest_int8(latency, batch_sizes[0], paths)
     say(0.7, "evaluating every path")
+    losers = frozenset(losing_variants(paths, latency, batch_sizes[0]))
     with clock("score"):
         result = _score_paths(paths, sim, inp, {best}, sample_size(secondary_images, inp.loaded.macs),
-                              span(say, 0.7, 0.95))
+                              span(say, 0.7, 0.95), losers)
     report = _report(inp, sim, paths, result, latency, batch_sizes, threads, iters)
     if result.secondary_images < report.eval_images:
         report.notes.append(f"FP32, the simulation and {best} scored on all {report.eval_images} images; the other "
                             f"paths on the first {result.secondary_images}")
+    if losers:
+        report.notes.append(f"{', '.join(sorted(losers))}: slower than FP32 at batch {batch_sizes[0]}, so it cannot be "
+                            f"the pick; scored on the first {min(LOSER_IMAGES, result.secondary_images)} images only")
     with clock("layer check"):
         report.layer_check = _layer_check(sim, paths, inp, best)
     report.diagnosis = diagnose(report)

@@ -216,3 +216,15 @@ def test_x86_runner_serves_every_batch_size_with_the_same_numbers(small_resnet):
     out_big = runner(big)
     for b in (1, 3, 16, 5, 7):  # more sizes than copies kept: the extra ones reuse the first copy
         assert torch.equal(runner(big[:b]), out_big[:b])
+
+
+def test_variants_slower_than_fp32_at_batch_1_are_the_ones_that_cannot_win():
+    """Only variants (dynamic INT8, BF16/FP16) are ever sampled down; static INT8 paths never are, however slow."""
+    from qcore.runtime.deploy import BuiltPaths, losing_variants
+
+    paths = BuiltPaths(fp32=dict.fromkeys(["eager", "ort"]), int8=dict.fromkeys(["ort_u8s8"]),
+                       other=dict.fromkeys(["ort_dynamic", "x86_dynamic"]))
+    ms = {"eager": 3.0, "ort": 1.0, "ort_u8s8": 5.0, "ort_dynamic": 4.0, "x86_dynamic": 0.9}
+    latency = {"batch_1": {n: {"median_ms": v} for n, v in ms.items()}}
+    assert losing_variants(paths, latency, 1) == {"ort_dynamic"}
+    assert losing_variants(paths, {}, 1) == set()
