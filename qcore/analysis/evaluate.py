@@ -81,8 +81,11 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def sqnr_db(reference: torch.Tensor, test: torch.Tensor) -> float:
     """Signal-to-quantization-noise ratio: 10 log10(sum ref^2 / sum (ref - test)^2), in dB."""
-    noise = float(((reference.double() - test.double()) ** 2).sum())
-    signal = float((reference.double() ** 2).sum())
+    return _sqnr(float((reference.double() ** 2).sum()), float(((reference.double() - test.double()) ** 2).sum()))
+
+
+def _sqnr(signal: float, noise: float) -> float:
+    """10 log10(signal / noise) from the two sums, with the limits of an exact or an all-zero reference."""
     if noise == 0.0:
         return math.inf
     if signal == 0.0:
@@ -120,14 +123,13 @@ def _chunk_errors(sim, x: torch.Tensor, sums: dict[str, torch.Tensor]) -> int:
         r, t = ref[name].double().flatten(), out.double().flatten()
         add = torch.stack([(r * r).sum(), ((r - t) ** 2).sum(), (r * t).sum(), (t * t).sum(), torch.tensor(r.numel())])
         sums[name] = sums[name] + add if name in sums else add
-    return sum(o.numel() * o.element_size() * 2 for _, i, o in ref_records)
+    return sum(o.numel() * o.element_size() * 2 for _, _, o in ref_records)
 
 
 def _errors_from_sums(s: torch.Tensor) -> dict:
     signal, noise, dot, test, n = (float(v) for v in s)
-    sqnr = math.inf if noise == 0.0 else (-math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise))
     cos = dot / math.sqrt(signal * test) if signal > 0 and test > 0 else float("nan")
-    return {"sqnr_db": sqnr, "mse": noise / n, "cosine": cos}
+    return {"sqnr_db": _sqnr(signal, noise), "mse": noise / n, "cosine": cos}
 
 
 @torch.no_grad()

@@ -152,9 +152,10 @@ LOSER_IMAGES = 250  # a variant slower than FP32 at batch 1 cannot be the pick: 
 def losing_variants(paths: BuiltPaths, latency: dict, b: int) -> set[str]:
     """The variants (dynamic INT8, BF16/FP16) slower at batch `b` than the fastest FP32 path: they cannot win,
     so their accuracy is a sample's (ONNX Runtime's dynamic INT8 on a conv net without VNNI is 5x FP32)."""
-    t = latency.get(f"batch_{b}", {})
-    fastest = min(t[n]["median_ms"] for n in paths.fp32 if n in t) if t else None
-    return {n for n in paths.other if fastest is not None and n in t and t[n]["median_ms"] > fastest}
+    if f"batch_{b}" not in latency:
+        return set()
+    by_path, _ = _speedups(latency, b, paths.fp32, paths.other)
+    return {n for n, speedup in by_path.items() if speedup < 1}
 
 
 @torch.no_grad()
