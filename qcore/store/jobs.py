@@ -37,6 +37,7 @@ class Job:
         self._user_errors = user_errors
         self._lock = threading.Lock()
         self._cancel = threading.Event()
+        self._ended = threading.Event()  # set with the final state: lets a page pick up the end as it happens
         self._state = {"status": "pending", "progress": 0.0, "message": "", "log": [], "result": None,
                        "error": None, "started": None, "finished": None, "metrics": []}
         self._thread = threading.Thread(target=self._run, name=f"job:{name}", daemon=True)
@@ -76,11 +77,13 @@ class Job:
         with self._lock:
             if self._state["status"] not in FINAL_STATES:
                 self._state.update(status="cancelled", finished=time.time())
+        self._ended.set()
 
     def _run(self) -> None:
         if self._cancel.is_set():
             with self._lock:
                 self._state.update(status="cancelled", finished=time.time())
+            self._ended.set()
             return
         try:
             result = self._fn(self)
@@ -94,6 +97,7 @@ class Job:
             final = {"status": "failed", "error": f"{type(exc).__name__}: {exc} ({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})"}
         with self._lock:
             self._state.update(final, finished=time.time())
+        self._ended.set()
 
     def update(self, fraction: float | None = None, message: str | None = None) -> None:
         """Report progress (0..1) and/or a message; raises Cancelled if the job was cancelled."""
@@ -130,6 +134,10 @@ class Job:
     @property
     def done(self) -> bool:
         return self.snapshot()["status"] in FINAL_STATES
+
+    def wait_for_end(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds until the job has ended; True if it has."""
+        return self._ended.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> dict:
         """The snapshot once the job has ended (or `timeout` seconds passed), wherever it runs."""

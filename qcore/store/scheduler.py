@@ -168,6 +168,10 @@ class Ticket:
     def wait(self, timeout: float | None = None) -> dict:
         return wait_until_done(self, timeout)
 
+    def wait_for_end(self, timeout: float) -> bool:
+        """Block up to `timeout` seconds until the job has ended (or this session left it); True if so."""
+        return self.left or self._work.job.wait_for_end(timeout)
+
 
 class Scheduler:
     """The queue. `submit(...)` returns a `Ticket` at once; the work runs when a slot is free."""
@@ -344,6 +348,11 @@ class Scheduler:
             elapsed = time.time() - snap["started"]
             eta = elapsed * (1 - snap["progress"]) / snap["progress"]
         return {**snap, "position": 0, "ahead": 0, "eta_s": eta, "shared": shared}
+
+    def waiting_sessions(self) -> int:
+        """Sessions waiting on a queued or running job, shared ones counted once per session."""
+        with self._cond:
+            return sum(not t.left for work in (*self._queue, *self._running) for t in work.tickets)
 
     def spare_threads(self) -> int:
         """Cores the running local jobs leave for other work in this process (at least one)."""

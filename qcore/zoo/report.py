@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
 __all__ = ["Report", "scalar"]
@@ -37,11 +37,16 @@ class Report:
 
     def metrics(self) -> dict[str, float]:
         """Top-level scalar results (timings and identity numbers are not results)."""
-        return {k: float(v) for k, v in self.to_dict().items()
+        return {k: float(v) for k, v in self._top_level().items()
                 if scalar(v) and not k.endswith("seconds") and k not in IDENTITY}
 
     def timings(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.to_dict().items() if scalar(v) and k.endswith("seconds")}
+        return {k: float(v) for k, v in self._top_level().items() if scalar(v) and k.endswith("seconds")}
+
+    def _top_level(self) -> dict:
+        """The fields as they are, not deep-copied: `to_dict()` copies every nested list (a calibration study's
+        weights), which took seconds of a finished job when metrics and timings each called it."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _finite(o):

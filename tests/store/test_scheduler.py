@@ -259,3 +259,21 @@ def test_a_lone_job_uses_every_core_and_gives_them_up_when_another_starts():
     other = sched.submit("b", second, owner="b")
     assert first.wait(10)["result"] == 2  # alone: both cores
     assert seen[-1] == 1 and other.wait(10)["result"] == 1  # two running: one core each
+
+
+def test_pages_can_wait_for_an_end_and_count_the_sessions_waiting():
+    """What the pages' polling is sized by: sessions waiting (a shared job counts each of its sessions), and an end
+    a page can block on instead of polling for it."""
+    probe, sched = Probe(), Scheduler(Limits(2, 1, 1))
+    a = sched.submit("t", probe.work, {"tag": "x", "hold": 0}, owner="a", key=("x",))
+    b = sched.submit("t", probe.work, {"tag": "x", "hold": 0}, owner="b", key=("x",))
+    c = sched.submit("t", probe.work, {"tag": "y", "hold": 0}, owner="c", key=("y",))  # queued behind x (one slot)
+    time.sleep(0.1)
+    assert sched.waiting_sessions() == 3
+    assert not a.wait_for_end(0.05)  # still running: the wait times out
+    threading.Timer(0.2, probe.release.set).start()
+    started = time.monotonic()
+    assert a.wait_for_end(5) and time.monotonic() - started < 3  # returns when the job ends, not at the timeout
+    assert b.snapshot()["status"] == "done"
+    c.cancel()
+    assert c.wait_for_end(0) and sched.waiting_sessions() == 0
