@@ -9,7 +9,8 @@ onnx2torch 1.5's converter, in the order load_onnx deals with it:
 - onnx2torch registers converters by operator version and stops at opset 18; qcore registers the newer
   versions current exporters write (Pad 18+, Reduce*-18, type-only versions; onnx_converters);
 - converted Add/Mul/Clip/pooling come out as onnx2torch modules the simulation does not know; they
-  are rewritten to `operator.add`, `nn.ReLU6`, `F.adaptive_avg_pool2d`, ... (`canonical`).
+  are rewritten to `operator.add`, `nn.ReLU6`, `F.adaptive_avg_pool2d`, ... (`canonical`), and a transformer's
+  Linear layers, written as MatMul(x, W) + Add(b), back into nn.Linear (onnx_linear).
 An operator that still cannot be converted is refused with its name, opset and node (OnnxUnsupported).
 """
 
@@ -193,7 +194,10 @@ def _replace(node: fx.Node, gm: fx.GraphModule, build) -> bool:
 
 def canonical(gm: fx.GraphModule) -> fx.GraphModule:
     """Rewrite onnx2torch's own modules for adds, clips and global pooling into torch ops (onnx2torch already
-    emits nn.ReLU, nn.ReLU6 and nn.Flatten for the common cases)."""
+    emits nn.ReLU, nn.ReLU6 and nn.Flatten for the common cases), and MatMul(x, W) + Add(b) into nn.Linear."""
+    from qcore.zoo.onnx_linear import fuse_constant_matmuls
+
+    fuse_constant_matmuls(gm)
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and node.target in modules:

@@ -144,15 +144,15 @@ async def _calibrate(browser, url: str, eval_images: int = EVAL_IMAGES, cancel: 
         await expect(page.get_by_text("Cancelled.")).to_be_visible(timeout=60_000)
         return {**seen, "cancelled": True}
     queued = page.get_by_text(re.compile(r"Queued: position \d+"))
-    table = page.get_by_test_id("stTable")
-    while not await table.count():
+    while "at" not in arrived:  # the frame is seen by the browser process: no page work while the job runs
         if seen["queued_text"] is None and await queued.count():
             seen["queued_text"] = await queued.first.inner_text()
         await asyncio.sleep(2.0)  # light on the machine: six browsers already share its two cores with the server
         assert time.monotonic() - start < 900, "calibration did not finish within 15 minutes"
-    seen["drawn_s"] = time.monotonic() - start
-    assert "at" in arrived, "the table was drawn but its frame was not seen"
     seen["seconds"] = arrived["at"] - start
+    table = page.get_by_test_id("stTable")
+    await expect(table).to_have_count(1, timeout=300_000)
+    seen["drawn_s"] = time.monotonic() - start
     await _idle(page)
     await expect(page.get_by_test_id("stException")).to_have_count(0)
     await expect(page.get_by_text(f"accuracy on {eval_images} test images")).to_be_visible()
@@ -173,6 +173,67 @@ def _calibrate_at_once(url: str, runs: list[dict]) -> list[dict]:
     return _run(go())
 
 
+def _busy_processes(seconds: float = 3.0) -> list[tuple[float, str]]:
+    """Processes that used more than a tenth of a core over `seconds` (percent of one core, command line)."""
+    import os
+
+    def ticks() -> dict[int, tuple[int, str]]:
+        out = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = open(f"/proc/{pid}/stat").read()
+                fields = stat[stat.rindex(")") + 2:].split()
+                cmd = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")[:80]
+                out[int(pid)] = (int(fields[11]) + int(fields[12]), cmd)
+            except (OSError, ValueError):
+                continue
+        return out
+
+    first = ticks()
+    time.sleep(seconds)
+    hz = os.sysconf("SC_CLK_TCK")
+    return sorted(((100 * (n - first[pid][0]) / hz / seconds, cmd) for pid, (n, cmd) in ticks().items()
+                   if pid in first and (n - first[pid][0]) / hz / seconds > 0.1), reverse=True)
+
+
+def _wait_for_a_quiet_machine(limit_s: float = 120.0) -> None:
+    """Timings of the server need its two cores: wait (up to `limit_s`) until nothing else uses them, and print
+    what did (an earlier test's leftover would otherwise show up as a slow classroom)."""
+    deadline = time.monotonic() + limit_s
+    while (busy := _busy_processes()) and time.monotonic() < deadline:
+        print("waiting for a quiet machine:", "; ".join(f"{pct:.0f}% {cmd}" for pct, cmd in busy[:4]))
+
+
+class _OtherLoad:
+    """While the block runs, what other processes used of the cores (not the server, browsers or driver; this
+    test process is listed, as jobs left running in it by earlier tests would show there):
+    a slow classroom measured while something else ran says so in the failure."""
+
+    OURS = ("chromium", "playwright", "streamlit run app.py")
+
+    def __enter__(self):
+        import threading
+
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.is_set():
+            for pct, cmd in _busy_processes():
+                if not any(mark in cmd for mark in self.OURS):
+                    self.seen[cmd] = max(pct, self.seen.get(cmd, 0.0))
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def __str__(self):
+        return "; ".join(f"{pct:.0f}% {cmd}" for cmd, pct in sorted(self.seen.items(), key=lambda kv: -kv[1])) or "none"
+
+
 @pytest.fixture(scope="module")
 def load_server(tmp_path_factory):
     history = tmp_path_factory.mktemp("e2e-load") / "history.sqlite"
@@ -185,11 +246,16 @@ def test_six_sessions_calibrate_at_once_on_a_warm_server(load_server):
 
     url, history = load_server
     _calibrate_at_once(url, [{"eval_images": EVAL_IMAGES + 7}])  # warms the server (data, model, code paths)
-    # The single-session time: the mean of two sessions alone, one after the other (one alone varied 18-24 s between
-    # runs on a 2-core machine, which a bound on a ratio of two timings would turn into a flaky test).
-    alone = [_calibrate_at_once(url, [{"eval_images": EVAL_IMAGES + n}])[0] for n in (8, 9)]
+    # The single-session time: the mean of a session alone just before and one just after the six (one alone varied
+    # 14-24 s between runs on a 2-core machine; bracketing the six makes the bound a ratio measured in one stretch,
+    # so whatever else loads the machine then weighs on both sides).
+    _wait_for_a_quiet_machine()
+    before = _calibrate_at_once(url, [{"eval_images": EVAL_IMAGES + 8}])[0]
+    with _OtherLoad() as others:
+        six = _calibrate_at_once(url, [{}] * 6)
+    after = _calibrate_at_once(url, [{"eval_images": EVAL_IMAGES + 9}])[0]
+    alone = [before, after]
     single = sum(run["seconds"] for run in alone) / len(alone)
-    six = _calibrate_at_once(url, [{}] * 6)
     tables = {run["table"] for run in six}
     assert len(tables) == 1 and "percentile:99.99" in tables.pop()
     # No job ahead of any of them (they share one), so the issue's bound is (0 + 1) x single x 1.5. A session has
@@ -199,9 +265,10 @@ def test_six_sessions_calibrate_at_once_on_a_warm_server(load_server):
     print(f"single session {single:.1f} s (" + ", ".join(f"{r['seconds']:.1f} s, drawn {r['drawn_s']:.1f} s"
                                                      for r in alone)
           + f"); six at once: " + ", ".join(f"{r['seconds']:.1f} s (drawn {r['drawn_s']:.1f} s)" for r in six)
-          + "; jobs ran " + ", ".join(f"{r.finished - r.started:.1f} s ({r.sessions})" for r in shared[::-1]))
+          + "; jobs ran " + ", ".join(f"{r.finished - r.started:.1f} s ({r.sessions})" for r in shared[::-1])
+          + f"; other processes during the six: {others}")
     for run in six:
-        assert run["seconds"] <= (0 + 1) * single * 1.5, (run["seconds"], single)
+        assert run["seconds"] <= (0 + 1) * single * 1.5, (run["seconds"], single, f"other load: {others}")
     assert sorted(r.sessions for r in shared) == [1, 1, 1, 6], shared  # warm-up, two alone, and one for the six
 
 

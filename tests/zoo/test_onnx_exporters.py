@@ -77,10 +77,7 @@ CONVNEXT_DYNAMO = pytest.mark.xfail(strict=True, reason=(
     "at run time (a dtype check on a traced value); not fixed in issue 23's first pass"))
 
 
-VIT_LINEARS = pytest.mark.xfail(strict=True, reason=(
-    "imports and matches onnxruntime, but its Linear layers arrive as MatMul(x, W) + Add(b) and stay float "
-    "(no MatMul+Add -> nn.Linear rewrite yet)"))
-KNOWN = {"convnext_atto": CONVNEXT_DYNAMO, "vit_tiny_patch16_224": VIT_LINEARS}
+KNOWN = {"convnext_atto": CONVNEXT_DYNAMO}  # vit_tiny: its MatMul(x, W) + Add(b) become nn.Linear (onnx_linear)
 
 
 @pytest.mark.slow
