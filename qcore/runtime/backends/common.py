@@ -30,6 +30,9 @@ class Runner:
     transitions: int = 0
     notes: list[str] = field(default_factory=list)
     artifact: object = None  # the backend's own model object, for export (e.g. a TorchScript module)
+    # Compiled for each batch size on first use (TorchScript): a new batch size costs a trace and slow first
+    # calls, so an evaluation feeds it the batch size it was timed at (deploy's scoring).
+    shape_specialized: bool = False
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)

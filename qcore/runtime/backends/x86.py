@@ -242,7 +242,7 @@ def x86_runner(sim, input_shape: tuple[int, ...], threads: int, engine: str = "x
         notes.append("x86 quantizes the outputs of float layers that feed INT8 layers (the simulation keeps them "
                      "float): " + ", ".join(sorted(set(requantized))))
     return Runner("x86", "int8", run, buf.getbuffer().nbytes, None, ops, float_ops, transitions,
-                  notes=notes, artifact=scripted)
+                  notes=notes, artifact=scripted, shape_specialized=True)
 
 
 def _per_batch_size(quantized: fx.GraphModule, scripted, traced_batch: int, engine: str, keep: int = 4):
