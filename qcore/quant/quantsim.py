@@ -342,6 +342,18 @@ def _is_tensor_add(node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in ("add", "add_") and len(node.args) >= 2 and isinstance(node.args[1], fx.Node)
 
 
+def _is_integer(node, modules: dict, depth: int = 0) -> bool:
+    """Whether `node` is an integer tensor known from the graph alone: a non-float constant, or an add with one
+    (index arithmetic an ONNX import carries, e.g. a gather's row numbers; never an activation to quantize)."""
+    if not isinstance(node, fx.Node) or depth > 8:
+        return False
+    if node.op == "get_attr":
+        parent, _, attr = node.target.rpartition(".")
+        value = getattr(modules.get(parent), attr, None)
+        return isinstance(value, torch.Tensor) and not value.is_floating_point()
+    return _is_tensor_add(node) and any(_is_integer(a, modules, depth + 1) for a in node.args)
+
+
 MATMULS = (torch.matmul, operator.matmul, torch.bmm)
 SOFTMAXES = (torch.softmax, F.softmax)
 
@@ -460,7 +472,7 @@ class QuantSim(nn.Module):
         """(after, name, kind, type) of the quantizer a non-weight node needs, or None."""
         users = list(node.users)
         fused_after = users[0] if len(users) == 1 and _is_fused_act(users[0], modules) else node
-        if _is_tensor_add(node):
+        if _is_tensor_add(node) and not _is_integer(node, modules):
             return fused_after, node.name, "add", "add"
         if self.config.norm_outputs and node.op == "call_module" and isinstance(modules.get(node.target), nn.LayerNorm):
             return node, node.target, "norm", "LayerNorm"

@@ -181,7 +181,19 @@ def _rewrite(node: fx.Node, mod: nn.Module, gm: fx.GraphModule) -> bool:
         return True
     if kind.startswith("OnnxGlobalAveragePool") and len(args) == 1:
         return _replace(node, gm, lambda g: g.call_function(F.adaptive_avg_pool2d, (args[0], 1)))
+    if kind == "OnnxGather" and len(args) == 2 and isinstance(args[1], fx.Node):
+        return _replace(node, gm, lambda g: _take(g, args[0], args[1], mod._axis))
     return False
+
+
+def _take(graph: fx.Graph, data, indices: fx.Node, axis: int) -> fx.Node:
+    """ONNX Gather as onnx2torch computes it, `input[:, ..., indices]` (numpy.take), written as an indexing op:
+    onnx2torch's module checks the indices' dtype in Python, which fx cannot trace when the indices are computed
+    at run time (convnext from the dynamo exporter gathers its head's rows by a batch-sized range)."""
+    index = graph.call_method("long", (indices,))
+    where = (slice(None),) * axis + (index,) if axis >= 0 else (Ellipsis, index) + (slice(None),) * (-axis - 1)
+    with graph.inserting_after(index):
+        return graph.call_function(operator.getitem, (data, where))
 
 
 def _replace(node: fx.Node, gm: fx.GraphModule, build) -> bool:
@@ -193,7 +205,7 @@ def _replace(node: fx.Node, gm: fx.GraphModule, build) -> bool:
 
 
 def canonical(gm: fx.GraphModule) -> fx.GraphModule:
-    """Rewrite onnx2torch's own modules for adds, clips and global pooling into torch ops (onnx2torch already
+    """Rewrite onnx2torch's own modules for adds, clips, global pooling and run-time gathers into torch ops (onnx2torch already
     emits nn.ReLU, nn.ReLU6 and nn.Flatten for the common cases), and MatMul(x, W) + Add(b) into nn.Linear."""
     from qcore.zoo.onnx_linear import fuse_constant_matmuls
 

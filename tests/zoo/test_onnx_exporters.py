@@ -72,12 +72,9 @@ def test_dynamo_exporter_files_import_and_quantize_at_every_opset(arch, opset, t
     assert_imported_and_quantized(import_and_check(path, SMALL[arch]))
 
 
-CONVNEXT_DYNAMO = pytest.mark.xfail(strict=True, reason=(
-    "imports and matches onnxruntime, but the simulation cannot trace onnx2torch's Gather with indices computed "
-    "at run time (a dtype check on a traced value); not fixed in issue 23's first pass"))
-
-
-KNOWN = {"convnext_atto": CONVNEXT_DYNAMO}  # vit_tiny: its MatMul(x, W) + Add(b) become nn.Linear (onnx_linear)
+# Once known failures: convnext_atto (a gather by run-time indices, now an indexing op, and the index arithmetic
+# before it, now left unquantized) and vit_tiny (MatMul(x, W) + Add(b), now nn.Linear: onnx_linear).
+KNOWN: dict = {}
 
 
 @pytest.mark.slow

@@ -87,3 +87,23 @@ def test_weights_in_a_missing_side_file_are_refused_with_the_export_option(tmp_p
     (tmp_path / "m.onnx.data").unlink()
     with pytest.raises(OnnxUnsupported, match=r"separate file \(m.onnx.data\).*external_data=False"):
         load_onnx(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("axis", [2, -1])
+def test_a_gather_with_indices_computed_at_run_time_matches_onnxruntime_and_traces(axis, tmp_path):
+    """convnext from the dynamo exporter gathers rows by indices computed from the input's shape; onnx2torch's
+    Gather checks their dtype in Python, which the simulation's fx trace cannot follow."""
+    from qcore.quant.qconfig import QuantConfig
+    from qcore.quant.quantsim import QuantSim
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("ArgMax", ["c"], ["a"], axis=axis, keepdims=0),  # int64 indices known at run time
+             helper.make_node("Add", ["a", "zero"], ["i"]),  # index arithmetic: an add the simulation leaves alone
+             helper.make_node("Gather", ["c", "i"], ["y"], axis=axis)]
+    w = np.random.default_rng(0).standard_normal((2, 2, 1, 1)).astype(np.float32)
+    path = save(tmp_path, nodes, {"w": w, "zero": np.array(0, np.int64)}, 18, out_rank=6)
+    assert_matches_ort(path)
+    gm = load_onnx(path)
+    assert not any(type(m).__name__ == "OnnxGather" for m in gm.modules())
+    sim = QuantSim.calibrated(gm, QuantConfig(), [torch.randn(2, 2, 5, 6)])  # traces, and quantizes no index
+    assert [p.kind for p in sim.points] == ["input", "conv"]
