@@ -4,9 +4,11 @@ The statistics pass spends most of its extra time binning activations. `csrc/zer
 bins on the zero-anchored power-of-two grid `stats.py` uses (bin = floor(x / width) - k0, exact in
 float) with no division per value. It is plain C, compiled on first use with the system C compiler
 (a fraction of a second, no torch headers) into a per-user cache, loaded with ctypes, and run on
-one chunk per torch thread (ctypes releases the GIL). Without a compiler, `counts` returns None
-and the caller uses torch.histc: slower, and its division by the range places a value lying exactly
-on a bin edge in the neighbouring bin now and then (a few counts per million).
+one chunk per torch thread (ctypes releases the GIL). Without a compiler, `counts` bins the same
+floor(x / width) with torch.bincount (`bincount_counts`): the same counts, exactly (a test compares
+them), so results never depend on whether gcc is installed; only the speed does. (torch.histc, the
+fallback before, divides by the range per value and put a value lying on a bin edge in the
+neighbouring bin now and then.)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from qcore.quant.isa import Isa, cpu_isa
 
-__all__ = ["counts", "available", "target_flags"]
+__all__ = ["counts", "available", "bincount_counts", "target_flags"]
 
 SOURCE = Path(__file__).with_name("csrc") / "zero_anchored_hist.c"
 # no-trapping-math lets the compiler vectorize floorf; the results stay exact (tests check it)
@@ -93,13 +95,28 @@ def available() -> bool:
     return _library() is not None
 
 
-def counts(x: torch.Tensor, width: float, k0: int, nbins: int) -> torch.Tensor | None:
-    """float64 counts of the finite float32 values `x` in bins [(k0 + i) * width, (k0 + i + 1) * width),
-    or None when the compiled kernel is not available."""
+BINCOUNT_CHUNK = 1 << 22  # values binned at once without the kernel: bounds the int64 index buffer to 32 MB
+
+
+def bincount_counts(x: torch.Tensor, width: float, k0: int, nbins: int) -> torch.Tensor:
+    """The kernel's counts in torch alone: bin floor(x * (1 / width)) - k0, clamped to the window. The width is
+    a power of two, so the product is exact, as in the kernel."""
+    x = x.detach().reshape(-1).float()
+    inv = 1.0 / width
+    out = torch.zeros(nbins, dtype=torch.int64)
+    for chunk in x.split(BINCOUNT_CHUNK):
+        index = torch.floor(chunk * inv).to(torch.int64).sub_(k0).clamp_(0, nbins - 1)
+        out += torch.bincount(index, minlength=nbins)
+    return out.to(torch.float64)
+
+
+def counts(x: torch.Tensor, width: float, k0: int, nbins: int) -> torch.Tensor:
+    """float64 counts of the finite float32 values `x` in bins [(k0 + i) * width, (k0 + i + 1) * width):
+    the compiled kernel where there is one, else torch.bincount (the same counts)."""
     global _pool
     lib = _library()
     if lib is None:
-        return None
+        return bincount_counts(x, width, k0, nbins)
     x = x.detach().contiguous().view(-1)
     if x.dtype != torch.float32:
         x = x.float()
