@@ -43,6 +43,7 @@ def test_every_ui_string_has_a_korean_translation_and_none_is_stale():
     used = app | cli | engine_msgids()
     assert sorted(app - set(korean)) == []  # missing in Korean (the app)
     assert sorted(cli - set(korean)) == []  # missing in Korean (the CLI)
+    assert sorted(engine_msgids() - set(korean)) == []  # missing in Korean (engine texts: progress, reports)
     assert sorted(set(korean) - used) == []  # stale entries
     assert [m for m in used & set(korean) if not _hangul(korean[m])] == [], "every entry is Hangul"
 
@@ -63,6 +64,14 @@ def test_translations_keep_every_placeholder():
     ko = catalog("ko")
     wrong = {m: s for m, s in ko.items() if _fields(m) != _fields(s) or (_percent(m) and _percent(m) != _percent(s))}
     assert wrong == {}
+
+
+def test_a_signed_delta_comes_first_in_every_language():
+    """st.metric colours a delta by its first character: "FP32 대비 -1.2%p" showed an accuracy drop as a green
+    up-arrow. Every text that starts with a {delta} keeps it first in Korean."""
+    ko = catalog("ko")
+    deltas = {m: s for m, s in ko.items() if m.startswith("{delta}")}
+    assert len(deltas) >= 3 and [s for s in deltas.values() if not s.startswith("{delta}")] == []
 
 
 def test_korean_bold_closes_where_markdown_sees_it():

@@ -60,6 +60,26 @@ def test_sweep_results_in_korean(finished_sweep):
     assert "이 레이어만 양자화" in at.dataframe[0].value.columns
 
 
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_an_accuracy_drop_shows_a_red_down_arrow_in_both_languages(finished_sweep, lang):
+    """Streamlit colours a metric's delta by its leading sign: a drop must start with "-" in every language (the
+    Korean text once put "FP32 대비" first, and a drop showed as a green up-arrow)."""
+    from dataclasses import replace
+
+    swept = finished_sweep.snapshot()["result"]
+    dropped = swept._replace(report=replace(swept.report, base_accuracy=swept.report.fp32_accuracy - 0.0512))
+    job = Job("sensitivity", lambda j: dropped).start()
+    job.wait()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["sensitivity_job"] = job
+    at.session_state["lang_choice"] = lang
+    at.switch_page("views/sensitivity.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    deltas = [m.delta for m in at.metric if m.delta]
+    assert len(deltas) == 1 and deltas[0].startswith("-5.12"), deltas
+
+
 def _run_sweep(at: AppTest, seconds: int = 300) -> None:
     import time
 
