@@ -22,6 +22,7 @@ from qcore.quant.lowbit import fake_quantize_lowbit
 from qcore.quant.progress import Progress, silent
 from qcore.quant.qconfig import QuantConfig, RecoveryStep
 from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from qcore.quant.recovery.graph import norm_linear_pairs
 from qcore.zoo.report import Report
 
@@ -222,9 +223,9 @@ def smoothquant_topic(module: nn.Module, calib: list[torch.Tensor], xs: list[tor
     if not norm_linear_pairs(QuantSim(module, base)):
         return SmoothQuantReport(name, False, alpha, act_bits=act_bits)
     say(0.1, "calibrating plain PTQ")
-    plain = QuantSim.calibrated(module, base, calib)
+    plain = calibrated_sim(module, base, calib)
     say(0.3, "SmoothQuant, then calibrating")
-    smoothed = QuantSim.calibrated(module, QuantConfig(recovery=(RecoveryStep("smoothquant", (("alpha", alpha),)),))
+    smoothed = calibrated_sim(module, QuantConfig(recovery=(RecoveryStep("smoothquant", (("alpha", alpha),)),))
                                    .with_default(act_bits=act_bits), calib)
     changes = smoothed.recovery_results[0].changes["pairs"]
     pairs = [{"norm": n, "linears": p["linears"], "before": p["act_max_before"], "after": p["act_max_after"],
@@ -382,7 +383,7 @@ def spread_accuracy(module: nn.Module, calib: list[torch.Tensor], xs: list[torch
     out = {"FP32": scores(logits(module, xs), labels).top1}
     for i, gran in enumerate(("tensor", "channel")):
         say(0.2 + 0.4 * i, f"W8A8 per-{gran}: calibrating and evaluating")
-        sim = QuantSim.calibrated(module, QuantConfig().with_default(weight_granularity=gran), calib)
+        sim = calibrated_sim(module, QuantConfig().with_default(weight_granularity=gran), calib)
         out[f"per-{gran}"] = scores(logits(sim, xs), labels).top1
     return out
 

@@ -20,6 +20,7 @@ from qcore.analysis.reports import RecoveryReport, RecoveryRow
 from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import QuantConfig, RecoveryStep
 from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from qcore.zoo.inputs import Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
@@ -31,7 +32,7 @@ def measure_steps(inp: Inputs, config: QuantConfig, steps: Sequence[RecoveryStep
     """One combination: calibrate with `steps`, then accuracy, FP32 agreement, per-layer SQNR."""
     say = progress or silent
     start = time.perf_counter()
-    sim = QuantSim.calibrated(inp.loaded.module, replace(config, recovery=tuple(steps)), inp.calib_batches,
+    sim = calibrated_sim(inp.loaded.module, replace(config, recovery=tuple(steps)), inp.calib_batches,
                               span(say, 0.0, 0.8))
     seconds = time.perf_counter() - start
     say(0.8, "evaluating")

@@ -27,6 +27,7 @@ from qcore.quant.calibration import RangeResult
 from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from qcore.quant.work import Executor, LocalExecutor
 from qcore.zoo.inputs import Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
@@ -91,7 +92,7 @@ def prepare(
     """Load, run the one statistics pass, compute every layer's range, and run FP32 once."""
     config = (config or QuantConfig()).resolved()
     inp = prepare_inputs(model, data, calib_size, eval_size, seed)
-    sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
+    sim = calibrated_sim(inp.loaded.module, config, inp.calib_batches)
     inp = replace(inp, eval_batches=inp.eval_batches.rebatched(sweep_batch(sim, inp.eval_batches.head(1))))
     fp32_preds = _predict(inp.loaded.module, inp.eval_batches)
     acc = int((fp32_preds == inp.labels).sum()) / len(inp.labels)

@@ -77,7 +77,7 @@ def bench_latency(
     """FP32 (eager, ONNX Runtime) vs every static INT8 backend, interleaved, at one batch size."""
     import tempfile
 
-    from qcore.quant.quantsim import QuantSim
+    from qcore.quant.build import calibrated_sim
     from qcore.runtime.deploy import build_paths
     from qcore.zoo.inputs import prepare_inputs
     from qcore.runtime.latency import measure_interleaved
@@ -89,7 +89,7 @@ def bench_latency(
     if random_weights:
         print("random weights: calibrating on random inputs; latency only, no accuracy", file=sys.stderr)
     loaded = inp.loaded
-    sim = QuantSim.calibrated(loaded.module, QuantConfig(), inp.calib_batches)
+    sim = calibrated_sim(loaded.module, QuantConfig(), inp.calib_batches)
     with tempfile.TemporaryDirectory() as tmp:
         paths = build_paths(loaded, sim, "auto", Path(out_dir or tmp), threads, variants=False)
         fp32, int8, notes = paths.fp32, paths.int8, paths.notes

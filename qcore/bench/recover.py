@@ -11,7 +11,7 @@ import time
 
 from qcore.analysis.evaluate import logits, scores
 from qcore.quant.qconfig import QuantConfig, parse_steps
-from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from qcore.runtime.machine import cpu_features
 from qcore.zoo.inputs import prepare_inputs
 
@@ -38,7 +38,7 @@ def bench_recover(eval_size: int | None = None, calib_size: int = 512, models: t
         for combo in combos:
             config = QuantConfig(recovery=parse_steps(combo)).with_default(weight_bits=bits, weight_granularity=gran)
             start = time.perf_counter()
-            sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
+            sim = calibrated_sim(inp.loaded.module, config, inp.calib_batches)
             seconds = time.perf_counter() - start
             acc = scores(logits(sim, inp.eval_batches), inp.labels).top1
             rows.append({"model": model, "config": label, "steps": [s.name for s in config.recovery],

@@ -36,7 +36,7 @@ from torch import fx, nn
 from qcore.quant.calibration import RangeResult, compute_range
 from qcore.quant.fakequant import fake_cast, fake_quantize_scheme
 from qcore.quant.fold import fold_bn_in_graph
-from qcore.quant.progress import Progress, span
+from qcore.quant.progress import Progress
 from qcore.quant.qconfig import LayerConfig, QuantConfig
 from qcore.quant.qparams import QScheme, compute_qparams, minmax
 from qcore.quant.stats import TensorStats
@@ -540,20 +540,6 @@ class QuantSim(nn.Module):
             self.apply_ranges()
 
     # --- calibration --------------------------------------------------------------------------
-    @classmethod
-    def calibrated(cls, model: nn.Module, config: QuantConfig, batches: list[torch.Tensor],
-                   progress: Progress | None = None) -> "QuantSim":
-        """A sim of `model` under `config`, calibrated on `batches` with each layer's method."""
-        sim = cls(model, config)
-        if sim.config.recovery:  # accuracy-recovery steps change the sim's weights before the final ranges
-            from qcore.quant.recovery import apply_recovery
-
-            sim.recovery_results = apply_recovery(sim, batches, span(progress, 0.0, 0.8) if progress else None)
-            progress = span(progress, 0.8, 1.0) if progress else None
-        sim.collect_stats(batches, progress)
-        sim.apply_ranges()
-        return sim
-
     @torch.no_grad()
     def collect_stats(self, batches: Iterable[torch.Tensor], progress: Progress | None = None) -> dict[str, TensorStats]:
         """One pass over the calibration batches, collecting statistics at every quantizer.

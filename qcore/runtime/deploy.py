@@ -24,6 +24,7 @@ from qcore.analysis.evaluate import agreement, logits, scores, sqnr_db
 from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.backends import x86 as x86_backend
 from qcore.runtime.backends.common import Runner
@@ -307,7 +308,7 @@ def deploy(
         say(0.01, "random weights: calibrating on random inputs; latency only, no accuracy")
     say(0.02, "calibrating (one statistics pass)")
     with clock("calibrate"):
-        sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
+        sim = calibrated_sim(inp.loaded.module, config, inp.calib_batches)
     with clock("build"):
         paths = build_paths(inp.loaded, sim, backend, out_dir, threads, span(say, 0.05, 0.3))
     if sim.unsupported_note():
@@ -321,12 +322,7 @@ def deploy(
         result = _score_paths(paths, sim, inp, {best}, sample_size(secondary_images, inp.loaded.macs),
                               span(say, 0.7, 0.95), losers, chunk=max(batch_sizes))
     report = _report(inp, sim, paths, result, latency, batch_sizes, threads, iters)
-    if result.secondary_images < report.eval_images:
-        report.notes.append(f"FP32, the simulation and {best} scored on all {report.eval_images} images; the other "
-                            f"paths on the first {result.secondary_images}")
-    if losers:
-        report.notes.append(f"{', '.join(sorted(losers))}: slower than FP32 at batch {batch_sizes[0]}, so it cannot be "
-                            f"the pick; scored on the first {min(LOSER_IMAGES, result.secondary_images)} images only")
+    report.notes += _sample_notes(report, result, best, losers, batch_sizes[0])
     with clock("layer check"):
         report.layer_check = _layer_check(sim, paths, inp, best)
     report.diagnosis = diagnose(report)
@@ -337,6 +333,18 @@ def deploy(
     report.seconds = round(time.perf_counter() - start_all, 1)
     (out_dir / "report.json").write_text(report.to_json())
     return report
+
+
+def _sample_notes(report: DeployReport, result: Scored, best: str | None, losers: frozenset[str], b: int) -> list[str]:
+    """What the report's notes say about the paths scored on fewer images than the whole evaluation set."""
+    notes = []
+    if result.secondary_images < report.eval_images:
+        notes.append(f"FP32, the simulation and {best} scored on all {report.eval_images} images; the other "
+                     f"paths on the first {result.secondary_images}")
+    if losers:
+        notes.append(f"{', '.join(sorted(losers))}: slower than FP32 at batch {b}, so it cannot be the pick; "
+                     f"scored on the first {min(LOSER_IMAGES, result.secondary_images)} images only")
+    return notes
 
 
 SAMPLE_MACS = 1e11  # multiply-adds a path other than the headline ones is scored with: about 330 ImageNet images

@@ -100,18 +100,10 @@ def train_builtin(
         acc = accuracy(model, x_test, y_test)
         log(f"{name} epoch {epoch + 1}: test accuracy {acc:.4f} ({time.perf_counter() - start:.0f} s)")
     record = {
-        "model": name,
-        "test_accuracy": acc,
-        "epochs": epochs,
-        "steps": step,
-        "seed": seed,
-        "batch": batch,
-        "lr": lr,
+        "model": name, "test_accuracy": acc, "epochs": epochs, "steps": step, "seed": seed, "batch": batch, "lr": lr,
         "optimizer": "AdamW wd=5e-4, OneCycle, label smoothing 0.05, flips + 2px shifts",
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "command": f"python -m qcore train {name} --epochs {epochs} --seed {seed}",
+        "train_seconds": round(time.perf_counter() - start, 1), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "command": f"python -m qcore train {name} --epochs {epochs} --seed {seed}",
     }
     _save(model, record, Path(out_dir), name)
     return record

@@ -1,6 +1,6 @@
 """QAT on torch.distributed: DistributedDataParallel over N processes, gloo on CPUs, NCCL on CUDA GPUs.
 
-`launch(nproc, ...)` (what `run_qat(nproc=N)` and `python -m qcore qat --nproc N` call) starts N
+`launch(run_qat, nproc, ...)` (what `run_qat(nproc=N)` and `python -m qcore qat --nproc N` call) starts N
 processes; `torchrun --nproc-per-node N -m qcore qat ...` starts them itself and each one finds its rank
 in the environment (`from_environment`). In every rank the same seed gives the same calibration and
 the same global batches; each rank trains on its stride of the global batch (what DistributedSampler
@@ -23,6 +23,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from qcore.train.device import resolve_device
 
 __all__ = ["Ranks", "RankLost", "launch", "from_environment", "KILL_RANK"]
 
@@ -59,8 +61,6 @@ class Ranks:
 
 
 def _join_group(rank: int, world: int, device: str, init: str) -> Ranks:
-    from qcore.train.qat.loop import resolve_device
-
     device = resolve_device(device)
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):
@@ -70,17 +70,16 @@ def _join_group(rank: int, world: int, device: str, init: str) -> Ranks:
     return Ranks(rank, world, device, backend)
 
 
-def _rank_main(rank: int, world: int, init: str, device: str, threads: int, out, kwargs: dict) -> None:
-    """One rank: join the group, fine-tune, and (rank 0) send progress, metrics and the result back."""
-    from qcore.train.qat import run_qat
-
+def _rank_main(train, rank: int, world: int, init: str, device: str, threads: int, out, kwargs: dict) -> None:
+    """One rank: join the group, fine-tune with `train` (run_qat), and (rank 0) send progress, metrics and the
+    result back."""
     torch.set_num_threads(threads)
     lead = rank == 0
     try:
         ranks = _join_group(rank, world, device, init)
         if os.environ.get(KILL_RANK) == str(rank):  # fault injection for the lost-rank test
             os._exit(9)
-        result = run_qat(**kwargs, progress=(lambda f, m: out.put(("progress", f, m))) if lead else None,
+        result = train(**kwargs, progress=(lambda f, m: out.put(("progress", f, m))) if lead else None,
                          on_metric=(lambda row: out.put(("metric", row))) if lead else None, ranks=ranks)
         if lead:
             out.put(("result", pickle.dumps(result)))
@@ -124,8 +123,9 @@ def _shippable(model):
     return model
 
 
-def launch(nproc: int, device: str, progress, on_metric, **kwargs):
-    """Run QAT on `nproc` processes on this machine; returns rank 0's QATResult."""
+def launch(train, nproc: int, device: str, progress, on_metric, **kwargs):
+    """Run `train` (run_qat, passed in so this module need not import the QAT package that calls it) on `nproc`
+    processes on this machine; returns rank 0's QATResult."""
     if nproc < 1:
         raise ValueError("--nproc must be at least 1")
     recipe = kwargs.get("recipe")
@@ -137,7 +137,7 @@ def launch(nproc: int, device: str, progress, on_metric, **kwargs):
     out = ctx.Queue()
     with tempfile.TemporaryDirectory() as tmp:
         init = f"file://{os.path.join(tmp, 'rendezvous')}"
-        procs = [ctx.Process(target=_rank_main, args=(r, nproc, init, device, threads, out, kwargs)) for r in range(nproc)]
+        procs = [ctx.Process(target=_rank_main, args=(train, r, nproc, init, device, threads, out, kwargs)) for r in range(nproc)]
         for p in procs:
             p.start()
         try:

@@ -264,7 +264,7 @@ def test_six_sessions_calibrate_at_once_on_a_warm_server(load_server):
     shared = [r for r in JobLog(history).recent() if r.name == "calibration" and r.status == "done"]
     print(f"single session {single:.1f} s (" + ", ".join(f"{r['seconds']:.1f} s, drawn {r['drawn_s']:.1f} s"
                                                      for r in alone)
-          + f"); six at once: " + ", ".join(f"{r['seconds']:.1f} s (drawn {r['drawn_s']:.1f} s)" for r in six)
+          + "); six at once: " + ", ".join(f"{r['seconds']:.1f} s (drawn {r['drawn_s']:.1f} s)" for r in six)
           + "; jobs ran " + ", ".join(f"{r.finished - r.started:.1f} s ({r.sessions})" for r in shared[::-1])
           + f"; other processes during the six: {others}")
     for run in six:

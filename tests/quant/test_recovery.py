@@ -9,6 +9,7 @@ import torch
 from qcore.analysis.evaluate import agreement, logits
 from qcore.quant.qconfig import QuantConfig, RecoveryStep, parse_steps
 from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from qcore.quant.recovery.bias import _mean_outputs, correct_bias, smooth
 from qcore.quant.recovery.cle import equalize
 from qcore.quant.recovery.graph import layer_pairs
@@ -52,7 +53,7 @@ def test_cle_on_mobilenet_replaces_relu6_in_equalized_pairs():
 
 def test_bias_correction_brings_each_layers_mean_output_back_to_fp32(resnet_inputs):
     config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
-    sim = QuantSim.calibrated(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
     names, xs = list(sim.weight_layers), resnet_inputs.calib_batches
     with sim.disabled():
         reference = _mean_outputs(sim, names, xs)
@@ -66,7 +67,7 @@ def test_bias_correction_brings_each_layers_mean_output_back_to_fp32(resnet_inpu
 
 def test_adaround_is_a_valid_rounding_and_lowers_the_layer_error(resnet_inputs):
     config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
-    sim = QuantSim.calibrated(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
     original = {n: wl.layer.weight.detach().clone() for n, wl in sim.weight_layers.items()}
     grids = {n: wl.grid(original[n], wl.effective_scheme(original[n])) for n, wl in sim.weight_layers.items()}
     result = adaround(sim, resnet_inputs.calib_batches, iters=60)
@@ -112,7 +113,7 @@ def test_real_int8_matches_the_simulation_after_the_steps(steps, resnet_inputs):
     from qcore.runtime.backends import ort as ort_backend
 
     inp = resnet_inputs
-    sim = QuantSim.calibrated(inp.loaded.module, QuantConfig(recovery=parse_steps(steps)), inp.calib_batches)
+    sim = calibrated_sim(inp.loaded.module, QuantConfig(recovery=parse_steps(steps)), inp.calib_batches)
     assert [r.name for r in sim.recovery_results] == [s.split(":")[0] for s in steps.split(",")]
     runner = ort_backend.int8_runner(sim, inp.loaded.spec.input_shape, Path(tempfile.mkdtemp()), 2, "u8")
     s, r = logits(sim, inp.eval_batches), logits(runner, inp.eval_batches)
@@ -125,7 +126,7 @@ def test_real_int8_of_the_transformer_matches_the_simulation_after_smoothquant()
 
     inp = prepare_inputs("fm_vit", calib_size=128, eval_size=300, eval_batch=100)
     config = QuantConfig(recovery=parse_steps("smoothquant:alpha=0.5")).with_default(weight_granularity="tensor")
-    sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
+    sim = calibrated_sim(inp.loaded.module, config, inp.calib_batches)
     assert sim.recovery_results[0].changes["pairs"]  # every LayerNorm -> Linear pair was smoothed
     assert {p.kind for p in sim.points} >= {"norm", "matmul", "linear"}  # LayerNorm outputs and attention quantized
     runner = ort_backend.int8_runner(sim, inp.loaded.spec.input_shape, Path(tempfile.mkdtemp()), 2, "u8")
@@ -139,7 +140,7 @@ def test_adaround_holds_only_the_images_its_capture_budget_allows(resnet_inputs,
     from qcore.quant.recovery import rounding
 
     config = QuantConfig().with_default(weight_bits=4)
-    sim = QuantSim.calibrated(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
     first = next(iter(sim.weight_layers))
     x = rounding.capture_inputs(sim, [first], [resnet_inputs.calib_batches[0][:1]])[first]
     monkeypatch.setattr(rounding, "CAPTURE_BUDGET_BYTES", 10 * 3 * x.numel() * x.element_size())

@@ -7,6 +7,7 @@ from torch import nn
 
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from tests.helpers import data_initialized, with_dead_channels
 
 # timm names; resnet50/regnety are torchvision's families too, built here by timm like the others
@@ -29,4 +30,4 @@ def calibrated(name: str, size: int = 224, seed: int = 0) -> tuple[QuantSim, tor
     10% dead channels (gamma ~0, real beta), calibrated on those 2 images."""
     x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(seed))
     model = with_dead_channels(data_initialized(lifted(name, size), x[:2], seed), 0.1, seed)
-    return QuantSim.calibrated(model, QuantConfig(), [x[:2]]), x[2:]
+    return calibrated_sim(model, QuantConfig(), [x[:2]]), x[2:]

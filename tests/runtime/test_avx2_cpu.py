@@ -78,12 +78,12 @@ def _prepared_case(folder: Path, model, label: str, images: int, weight_range: s
 
     from qcore.analysis.evaluate import logits
     from qcore.quant.qconfig import QuantConfig
-    from qcore.quant.quantsim import QuantSim
+    from qcore.quant.build import calibrated_sim
     from qcore.runtime.backends import ort as ort_backend
     from qcore.zoo.inputs import prepare_inputs
 
     inp = prepare_inputs(model, "fashion-mnist", calib_size=128, eval_size=images, eval_batch=50)
-    sim = QuantSim.calibrated(inp.loaded.module, QuantConfig(weight_range=weight_range), inp.calib_batches)
+    sim = calibrated_sim(inp.loaded.module, QuantConfig(weight_range=weight_range), inp.calib_batches)
     out = folder / label.replace(" ", "-")
     out.mkdir()
     runner = ort_backend.int8_runner(sim, inp.loaded.spec.input_shape, out, 2, "u8")

@@ -13,7 +13,7 @@ from torch import nn
 from qcore.quant import bias_range
 from qcore.quant.isa import cpu_isa
 from qcore.quant.qconfig import QuantConfig
-from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.isolated_check import check_ops, departing, isolated_summary
 from qcore.zoo.builtin_nets import FMResNet
@@ -25,7 +25,7 @@ def _checked(model, tmp_path, shape=(3, 16, 16), config=None, sim=None):
     """(sim, isolated checks) of `model` calibrated on 2 images in [-1, 1], checked on a third."""
     torch.manual_seed(0)
     x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    sim = sim or QuantSim.calibrated(model, config or QuantConfig(), [x[:2]])
+    sim = sim or calibrated_sim(model, config or QuantConfig(), [x[:2]])
     runner = ort_backend.int8_runner(sim, shape, tmp_path, 1, "u8")
     return sim, check_ops(sim, runner.path, x[2:])
 
@@ -78,7 +78,7 @@ def test_a_scrambled_layer_departs_alone(tmp_path):
     simulation's integers."""
     model = randomized(FMResNet((8, 16, 32), (1, 1, 1)))
     x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    sim = QuantSim.calibrated(model, QuantConfig(), [x[:2]])
+    sim = calibrated_sim(model, QuantConfig(), [x[:2]])
     broken = copy.deepcopy(sim)
     with torch.no_grad():
         w = broken.weight_layers["layers.1.conv1"].layer.weight

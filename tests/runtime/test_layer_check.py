@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qcore.quant.qconfig import QuantConfig
-from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.layer_check import check_layers, first_divergent
 from qcore.zoo.builtin_nets import FMResNet
@@ -17,7 +17,7 @@ from tests.helpers import randomized
 
 def _sim(model, config=None):
     g = torch.Generator().manual_seed(0)
-    return QuantSim.calibrated(model, config or QuantConfig(), [torch.rand(16, 1, 28, 28, generator=g) * 2 - 1])
+    return calibrated_sim(model, config or QuantConfig(), [torch.rand(16, 1, 28, 28, generator=g) * 2 - 1])
 
 
 @pytest.mark.parametrize("symmetric", [False, True])

@@ -10,7 +10,7 @@ import torch
 from qcore.store.jobs import Job
 from qcore.train.qat import QATRecipe, default_lr, run_qat
 from qcore.quant.qconfig import QuantConfig
-from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from tests.helpers import tiny_fashion_model
 
 FAST = dict(epochs=2, batch_size=16, int8_each_epoch=False, latency_iters=3, log_every=1)
@@ -87,7 +87,7 @@ def test_learned_ranges_train_and_deploy(tiny_fashion_mnist, tmp_path):
 def test_learned_scales_get_gradients(tiny_fashion_mnist, tmp_path):
     """A too-narrow range must widen under LSQ when clipping hurts the loss."""
     model = tiny_fashion_model()
-    sim = QuantSim.calibrated(model.module, QuantConfig(), [torch.randn(8, 1, 28, 28)])
+    sim = calibrated_sim(model.module, QuantConfig(), [torch.randn(8, 1, 28, 28)])
     scales = [q.learn_range() for q in sim.int_quantizers()]
     assert scales and all(s.requires_grad for s in scales)
     sim.train()
@@ -97,7 +97,7 @@ def test_learned_scales_get_gradients(tiny_fashion_mnist, tmp_path):
 
 def test_observers_follow_the_data_then_freeze(tiny_fashion_mnist, tmp_path):
     model = tiny_fashion_model()
-    sim = QuantSim.calibrated(model.module, QuantConfig(), [torch.randn(8, 1, 28, 28)])
+    sim = calibrated_sim(model.module, QuantConfig(), [torch.randn(8, 1, 28, 28)])
     q = sim.quantizer("input")
     before = float(q.scale)
     for quantizer in sim.int_quantizers():
@@ -154,7 +154,7 @@ def test_trained_bn_starts_as_the_folded_layer_and_folds_back():
     from qcore.train.qat.bn import TrainedBN, attach_trained_bn, fold_trained_bn
 
     model = tiny_fashion_model()
-    sim = QuantSim.calibrated(model.module, QuantConfig(), [torch.randn(8, 1, 28, 28)])
+    sim = calibrated_sim(model.module, QuantConfig(), [torch.randn(8, 1, 28, 28)])
     wl = sim.weight_layers["0"]
     folded_w, folded_b = wl.layer.weight.clone(), wl.layer.bias.clone()
     w, b = unfold_conv_bn(folded_w, folded_b, sim.bn_of["0"])

@@ -55,7 +55,7 @@ def import_and_check(path: Path, shape) -> dict:
     """Import through qcore, compare with onnxruntime on the same file at batch 1 and 2, then calibrate a
     QuantSim on 2 images and run it. Returns the measurements; asserts nothing (callers decide)."""
     from qcore.quant.qconfig import QuantConfig
-    from qcore.quant.quantsim import QuantSim
+    from qcore.quant.build import calibrated_sim
     from qcore.zoo.onnx_import import load_onnx
 
     gm = load_onnx(path)
@@ -69,7 +69,7 @@ def import_and_check(path: Path, shape) -> dict:
         out["max_abs_diff"] = max(out["max_abs_diff"], diff)
         out["rel_diff"] = max(out["rel_diff"], diff / max(float(np.abs(ref).max()), 1e-6))
     x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(7))
-    sim = QuantSim.calibrated(gm, QuantConfig(), [x])
+    sim = calibrated_sim(gm, QuantConfig(), [x])
     with torch.no_grad():
         q = sim(x)
     out["quant_finite"] = bool(torch.isfinite(q).all())

@@ -94,7 +94,7 @@ def test_a_gather_with_indices_computed_at_run_time_matches_onnxruntime_and_trac
     """convnext from the dynamo exporter gathers rows by indices computed from the input's shape; onnx2torch's
     Gather checks their dtype in Python, which the simulation's fx trace cannot follow."""
     from qcore.quant.qconfig import QuantConfig
-    from qcore.quant.quantsim import QuantSim
+    from qcore.quant.build import calibrated_sim
 
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
              helper.make_node("ArgMax", ["c"], ["a"], axis=axis, keepdims=0),  # int64 indices known at run time
@@ -105,5 +105,5 @@ def test_a_gather_with_indices_computed_at_run_time_matches_onnxruntime_and_trac
     assert_matches_ort(path)
     gm = load_onnx(path)
     assert not any(type(m).__name__ == "OnnxGather" for m in gm.modules())
-    sim = QuantSim.calibrated(gm, QuantConfig(), [torch.randn(2, 2, 5, 6)])  # traces, and quantizes no index
+    sim = calibrated_sim(gm, QuantConfig(), [torch.randn(2, 2, 5, 6)])  # traces, and quantizes no index
     assert [p.kind for p in sim.points] == ["input", "conv"]

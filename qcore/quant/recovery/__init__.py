@@ -1,6 +1,6 @@
 """Accuracy-recovery steps, applied to a QuantSim's own (folded) copy of the model before calibration.
 
-A config's `recovery` lists the steps in order; `QuantSim.calibrated` runs them, so every path that
+A config's `recovery` lists the steps in order; `qcore.quant.build.calibrated_sim` runs them, so every path that
 builds its sim with it (recover, sensitivity, QAT, deploy) carries them, and the INT8 exporters read
 the equalized, rounded and corrected weights from the sim. (The calibration comparison and study
 build plain sims: they compare range methods, not recovery steps.) Steps never touch the caller's model:

@@ -22,6 +22,7 @@ from qcore.analysis.learn_topics import DynamicStaticReport, linear_mac_share
 from qcore.quant.progress import Progress, silent
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
+from qcore.quant.build import calibrated_sim
 from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.backends import x86 as x86_backend
 from qcore.runtime.backends.common import Runner
@@ -87,7 +88,7 @@ def dynamic_vs_static(model: str | LoadedModel, data: str | None = None, calib_s
     inp = prepare_inputs(model, data, calib_size, eval_size, seed)
     module, shape = inp.loaded.module, inp.loaded.spec.input_shape
     say(0.1, "calibrating static INT8 (W8A8)")
-    sim = QuantSim.calibrated(module, QuantConfig(), inp.calib_batches)
+    sim = calibrated_sim(module, QuantConfig(), inp.calib_batches)
     with tempfile.TemporaryDirectory() as tmp:
         static = _static_runner(sim, shape, Path(tmp), threads)
         dynamic, changed = dynamic_runner(module)

@@ -36,7 +36,9 @@ import torch
 from qcore.quant.progress import Progress, silent
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
-from qcore.train.qat.loop import Trainer, accuracy, resolve_device
+from qcore.quant.build import calibrated_sim
+from qcore.train.device import resolve_device
+from qcore.train.qat.loop import Trainer, accuracy
 from qcore.train.qat.probe import Int8Probe, step_overhead
 from qcore.train.qat.recipe import RANGE_MODES, QATRecipe, default_lr
 from qcore.train.qat.report import QATReport
@@ -139,7 +141,7 @@ def run_qat(
     if nproc > 1 and ranks is None:
         from qcore.train.ddp import launch  # noqa: PLC0415 (spawns processes: imported only when asked)
 
-        return launch(nproc, device, progress, on_metric, model=model, config=config, recipe=recipe, data=data,
+        return launch(run_qat, nproc, device, progress, on_metric, model=model, config=config, recipe=recipe, data=data,
                       calib_size=calib_size, eval_size=eval_size, final_eval_size=final_eval_size, seed=seed,
                       out_dir=out_dir, threads=threads)
     lead = ranks is None or ranks.rank == 0
@@ -156,7 +158,7 @@ def run_qat(
     if len(train) == 0:
         raise ValueError("the training set is empty")
     say(0.01, "calibrating (one statistics pass)")
-    sim = QuantSim.calibrated(inp.loaded.module, config, inp.calib_batches)
+    sim = calibrated_sim(inp.loaded.module, config, inp.calib_batches)
     probe = Int8Probe(inp.loaded, out_dir, threads, recipe.latency_iters) if lead else None
     trainer = Trainer(inp, train, sim, copy.deepcopy(sim), probe, recipe, seed, say,
                       (on_metric if lead else None) or (lambda row: None), ranks,
@@ -168,14 +170,21 @@ def run_qat(
         return None
     final = _final_scores(trainer, _final_set(inp, inp.data, final_eval_size, eval_size, seed),
                           final_eval_size == eval_size, say)
+    report = _report(inp, trainer, sim.config, recipe, final, started, threads, ranks, probe, out_dir)
+    say(1.0, "done")
+    return QATResult(report, trainer.sim)
+
+
+def _report(inp, trainer: Trainer, config: QuantConfig, recipe: QATRecipe, final: dict, started: float, threads: int,
+            ranks, probe: Int8Probe, out_dir: Path) -> QATReport:
+    """The finished run's report (rank 0), and its files written."""
     notes = trainer.notes + ([probe.note] if probe.note else [])
-    report = QATReport(
-        **inp.identity(), **trainer.sim.inventory(), config=sim.config.to_dict(), recipe={**asdict(recipe), "lr": trainer.lr, "steps": trainer.total},
+    return QATReport(
+        **inp.identity(), **trainer.sim.inventory(), config=config.to_dict(),
+        recipe={**asdict(recipe), "lr": trainer.lr, "steps": trainer.total},
         **final, seconds=round(trainer.finetune_s, 1), total_seconds=round(time.perf_counter() - started, 1),
         step_overhead_vs_fp32=trainer.overhead["ratio"], step_times=trainer.overhead, steps=trainer.total,
         monitor_images=len(inp.labels), history=trainer.history, losses=trainer.steps_log, threads=threads,
         distributed=ranks.describe() if ranks is not None else {"engine": "local", "world": 1,
                                                                  "device": str(trainer.device)},
         notes=notes, files=_write_files(trainer, trainer.sim.config, out_dir), out_dir=str(out_dir))
-    say(1.0, "done")
-    return QATResult(report, trainer.sim)

@@ -19,18 +19,7 @@ from qcore.train.qat.recipe import QATRecipe, default_lr
 from qcore.zoo.data import ImageSet
 from qcore.zoo.inputs import Inputs
 
-__all__ = ["Trainer", "accuracy", "resolve_device"]
-
-
-def resolve_device(device: str) -> str:
-    """"auto": the CUDA GPU when there is one, else the CPU; "cuda" without one is refused."""
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is visible here (use cpu or auto)")
-    return device
+__all__ = ["Trainer", "accuracy"]
 
 
 def accuracy(model, xs: list[torch.Tensor], labels: torch.Tensor, say: Progress, what: str) -> float:
