@@ -65,6 +65,24 @@ def test_bias_correction_brings_each_layers_mean_output_back_to_fp32(resnet_inpu
     assert all(after[n] <= 1e-4 + 1e-3 * before[n] for n in names), after
 
 
+def test_bias_correction_takes_its_means_over_a_sample_of_large_inputs(resnet_inputs, monkeypatch):
+    """The per-layer passes cost images x layers: past BIAS_VALUES input values (256 ImageNet images) the means
+    come from the first images, and the report says how many."""
+    from qcore.quant.recovery import bias
+
+    config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
+    sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    assert correct_bias(sim, resnet_inputs.calib_batches)["images"] == 64  # 28x28: every image
+    monkeypatch.setattr(bias, "BIAS_VALUES", 40 * 28 * 28)
+    seen = []
+    monkeypatch.setattr(bias, "_mean_outputs", lambda sim, names, xs: seen.append(sum(len(x) for x in xs))
+                        or {n: torch.zeros(sim.weight_layers[n].layer.weight.shape[0]) for n in names})
+    assert correct_bias(sim, resnet_inputs.calib_batches)["images"] == 40
+    assert set(seen) == {40}  # the FP32 reference and every layer's pass: the same 40 images
+    listed = list(resnet_inputs.calib_batches)
+    assert correct_bias(sim, listed)["images"] == 40
+
+
 def test_adaround_is_a_valid_rounding_and_lowers_the_layer_error(resnet_inputs):
     config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
     sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)

@@ -45,10 +45,34 @@ def _mean_outputs(sim: QuantSim, names: list[str], batches: list[torch.Tensor]) 
     return {n: sums[n] / counts[n] for n in names}
 
 
+# Input values the per-channel means are taken over: 256 images at 3x224x224 (all of a Fashion-MNIST calibration
+# set). Each layer's correction is a pass over these images up to that layer, so the cost is images x layers:
+# mobilenet_v2 at 224x224 on 1024 images had corrected 2 of its 53 layers after 9 minutes on 2 cores. A mean over
+# 256 images is over millions of values per channel already.
+BIAS_VALUES = 256 * 3 * 224 * 224
+
+
+def _sample(batches):
+    """The first images of `batches` holding at most BIAS_VALUES input values (every image of small inputs)."""
+    per_image = batches[0][0].numel()
+    n = max(1, BIAS_VALUES // per_image)
+    if hasattr(batches, "first"):  # qcore.zoo.batches.Batches: the first n, made on demand like the rest
+        return batches.first(n) if batches.count > n else batches
+    out, left = [], n
+    for x in batches:
+        if left <= 0:
+            break
+        out.append(x[:left])
+        left -= len(out[-1])
+    return out
+
+
 @torch.no_grad()
 def correct_bias(sim: QuantSim, batches: list[torch.Tensor], progress: Progress | None = None) -> dict:
-    """Correct every quantized layer's bias in graph order (the sim must be calibrated); returns the shifts."""
+    """Correct every quantized layer's bias in graph order (the sim must be calibrated) from the per-channel means
+    over the first images of `batches` (`_sample`); returns the shifts and how many images they came from."""
     say = progress or silent
+    batches = _sample(batches)
     names = [n for n, wl in sim.weight_layers.items() if wl.enabled]
     with sim.disabled():
         reference = _mean_outputs(sim, names, batches)
@@ -61,7 +85,7 @@ def correct_bias(sim: QuantSim, batches: list[torch.Tensor], progress: Progress 
             layer.bias = nn.Parameter(torch.zeros_like(delta), requires_grad=False)
         layer.bias.sub_(delta)
         shifts[name] = {"mean_abs_shift": round(float(delta.abs().mean()), 6), "max_abs_shift": round(float(delta.abs().max()), 6)}
-    return {"layers": shifts}
+    return {"layers": shifts, "images": sum(len(x) for x in batches) if isinstance(batches, list) else batches.count}
 
 
 @torch.no_grad()
