@@ -67,7 +67,7 @@ def test_bias_correction_brings_each_layers_mean_output_back_to_fp32(resnet_inpu
 
 def test_bias_correction_takes_its_means_over_a_sample_of_large_inputs(resnet_inputs, monkeypatch):
     """The per-layer passes cost images x layers: past BIAS_VALUES input values (256 ImageNet images) the means
-    come from the first images, and the report says how many."""
+    come from the first images, and the report says how many. (GPTQ's Hessian takes the same first_images.)"""
     from qcore.quant.recovery import bias
 
     config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")

@@ -20,7 +20,7 @@ from torch import nn
 
 from qcore.quant.progress import Progress, silent
 from qcore.quant.quantsim import QuantSim
-from qcore.quant.recovery.graph import norm_linear_pairs, run_hooked
+from qcore.quant.recovery.graph import first_images, norm_linear_pairs, run_hooked
 
 __all__ = ["correct_bias", "smooth"]
 
@@ -52,27 +52,12 @@ def _mean_outputs(sim: QuantSim, names: list[str], batches: list[torch.Tensor]) 
 BIAS_VALUES = 256 * 3 * 224 * 224
 
 
-def _sample(batches):
-    """The first images of `batches` holding at most BIAS_VALUES input values (every image of small inputs)."""
-    per_image = batches[0][0].numel()
-    n = max(1, BIAS_VALUES // per_image)
-    if hasattr(batches, "first"):  # qcore.zoo.batches.Batches: the first n, made on demand like the rest
-        return batches.first(n) if batches.count > n else batches
-    out, left = [], n
-    for x in batches:
-        if left <= 0:
-            break
-        out.append(x[:left])
-        left -= len(out[-1])
-    return out
-
-
 @torch.no_grad()
 def correct_bias(sim: QuantSim, batches: list[torch.Tensor], progress: Progress | None = None) -> dict:
     """Correct every quantized layer's bias in graph order (the sim must be calibrated) from the per-channel means
-    over the first images of `batches` (`_sample`); returns the shifts and how many images they came from."""
+    over the first images of `batches` (at most BIAS_VALUES input values); returns the shifts and how many images they came from."""
     say = progress or silent
-    batches = _sample(batches)
+    batches = first_images(batches, BIAS_VALUES)
     names = [n for n, wl in sim.weight_layers.items() if wl.enabled]
     with sim.disabled():
         reference = _mean_outputs(sim, names, batches)

@@ -115,6 +115,23 @@ class _AllSeen(Exception):
     """Raised once every hooked module has run on the batch (with `stop_early`)."""
 
 
+def first_images(batches, values: int):
+    """The first images of `batches` holding at most `values` input values (every image of small inputs): what a
+    step that passes over the images once per layer (bias correction, GPTQ's Hessian) works on, so its cost stays
+    bounded on 224x224 inputs, where a statistic over 256 images already averages millions of values."""
+    per_image = batches[0][0].numel()
+    n = max(1, values // per_image)
+    if hasattr(batches, "first"):  # qcore.zoo.batches.Batches: the first n, made on demand like the rest
+        return batches.first(n) if batches.count > n else batches
+    out, left = [], n
+    for x in batches:
+        if left <= 0:
+            break
+        out.append(x[:left])
+        left -= len(out[-1])
+    return out
+
+
 @torch.no_grad()
 def run_hooked(sim: QuantSim, hooks: dict, batches: list[torch.Tensor], stop_early: bool = False) -> None:
     """Run `batches` through the sim with forward hook `hooks[name](module, inputs, output)` on each named

@@ -27,7 +27,7 @@ from torch import nn
 
 from qcore.quant.progress import Progress, silent
 from qcore.quant.quantsim import QuantSim, QuantWeightLayer, image_count
-from qcore.quant.recovery.graph import capture_inputs, run_hooked
+from qcore.quant.recovery.graph import capture_inputs, first_images, run_hooked
 
 __all__ = ["adaround", "gptq", "ZETA", "GAMMA"]
 
@@ -37,6 +37,9 @@ PROBE = 64  # images on which each layer's output MSE (round-to-nearest vs the s
 # model's early layers that is megabytes per image, so a layer uses as many calibration images as fit in this
 # budget (at least one); the report says how many each layer used.
 CAPTURE_BUDGET_BYTES = int(float(os.environ.get("QX_CAPTURE_BUDGET_MB", "256")) * 2**20)
+# GPTQ's Hessian of each layer comes from the inputs of at most 256 images at 3x224x224 (the paper uses 128
+# sequences): one pass per layer over every calibration image made the step's cost images x layers.
+HESSIAN_VALUES = 256 * 3 * 224 * 224
 
 
 def _layer_out(layer: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -217,6 +220,6 @@ def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progres
         x_q = capture_inputs(sim, [name], probe)[name]
         with torch.no_grad():
             target = _layer_out(wl.layer, _fp32_inputs(sim, name, probe), wl.layer.weight.detach())
-        return _gptq_layer(wl, _hessian(sim, name, batches), damp, (x_q, target))
+        return _gptq_layer(wl, _hessian(sim, name, first_images(batches, HESSIAN_VALUES)), damp, (x_q, target))
 
     return _layer_by_layer(sim, _rounded_layers(sim, include_grouped=False), "GPTQ", one, progress)
