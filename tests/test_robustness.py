@@ -92,7 +92,10 @@ def test_unsupported_layers_are_listed_left_float_and_reported(tiny_fashion_mnis
     loaded = _as_user_model(WithConv1d(), "conv1d_net")
     report = compare_methods(loaded, methods=["max"], calib_size=8, eval_size=10)
     assert report.unsupported_layers == ["seq (Conv1d)"]
-    assert 0.0 <= report.methods[0].accuracy <= 1.0
+    # the rest is quantized and still computes the model: W8A8 logits within 30 dB of FP32 (47.7 dB measured), the
+    # same top-1 on most images (a float layer computed wrongly, or skipped, would not be)
+    method = report.methods[0]
+    assert method.logit_sqnr_db > 30 and method.agreement >= 0.9, method
 
 
 # --- concurrency and determinism ------------------------------------------------------------------

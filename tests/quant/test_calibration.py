@@ -101,7 +101,9 @@ def test_every_method_every_bit_width(method, bits, scheme_kw):
     st = stats_of(x)
     scheme = QScheme(bits, **scheme_kw)
     r = compute_range(st, method, scheme)
-    assert r.clip_min <= 0.0 < r.clip_max <= st.max * (1 + 1e-6) or scheme.symmetric
+    assert r.clip_min <= 0.0 < r.clip_max <= st.max * (1 + 1e-6)  # inside what was seen, zero on the grid
+    if scheme.symmetric:
+        assert r.clip_min == -r.clip_max and r.zero_point == 0
     assert r.scale > 0 and scheme.qmin <= r.zero_point <= scheme.qmax
     assert r.clip_error >= 0 and r.rounding_error > 0
 

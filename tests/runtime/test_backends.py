@@ -53,13 +53,17 @@ def test_both_backends_reproduce_the_simulation(net, weight_range, tmp_path):
     step = last_step(sim)  # the logits' own quantization step
     u8 = ort_backend.int8_runner(sim, SHAPE, tmp_path, threads=1)
     out = u8(x)
-    # same grids; integer kernels may round a tie the other way now and then
-    assert (out - ref).abs().max() <= 3 * step + 1e-6
+    # The promise (README): each INT8 op equals the simulation's to one step (the isolated check); end to end
+    # an integer kernel rounds a tie the other way now and then and a step can carry through the few layers of
+    # these nets. Measured on the AVX2 class: ORT at most 1 step off, 93-97% of the logits exact; PyTorch x86 and
+    # oneDNN at most 3 steps off (GELU's float fallback), every top-1 the same.
+    assert (out - ref).abs().max() <= 2 * step + 1e-6
     assert torch.isclose(out, ref, atol=1e-5).float().mean() >= 0.9
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 15 / 16
     for engine in ("x86", "onednn"):
-        x86 = x86_backend.x86_runner(sim, SHAPE, threads=1, engine=engine)
-        assert (x86(x).argmax(1) == ref.argmax(1)).float().mean() >= 0.9
-        assert (x86(x) - ref).abs().max() < 0.1 * ref.abs().max()
+        got = x86_backend.x86_runner(sim, SHAPE, threads=1, engine=engine)(x)
+        assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 15 / 16
+        assert (got - ref).abs().max() <= 4 * step + 1e-6
 
 
 def test_s8s8_is_the_same_grid_as_u8s8(small_resnet, tmp_path):

@@ -27,5 +27,7 @@ def test_dynamic_vs_static_on_a_tiny_model():
     r = dynamic_vs_static(tiny_fashion_model(), calib_size=32, eval_size=64, iters=3)
     assert set(r.accuracy) == set(r.latency_ms) == {"fp32", "dynamic_int8", "static_int8"}
     assert r.dynamic_layers == ["5"] and r.conv_layers == 1 and 0 < r.linear_mac_share < 0.5
-    assert all(v > 0 for v in r.latency_ms.values())
+    # dynamic INT8 speeds up the Linear layers only: Amdahl bounds its speedup by 1 / (1 - their share of the
+    # work), here with 1.5x room for timing noise (3 calls each); a figure past it was not measured on this model
+    assert r.latency_ms["fp32"] / r.latency_ms["dynamic_int8"] < 1.5 / (1 - r.linear_mac_share)
     assert r.to_dict()["static_backend"] in ("x86", "ort_u8s8")

@@ -31,9 +31,10 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     worst = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
     # DDP sums two half-batch gradients where one process sums one batch: the same maths in another order.
     # AdamW divides by sqrt(v), which magnifies those last-bit differences on near-zero gradients, so after
-    # 6 steps at lr ~3e-5 the weights agree to ~1e-5, not bit for bit.
-    assert worst < 1e-4
-    assert abs(one.report.qat_accuracy - two.report.qat_accuracy) <= 0.02
+    # 6 steps at lr ~3e-5 the weights agree to ~1e-5 (7.7e-6 measured on the AVX2 class), not bit for bit; a
+    # difference that small moves at most one of the 200 test images across a decision boundary.
+    assert worst < 3e-5
+    assert abs(one.report.qat_accuracy - two.report.qat_accuracy) <= 1 / 200 + 1e-9
 
 
 @pytest.mark.slow
