@@ -74,7 +74,7 @@ def test_lang_ko_prints_korean_and_english_is_the_default(capsys, english_enviro
 def test_a_cli_error_is_one_korean_line_with_exit_code_2(capsys, english_environment):
     assert main(["--lang", "ko", "train", "resnet18"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("오류: 내장 모델만 학습할 수 있습니다: ") and err.count("\n") == 1
+    assert err.startswith("오류: 내장 모델만 훈련할 수 있습니다: ") and err.count("\n") == 1
     assert main(["train", "resnet18"]) == 2
     assert capsys.readouterr().err.startswith("error: only built-in models can be trained: ")
 

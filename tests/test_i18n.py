@@ -74,6 +74,28 @@ def test_a_signed_delta_comes_first_in_every_language():
     assert len(deltas) >= 3 and [s for s in deltas.values() if not s.startswith("{delta}")] == []
 
 
+def test_every_korean_catalog_keeps_one_term_per_concept():
+    """qcore/i18n/glossary.json: where the English says a concept, the Korean uses its one term (where the
+    glossary requires it) and none of the variants it replaces ("활성화" for an activation tensor, "학습" for
+    training, "세분도" for granularity, ...)."""
+    import json
+
+    glossary = json.loads((ROOT / "qcore" / "i18n" / "glossary.json").read_text())["concepts"]
+    ko = catalog("ko")
+    assert {c["ko"] for c in glossary} >= {"양자화", "보정", "민감도", "양자화 인식 훈련", "클리핑", "스케일", "영점"}
+    wrong = []
+    for concept in glossary:
+        for msgid, text in ko.items():
+            if not re.search(concept["en"], msgid, re.I):
+                continue
+            rest = text
+            for phrase in concept["except"]:
+                rest = rest.replace(phrase, "")
+            if [v for v in concept["avoid"] if v in rest] or (concept["required"] and concept["ko"] not in text):
+                wrong.append((concept["concept"], msgid[:60], text[:60]))
+    assert wrong == []
+
+
 def test_korean_bold_closes_where_markdown_sees_it():
     """Markdown closes ** only after a letter, or before a space or punctuation: "**채널별 (per-channel)**와"
     shows its asterisks, because ")" precedes them and a Hangul particle follows. A {field} may end in ")"."""
