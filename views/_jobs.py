@@ -13,6 +13,8 @@ import os
 
 import streamlit as st
 
+from qcore.store.jobs import OPEN_STATES, JobStatus
+
 from views._ui import USER_ERRORS, t
 
 # Every poll is a script run on the server for every waiting session and a repaint in its browser. Alone, a
@@ -94,7 +96,7 @@ def run_job(key: str, name: str, fn, /, *, remember: bool = False, report_of=Non
 
 
 def _standing_text(snap: dict) -> str:
-    if snap["status"] == "queued":
+    if snap["status"] == JobStatus.QUEUED:
         return t("Queued: position {position}, {ahead} job(s) ahead of it on this server.").format(
             position=snap.get("position", "?"), ahead=snap.get("ahead", "?"))
     text = snap["message"] or t("starting ...")
@@ -113,7 +115,7 @@ def _wait_for_a_near_end(job, now: dict, every: float) -> dict:
     """A running job whose ETA falls before the next poll: wait for its end here (at most the ETA plus a second)
     and return the fresh snapshot, so the result shows when it is ready rather than up to a poll later."""
     eta = now.get("eta_s")
-    if now["status"] != "running" or eta is None or eta >= every or not hasattr(job, "wait_for_end"):
+    if now["status"] != JobStatus.RUNNING or eta is None or eta >= every or not hasattr(job, "wait_for_end"):
         return now
     return job.snapshot() if job.wait_for_end(eta + 1.0) else now
 
@@ -125,9 +127,9 @@ def _live_panel(key: str, job, live) -> None:
     @st.fragment(run_every=every)
     def poll():
         now = _wait_for_a_near_end(job, job.snapshot(), every)
-        if now["status"] not in ("queued", "running"):
+        if now["status"] not in OPEN_STATES:
             st.rerun()
-        if now["status"] == "queued":
+        if now["status"] == JobStatus.QUEUED:
             st.info(_standing_text(now), icon=":material/hourglass_top:")
         else:
             st.progress(now["progress"], text=_standing_text(now))
@@ -141,7 +143,7 @@ def _live_panel(key: str, job, live) -> None:
             job.cancel_on_close = c2.toggle(t("Cancel it if I close the page"), value=job.cancel_on_close,
                                             key=f"close_cancel_{key}",
                                             help=t("Off: the run finishes into the History even after you leave."))
-        if live is not None and now["status"] == "running":
+        if live is not None and now["status"] == JobStatus.RUNNING:
             live(now)
 
     poll()
@@ -159,11 +161,11 @@ def job_result(key: str, idle_message: str, live=None):
         st.info(idle_message)
         return None
     snap = job.snapshot()
-    if snap["status"] in ("queued", "running"):
+    if snap["status"] in OPEN_STATES:
         _live_panel(key, job, live)
         return None
-    if snap["status"] in ("cancelled", "interrupted"):
+    if snap["status"] in (JobStatus.CANCELLED, JobStatus.INTERRUPTED):
         st.warning(t("Cancelled."))
-    elif snap["status"] == "failed":
+    elif snap["status"] == JobStatus.FAILED:
         st.error(snap["error"])
-    return snap["result"] if snap["status"] == "done" else None
+    return snap["result"] if snap["status"] == JobStatus.DONE else None

@@ -36,8 +36,11 @@ def shown_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 def job_status_label(status: str) -> str:
     """A job state as the page shows it (the stored value stays the engine's name)."""
-    return {"queued": t("queued"), "running": t("running"), "done": t("done"), "failed": t("failed"),
-            "cancelled": t("cancelled"), "interrupted": t("interrupted")}.get(status, status)
+    from qcore.store.jobs import JobStatus
+
+    labels = {JobStatus.QUEUED: t("queued"), JobStatus.RUNNING: t("running"), JobStatus.DONE: t("done"),
+              JobStatus.FAILED: t("failed"), JobStatus.CANCELLED: t("cancelled"), JobStatus.INTERRUPTED: t("interrupted")}
+    return labels.get(status, status)
 
 
 def jobs_section() -> None:
@@ -54,11 +57,14 @@ def jobs_section() -> None:
         return
     if not records:
         return
-    counts = {s: sum(r.status == s for r in records) for s in ("running", "queued", "interrupted", "cancelled", "failed")}
+    from qcore.store.jobs import JobStatus
+
+    shown = (JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.INTERRUPTED, JobStatus.CANCELLED, JobStatus.FAILED)
+    counts = {s: sum(r.status == s for r in records) for s in shown}
     summary = ", ".join(f"{job_status_label(s)} {n}" for s, n in counts.items() if n)
     stamp = lambda x: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(x)) if x else ""  # noqa: E731
     with st.expander(t("Jobs on this server ({n}): {summary}").format(n=len(records), summary=summary or t("all done")),
-                     expanded=bool(counts["interrupted"] or counts["running"] or counts["queued"])):
+                     expanded=bool(counts[JobStatus.INTERRUPTED] or counts[JobStatus.RUNNING] or counts[JobStatus.QUEUED])):
         st.dataframe(pd.DataFrame([{
             t("job"): r.name, t("model"): r.model or "", t("status"): job_status_label(r.status),
             t("sessions"): r.sessions, t("submitted"): stamp(r.submitted),

@@ -20,6 +20,7 @@ import time
 
 from qcore.analysis.experiments import calibration_study
 from qcore.runtime.machine import cpu_features
+from qcore.store.jobs import JobStatus
 from qcore.store.ray_jobs import make_runner
 from qcore.store.scheduler import Limits, Scheduler, torch_threads
 from qcore.zoo.models import DEFAULT_MODEL, load_model
@@ -43,7 +44,7 @@ def _session_rows(tickets: list, t0: float) -> list[dict]:
     rows = []
     for i, ticket in enumerate(tickets):
         snap = ticket.wait()
-        assert snap["status"] == "done", snap["error"]
+        assert snap["status"] == JobStatus.DONE, snap["error"]
         rows.append({"session": i, "wait_s": round(snap["started"] - t0, 2),
                      "run_s": round(snap["finished"] - snap["started"], 2), "total_s": round(snap["finished"] - t0, 2)})
     order = sorted(rows, key=lambda r: r["wait_s"])

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qcore.store import history
+from qcore.store.jobs import OPEN_STATES as OPEN
+from qcore.store.jobs import JobStatus
 
 __all__ = ["JobRecord", "JobLog", "server_id"]
 
@@ -36,7 +38,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 )
 """
 COLUMNS = ("id", "name", "model", "sessions", "status", "submitted", "started", "finished", "error", "server")
-OPEN_STATES = ("queued", "running")
+OPEN_STATES = tuple(s.value for s in OPEN)  # plain strings: written into SQL
 
 
 def _start_ticks(pid: int) -> str | None:
@@ -97,7 +99,7 @@ class JobLog:
     def submitted(self, job_id: str, name: str, model: str | None, server: str | None = None) -> None:
         """A new job in the queue of `server` (this process by default)."""
         self._run(f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                  (job_id, name, model, 1, "queued", time.time(), None, None, None, server or server_id()))
+                  (job_id, name, model, 1, JobStatus.QUEUED.value, time.time(), None, None, None, server or server_id()))
 
     def started(self, job_id: str) -> None:
         self._run("UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (time.time(), job_id))
@@ -107,15 +109,16 @@ class JobLog:
         self._run("UPDATE jobs SET sessions = ? WHERE id = ?", (sessions, job_id))
 
     def ended(self, job_id: str, status: str, error: str | None = None) -> None:
-        self._run("UPDATE jobs SET status = ?, finished = ?, error = ? WHERE id = ?", (status, time.time(), error, job_id))
+        self._run("UPDATE jobs SET status = ?, finished = ?, error = ? WHERE id = ?",
+                  (JobStatus(status).value, time.time(), error, job_id))
 
     def mark_interrupted(self) -> int:
         """Mark the queued and running jobs of server processes that are gone as interrupted; returns how many."""
         rows = self._run(f"SELECT id, server FROM jobs WHERE status IN {OPEN_STATES}")
         gone = [job_id for job_id, server in rows if not _server_alive(server)]
         for job_id in gone:
-            self._run("UPDATE jobs SET status = 'interrupted', finished = ?, "
-                      "error = 'the server stopped before the job ended' WHERE id = ?", (time.time(), job_id))
+            self._run("UPDATE jobs SET status = ?, finished = ?, error = 'the server stopped before the job ended' "
+                      "WHERE id = ?", (JobStatus.INTERRUPTED.value, time.time(), job_id))
         return len(gone)
 
     def recent(self, limit: int = 200, status: tuple[str, ...] | None = None) -> list[JobRecord]:

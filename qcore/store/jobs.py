@@ -16,12 +16,28 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from enum import StrEnum
 from typing import Any, Callable
 
-__all__ = ["Cancelled", "Job", "JobReaper", "FINAL_STATES", "wait_until_done"]
+__all__ = ["Cancelled", "Job", "JobReaper", "JobStatus", "FINAL_STATES", "OPEN_STATES", "wait_until_done"]
 
 LOG_LINES = 100
-FINAL_STATES = ("done", "failed", "cancelled", "interrupted")
+
+
+class JobStatus(StrEnum):
+    """Where a job stands. A str enum: snapshots, the job log's rows and JSON carry the plain value ("done")."""
+
+    PENDING = "pending"  # made, not yet started or queued
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # its server process died while it was open (qcore.store.job_log)
+
+
+FINAL_STATES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+OPEN_STATES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class Cancelled(Exception):
@@ -38,28 +54,28 @@ class Job:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._ended = threading.Event()  # set with the final state: lets a page pick up the end as it happens
-        self._state = {"status": "pending", "progress": 0.0, "message": "", "log": [], "result": None,
+        self._state = {"status": JobStatus.PENDING, "progress": 0.0, "message": "", "log": [], "result": None,
                        "error": None, "started": None, "finished": None, "metrics": []}
         self._thread = threading.Thread(target=self._run, name=f"job:{name}", daemon=True)
 
     def start(self) -> "Job":
         """Run in a thread of its own, now."""
         with self._lock:
-            self._state["status"], self._state["started"] = "running", time.time()
+            self._state["status"], self._state["started"] = JobStatus.RUNNING, time.time()
         self._thread.start()
         return self
 
     def queue(self) -> "Job":
         """Mark the job as waiting for a scheduler's slot (it runs when the scheduler calls `run_here`)."""
         with self._lock:
-            self._state["status"] = "queued"
+            self._state["status"] = JobStatus.QUEUED
         return self
 
     def mark_running(self) -> None:
         """The scheduler gave the job a slot (its worker thread is about to call `run_here`)."""
         with self._lock:
             if self._state["status"] not in FINAL_STATES:
-                self._state["status"], self._state["started"] = "running", time.time()
+                self._state["status"], self._state["started"] = JobStatus.RUNNING, time.time()
 
     def run_here(self) -> None:
         """Run in the calling thread (a scheduler's worker) until done, failed or cancelled; a job cancelled
@@ -67,7 +83,7 @@ class Job:
         with self._lock:
             if self._state["status"] in FINAL_STATES:
                 return
-            self._state["status"] = "running"
+            self._state["status"] = JobStatus.RUNNING
             self._state["started"] = self._state["started"] or time.time()
         self._run()
 
@@ -76,25 +92,25 @@ class Job:
         self._cancel.set()
         with self._lock:
             if self._state["status"] not in FINAL_STATES:
-                self._state.update(status="cancelled", finished=time.time())
+                self._state.update(status=JobStatus.CANCELLED, finished=time.time())
         self._ended.set()
 
     def _run(self) -> None:
         if self._cancel.is_set():
             with self._lock:
-                self._state.update(status="cancelled", finished=time.time())
+                self._state.update(status=JobStatus.CANCELLED, finished=time.time())
             self._ended.set()
             return
         try:
             result = self._fn(self)
-            final = {"status": "done", "result": result, "progress": 1.0}
+            final = {"status": JobStatus.DONE, "result": result, "progress": 1.0}
         except Cancelled:
-            final = {"status": "cancelled"}
+            final = {"status": JobStatus.CANCELLED}
         except self._user_errors as exc:
-            final = {"status": "failed", "error": str(exc)}
+            final = {"status": JobStatus.FAILED, "error": str(exc)}
         except Exception as exc:  # unexpected: keep the type and the last frame for the message
             tb = traceback.extract_tb(exc.__traceback__)[-1]
-            final = {"status": "failed", "error": f"{type(exc).__name__}: {exc} ({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})"}
+            final = {"status": JobStatus.FAILED, "error": f"{type(exc).__name__}: {exc} ({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})"}
         with self._lock:
             self._state.update(final, finished=time.time())
         self._ended.set()

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-from qcore.store.jobs import FINAL_STATES, Job, wait_until_done
+from qcore.store.jobs import FINAL_STATES, Job, JobStatus, wait_until_done
 from qcore.store.job_log import JobLog
 
 __all__ = ["Limits", "LocalRunner", "Scheduler", "Ticket", "torch_threads"]
@@ -146,8 +146,8 @@ class Ticket:
 
     def snapshot(self) -> dict:
         snap = self._scheduler.snapshot(self._work)
-        if self.left and snap["status"] not in ("done", "failed"):
-            snap.update(status="cancelled")
+        if self.left and snap["status"] not in (JobStatus.DONE, JobStatus.FAILED):
+            snap.update(status=JobStatus.CANCELLED)
         return snap
 
     def cancel(self) -> None:
@@ -301,7 +301,7 @@ class Scheduler:
                 self._running.remove(work)
                 if self._open.get(work.key) is work:
                     del self._open[work.key]
-                if snap["status"] == "done" and work.key is not None and self.keep_results:
+                if snap["status"] == JobStatus.DONE and work.key is not None and self.keep_results:
                     self._kept[work.key] = work
                     while len(self._kept) > self.keep_results:
                         self._kept.popitem(last=False)
@@ -331,7 +331,7 @@ class Scheduler:
                 work.job.cancel()
                 ended = False
         if ended and self.log is not None:
-            self._quietly(self.log.ended, work.id, "cancelled")
+            self._quietly(self.log.ended, work.id, JobStatus.CANCELLED)
 
     def snapshot(self, work: _Work) -> dict:
         """The job's state and where it stands, read together under the queue's lock (a job leaves the queue and
@@ -344,7 +344,7 @@ class Scheduler:
                 return {**snap, "position": position, "ahead": len(self._running) + position - 1, "eta_s": None,
                         "shared": shared}
         eta = None
-        if snap["status"] == "running" and snap["started"] and snap["progress"] >= 0.02:
+        if snap["status"] == JobStatus.RUNNING and snap["started"] and snap["progress"] >= 0.02:
             elapsed = time.time() - snap["started"]
             eta = elapsed * (1 - snap["progress"]) / snap["progress"]
         return {**snap, "position": 0, "ahead": 0, "eta_s": eta, "shared": shared}
