@@ -47,7 +47,7 @@ def _start_button(label: str, tag: str, loaded: LoadedModel, fn, /, **kwargs) ->
 @st.cache_resource(show_spinner=False, max_entries=8, hash_funcs={LoadedModel: model_identity})
 def _linear_facts(loaded: LoadedModel) -> dict:
     """Which layers dynamic INT8 would replace, and the Linear layers' share of the MACs."""
-    from qcore.runtime.backends.dynamic import quantize_linear_dynamic
+    from qcore.runtime.backends.x86 import quantize_linear_dynamic
 
     _, changed = quantize_linear_dynamic(loaded.module)
     convs = sum(type(m).__name__ == "Conv2d" for m in loaded.module.modules())
@@ -55,7 +55,7 @@ def _linear_facts(loaded: LoadedModel) -> dict:
 
 
 def topic_dynamic(loaded: LoadedModel, run: dict) -> None:
-    from qcore.runtime.backends.dynamic import dynamic_vs_static
+    from qcore.runtime.dynamic_study import dynamic_vs_static
 
     st.header(t("7. Dynamic vs static PTQ"))
     st.markdown(t("**Claim:** dynamic quantization (int8 weights, activations quantized at run time from each "

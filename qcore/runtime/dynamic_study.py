@@ -1,4 +1,5 @@
-"""Dynamic INT8 (torch.ao `quantize_dynamic`) against static INT8 and FP32, for the Learn page.
+"""Dynamic INT8 against static INT8 and FP32: the Learn page's experiment (the kernels come from the backends:
+torch.ao's `quantize_dynamic` is called in backends/x86.py only, where every torch.ao call lives).
 
 Dynamic quantization stores int8 weights and quantizes each activation at run time from that
 batch's own range: no calibration, but torch has dynamic kernels only for Linear (and RNN) layers,
@@ -10,7 +11,6 @@ so the measured difference is the kernels', not the machine's mood.
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from pathlib import Path
 
@@ -26,26 +26,13 @@ from qcore.quant.build import calibrated_sim
 from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.backends import x86 as x86_backend
 from qcore.runtime.backends.common import Runner
-from qcore.runtime.backends.x86 import _quiet
+from qcore.runtime.backends.x86 import quantize_linear_dynamic
 from qcore.runtime.latency import measure_interleaved
 from qcore.runtime.machine import MACHINE_LOCK
 from qcore.zoo.inputs import prepare_inputs
 from qcore.zoo.models import LoadedModel
 
 __all__ = ["quantize_linear_dynamic", "dynamic_runner", "dynamic_vs_static"]
-
-
-def quantize_linear_dynamic(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    """A copy of `model` with every nn.Linear replaced by torch's dynamic INT8 Linear, and the names of
-    the layers that changed (everything else, convolutions included, is left as it was)."""
-    with _quiet():
-        from torch.ao.quantization import quantize_dynamic
-
-        qmodel = quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
-    before = dict(model.named_modules())
-    changed = [n for n, m in qmodel.named_modules() if n and n in before and type(m) is not type(before[n])
-               and isinstance(before[n], nn.Linear)]
-    return qmodel, changed
 
 
 def dynamic_runner(model: nn.Module) -> tuple[Runner, list[str]]:
