@@ -357,8 +357,9 @@ def _cmd_qat(args) -> int:
     print(_("{model} ({n} test images): FP32 {fp32}, PTQ {ptq}, QAT {qat}, QAT INT8 {int8}").format(
         model=report.model, n=report.eval_images, fp32=_pct(report.fp32_accuracy), ptq=_pct(report.ptq_accuracy),
         qat=_pct(report.qat_accuracy), int8=_pct(report.int8_accuracy)))
-    print(_("fine-tune {steps} steps in {seconds} s; a fake-quant step costs {x}x a FP32 step").format(
-        steps=report.steps, seconds=f"{report.seconds:.1f}", x=f"{report.step_overhead_vs_fp32:.2f}"))
+    print(_("fine-tune {steps} steps in {seconds} s on {device}; a fake-quant step costs {x}x a FP32 step there").format(
+        steps=report.steps, seconds=f"{report.seconds:.1f}", device=report.distributed["device"],
+        x=f"{report.step_overhead_vs_fp32:.2f}"))
     _write(out, report, quiet=True)
     print(_("wrote {out} and {files} in {folder}").format(out=out, files=", ".join(report.files), folder=files_dir))
     _remember(report)

@@ -129,9 +129,9 @@ if finished is not None:
                    delta=t("{delta} pt vs PTQ").format(delta=f"{(r.qat_accuracy - r.ptq_accuracy) * 100:+.2f}"))
     cols[3].metric(t("QAT real INT8 top-1"), pct(r.int8_accuracy))
     cols[4].metric(t("Step cost vs FP32"), f"{r.step_overhead_vs_fp32:.2f}x",
-                   help=t("{qat} ms vs {fp32} ms per step of {batch} images, interleaved").format(
+                   help=t("{qat} ms vs {fp32} ms per step of {batch} images on {device}, interleaved").format(
                        qat=f"{r.step_times['qat_step_s'] * 1e3:.0f}", fp32=f"{r.step_times['fp32_step_s'] * 1e3:.0f}",
-                       batch=r.step_times['batch']))
+                       batch=r.step_times['batch'], device=r.step_times.get("device", "cpu")))
     layer_summary(r)
     d = r.distributed
     st.caption(t("Fine-tuned with DDP on {n} processes ({backend}, {device}).").format(

@@ -77,8 +77,15 @@ def fake_quantize(
     """Fake-quantize `x`; per-tensor when `axis` is None, else one scale per slice along `axis`.
 
     Runs torch's fused kernels, which compute the reference formula bit for bit (tested) in one
-    pass instead of six, with the same straight-through gradient.
+    pass instead of six, with the same straight-through gradient. On a GPU it runs the reference
+    itself: torch's CUDA kernels round x / scale differently in the last bit, and a symmetric grid
+    puts each channel's extreme weight exactly on a tie (-7.5 steps at 4 bits), so QAT on a GPU
+    trained other weight codes than the CPU sim and the INT8 export use (found by the isolated
+    per-op check in tests/train/test_cuda.py). The reference's IEEE division, product and
+    half-to-even rounding give the same codes on both devices.
     """
+    if x.is_cuda:
+        return fake_quantize_reference(x, scale, zero_point, qmin, qmax, axis)
     scale = torch.as_tensor(scale, dtype=torch.float32)
     zero_point = torch.as_tensor(zero_point).to(torch.int32)
     if axis is None or scale.numel() == 1:

@@ -85,14 +85,18 @@ def compute_qparams(
     qmin, qmax = scheme.qmin, scheme.qmax
     min_neg = torch.clamp(min_val, max=0.0)
     max_pos = torch.clamp(max_val, min=0.0)
+    # Divide by a tensor, not a Python number: CUDA divides by a scalar as a product with its reciprocal,
+    # one ulp off the CPU's quotient, and a symmetric grid puts the extreme weight on a tie (-7.5 steps at
+    # 4 bits), so that ulp moved it a whole step on the GPU (tests/train/test_cuda.py, isolated check).
     if scheme.symmetric:
         max_abs = torch.maximum(-min_neg, max_pos)
-        scale = max_abs / ((qmax - qmin) / 2)
+        scale = max_abs / torch.full_like(max_abs, (qmax - qmin) / 2)
         scale = torch.clamp(scale, min=EPS)
         zp_value = 0 if scheme.signed else (qmin + qmax + 1) // 2
         zero_point = torch.full_like(scale, zp_value, dtype=torch.int32)
     else:
-        scale = (max_pos - min_neg) / float(qmax - qmin)
+        span = max_pos - min_neg
+        scale = span / torch.full_like(span, float(qmax - qmin))
         scale = torch.clamp(scale, min=EPS)
         zero_point = qmin - torch.round(min_neg / scale).to(torch.int32)
         zero_point = torch.clamp(zero_point, qmin, qmax).to(torch.int32)

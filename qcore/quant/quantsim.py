@@ -113,6 +113,13 @@ class ActQuantizer(nn.Module):
         self.learned_scale: nn.Parameter | None = None  # RangeMode.LEARNED
         self._running: torch.Tensor | None = None  # RangeMode.OBSERVED: running (min, max)
 
+    def _apply(self, fn, recurse=True):
+        """`.to(device)` also moves the running min/max that observe mode keeps as a plain tensor."""
+        super()._apply(fn, recurse)
+        if self._running is not None:
+            self._running = fn(self._running)
+        return self
+
     @property
     def quantizes_int(self) -> bool:
         return self.mode == Mode.QUANT and self.dtype == "int"
@@ -138,7 +145,7 @@ class ActQuantizer(nn.Module):
     def observe_ranges(self) -> None:
         """Follow the training batches' moving-average min/max (from the calibrated range) until frozen."""
         self.range_mode = RangeMode.OBSERVED
-        self._running = torch.tensor([self.range.clip_min, self.range.clip_max])
+        self._running = torch.tensor([self.range.clip_min, self.range.clip_max], device=self.scale.device)
 
     def learn_range(self) -> nn.Parameter:
         """Make the scale a trainable parameter (LSQ); returns it for the optimizer."""
@@ -226,6 +233,15 @@ class QuantWeightLayer(nn.Module):
         self.torch_ops = False  # True while exporting to ONNX
         self.pinned: dict[QScheme, tuple[torch.Tensor, torch.Tensor]] = {}  # see pin_grid
         self.scale_floor: torch.Tensor | None = None  # per output channel; see quant.bias_range
+
+    def _apply(self, fn, recurse=True):
+        """`.to(device)` (QAT moves the sim to a GPU and back) also moves the grids kept as plain tensors,
+        and drops the cached weight, which was quantized on the old device."""
+        super()._apply(fn, recurse)
+        self.pinned = {k: (fn(scale), fn(zp)) for k, (scale, zp) in self.pinned.items()}
+        self.scale_floor = None if self.scale_floor is None else fn(self.scale_floor)
+        self._cached = None
+        return self
 
     def configure(self, cfg: LayerConfig) -> None:
         self.cfg = cfg

@@ -26,7 +26,7 @@ import torch.multiprocessing as mp
 
 from qcore.train.device import resolve_device
 
-__all__ = ["Ranks", "RankLost", "launch", "from_environment", "KILL_RANK"]
+__all__ = ["Ranks", "RankLost", "launch", "from_environment", "check_gpus_per_process", "KILL_RANK"]
 
 KILL_RANK = "QX_DDP_KILL_RANK"  # a rank number: that process dies at once after joining (tests the lost-rank path)
 
@@ -60,9 +60,19 @@ class Ranks:
         return {"engine": "torch.distributed", "world": self.world, "device": self.device, "backend": self.backend}
 
 
+def check_gpus_per_process(device: str, world: int) -> None:
+    """NCCL needs a GPU of its own for each process ("Duplicate GPU detected" deep inside the first
+    collective otherwise): refuse before any process starts, saying what to ask for instead."""
+    if device.startswith("cuda") and world > torch.cuda.device_count():
+        raise ValueError(f"{world} processes on CUDA need {world} GPUs (NCCL gives each process its own GPU), "
+                         f"but {torch.cuda.device_count()} is visible: use --nproc {torch.cuda.device_count()} "
+                         "or --device cpu")
+
+
 def _join_group(rank: int, world: int, device: str, init: str) -> Ranks:
     device = resolve_device(device)
     backend = "nccl" if device.startswith("cuda") else "gloo"
+    check_gpus_per_process(device, world)
     if device.startswith("cuda"):
         device = f"cuda:{rank % torch.cuda.device_count()}"
         torch.cuda.set_device(device)
@@ -128,6 +138,7 @@ def launch(train, nproc: int, device: str, progress, on_metric, **kwargs):
     processes on this machine; returns rank 0's QATResult."""
     if nproc < 1:
         raise ValueError("--nproc must be at least 1")
+    check_gpus_per_process(resolve_device(device), nproc)
     recipe = kwargs.get("recipe")
     if recipe is not None and recipe.batch_size % nproc:
         raise ValueError(f"the global batch ({recipe.batch_size}) must split evenly over {nproc} processes")

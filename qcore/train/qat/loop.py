@@ -95,7 +95,7 @@ class Trainer:
         self._epoch_row(0, 0, self.ptq_acc, int8_row, 0.0)
         say(0.05, "measuring a training step: FP32 vs fake-quant, interleaved")
         x, y = self._batch(torch.randint(0, len(self.train), (self.recipe.batch_size,), generator=self.gen))
-        self.overhead = step_overhead(self.loaded.module, self.sim, x.cpu(), y.cpu())
+        self.overhead = step_overhead(self.loaded.module, self.sim, x, y)
         self.total = self.recipe.total_steps(self.overhead["qat_step_s"], round_s)
         if self.ranks is not None:
             self.total = self.ranks.broadcast_int(self.total)

@@ -28,13 +28,20 @@ def train_step(model, opt, x, y, label_smoothing: float = 0.0) -> float:
     return float(loss.detach())
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def step_overhead(fp32_model: torch.nn.Module, sim: QuantSim, x: torch.Tensor, y: torch.Tensor,
                   repeats: int = 10, warmup: int = 3) -> dict:
-    """Median time of one training step, plain FP32 vs fake-quant, interleaved on copies of both.
+    """Median time of one training step, plain FP32 vs fake-quant, interleaved on copies of both, on the
+    device the steps will run on (x's): the step count for a time budget comes from this figure.
 
     The FP32 step trains the original (unfolded BN, train mode) model; the QAT step trains the sim.
     """
-    models = {"fp32": copy.deepcopy(fp32_model).train(), "qat": copy.deepcopy(sim).train()}
+    device = x.device
+    models = {"fp32": copy.deepcopy(fp32_model).to(device).train(), "qat": copy.deepcopy(sim).to(device).train()}
     for m in models.values():
         for p in m.parameters():
             p.requires_grad_(True)
@@ -43,13 +50,14 @@ def step_overhead(fp32_model: torch.nn.Module, sim: QuantSim, x: torch.Tensor, y
     with MACHINE_LOCK:
         for i in range(warmup + repeats):
             for name in (("fp32", "qat") if i % 2 == 0 else ("qat", "fp32")):
+                _synchronize(device)
                 start = time.perf_counter()
-                train_step(models[name], opts[name], x, y)
+                train_step(models[name], opts[name], x, y)  # returns float(loss): waits for the GPU
                 if i >= warmup:
                     times[name].append(time.perf_counter() - start)
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-    return {"fp32_step_s": round(med["fp32"], 4), "qat_step_s": round(med["qat"], 4),
-            "ratio": round(med["qat"] / med["fp32"], 3), "batch": len(x)}
+    return {"fp32_step_s": round(med["fp32"], 6), "qat_step_s": round(med["qat"], 6),
+            "ratio": round(med["qat"] / med["fp32"], 3), "batch": len(x), "device": str(device)}
 
 
 class Int8Probe:
