@@ -78,11 +78,10 @@ def fake_quantize(
 
     Runs torch's fused kernels, which compute the reference formula bit for bit (tested) in one
     pass instead of six, with the same straight-through gradient. On a GPU it runs the reference
-    itself: torch's CUDA kernels round x / scale differently in the last bit, and a symmetric grid
-    puts each channel's extreme weight exactly on a tie (-7.5 steps at 4 bits), so QAT on a GPU
-    trained other weight codes than the CPU sim and the INT8 export use (found by the isolated
-    per-op check in tests/train/test_cuda.py). The reference's IEEE division, product and
-    half-to-even rounding give the same codes on both devices.
+    itself, whose IEEE reciprocal, product and half-to-even rounding give the CPU's codes: a
+    symmetric grid puts each channel's extreme weight exactly on a tie (-7.5 steps at 4 bits), where
+    one ulp moves a weight a whole step, and the fused CUDA kernels' arithmetic is not pinned to the
+    CPU's by any test here (the isolated per-op check in tests/train/test_cuda.py checks this path).
     """
     if x.is_cuda:
         return fake_quantize_reference(x, scale, zero_point, qmin, qmax, axis)
