@@ -266,7 +266,7 @@ def _cmd_sensitivity(args) -> int:
 
     config = _quant_config(args)
     say = ConsoleProgress()
-    from qcore.store.executors import make_executor
+    from qcore.run.executors import make_executor
 
     executor = make_executor(args.executor, args.workers)
     executor.info()  # starts or reaches Ray now: a bad address fails before the model loads

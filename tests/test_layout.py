@@ -18,7 +18,8 @@ ALLOWED = {
     "train": {"quant", "zoo", "analysis", "runtime"},
     "workflow": {"quant", "zoo", "analysis", "runtime", "train", "i18n"},
     "store": {"quant", "zoo"},
-    "bench": {"quant", "zoo", "analysis", "runtime", "store"},
+    "run": {"quant", "zoo", "store"},
+    "bench": {"quant", "zoo", "analysis", "runtime", "store", "run"},
     "i18n": set(),
 }
 TOP_MODULES = {"__init__.py", "__main__.py", "console.py", "figures.py"}  # console: the CLI's progress printer

@@ -12,7 +12,7 @@ from torch import nn
 from qcore.__main__ import main
 from qcore.analysis.experiments import compare_methods
 from qcore.runtime.machine import MACHINE_LOCK
-from qcore.store.jobs import Job
+from qcore.run.jobs import Job
 from qcore.zoo.models import finish_loading, get_spec
 from qcore.train.qat import QATRecipe, run_qat
 from tests.helpers import tiny_fashion_model

@@ -1,6 +1,6 @@
 """Background jobs on the pages: one scheduler per server, each session's tickets, and their live state.
 
-Every page's long run goes through `run_job`: the server's one `Scheduler` (qcore.store.scheduler)
+Every page's long run goes through `run_job`: the server's one `Scheduler` (qcore.run.scheduler)
 queues it with the other sessions' jobs, shares it with an identical request, and the page shows
 where it stands (queued with its place, running with progress and ETA, done, failed, cancelled)
 through `job_result`, polled by a fragment. A job outlives its browser session and finishes into
@@ -13,7 +13,7 @@ import os
 
 import streamlit as st
 
-from qcore.store.jobs import OPEN_STATES, JobStatus
+from qcore.run.jobs import OPEN_STATES, JobStatus
 
 from views._ui import USER_ERRORS, t
 
@@ -30,9 +30,9 @@ def scheduler():
     """The server's one queue (created by the first session that needs it; Streamlit runs this once even when
     many sessions ask at the same moment). Its runner is this process, or Ray with `QX_EXECUTOR=ray` / a
     cluster address. Work a page does itself takes what the running jobs leave (views._ui.page_threads)."""
-    from qcore.store.job_log import JobLog
-    from qcore.store.ray_jobs import make_runner
-    from qcore.store.scheduler import Limits, Scheduler
+    from qcore.run.job_log import JobLog
+    from qcore.run.ray_jobs import make_runner
+    from qcore.run.scheduler import Limits, Scheduler
 
     runner = make_runner(os.environ.get("QX_EXECUTOR") or "local")
     return Scheduler(Limits.for_machine(cores=runner.cores()), runner, JobLog())
@@ -43,7 +43,7 @@ def _reaper():
     """One per process: cancels the jobs of closed browser sessions whose user asked for that (after a grace period)."""
     from streamlit.runtime import Runtime
 
-    from qcore.store.jobs import JobReaper
+    from qcore.run.jobs import JobReaper
 
     def alive(session_id: str) -> bool:
         return not Runtime.exists() or Runtime.instance().is_active_session(session_id)
@@ -78,7 +78,7 @@ def run_job(key: str, name: str, fn, /, *, remember: bool = False, report_of=Non
     runs alone on all cores. `share`: an identical request from another session (same model, data, config,
     seed) shares this computation and its result.
     """
-    from qcore.store.requests import request_key
+    from qcore.run.requests import request_key
     from qcore.zoo.models import LoadedModel
 
     previous = st.session_state.get(key)

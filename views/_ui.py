@@ -275,7 +275,7 @@ def page_threads():
     """Torch threads for work a page does itself (not a queued job): what the running jobs leave of the cores,
     at least one, set for this script thread only."""
     from views._jobs import scheduler
-    from qcore.store.scheduler import torch_threads
+    from qcore.run.scheduler import torch_threads
 
     return torch_threads(scheduler().spare_threads())
 

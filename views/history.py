@@ -36,7 +36,7 @@ def shown_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 def job_status_label(status: str) -> str:
     """A job state as the page shows it (the stored value stays the engine's name)."""
-    from qcore.store.jobs import JobStatus
+    from qcore.run.jobs import JobStatus
 
     labels = {JobStatus.QUEUED: t("queued"), JobStatus.RUNNING: t("running"), JobStatus.DONE: t("done"),
               JobStatus.FAILED: t("failed"), JobStatus.CANCELLED: t("cancelled"), JobStatus.INTERRUPTED: t("interrupted")}
@@ -46,7 +46,7 @@ def job_status_label(status: str) -> str:
 def jobs_section() -> None:
     """The server's jobs, newest first: what is queued or running now, and what failed, was cancelled or was cut
     off by a server restart (marked "interrupted" here once its server process is gone)."""
-    from qcore.store.job_log import JobLog
+    from qcore.run.job_log import JobLog
 
     log = JobLog()
     try:
@@ -57,7 +57,7 @@ def jobs_section() -> None:
         return
     if not records:
         return
-    from qcore.store.jobs import JobStatus
+    from qcore.run.jobs import JobStatus
 
     shown = (JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.INTERRUPTED, JobStatus.CANCELLED, JobStatus.FAILED)
     counts = {s: sum(r.status == s for r in records) for s in shown}

@@ -39,7 +39,7 @@ with st.form("sens_form"):
     go_sweep = st.form_submit_button(t("Run sensitivity sweep"), type="primary")
 
 if go_sweep:
-    from qcore.store.executors import make_executor
+    from qcore.run.executors import make_executor
 
     with user_errors():
         executor = make_executor(address.strip() or "ray", int(workers)) if engine == "ray" else None

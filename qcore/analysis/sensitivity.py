@@ -277,7 +277,7 @@ def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = Tr
     With `reuse_prefix`, each evaluation starts at its layer: for "only this layer quantized"
     everything before it is the cached FP32 run, for "all but this" the cached all-quantized run,
     so a sweep costs about half of 2 x layers full evaluations. Results are identical either way, and
-    with any `executor` (None: this process; qcore.store.executors.RayExecutor: Ray tasks).
+    with any `executor` (None: this process; qcore.run.executors.RayExecutor: Ray tasks).
     """
     say = progress or silent
     start = time.perf_counter()

@@ -40,7 +40,7 @@ def _ray_run(p, workers: int, local) -> dict:
 
     import ray
 
-    from qcore.store.executors import RayExecutor
+    from qcore.run.executors import RayExecutor
 
     ray.shutdown()
     ex = RayExecutor(workers=workers)

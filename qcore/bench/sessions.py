@@ -20,9 +20,9 @@ import time
 
 from qcore.analysis.experiments import calibration_study
 from qcore.runtime.machine import cpu_features
-from qcore.store.jobs import JobStatus
-from qcore.store.ray_jobs import make_runner
-from qcore.store.scheduler import Limits, Scheduler, torch_threads
+from qcore.run.jobs import JobStatus
+from qcore.run.ray_jobs import make_runner
+from qcore.run.scheduler import Limits, Scheduler, torch_threads
 from qcore.zoo.models import DEFAULT_MODEL, load_model
 
 __all__ = ["bench_sessions"]

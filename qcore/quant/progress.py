@@ -1,7 +1,7 @@
 """The one progress-callback signature of the engine: `progress(fraction, message)`.
 
 `fraction` is in [0, 1], or None when only the message changed. It is the signature of
-`qcore.store.jobs.Job.update`, so a page hands `job.update` straight to any engine function, and a
+`qcore.run.jobs.Job.update`, so a page hands `job.update` straight to any engine function, and a
 callback may raise (a cancelled job does) to stop the work at its next report.
 """
 

@@ -3,7 +3,7 @@
 A sweep (sensitivity both sides, the method x bits grid, per-layer rounding) is a function
 `fn(shared, item) -> result` over a list of items, with `shared` the state every item reads (the
 calibrated sim, its ranges, the evaluation batches). `LocalExecutor` runs them in this process, in
-order, as the engine always did; `qcore.store.executors.RayExecutor` runs the same items as Ray
+order, as the engine always did; `qcore.run.executors.RayExecutor` runs the same items as Ray
 tasks with `shared` put into Ray's object store once. Items are deterministic, so both give the same
 numbers. The engine takes an executor as an argument (None: local) and never imports Ray.
 """

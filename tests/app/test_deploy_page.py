@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from qcore.quant.isa import cpu_isa
-from qcore.store.jobs import Job
+from qcore.run.jobs import Job
 from tests.helpers import tiny_fashion_model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")

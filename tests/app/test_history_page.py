@@ -39,7 +39,7 @@ def test_runs_are_listed_filtered_and_exportable(private_history):
 def test_jobs_cut_off_by_a_restart_and_cancelled_jobs_are_shown(private_history):
     """A job left running by a server process that is gone shows as interrupted (marked when the page opens),
     next to a cancelled and a finished one; the finished run itself stays in the runs table."""
-    from qcore.store.job_log import JobLog, server_id
+    from qcore.run.job_log import JobLog, server_id
 
     log = JobLog()
     gone = server_id(pid=1).rsplit(":", 1)[0] + ":not-this-process"  # pid 1 with another start time: a dead server

@@ -72,7 +72,7 @@ def finished(tmp_path_factory):
     from qcore.analysis import learn_questions as lq
     from qcore.analysis import learn_topics as lt
     from qcore.runtime.dynamic_study import dynamic_vs_static
-    from qcore.store.jobs import Job
+    from qcore.run.jobs import Job
     from qcore.train.qat import QATRecipe, run_qat
     from tests.helpers import tiny_fashion_model
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from qcore.store.jobs import Job
+from qcore.run.jobs import Job
 from qcore.train.qat import QATRecipe
 from tests.helpers import tiny_fashion_model
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from qcore.store.jobs import Job
+from qcore.run.jobs import Job
 from tests.helpers import tiny_fashion_model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")

@@ -242,7 +242,7 @@ def load_server(tmp_path_factory):
 
 
 def test_six_sessions_calibrate_at_once_on_a_warm_server(load_server):
-    from qcore.store.job_log import JobLog
+    from qcore.run.job_log import JobLog
 
     url, history = load_server
     _calibrate_at_once(url, [{"eval_images": EVAL_IMAGES + 7}])  # warms the server (data, model, code paths)
@@ -273,7 +273,7 @@ def test_six_sessions_calibrate_at_once_on_a_warm_server(load_server):
 
 
 def test_a_session_cancels_while_others_run_and_a_queued_one_says_where_it_stands(load_server):
-    from qcore.store.scheduler import Limits
+    from qcore.run.scheduler import Limits
 
     url, _ = load_server
     first, *others = _calibrate_at_once(url, [{"eval_images": EVAL_IMAGES + i, "cancel": i == 1} for i in (1, 2, 3, 4)])

@@ -238,7 +238,7 @@ def test_a_closed_tab_s_job_finishes_into_the_history(app_server, app_history, b
     import time
 
     from qcore.store import history
-    from qcore.store.job_log import JobLog
+    from qcore.run.job_log import JobLog
 
     url, _ = app_server
     before = len(history.list_runs(kind="calibration", path=app_history))

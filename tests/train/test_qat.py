@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from qcore.store.jobs import Job
+from qcore.run.jobs import Job
 from qcore.train.qat import QATRecipe, default_lr, run_qat
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.build import calibrated_sim

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from qcore.store.jobs import Job
+from qcore.run.jobs import Job
 
 
 def test_job_reports_progress_and_result():
@@ -51,7 +51,7 @@ def test_errors_become_messages(exc, expected):
 def test_reaper_cancels_jobs_of_owners_gone_longer_than_the_grace():
     import threading
 
-    from qcore.store.jobs import Job, JobReaper
+    from qcore.run.jobs import Job, JobReaper
 
     alive = {"a": True, "b": True}
     reaper = JobReaper(lambda o: alive[o], grace=10, interval=3600)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from qcore.store.executors import ExecutorUnavailable, RayExecutor
-from qcore.store.jobs import Cancelled, Job
-from qcore.store.scheduler import LocalRunner
+from qcore.run.executors import ExecutorUnavailable, RayExecutor
+from qcore.run.jobs import Cancelled, Job
+from qcore.run.scheduler import LocalRunner
 
 __all__ = ["RayRunner", "make_runner"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qcore.store.job_log import JobLog
-from qcore.store.scheduler import Limits, Scheduler
+from qcore.run.job_log import JobLog
+from qcore.run.scheduler import Limits, Scheduler
 
 
 class Probe:
@@ -184,8 +184,8 @@ def test_a_killed_server_leaves_finished_runs_and_marks_open_jobs_interrupted(tm
 _SERVER = """
 import time
 from qcore.store import history
-from qcore.store.job_log import JobLog
-from qcore.store.scheduler import Limits, Scheduler
+from qcore.run.job_log import JobLog
+from qcore.run.scheduler import Limits, Scheduler
 
 class Report:
     kind, model, model_id, data, calib_size, seed = "calibration", "finished-model", None, "fashion-mnist", 8, 0
@@ -216,7 +216,7 @@ time.sleep(60)
 def test_a_closed_session_s_job_finishes_unless_its_user_chose_to_cancel_it():
     """The reaper of closed sessions leaves a job to finish into the history, unless the user switched on
     "Cancel it if I close the page"; a shared job goes on for the sessions that are still there."""
-    from qcore.store.jobs import JobReaper
+    from qcore.run.jobs import JobReaper
 
     probe, sched = Probe(), Scheduler(Limits(2, 1, 2))
     keep = sched.submit("t", probe.work, {"tag": "keep", "hold": 0}, owner="gone-1")

@@ -16,11 +16,11 @@ can tell whether their job is waiting, running or dead. Here:
 - identical requests (same `key`: model, data, config, seed) share one computation, and a finished
   one's result is kept for the next identical request; a session cancelling a shared job only
   leaves it, the work stops when no session wants it any more;
-- a job's end is written to the job log (qcore.store.job_log), and a failing job is only its own
+- a job's end is written to the job log (qcore.run.job_log), and a failing job is only its own
   failure: the worker catches everything and the queue moves on.
 
 Runners decide where a job's function runs: in this process (`LocalRunner`) or as a Ray task on a
-cluster (`qcore.store.ray_jobs.RayRunner`); the queue, fairness and sharing are the same.
+cluster (`qcore.run.ray_jobs.RayRunner`); the queue, fairness and sharing are the same.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-from qcore.store.jobs import FINAL_STATES, Job, JobStatus, wait_until_done
-from qcore.store.job_log import JobLog
+from qcore.run.jobs import FINAL_STATES, Job, JobStatus, wait_until_done
+from qcore.run.job_log import JobLog
 
 __all__ = ["Limits", "LocalRunner", "Scheduler", "Ticket", "torch_threads"]
 

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qcore.store import history
-from qcore.store.jobs import OPEN_STATES as OPEN
-from qcore.store.jobs import JobStatus
+from qcore.run.jobs import OPEN_STATES as OPEN
+from qcore.run.jobs import JobStatus
 
 __all__ = ["JobRecord", "JobLog", "server_id"]
 

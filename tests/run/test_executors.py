@@ -9,7 +9,7 @@ import time
 import pytest
 
 from qcore.quant.work import LocalExecutor
-from qcore.store.executors import ExecutorUnavailable, RayExecutor, make_executor
+from qcore.run.executors import ExecutorUnavailable, RayExecutor, make_executor
 
 
 def _square(shared, item):
@@ -112,8 +112,8 @@ def test_the_job_queue_runs_jobs_as_ray_tasks(ray_two_workers):
     """QX_EXECUTOR=ray: the same scheduler, the work in Ray workers; progress, metrics, results, errors and
     cancel cross over; a real engine job gives the local result."""
     from qcore.analysis.experiments import calibration_study
-    from qcore.store.ray_jobs import RayRunner, make_runner
-    from qcore.store.scheduler import Scheduler
+    from qcore.run.ray_jobs import RayRunner, make_runner
+    from qcore.run.scheduler import Scheduler
     from qcore.zoo.models import load_model
 
     runner = RayRunner()  # the running local instance (2 CPUs)

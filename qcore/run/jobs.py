@@ -6,7 +6,7 @@ next progress report. Metric rows streamed with `job.emit(row)` (loss per step, 
 epoch) collect in order. Pages poll `job.snapshot()` (a plain dict, read under the lock).
 
 A job runs either in a thread of its own (`start()`, for the CLI and tests) or, in the app, in a
-worker thread of the `qcore.store.scheduler.Scheduler`, which queues it first (`status` "queued")
+worker thread of the `qcore.run.scheduler.Scheduler`, which queues it first (`status` "queued")
 and calls `run_here()` when a slot is free. Jobs that time or train also hold
 `qcore.runtime.machine.MACHINE_LOCK` themselves.
 """
@@ -33,7 +33,7 @@ class JobStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"  # its server process died while it was open (qcore.store.job_log)
+    INTERRUPTED = "interrupted"  # its server process died while it was open (qcore.run.job_log)
 
 
 FINAL_STATES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
