@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from qcore.__main__ import main
+from qcore.cli import main
 
 
 def test_models_lists_every_model_with_the_default_marked(capsys):
@@ -121,14 +121,14 @@ QUANTIZING = {"calibrate": [], "deploy": ["--out", "d"], "sensitivity": ["--out"
 
 
 def _parsed(argv):
-    from qcore.__main__ import build_parser
+    from qcore.cli import build_parser
 
     return build_parser().parse_args(argv)
 
 
 @pytest.mark.parametrize("command", list(QUANTIZING))
 def test_every_quantizing_command_takes_the_same_flags_and_they_reach_the_config(command, capsys):
-    from qcore.__main__ import _quant_config
+    from qcore.cli.options import quant_config as _quant_config
 
     args = _parsed([command, *QUANTIZING[command], "--weight-bits", "5", "--act-bits", "6", "--granularity", "tensor",
                     "--symmetric", "--method", "percentile:99.9", "--weight-range", "full"])
@@ -143,7 +143,7 @@ def test_every_quantizing_command_takes_the_same_flags_and_they_reach_the_config
 
 @pytest.mark.parametrize("command", list(QUANTIZING))
 def test_defaults_are_w8a8_per_channel_max_except_qat_weights(command):
-    from qcore.__main__ import _quant_config
+    from qcore.cli.options import quant_config as _quant_config
     from qcore.quant.qconfig import LayerConfig
 
     d = _quant_config(_parsed([command, *QUANTIZING[command]])).default
@@ -152,7 +152,7 @@ def test_defaults_are_w8a8_per_channel_max_except_qat_weights(command):
 
 @pytest.mark.parametrize("command", list(QUANTIZING))
 def test_bits_is_a_deprecated_alias_of_act_bits_that_warns(command, capsys):
-    from qcore.__main__ import _quant_config
+    from qcore.cli.options import quant_config as _quant_config
 
     assert _quant_config(_parsed([command, *QUANTIZING[command], "--bits", "4"])).default.act_bits == 4
     err = capsys.readouterr().err
@@ -160,7 +160,7 @@ def test_bits_is_a_deprecated_alias_of_act_bits_that_warns(command, capsys):
 
 
 def test_config_file_overrides_the_bit_flags_and_says_which_it_ignored(tmp_path, capsys):
-    from qcore.__main__ import _quant_config
+    from qcore.cli.options import quant_config as _quant_config
     from qcore.quant.qconfig import QuantConfig
 
     path = tmp_path / "c.json"

@@ -1,6 +1,6 @@
 """Korean and English: every string the app and the CLI mark for translation has a Korean translation, and
 the catalog holds no string nobody uses any more (Babel extracts them, as `pybabel extract` would):
-t("...") in app.py and views/, _("...") in the CLI (qcore/__main__.py), N_("...") anywhere under qcore/."""
+t("...") in app.py and views/, _("...") in the CLI (qcore/cli/), N_("...") anywhere under qcore/."""
 
 import re
 import string
@@ -12,7 +12,7 @@ from babel.messages.extract import extract_from_file
 from qcore.i18n import LANGUAGES, N_, catalog, cli_language, pick_language, translate, translator
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = ROOT / "qcore" / "__main__.py"
+CLI = sorted((ROOT / "qcore" / "cli").glob("*.py"))
 
 
 def _extract(files, keywords) -> set[str]:
@@ -24,7 +24,7 @@ def app_msgids() -> set[str]:
 
 
 def cli_msgids() -> set[str]:
-    return _extract([CLI], {"_": None})
+    return _extract(CLI, {"_": None})
 
 
 def engine_msgids() -> set[str]:

@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from qcore.__main__ import main
+from qcore.cli import main
 from qcore.analysis.sensitivity import prepare, sweep
 from qcore.quant.qconfig import QuantConfig
 from qcore.runtime.deploy import deploy
@@ -133,6 +133,7 @@ def test_sensitivity_and_qat_on_unlabeled_images(fmt, trained_files, tmp_path):
 
 
 def _load(args: list[str]):
-    from qcore.__main__ import _model, build_parser
+    from qcore.cli import build_parser
+    from qcore.cli.options import model_arg as _model
 
     return _model(build_parser().parse_args(["evaluate", "--model", *args]))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from qcore.__main__ import main
+from qcore.cli import main
 from qcore.analysis.experiments import compare_methods
 from qcore.runtime.machine import MACHINE_LOCK
 from qcore.run.jobs import Job

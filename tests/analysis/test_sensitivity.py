@@ -101,7 +101,7 @@ def test_greedy_meets_its_budget(prepared):
 
 @pytest.mark.slow
 def test_cli_writes_the_contract(tmp_path):
-    from qcore.__main__ import main
+    from qcore.cli import main
 
     out = tmp_path / "s.json"
     assert main(["sensitivity", "--model", "fm_gelunet", "--eval-size", "200", "--calib-size", "64",

@@ -17,7 +17,7 @@ import pytest
 from qcore.store import history
 from qcore.runtime.reports import DeployReport
 from tests.helpers import DEPLOY, STUDY
-from qcore.__main__ import main
+from qcore.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

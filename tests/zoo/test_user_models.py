@@ -140,7 +140,7 @@ def test_a_model_without_quantizable_layers_is_refused(tmp_path):
 
 
 def test_an_experiment_that_quantizes_nothing_is_an_error_and_the_cli_says_so_in_one_line(mobilenet, tmp_path, capsys):
-    from qcore.__main__ import main
+    from qcore.cli import main
     from qcore.quant.qconfig import QuantConfig
     from qcore.quant.quantsim import NothingQuantized
 
