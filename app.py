@@ -12,7 +12,9 @@ import streamlit as st
 st.set_page_config(page_title="Quantization Explorer", page_icon=":material/tune:", layout="wide")
 
 from views._jobs import scheduler  # noqa: E402
-from views._ui import init_language, sidebar, t, user_errors  # noqa: E402  (set_page_config must come first)
+from views._errors import user_errors  # noqa: E402  (set_page_config must come first)
+from views._language import init_language, t  # noqa: E402
+from views._settings import sidebar  # noqa: E402
 
 with user_errors():  # e.g. QX_EXECUTOR names a Ray cluster that cannot be reached: one message, no traceback
     scheduler()  # the server's one job queue, made once before any page runs (it marks jobs a killed server left)

@@ -15,7 +15,9 @@ import streamlit as st
 
 from qcore.run.jobs import OPEN_STATES, JobStatus
 
-from views._ui import USER_ERRORS, t
+from views._errors import USER_ERRORS
+from views._language import t
+from qcore.run.scheduler import torch_threads
 
 # Every poll is a script run on the server for every waiting session and a repaint in its browser. Alone, a
 # session polls every 2 s; in a classroom the interval grows with the waiting sessions per core, up to 5 s (six
@@ -29,7 +31,7 @@ MAX_POLL_S = max(POLL_S, 5.0)
 def scheduler():
     """The server's one queue (created by the first session that needs it; Streamlit runs this once even when
     many sessions ask at the same moment). Its runner is this process, or Ray with `QX_EXECUTOR=ray` / a
-    cluster address. Work a page does itself takes what the running jobs leave (views._ui.page_threads)."""
+    cluster address. Work a page does itself takes what the running jobs leave (page_threads, below)."""
     from qcore.run.job_log import JobLog
     from qcore.run.ray_jobs import make_runner
     from qcore.run.scheduler import Limits, Scheduler
@@ -169,3 +171,9 @@ def job_result(key: str, idle_message: str, live=None):
     elif snap["status"] == JobStatus.FAILED:
         st.error(snap["error"])
     return snap["result"] if snap["status"] == JobStatus.DONE else None
+
+
+def page_threads():
+    """Torch threads for work a page does itself (not a queued job): what the running jobs leave of the cores,
+    at least one, set for this script thread only."""
+    return torch_threads(scheduler().spare_threads())

@@ -8,7 +8,8 @@ import streamlit as st
 
 from views._learn_topics import show_verdict
 from views._jobs import job_result, run_job
-from views._ui import t, upload_dir
+from views._cache import upload_dir
+from views._language import t
 from qcore.analysis import learn_questions as lq
 from qcore.analysis.layers import folded_weight
 from qcore.zoo.models import LoadedModel

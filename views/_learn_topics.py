@@ -13,7 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from views._jobs import job_result, run_job
-from views._ui import layer_stats, model_identity, t
+from views._cache import layer_stats, model_identity
+from views._language import t
 from qcore.analysis import learn_topics as lt
 from qcore.figures import channel_max_figure, lowbit_levels_figure, spread_figure
 from qcore.zoo.models import LoadedModel

@@ -8,7 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from views._jobs import job_result, run_job
-from views._ui import granularity_label, layer_summary, page_header, t
+from views._language import t
+from views._settings import granularity_label
+from views._ui import layer_summary, page_header
 from qcore.analysis.layers import channel_spread, has_unbounded_activations, method_ranges
 from qcore.figures import (accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure,
                            weight_histogram_figure)

@@ -10,7 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from views._jobs import job_result, run_job
-from views._ui import base_config, chosen_config, layer_summary, page_header, scheme_note, t
+from views._language import t
+from views._settings import base_config, chosen_config, scheme_note
+from views._ui import layer_summary, page_header
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import latency_figure, speedup_figure
 

@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from views._ui import t
+from views._language import t
 from qcore.store import history
 from qcore.figures import comparable_metrics, runs_compare_figure
 

@@ -7,7 +7,10 @@ import streamlit as st
 
 from views._learn_questions import questions
 from views._learn_topics import topics
-from views._ui import data_name_for, layer_stats, page_header, user_errors, t
+from views._cache import layer_stats
+from views._errors import user_errors
+from views._language import t
+from views._ui import data_name_for, page_header
 from qcore.analysis import learn
 from qcore.analysis.layers import folded_weight
 from qcore.figures import clipping_figure, staircase_figure, ste_figure

@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from views._ui import (USER_ERRORS, cached_eval_set, current_model, data_name_for, fp32_eval, model_identity, settings,
-                       upload_dir,
-                       t, user_errors, user_models)
+from views._cache import cached_eval_set, fp32_eval, model_identity, upload_dir, user_models
+from views._errors import USER_ERRORS, user_errors
+from views._language import t
+from views._settings import settings
+from views._ui import current_model, data_name_for
 from qcore.analysis.layers import model_facts
 from qcore.zoo.data import extract_image_archive
 from qcore.zoo.images import display_array, load_image_tensor, top_classes

@@ -11,7 +11,9 @@ import pandas as pd
 import streamlit as st
 
 from views._jobs import job_result, run_job
-from views._ui import chosen_config, granularity_label, layer_summary, page_header, recovery_steps, t
+from views._language import t
+from views._settings import chosen_config, granularity_label, recovery_steps
+from views._ui import layer_summary, page_header
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
 from qcore.train.qat import RANGE_MODES, QATRecipe, default_lr, run_qat

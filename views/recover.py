@@ -8,7 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from views._jobs import job_result, run_job
-from views._ui import base_config, layer_summary, page_header, t, user_errors
+from views._errors import user_errors
+from views._language import t
+from views._settings import base_config
+from views._ui import layer_summary, page_header
 from qcore.analysis.recovery import recover, rounding_table
 from qcore.figures import (before_after_ranges_figure, channel_max_figure, recovery_accuracy_figure,
                            recovery_sqnr_figure)

@@ -9,7 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from views._jobs import job_result, run_job
-from views._ui import base_config, granularity_label, layer_summary, page_header, t, user_errors
+from views._errors import user_errors
+from views._language import t
+from views._settings import base_config, granularity_label
+from views._ui import layer_summary, page_header
 from qcore.analysis.partial import (PRECISIONS, config_from_precisions, greedy_search, measure_config,
                                     sweep_layers)
 from qcore.figures import pareto_figure, sensitivity_figure

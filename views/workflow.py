@@ -7,7 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from views._jobs import job_result, run_job
-from views._ui import base_config, layer_summary, page_header, t, upload_dir
+from views._cache import upload_dir
+from views._language import t
+from views._settings import base_config
+from views._ui import layer_summary, page_header
 from qcore.figures import float_layers_curve_figure, workflow_steps_figure
 from qcore.workflow import Target, WorkflowOptions, run_workflow
 from qcore.workflow.document import recipe_text, skip_text, summary_rows, title, to_html, to_markdown
