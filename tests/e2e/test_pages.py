@@ -222,8 +222,13 @@ def test_history_lists_and_compares_runs(app_url, app_history, page):
     expect_at_least(page.get_by_test_id("stDataFrame"), 1)
     expect_at_least(page.get_by_test_id("stDownloadButton"), 2)
     expect(page.get_by_text("run(s). Select rows")).to_have_count(1)
-    grid = page.get_by_test_id("stDataFrame").last.bounding_box()  # the runs (the job log's table comes first)
+    runs_grid = page.get_by_test_id("stDataFrame").last  # the runs (the job log's table comes first)
     for row in (1, 2):  # tick the selection boxes of the first two rows (the grid is a canvas)
+        # In the full suite the job log above it can be open and long (jobs left running or interrupted by
+        # the tests before), pushing the grid below the fold, where a click at its coordinates hits nothing:
+        # scroll it into view and measure it again before each click.
+        runs_grid.scroll_into_view_if_needed()
+        grid = runs_grid.bounding_box()
         page.mouse.click(grid["x"] + 16, grid["y"] + 35 * row + 17)
         wait_idle(page)
     expect(page.get_by_text("Side by side")).to_be_visible(timeout=60_000)
