@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import TextIO
+from typing import Callable, TextIO
 
 __all__ = ["ConsoleProgress", "stage_of"]
 
@@ -39,16 +39,20 @@ class ConsoleProgress:
     keep_stages: on a terminal, end the status line when the stage changes, so each stage's last
     message stays on screen (deploy's log); False rewrites one line throughout (a sweep over layers).
     Off a terminal each stage is one line either way. Call `end()` before printing results.
+    translate: shows each message in the user's language (the CLI's; stages are told apart in that text).
     """
 
-    def __init__(self, stream: TextIO | None = None, keep_stages: bool = False, tty: bool | None = None):
+    def __init__(self, stream: TextIO | None = None, keep_stages: bool = False, tty: bool | None = None,
+                 translate: Callable[[str], str] | None = None):
         self.stream = stream if stream is not None else sys.stderr
+        self.translate = translate
         self.tty = _is_tty(self.stream) if tty is None else tty
         self.keep_stages = keep_stages
         self._stage: str | None = None
         self._open = False  # a status line without its newline is on screen
 
     def __call__(self, fraction: float | None, message: str) -> None:
+        message = self.translate(message) if self.translate else message
         stage = stage_of(message)
         changed = stage != self._stage
         self._stage = stage

@@ -173,24 +173,25 @@ def accuracy_figure(rows: list[dict], fp32_accuracy: float, y_title: str = "top-
     return fig
 
 
-def qat_accuracy_figure(epochs: list[dict], title: str = "Accuracy per epoch (epoch 0 = PTQ, before fine-tuning)",
+def qat_accuracy_figure(epochs: list, title: str = "Accuracy per epoch (epoch 0 = PTQ, before fine-tuning)",
                         x_title: str = "epoch", y_title: str = "top-1",
                         names: tuple[str, str] = ("fake-quant (simulation)", "real INT8 (ONNX Runtime)")) -> go.Figure:
-    """Fake-quant and real INT8 accuracy after each QAT epoch (epoch 0 = PTQ), against FP32 and PTQ lines."""
+    """Fake-quant and real INT8 accuracy after each QAT epoch (epoch 0 = PTQ; rows are
+    qcore.train.qat.QATEpochRow), against FP32 and PTQ lines."""
     fig = go.Figure()
-    x = [r["epoch"] for r in epochs]
-    fig.add_trace(go.Scatter(x=x, y=[r["fake_quant_accuracy"] for r in epochs], mode="lines+markers",
+    x = [r.epoch for r in epochs]
+    fig.add_trace(go.Scatter(x=x, y=[r.fake_quant_accuracy for r in epochs], mode="lines+markers",
                              name=names[0], line_color="#d62728"))
-    int8 = [r for r in epochs if r.get("int8_accuracy") is not None]
+    int8 = [r for r in epochs if r.int8_accuracy is not None]
     if int8:
-        fig.add_trace(go.Scatter(x=[r["epoch"] for r in int8], y=[r["int8_accuracy"] for r in int8],
+        fig.add_trace(go.Scatter(x=[r.epoch for r in int8], y=[r.int8_accuracy for r in int8],
                                  mode="lines+markers", name=names[1], line_color=PATH_COLORS["int8"],
-                                 customdata=[r["int8_latency_ms"] for r in int8],
+                                 customdata=[r.int8_latency_ms for r in int8],
                                  hovertemplate=x_title + " %{x}: %{y:.2%}, %{customdata:.3f} ms (batch 1)<extra></extra>"))
     if epochs:
-        fig.add_hline(y=epochs[0]["fp32_accuracy"], line_dash="dash", line_color=PATH_COLORS["fp32"],
+        fig.add_hline(y=epochs[0].fp32_accuracy, line_dash="dash", line_color=PATH_COLORS["fp32"],
                       annotation_text="FP32", annotation_position="bottom right")
-        fig.add_hline(y=epochs[0]["ptq_accuracy"], line_dash="dot", line_color="#ff7f0e",
+        fig.add_hline(y=epochs[0].ptq_accuracy, line_dash="dot", line_color="#ff7f0e",
                       annotation_text="PTQ", annotation_position="top right")
     fig.update_layout(title=title, xaxis_title=x_title,
                       yaxis_title=y_title, yaxis_tickformat=".1%", xaxis=dict(dtick=1), height=380,
@@ -198,9 +199,10 @@ def qat_accuracy_figure(epochs: list[dict], title: str = "Accuracy per epoch (ep
     return fig
 
 
-def qat_curve_figure(steps: list[dict], key: str, title: str, log_y: bool = False, x_title: str = "step") -> go.Figure:
-    """One per-step quantity of a QAT run (loss or learning rate) against the step."""
-    fig = go.Figure(go.Scatter(x=[r["step"] for r in steps], y=[r[key] for r in steps], mode="lines",
+def qat_curve_figure(steps: list, key: str, title: str, log_y: bool = False, x_title: str = "step") -> go.Figure:
+    """One per-step quantity of a QAT run (`key`: "loss" or "lr" of each qcore.train.qat.QATStepRow) against
+    the step."""
+    fig = go.Figure(go.Scatter(x=[r.step for r in steps], y=[getattr(r, key) for r in steps], mode="lines",
                                line_color="#9467bd" if key == "lr" else "#1f77b4", name=key))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_type="log" if log_y else "linear", height=300,
                       margin=dict(l=10, r=10, t=50, b=40))

@@ -30,7 +30,7 @@ def cli_msgids() -> set[str]:
 def engine_msgids() -> set[str]:
     """N_("...") anywhere under qcore/, and tr("...") where an engine module renders text in the caller's
     language (the workflow report: `tr` is the translate function it is given)."""
-    return _extract(sorted((ROOT / "qcore").rglob("*.py")), {"N_": None, "tr": None})
+    return _extract(sorted((ROOT / "qcore").rglob("*.py")), {"N_": None, "tr": None, "Msg": None})
 
 
 def _hangul(text: str) -> bool:
@@ -134,3 +134,40 @@ def test_language_choice_order():
 ])
 def test_cli_language_choice(flag, environ, lang):
     assert cli_language(flag, environ) == lang
+
+
+def test_an_engine_message_is_its_english_text_and_translates_with_its_values():
+    import pickle
+
+    from qcore.i18n import translate_text
+    from qcore.quant.progress import Msg
+
+    inner = Msg("{done}/{total} images", done=3, total=10)
+    msg = Msg("evaluating {what}: {detail}", what="FP32", detail=inner)
+    assert msg == "evaluating FP32: 3/10 images"  # what logs, the CLI and plain callers see
+    assert translate_text(msg, "ko") == "FP32 평가 중: 이미지 3/10장"  # nested messages translate too
+    assert translate_text(msg, "en") == msg
+    back = pickle.loads(pickle.dumps(msg))  # through Ray and spawned processes
+    assert back == msg and translate_text(back, "ko") == translate_text(msg, "ko")
+    assert translate_text("a text nobody marked", "ko") == "a text nobody marked"
+
+
+def test_every_progress_message_of_real_runs_reaches_a_korean_page_in_korean(tmp_path):
+    """Calibration and QAT, run for real: each message they report is a Msg whose Korean text is Hangul (an
+    engine message left as a plain f-string would show in English on a Korean page)."""
+    from qcore.analysis.experiments import compare_methods
+    from qcore.i18n import translate_text
+    from qcore.quant.qconfig import QuantConfig
+    from qcore.train.qat import QATRecipe, run_qat
+    from tests.helpers import tiny_fashion_model
+
+    seen = []
+    say = lambda f, m: seen.append(m)  # noqa: E731
+    compare_methods(tiny_fashion_model(), methods=["max", "mse"], calib_size=16, eval_size=20, progress=say)
+    run_qat(tiny_fashion_model(), QuantConfig(), QATRecipe(steps=2, minutes=None, epochs=1, batch_size=16,
+                                                           int8_each_epoch=False),
+            calib_size=16, eval_size=20, final_eval_size=20, out_dir=tmp_path, progress=say)
+    assert len(seen) > 10
+    plain = sorted({m for m in seen if not hasattr(m, "template")})
+    assert plain == [], "engine progress messages that cannot be translated"
+    assert [m for m in seen if not _hangul(translate_text(m, "ko"))] == []

@@ -16,7 +16,7 @@ import streamlit as st
 from qcore.run.jobs import OPEN_STATES, JobStatus
 
 from views._errors import USER_ERRORS
-from views._language import t
+from views._language import engine_text, t
 from qcore.run.scheduler import torch_threads
 
 # Every poll is a script run on the server for every waiting session and a repaint in its browser. Alone, a
@@ -101,7 +101,7 @@ def _standing_text(snap: dict) -> str:
     if snap["status"] == JobStatus.QUEUED:
         return t("Queued: position {position}, {ahead} job(s) ahead of it on this server.").format(
             position=snap.get("position", "?"), ahead=snap.get("ahead", "?"))
-    text = snap["message"] or t("starting ...")
+    text = engine_text(snap["message"]) if snap["message"] else t("starting ...")
     if snap.get("eta_s") is not None:
         text += " · " + t("about {seconds} s left").format(seconds=int(round(snap["eta_s"])))
     return text

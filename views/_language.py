@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-__all__ = ["init_language", "t", "language_toggle"]
+__all__ = ["init_language", "t", "engine_text", "language_toggle"]
 
 
 def init_language() -> str:
@@ -25,10 +25,22 @@ def init_language() -> str:
 def t(msgid: str) -> str:
     """`msgid` (English) in the session's language, from the gettext catalog (qcore.i18n). Before app.py's
     init_language has run (a page run on its own, as AppTest's switch_page does after a first test), ?lang= decides."""
-    from qcore.i18n import pick_language, translate
+    from qcore.i18n import translate
 
-    lang = st.session_state.get("lang_choice") or pick_language(st.query_params.get("lang"), None, None)
-    return translate(msgid, lang)
+    return translate(msgid, _session_language())
+
+
+def engine_text(message: str) -> str:
+    """An engine progress message (qcore.quant.progress.Msg, or plain English) in the session's language."""
+    from qcore.i18n import translate_text
+
+    return translate_text(message, _session_language())
+
+
+def _session_language() -> str:
+    from qcore.i18n import pick_language
+
+    return st.session_state.get("lang_choice") or pick_language(st.query_params.get("lang"), None, None)
 
 
 def language_toggle() -> None:

@@ -100,10 +100,11 @@ if start:
             out_dir=Path("out") / "qat" / uuid.uuid4().hex[:8], nproc=int(nproc), device=device)
 
 
-def draw_curves(metrics: list[dict], key: str) -> None:
-    """Accuracy per epoch, loss and learning rate per step, from the rows streamed so far."""
-    epochs_rows = [m for m in metrics if m["kind"] == "epoch"]
-    steps_rows = [m for m in metrics if m["kind"] == "step"]
+def draw_curves(metrics: list, key: str) -> None:
+    """Accuracy per epoch, loss and learning rate per step, from the rows streamed so far (QATEpochRow,
+    QATStepRow)."""
+    epochs_rows = [m for m in metrics if m.kind == "epoch"]
+    steps_rows = [m for m in metrics if m.kind == "step"]
     if epochs_rows:
         st.plotly_chart(qat_accuracy_figure(epochs_rows, title=t("Accuracy per epoch (epoch 0 = PTQ, before fine-tuning)"),
                                             x_title=t("epoch"), y_title=t("top-1"),

@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from qcore.quant.progress import Progress
+from qcore.quant.progress import Msg, Progress
 from qcore.zoo.data import ImageSet
 from qcore.zoo.inputs import batches
 
@@ -40,7 +40,7 @@ def logits(model: Callable[[torch.Tensor], torch.Tensor], xs: Iterable[torch.Ten
         out.append(model(x))
         done += len(x)
         if progress:
-            progress(done / total if total else None, f"{done}/{total or '?'} images")
+            progress(done / total if total else None, Msg("{done}/{total} images", done=done, total=total or "?"))
     return torch.cat(out)
 
 

@@ -18,7 +18,7 @@ from qcore.analysis.evaluate import (EvalResult, kl_divergence, layer_errors, lo
 from qcore.analysis.reports import (CalibrationReport, CalibrationStudy, ClippingReport, ClippingRow, MethodResult,
                                     StudyRow)
 from qcore.quant.calibration import DEFAULT_METHODS, RangeResult, parse_method
-from qcore.quant.progress import Progress, silent, span
+from qcore.quant.progress import Msg, Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.work import Executor, LocalExecutor
@@ -84,18 +84,18 @@ def compare_methods(
     inp = prepare_inputs(model, data, calib_size, eval_size, seed, weights)
     if config is None:
         config = QuantConfig().with_default(act_bits=bits, weight_bits=weight_bits, weight_granularity=granularity)
-    say(0.0, f"FP32 evaluation on {inp.eval_size} images")
+    say(0.0, Msg("FP32 evaluation on {n} images", n=inp.eval_size))
     fp32_logits = logits(inp.loaded.module, inp.eval_batches)
     fp32 = scores(fp32_logits, inp.labels)
     sim = QuantSim(inp.loaded.module, config)
-    say(0.1, f"statistics pass over {inp.calib_size} calibration images")
+    say(0.1, Msg("statistics pass over {n} calibration images", n=inp.calib_size))
     fp32_seconds = timed_pass(inp.loaded.module, inp.calib_batches)
     start = time.perf_counter()
     sim.collect_stats(inp.calib_batches, progress=span(say, 0.1, 0.2))
     stats_seconds = time.perf_counter() - start
     rows = []
     for i, m in enumerate(methods):
-        say(0.2 + 0.8 * i / len(methods), f"evaluating {m}")
+        say(0.2 + 0.8 * i / len(methods), Msg("evaluating {path}", path=m))
         rows.append(_method_result(sim, m, inp, fp32, fp32_logits))
     d = config.default
     return CalibrationReport(
@@ -147,11 +147,11 @@ def clipping_experiment(
     clipped = clip_activations(loaded, bound)
     rows = []
     for i, (label, m) in enumerate((("original", loaded), (f"clipped to ±{bound:g}", clipped))):
-        say(i / 2, f"{label}: statistics pass and {len(methods)} methods")
+        say(i / 2, Msg("{model}: statistics pass and {n} methods", model=label, n=len(methods)))
         rep = compare_methods(m, data=data, methods=list(methods), calib_size=calib_size, eval_size=eval_size,
                               seed=seed, config=QuantConfig(weight_range=weight_range).with_default(act_bits=act_bits))
         rows += [ClippingRow(label, row.method, row.accuracy, rep.fp32_accuracy) for row in rep.methods]
-    say(1.0, "done")
+    say(1.0, Msg("done"))
     return ClippingReport(loaded.name, bound, act_bits, rows, clipped.info["clipped_activations"])
 
 
@@ -209,7 +209,7 @@ def _study_rows(sim: QuantSim, config: QuantConfig, inp: Inputs, fp32: EvalResul
     one work item per (method, bits), run by `executor`."""
     runs = [(m, b) for b in act_bits for m in methods]
     work = GridWork(sim, config, inp.eval_batches, inp.labels, fp32, inp.calib_batches[0][:64], act_bits[0])
-    results = executor.map(grid_item, work, runs, span(say, 0.25, 1.0), what="method x bits evaluations")
+    results = executor.map(grid_item, work, runs, span(say, 0.25, 1.0), what=Msg("method x bits evaluations"))
     rows, ranges, sqnr = [], {}, {}
     for (method, _), (row, picked, errors) in zip(runs, results):
         rows.append(row)
@@ -246,16 +246,16 @@ def calibration_study(
         act_bits=act_bits[0], weight_bits=weight_bits, weight_granularity=granularity, act_symmetric=symmetric)
     sim = QuantSim(inp.loaded.module, config)
     n = inp.calib_size
-    say(0.0, f"statistics pass over {n} images")
+    say(0.0, Msg("statistics pass over {n} images", n=n))
     start = time.perf_counter()
     sim.collect_stats(inp.calib_batches, progress=span(say, 0.0, 0.2))
     stats_seconds = time.perf_counter() - start
-    say(0.2, "FP32 evaluation")
+    say(0.2, Msg("FP32 evaluation"))
     fp32 = scores(logits(inp.loaded.module, inp.eval_batches), inp.labels)
     rows, ranges, sqnr = _study_rows(sim, config, inp, fp32, methods, act_bits, say, executor or LocalExecutor())
     sim.configure(config)
     sim.apply_ranges(method=methods[0])
-    say(1.0, "done")
+    say(1.0, Msg("done"))
     report = CalibrationStudy(
         **inp.identity(), **sim.inventory(), eval_size=inp.eval_size, fp32_accuracy=fp32.top1, methods=list(methods),
         act_bits=list(act_bits), weight_bits=weight_bits, granularity=granularity, symmetric=symmetric,

@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 
 from qcore.analysis.reports import GreedyResult, SensitivityReport
 from qcore.analysis.sensitivity import Prepared, evaluate_config, float_layers, greedy_fallback, prepare, sweep, weight_bytes
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.qconfig import QuantConfig
 
 __all__ = ["PRECISIONS", "Swept", "ConfigMeasurement", "config_from_precisions", "sweep_layers", "measure_config",
@@ -97,9 +97,9 @@ def measure_config(prepared, config: QuantConfig, latency_probe: ProbeFactory,
     """
     say = progress or silent
     with prepared.lock, tempfile.TemporaryDirectory() as tmp:
-        say(0.1, "accuracy")
+        say(0.1, Msg("accuracy"))
         acc = evaluate_config(prepared, config)
-        say(0.5, "building the INT8 model and timing it")
+        say(0.5, Msg("building the INT8 model and timing it"))
         probe = latency_probe(prepared, tmp)
         ms = probe(config)
     return ConfigMeasurement(acc["accuracy"], ms, probe.fp32_ms[-1], weight_bytes(prepared, config), config.to_dict(),

@@ -17,7 +17,7 @@ import torch
 from qcore.analysis.evaluate import layer_errors, logits, scores
 from qcore.analysis.experiments import channel_ranges
 from qcore.analysis.reports import RecoveryReport, RecoveryRow
-from qcore.quant.progress import Progress, silent, span
+from qcore.quant.progress import Msg, Progress, silent, span
 from qcore.quant.qconfig import QuantConfig, RecoveryStep
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.build import calibrated_sim
@@ -35,7 +35,7 @@ def measure_steps(inp: Inputs, config: QuantConfig, steps: Sequence[RecoveryStep
     sim = calibrated_sim(inp.loaded.module, replace(config, recovery=tuple(steps)), inp.calib_batches,
                               span(say, 0.0, 0.8))
     seconds = time.perf_counter() - start
-    say(0.8, "evaluating")
+    say(0.8, Msg("evaluating"))
     result = scores(logits(sim, inp.eval_batches), inp.labels)
     errors = layer_errors(sim, inp.eval_batches[0][:128])
     sqnr = {k: (round(v["sqnr_db"], 2) if math.isfinite(v["sqnr_db"]) else None) for k, v in errors.items()}
@@ -70,7 +70,7 @@ def recover(
         label = "+".join(s.name for s in combo) or "plain PTQ"
         row, sim = measure_steps(inp, config, combo, fp32.predictions,
                                  span(say, i / len(combos), (i + 1) / len(combos)))
-        say((i + 1) / len(combos), f"{label}: {row.accuracy:.2%}")
+        say((i + 1) / len(combos), Msg("{steps}: {accuracy:.2%}", steps=label, accuracy=row.accuracy))
         rows.append(row)
         before = before or channel_ranges(sim)
     report = RecoveryReport(

@@ -24,7 +24,7 @@ from torch import fx
 from qcore.analysis.evaluate import logits, output_errors, single_threaded
 from qcore.analysis.reports import CurvePoint, GreedyResult, LayerSensitivity, SensitivityReport
 from qcore.quant.calibration import RangeResult
-from qcore.quant.progress import Progress, silent, span
+from qcore.quant.progress import Msg, Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.build import calibrated_sim
@@ -241,8 +241,8 @@ def _two_sided(p: Prepared, layers: list[str], reuse_prefix: bool, say: Progress
     n = len(p.labels)
     if reuse_prefix:
         items = [(side, b) for side in ("only", "but") for b in range(len(p.xs))]
-        say(0.05, f"{len(items)} work items: each side of the sweep on each evaluation batch")
-        results = executor.map(sweep_item, SweepWork.of(p), items, span(say, 0.05, 0.95), what="sweep items")
+        say(0.05, Msg("{n} work items: each side of the sweep on each evaluation batch", n=len(items)))
+        results = executor.map(sweep_item, SweepWork.of(p), items, span(say, 0.05, 0.95), what=Msg("sweep items"))
         totals = {"only": dict.fromkeys(layers, 0), "but": dict.fromkeys(layers, 0)}
         for side, counts, errs in results:
             for name, c in counts.items():
@@ -251,7 +251,7 @@ def _two_sided(p: Prepared, layers: list[str], reuse_prefix: bool, say: Progress
         return ({k: v / n for k, v in totals["only"].items()}, {k: v / n for k, v in totals["but"].items()})
     only_acc, but_acc = {}, {}
     for i, name in enumerate(layers):
-        say(0.9 * i / len(layers), f"layer {i + 1}/{len(layers)}: {name}")
+        say(0.9 * i / len(layers), Msg("layer {i}/{n}: {layer}", i=i + 1, n=len(layers), layer=name))
         only_acc[name] = evaluate_config(p, only_layers(p.base_config, [name], layers))["accuracy"]
         but_acc[name] = evaluate_config(p, float_layers(p.base_config, [name]))["accuracy"]
     return only_acc, but_acc
@@ -286,7 +286,7 @@ def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = Tr
     errors: dict[str, dict] = {}
     executor = executor or LocalExecutor()
     only_acc, but_acc = _two_sided(p, layers, reuse_prefix, say, errors, executor)
-    say(0.95, "output error of each layer alone")
+    say(0.95, Msg("output error of each layer alone"))
     probe = p.xs[0][:128]
     kinds = {pt.name: pt.kind for pt in p.sim.points}
     rows = []
@@ -294,7 +294,7 @@ def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = Tr
         e = errors.get(name) or _isolated_errors(p, name, layers, probe)
         rows.append(LayerSensitivity(name, kinds[name], only_acc[name], but_acc[name], e["sqnr_db"], e["mse"], e["cosine"]))
     _restore(p)
-    say(1.0, "done")
+    say(1.0, Msg("done"))
     return SensitivityReport(
         **p.inputs.identity(), **p.sim.inventory(), eval_size=len(p.labels), fp32_accuracy=p.fp32_accuracy, base_accuracy=base["accuracy"],
         base_agreement=base["agreement"], config=p.base_config.to_dict(), layers=rows,
@@ -337,7 +337,7 @@ def greedy_fallback(
     curve = [point(base)]
     while curve[-1].accuracy < target and len(chosen) < limit:
         chosen.append(ranked[len(chosen)].name)
-        say(len(chosen) / limit, f"{len(chosen)} float layer(s): {chosen[-1]}")
+        say(len(chosen) / limit, Msg("{n} float layer(s): {layer}", n=len(chosen), layer=chosen[-1]))
         curve.append(point(evaluate_config(p, float_layers(p.base_config, chosen))["accuracy"]))
     _restore(p)
     return GreedyResult(budget, target, curve[-1].accuracy >= target, chosen,

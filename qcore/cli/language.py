@@ -7,11 +7,13 @@ import argparse
 import os
 from contextlib import contextmanager
 
-from qcore.i18n import LANGUAGES, cli_language, translator
+from qcore.console import ConsoleProgress
+from qcore.i18n import LANGUAGES, cli_language, translate_text, translator
 
-__all__ = ["_", "set_language", "argparse_in_language"]
+__all__ = ["_", "set_language", "argparse_in_language", "console_progress"]
 
 _translate = translator("en")
+_language = "en"
 
 
 def _(msgid: str) -> str:
@@ -21,11 +23,17 @@ def _(msgid: str) -> str:
 
 def set_language(argv: list[str]) -> None:
     """Choose the language before the parser is built, so its help texts are translated too."""
-    global _translate
+    global _translate, _language
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--lang", choices=LANGUAGES, default=None)
     known, _rest = pre.parse_known_args([a for a in argv if a != "-h" and a != "--help"])
-    _translate = translator(cli_language(known.lang, os.environ))
+    _language = cli_language(known.lang, os.environ)
+    _translate = translator(_language)
+
+
+def console_progress(keep_stages: bool = False) -> ConsoleProgress:
+    """The progress printer, showing the engine's messages (qcore.quant.progress.Msg) in the CLI's language."""
+    return ConsoleProgress(keep_stages=keep_stages, translate=lambda message: translate_text(message, _language))
 
 
 @contextmanager

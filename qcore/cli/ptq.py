@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from qcore.cli.language import _
+from qcore.cli.language import _, console_progress
 from qcore.cli.options import model_arg, quant_config
 from qcore.cli.output import CliError, layers_line, pad, pct, remember_run, write_report
-from qcore.console import ConsoleProgress
 from qcore.quant.calibration import DEFAULT_METHODS
 
 __all__ = ["cmd_calibrate", "cmd_deploy", "cmd_sensitivity", "cmd_recover"]
@@ -20,7 +19,7 @@ def cmd_calibrate(args) -> int:
         methods = parse_methods(args.methods or args.act_method or ",".join(DEFAULT_METHODS))
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    progress = ConsoleProgress(keep_stages=True)
+    progress = console_progress(keep_stages=True)
     report = compare_methods(model=model_arg(args), data=args.data, methods=methods, config=quant_config(args),
                              calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed,
                              weights=args.weights, progress=progress)
@@ -51,7 +50,7 @@ def cmd_calibrate(args) -> int:
 def cmd_deploy(args) -> int:
     from qcore.runtime.deploy import deploy
     config = quant_config(args)
-    progress = ConsoleProgress(keep_stages=True)
+    progress = console_progress(keep_stages=True)
     report = deploy(
         model=model_arg(args), config=config, backend=args.backend, out_dir=args.out, data=args.data,
         calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed, threads=args.threads,
@@ -83,7 +82,7 @@ def cmd_sensitivity(args) -> int:
     from qcore.analysis.sensitivity import greedy_fallback, prepare, sweep
 
     config = quant_config(args)
-    say = ConsoleProgress()
+    say = console_progress()
     from qcore.run.executors import make_executor
 
     executor = make_executor(args.executor, args.workers)
@@ -127,7 +126,7 @@ def cmd_recover(args) -> int:
     config = quant_config(args)
     report, _sim = recover(model_arg(args), steps, config, args.data, args.calib_size, args.eval_size, args.seed,
                         cumulative=not args.separately,
-                        progress=(progress := ConsoleProgress()))
+                        progress=(progress := console_progress()))
     progress.end()
     print(_("{model} ({n} images): FP32 {fp32}").format(model=report.model, n=report.eval_size,
                                                          fp32=pct(report.fp32_accuracy)))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qcore.cli.language import _
+from qcore.cli.language import _, console_progress
 from qcore.cli.options import model_arg, quant_config
 from qcore.cli.output import pct, remember_run, write_report
-from qcore.console import ConsoleProgress
 
 __all__ = ["cmd_qat", "cmd_workflow"]
 
@@ -21,14 +20,14 @@ def cmd_qat(args) -> int:
                        bn_freeze_after=args.bn_freeze_after)
     out = Path(args.out)
     files_dir = out.with_suffix("")
-    progress = ConsoleProgress()
+    progress = console_progress()
 
     def on_metric(row):
-        if row["kind"] == "epoch":
-            int8 = _(", INT8 {acc} at {ms} ms").format(acc=pct(row.get('int8_accuracy')), ms=f"{row['int8_latency_ms']:.3f}") \
-                if "int8_latency_ms" in row else ""
+        if row.kind == "epoch":
+            int8 = _(", INT8 {acc} at {ms} ms").format(acc=pct(row.int8_accuracy), ms=f"{row.int8_latency_ms:.3f}") \
+                if row.int8_latency_ms is not None else ""
             progress.line(_("epoch {epoch} (step {step}): fake-quant {acc}").format(
-                epoch=row['epoch'], step=row['step'], acc=pct(row['fake_quant_accuracy'])) + int8)
+                epoch=row.epoch, step=row.step, acc=pct(row.fake_quant_accuracy)) + int8)
 
     from qcore.train.ddp import from_environment
 
@@ -79,7 +78,7 @@ def cmd_workflow(args) -> int:
     options = WorkflowOptions(max_float=args.max_float, allow_qat=not args.no_qat, qat_fraction=args.qat_share / 100)
     out = Path(args.out)
     report = run_workflow(model_arg(args), target, config, options, args.data, args.calib_size, args.eval_size, args.seed,
-                          out, progress=(progress := ConsoleProgress()))
+                          out, progress=(progress := console_progress()))
     progress.end()
     for row in summary_rows(report, _):
         print("  ".join(row))

@@ -21,7 +21,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Mapping
 
-__all__ = ["LANGUAGES", "LANGUAGE_NAMES", "N_", "catalog", "translate", "pick_language", "cli_language", "translator"]
+__all__ = ["LANGUAGES", "LANGUAGE_NAMES", "N_", "catalog", "translate", "translate_text", "pick_language",
+           "cli_language", "translator"]
 
 LANGUAGES = ("en", "ko")
 LANGUAGE_NAMES = {"en": "English", "ko": "한국어"}
@@ -50,6 +51,19 @@ def catalog(lang: str) -> dict[str, str]:
 def translate(msgid: str, lang: str) -> str:
     """The text in `lang`; the English text where the catalog has none."""
     return catalog(lang).get(msgid, msgid) if lang in LANGUAGES else msgid
+
+
+def translate_text(message: str, lang: str) -> str:
+    """An engine message in `lang`: a qcore.quant.progress.Msg through its template (values that are Msgs
+    translated too, the others as they are), any other text through the catalog as a whole."""
+    template = getattr(message, "template", None)
+    if template is None:
+        return translate(message, lang)
+    values = {k: translate_text(v, lang) if hasattr(v, "template") else v for k, v in message.values.items()}
+    try:
+        return translate(template, lang).format(**values)
+    except (KeyError, IndexError, ValueError):  # a translation that lost a placeholder: the English text
+        return str(message)
 
 
 def pick_language(query: str | None, chosen: str | None, browser_locale: str | None) -> str:

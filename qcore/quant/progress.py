@@ -9,9 +9,31 @@ from __future__ import annotations
 
 from typing import Callable
 
-__all__ = ["Progress", "silent", "span"]
+__all__ = ["Msg", "Progress", "silent", "span"]
 
 Progress = Callable[[float | None, str], None]
+
+
+class Msg(str):
+    """A progress message a page can show in its user's language: as a str it is the English text (what logs,
+    the CLI and old callers see); `template` is its catalog msgid and `values` fill it in, a value that is a
+    Msg itself being translated too (qcore.i18n.translate_text). tests/test_i18n.py extracts Msg("...") as
+    engine msgids, so every template needs a Korean translation."""
+
+    template: str
+    values: dict
+
+    def __new__(cls, template: str, **values):
+        text = super().__new__(cls, template.format(**values) if values else template)
+        text.template, text.values = template, values
+        return text
+
+    def __reduce__(self):  # pickles (Ray, spawned QAT ranks) as template and values, not as the English text
+        return _msg, (self.template, self.values)
+
+
+def _msg(template: str, values: dict) -> Msg:
+    return Msg(template, **values)
 
 
 def silent(fraction: float | None, message: str) -> None:

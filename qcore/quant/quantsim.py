@@ -36,7 +36,7 @@ from torch import fx, nn
 from qcore.quant.calibration import RangeResult, compute_range
 from qcore.quant.fakequant import fake_cast, fake_quantize_scheme
 from qcore.quant.fold import fold_bn_in_graph
-from qcore.quant.progress import Progress
+from qcore.quant.progress import Msg, Progress
 from qcore.quant.qconfig import LayerConfig, QuantConfig
 from qcore.quant.qparams import QScheme, compute_qparams, minmax
 from qcore.quant.stats import TensorStats
@@ -572,7 +572,8 @@ class QuantSim(nn.Module):
                 self.model(x)
                 n += len(x)
                 if progress:
-                    progress(n / total if total else None, f"statistics pass: {n}/{total or '?'} images")
+                    progress(n / total if total else None,
+                             Msg("statistics pass: {n}/{total} images", n=n, total=total or "?"))
         finally:
             for q in self.quantizers.values():
                 q.mode = Mode.FLOAT

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol, Sequence
 
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Msg, Progress, silent
 
 __all__ = ["Executor", "LocalExecutor", "ExecutorInfo"]
 
@@ -36,7 +36,7 @@ class LocalExecutor:
         out = []
         for i, item in enumerate(items):
             out.append(fn(shared, item))
-            say((i + 1) / len(items), f"{i + 1}/{len(items)} {what}")
+            say((i + 1) / len(items), Msg("{i}/{n} {what}", i=i + 1, n=len(items), what=what))
         return out
 
     def info(self) -> ExecutorInfo:

@@ -15,7 +15,7 @@ import socket
 import threading
 from urllib.parse import urlparse
 
-from qcore.quant.progress import silent
+from qcore.quant.progress import Msg, silent
 from qcore.quant.work import ExecutorInfo, LocalExecutor
 
 __all__ = ["ExecutorUnavailable", "RayExecutor", "make_executor", "EXECUTORS"]
@@ -90,7 +90,8 @@ class RayExecutor:
                 for f in done:
                     results[order[f]] = ray.get(f)
                 finished = len(items) - len(pending)
-                say(finished / len(items), f"{finished}/{len(items)} {what} on {self.info()['workers']} Ray workers")
+                say(finished / len(items), Msg("{i}/{n} {what} on {workers} Ray workers", i=finished, n=len(items),
+                                               what=what, workers=self.info()["workers"]))
         except BaseException:
             for f in pending:
                 ray.cancel(f, force=True)

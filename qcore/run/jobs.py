@@ -128,12 +128,13 @@ class Job:
                 log.append((round(time.time() - (self._state["started"] or time.time()), 1), message))
                 del log[:-LOG_LINES]
 
-    def emit(self, row: dict) -> None:
-        """Append one metric row (a plain dict) to the job's stream; raises Cancelled like update."""
+    def emit(self, row) -> None:
+        """Append one metric row to the job's stream (a typed, frozen row such as qcore.train.qat.QATEpochRow;
+        a dict is copied); raises Cancelled like update."""
         if self._cancel.is_set():
             raise Cancelled()
         with self._lock:
-            self._state["metrics"].append(dict(row))
+            self._state["metrics"].append(dict(row) if isinstance(row, dict) else row)
 
     def cancel(self) -> None:
         self._cancel.set()

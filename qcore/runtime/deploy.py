@@ -21,7 +21,7 @@ import torch
 
 from qcore import release_free_memory
 from qcore.analysis.evaluate import agreement, logits, scores, sqnr_db
-from qcore.quant.progress import Progress, silent, span
+from qcore.quant.progress import Msg, Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.build import calibrated_sim
@@ -71,12 +71,12 @@ def _int8_paths(sim: QuantSim, backend: str, shape, out_dir: Path, threads: int,
                 notes: list[str]) -> dict[str, Runner]:
     int8: dict[str, Runner] = {}
     if backend in ("auto", "ort"):
-        say(0.3, "building ONNX Runtime INT8 (QDQ, U8S8 and S8S8)")
+        say(0.3, Msg("building ONNX Runtime INT8 (QDQ, U8S8 and S8S8)"))
         for acts in ("u8", "s8"):
             r = ort_backend.int8_runner(sim, shape, out_dir, threads, acts)
             int8[r.name] = r
     if backend in ("auto", "x86"):
-        say(0.6, "building PyTorch INT8 (torch.ao FX; x86 and oneDNN engines)")
+        say(0.6, Msg("building PyTorch INT8 (torch.ao FX; x86 and oneDNN engines)"))
         try:
             for engine, name in (("x86", "x86"), ("onednn", "x86_onednn")):
                 int8[name] = x86_backend.x86_runner(sim, shape, threads, engine)
@@ -113,14 +113,14 @@ def build_paths(loaded: LoadedModel, sim: QuantSim, backend: str, out_dir: Path,
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     say = progress or silent
     shape = loaded.spec.input_shape
-    say(0.0, "exporting FP32 ONNX")
+    say(0.0, Msg("exporting FP32 ONNX"))
     fp32 = {"eager": _eager_runner("eager", "fp32", loaded.module),
             "ort": ort_backend.fp32_runner(loaded.module, shape, out_dir, threads)}
     fp32["ort"].name = "ort"
     paths = BuiltPaths(fp32, {})
     paths.int8 = _int8_paths(sim, backend, shape, out_dir, threads, say, paths.notes)
     if variants:
-        say(0.9, "building dynamic INT8 variants")
+        say(0.9, Msg("building dynamic INT8 variants"))
         paths.other = _variant_paths(loaded, fp32["ort"].path, out_dir, threads, paths.notes)
     return paths
 
@@ -193,7 +193,7 @@ def _score_paths(paths: BuiltPaths, sim: QuantSim, inp: Inputs, headline: set[st
     everything = paths.everything()
     scored = {}
     for i, (name, runner) in enumerate(everything.items()):
-        say(i / len(everything), f"evaluating {name}")
+        say(i / len(everything), Msg("evaluating {path}", path=name))
         full = name in headline or name == "eager"
         xs = inp.eval_batches if full else (subset.first(LOSER_IMAGES) if name in losers else subset)
         scored[name] = _score_one(runner, xs, inp.labels, sim_logits, fp32_logits, chunk=chunk,
@@ -225,10 +225,12 @@ def _time_paths(paths: BuiltPaths, inp: Inputs, batch_sizes, threads: int, warmu
     for i, b in enumerate(batch_sizes):
         timed_here = paths.everything() if i == 0 else {**paths.fp32, **paths.int8}
         part = span(say, i / len(batch_sizes), (i + 1) / len(batch_sizes))
-        part(0.0, f"timing {len(timed_here)} paths at batch {b} (up to {iters} interleaved calls each)")
+        part(0.0, Msg("timing {n} paths at batch {batch} (up to {iters} interleaved calls each)", n=len(timed_here),
+                       batch=b, iters=iters))
         with MACHINE_LOCK:  # never time while another job (training, another deploy) uses the cores
             timed = measure_interleaved({n: r.run for n, r in timed_here.items()}, _timing_input(inp, b), threads,
-                                        warmup, iters, progress=lambda f, msg, b=b: part(f, f"batch {b}: {msg}"),
+                                        warmup, iters, progress=lambda f, msg, b=b: part(
+                                            f, Msg("batch {batch}: {detail}", batch=b, detail=msg)),
                                         budget_s=budget_s)
         latency[f"batch_{b}"] = {n: t.to_dict() for n, t in timed.items()}
         release_free_memory()
@@ -301,12 +303,12 @@ def deploy(
     out_dir.mkdir(parents=True, exist_ok=True)
     config = config or QuantConfig()
     clock = Stages()
-    say(0.0, "loading model and data")
+    say(0.0, Msg("loading model and data"))
     with clock("inputs"):
         inp = prepare_inputs(model, data, calib_size, eval_size, seed, weights, random_weights)
     if random_weights:
-        say(0.01, "random weights: calibrating on random inputs; latency only, no accuracy")
-    say(0.02, "calibrating (one statistics pass)")
+        say(0.01, Msg("random weights: calibrating on random inputs; latency only, no accuracy"))
+    say(0.02, Msg("calibrating (one statistics pass)"))
     with clock("calibrate"):
         sim = calibrated_sim(inp.loaded.module, config, inp.calib_batches)
     with clock("build"):
@@ -316,7 +318,7 @@ def deploy(
     with clock("time"):
         latency = _time_paths(paths, inp, batch_sizes, threads, warmup, iters, span(say, 0.3, 0.7))
     best = _fastest_int8(latency, batch_sizes[0], paths)
-    say(0.7, "evaluating every path")
+    say(0.7, Msg("evaluating every path"))
     losers = frozenset(losing_variants(paths, latency, batch_sizes[0]))
     with clock("score"):
         result = _score_paths(paths, sim, inp, {best}, sample_size(secondary_images, inp.loaded.macs),

@@ -19,7 +19,7 @@ from torch import nn
 
 from qcore.analysis.evaluate import logits, scores
 from qcore.analysis.learn_topics import DynamicStaticReport, linear_mac_share
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.build import calibrated_sim
@@ -71,10 +71,10 @@ def dynamic_vs_static(model: str | LoadedModel, data: str | None = None, calib_s
     per-channel weights, calibrated on `calib_size` images), interleaved, median of `iters` calls."""
     say = progress or silent
     threads = threads or torch.get_num_threads()
-    say(0.0, "loading images")
+    say(0.0, Msg("loading images"))
     inp = prepare_inputs(model, data, calib_size, eval_size, seed)
     module, shape = inp.loaded.module, inp.loaded.spec.input_shape
-    say(0.1, "calibrating static INT8 (W8A8)")
+    say(0.1, Msg("calibrating static INT8 (W8A8)"))
     sim = calibrated_sim(module, QuantConfig(), inp.calib_batches)
     with tempfile.TemporaryDirectory() as tmp:
         static = _static_runner(sim, shape, Path(tmp), threads)
@@ -82,7 +82,7 @@ def dynamic_vs_static(model: str | LoadedModel, data: str | None = None, calib_s
         runners = {"fp32": _fp32_runner(module), "dynamic_int8": dynamic, "static_int8": static}
         accuracy = {}
         for i, (name, r) in enumerate(runners.items()):
-            say(0.2 + 0.15 * i, f"evaluating {name} on {inp.eval_size} images")
+            say(0.2 + 0.15 * i, Msg("evaluating {path} on {n} images", path=name, n=inp.eval_size))
             accuracy[name] = scores(logits(r, inp.eval_batches), inp.labels).top1
         x = inp.eval_head(batch)
         with MACHINE_LOCK:
@@ -90,7 +90,7 @@ def dynamic_vs_static(model: str | LoadedModel, data: str | None = None, calib_s
                                         progress=lambda f, msg: say(0.65 + 0.35 * (f or 0), msg))
     linears = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]
     convs = [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)]
-    say(1.0, "done")
+    say(1.0, Msg("done"))
     return DynamicStaticReport(
         model=inp.loaded.name, eval_images=inp.eval_size, threads=threads, batch=batch, accuracy=accuracy,
         latency_ms={n: t.median_ms for n, t in timed.items()}, dynamic_layers=changed, linear_layers=linears,

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from qcore.quant.progress import Progress
+from qcore.quant.progress import Msg, Progress
 
 __all__ = ["Latency", "measure_interleaved"]
 
@@ -110,7 +110,8 @@ def measure_interleaved(
                     samples[name].append((time.perf_counter() - start) * 1e3)
             if progress:
                 left = (time.perf_counter() - began) / (i + 1) * (rounds - i - 1)
-                progress((i + 1) / rounds, f"timing: round {i + 1}/{rounds}, about {left:.0f} s left")
+                progress((i + 1) / rounds, Msg("timing: round {i}/{n}, about {left:.0f} s left", i=i + 1, n=rounds,
+                                                          left=left))
     finally:
         torch.set_num_threads(previous)
     return {name: _summary(values) for name, values in samples.items()}

@@ -21,6 +21,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from qcore.quant.progress import Msg
 from qcore.zoo.data import data_dir
 
 __all__ = ["KINDS", "db_path", "record", "remember", "list_runs", "get_runs", "delete_runs", "flat_rows", "to_csv",
@@ -146,7 +147,7 @@ def remember(report, say=None) -> int | None:
         return record(report)
     except (sqlite3.Error, OSError) as exc:
         if say:
-            say(f"not saved to the history ({db_path()}): {exc}")
+            say(Msg("not saved to the history ({path}): {reason}", path=str(db_path()), reason=str(exc)))
         return None
 
 

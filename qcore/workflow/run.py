@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from qcore.quant.progress import Progress, silent, span
+from qcore.quant.progress import Msg, Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.workflow.final import deployed, from_qat
 from qcore.workflow.report import StepOutcome, WorkflowReport
@@ -91,7 +91,7 @@ def run_workflow(model: str | LoadedModel, target: Target, config: QuantConfig |
                                               span(say, 0.5, 1.0))
     if final and final.verdict and not final.verdict["met"] and any(s.met for s in steps):
         notes.append("the final INT8 model misses the target its step met in simulation: see the final numbers")
-    say(1.0, "done")
+    say(1.0, Msg("done"))
     return WorkflowReport(
         **p.inputs.identity(), **p.sim.inventory(), target=target.to_dict(), eval_size=p.inputs.eval_size,
         fp32_accuracy=p.fp32_accuracy, steps=steps, final=final, met_by=next((s.step for s in steps if s.met), None),

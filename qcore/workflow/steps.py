@@ -23,7 +23,7 @@ from pathlib import Path
 from qcore.analysis.partial import greedy_search
 from qcore.analysis.sensitivity import Prepared, evaluate_config, float_layers, prepare, sweep
 from qcore.i18n import N_
-from qcore.quant.progress import Progress, span
+from qcore.quant.progress import Msg, Progress, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.runtime.partial import latency_probe, sim_latency
 from qcore.train.qat import QATRecipe, run_qat
@@ -67,12 +67,13 @@ def ptq_step(base: QuantConfig, methods, target: Target, inputs: dict, threads: 
              say: Progress) -> tuple[StepOutcome, Prepared]:
     """Every method on one statistics pass; returns the outcome and the state calibrated with the best."""
     start = time.perf_counter()
-    say(0.0, "PTQ baseline: one statistics pass over the calibration images")
+    say(0.0, Msg("PTQ baseline: one statistics pass over the calibration images"))
     p = prepare(inputs["model"], base, data=inputs["data"], calib_size=inputs["calib_size"],
                 eval_size=inputs["eval_size"], seed=inputs["seed"])
     rows = []
     for i, method in enumerate(methods):
-        say(0.2 + 0.6 * i / len(methods), f"PTQ baseline: {method} ({i + 1}/{len(methods)})")
+        say(0.2 + 0.6 * i / len(methods),
+            Msg("PTQ baseline: {method} ({i}/{n})", method=method, i=i + 1, n=len(methods)))
         config = p.base_config.with_default(act_method=method)
         p.sim.configure(config)
         scored = evaluate_config(replace(p, ranges=p.sim.apply_ranges()), config)
@@ -81,7 +82,7 @@ def ptq_step(base: QuantConfig, methods, target: Target, inputs: dict, threads: 
     config = p.base_config.with_default(act_method=best["method"])
     p.sim.configure(config)
     p = replace(p, ranges=p.sim.apply_ranges(), base_config=config)
-    say(0.85, f"PTQ baseline: timing real INT8 with {best['method']}")
+    say(0.85, Msg("PTQ baseline: timing real INT8 with {method}", method=best["method"]))
     timed = _timed(p, config, threads)
     outcome = StepOutcome(
         "ptq", True, accuracy=best["accuracy"], int8_ms=timed["int8_ms"], fp32_ms=timed["fp32_ms"],
@@ -94,7 +95,7 @@ def ptq_step(base: QuantConfig, methods, target: Target, inputs: dict, threads: 
 def partial_step(p: Prepared, target: Target, max_float: int, threads: int, say: Progress) -> StepOutcome:
     """Sensitivity sweep, then float layers one by one (most sensitive first) until the target is met."""
     start = time.perf_counter()
-    say(0.0, "Sensitivity: quantizing each layer alone, and all but each layer")
+    say(0.0, Msg("Sensitivity: quantizing each layer alone, and all but each layer"))
     report = sweep(p, progress=span(say, 0.0, 0.6))
     budget = target.max_drop if target.max_drop is not None else 0.0
     probe = _untimed_probe if no_int8_kernel(p.base_config) else (
@@ -162,6 +163,6 @@ def qat_step(p: Prepared, config: QuantConfig, target: Target, fraction: float, 
         speedup=speedup, verdict=target.judge(r.qat_accuracy, r.fp32_accuracy, speedup).to_dict(),
         config=config.to_dict(), float_layers=[n for n, c in config.layers if not c.enabled],
         detail={"recipe": r.recipe, "recipe_source": why[0], "recipe_params": why[1], "ptq_accuracy": r.ptq_accuracy,
-                "int8_accuracy": r.int8_accuracy, "ptq_int8_accuracy": r.ptq_int8_accuracy, "history": r.history,
+                "int8_accuracy": r.int8_accuracy, "ptq_int8_accuracy": r.ptq_int8_accuracy, "history": [h.to_dict() for h in r.history],
                 "files": [str(Path(r.out_dir) / f) for f in r.files], "notes": r.notes},
         seconds=round(time.perf_counter() - start, 1))

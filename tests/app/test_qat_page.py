@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from qcore.run.jobs import Job
-from qcore.train.qat import QATRecipe
+from qcore.train.qat import QATEpochRow, QATRecipe, QATStepRow
 from tests.helpers import tiny_fashion_model
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -47,8 +47,8 @@ def test_finished_run_shows_comparison_charts_and_downloads(finished_job):
 
 def test_running_job_draws_the_metrics_streamed_so_far():
     release = threading.Event()
-    rows = [{"kind": "epoch", "epoch": 0, "step": 0, "fake_quant_accuracy": 0.8, "fp32_accuracy": 0.9, "ptq_accuracy": 0.8},
-            {"kind": "step", "step": 1, "loss": 0.5, "lr": 1e-5}, {"kind": "step", "step": 2, "loss": 0.4, "lr": 5e-6}]
+    rows = [QATEpochRow(epoch=0, step=0, fake_quant_accuracy=0.8, fp32_accuracy=0.9, ptq_accuracy=0.8),
+            QATStepRow(step=1, loss=0.5, lr=1e-5), QATStepRow(step=2, loss=0.4, lr=5e-6)]
 
     def work(job):
         for row in rows:
@@ -70,7 +70,7 @@ def test_running_job_draws_the_metrics_streamed_so_far():
 
 def test_cancelled_run_keeps_its_curves():
     def work(job):
-        job.emit({"kind": "epoch", "epoch": 0, "step": 0, "fake_quant_accuracy": 0.8, "fp32_accuracy": 0.9, "ptq_accuracy": 0.8})
+        job.emit(QATEpochRow(epoch=0, step=0, fake_quant_accuracy=0.8, fp32_accuracy=0.9, ptq_accuracy=0.8))
         job.cancel()
         job.update(0.1, "stopping")
 

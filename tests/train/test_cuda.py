@@ -42,7 +42,7 @@ def test_qat_on_the_gpu_trains_what_the_cpu_trains(tmp_path, modes):
     # boundary moves a whole quantization step, and such steps compound through depth and over training
     # steps (the isolated check below shows each op agrees). So the runs agree closely, not exactly:
     # measured on an H200, the first logged loss within 1.9% and accuracies within 1 of the 200 images.
-    first_cpu, first_gpu = cpu.report.losses[0]["loss"], gpu.report.losses[0]["loss"]
+    first_cpu, first_gpu = cpu.report.losses[0].loss, gpu.report.losses[0].loss
     assert abs(first_cpu - first_gpu) <= 0.03 * first_cpu
     assert abs(cpu.report.qat_accuracy - gpu.report.qat_accuracy) <= 3 / 200 + 1e-9
     assert abs(cpu.report.int8_accuracy - gpu.report.int8_accuracy) <= 3 / 200 + 1e-9

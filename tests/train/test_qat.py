@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qcore.run.jobs import Job
-from qcore.train.qat import QATRecipe, default_lr, run_qat
+from qcore.train.qat import QATEpochRow, QATStepRow, QATRecipe, default_lr, run_qat
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.build import calibrated_sim
 from tests.helpers import tiny_fashion_model
@@ -42,9 +42,10 @@ def test_run_streams_metrics_keeps_model_and_never_touches_the_shared_one(tiny_f
     rows = []
     report, sim = run_qat(model, QuantConfig(), QATRecipe(steps=6, minutes=None, **FAST), calib_size=16, eval_size=20,
                           final_eval_size=20, out_dir=tmp_path / "qat", on_metric=rows.append)
-    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [0, 1, 2]
-    assert [r["step"] for r in rows if r["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
-    lrs = [r["lr"] for r in rows if r["kind"] == "step"]
+    assert [r.epoch for r in rows if isinstance(r, QATEpochRow)] == [0, 1, 2]
+    assert [r.step for r in rows if isinstance(r, QATStepRow)] == [1, 2, 3, 4, 5, 6]
+    assert report.history == [r for r in rows if isinstance(r, QATEpochRow)]  # the report keeps the rows streamed
+    lrs = [r.lr for r in rows if isinstance(r, QATStepRow)]
     assert lrs[0] == pytest.approx(1e-5) and all(a > b for a, b in zip(lrs, lrs[1:]))  # cosine decay
     for key in ("fp32_accuracy", "ptq_accuracy", "qat_accuracy", "int8_accuracy"):  # counts over the 20 final images
         assert getattr(report, key) * 20 == pytest.approx(round(getattr(report, key) * 20)), key
@@ -128,10 +129,10 @@ def test_job_streams_while_running_and_cancels_within_two_seconds(tiny_fashion_m
 
     job = Job("qat", work).start()
     deadline = time.time() + 60
-    while time.time() < deadline and not any(m["kind"] == "step" for m in job.snapshot()["metrics"]):
+    while time.time() < deadline and not any(m.kind == "step" for m in job.snapshot()["metrics"]):
         time.sleep(0.05)
     snap = job.snapshot()
-    assert snap["status"] == "running" and any(m["kind"] == "epoch" for m in snap["metrics"])
+    assert snap["status"] == "running" and any(m.kind == "epoch" for m in snap["metrics"])
     asked = time.time()
     job.cancel()
     final = job.wait(10)

@@ -11,7 +11,7 @@ from torch import nn
 
 from qcore.analysis.evaluate import logits, scores, sqnr_db
 from qcore.quant.lowbit import fake_quantize_lowbit
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
 from qcore.zoo.report import Report
@@ -74,7 +74,7 @@ def lowbit_accuracy(module: nn.Module, xs: list[torch.Tensor], labels: torch.Ten
     float_cfg = QuantConfig().with_default(weight_dtype="fp32", act_dtype="fp32")
     out = {"FP32": scores(logits(QuantSim(module, float_cfg), xs), labels).top1}
     for i, (label, fmt, block) in enumerate(LOWBIT_VARIANTS):
-        say((i + 1) / (len(LOWBIT_VARIANTS) + 1), f"evaluating {label}")
+        say((i + 1) / (len(LOWBIT_VARIANTS) + 1), Msg("evaluating {path}", path=label))
         sim = QuantSim(module, float_cfg)
         for wl in sim.weight_layers.values():
             wl.layer.weight.copy_(_variant(wl.layer.weight, fmt, block_size if block else None))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Msg, Progress, silent
 from qcore.analysis.learn_topics.lowbit import lowbit_accuracy
 from qcore.analysis.learn_topics.smoothquant import smoothquant_topic
 from qcore.analysis.learn_topics.spread import spread_accuracy
@@ -23,7 +23,7 @@ def measure_topic(topic: str, model, data: str | None = None, calib_size: int = 
     if topic not in TOPIC_RUNS:
         raise ValueError(f"unknown topic {topic!r}; choose from {', '.join(TOPIC_RUNS)}")
     say = progress or silent
-    say(0.0, "loading images")
+    say(0.0, Msg("loading images"))
     inp = prepare_inputs(model, data, calib_size, eval_size, seed)
     m, xs, labels = inp.loaded.module, inp.eval_batches, inp.labels
     if topic == "lowbit":
@@ -32,5 +32,5 @@ def measure_topic(topic: str, model, data: str | None = None, calib_size: int = 
         out = {"accuracy": spread_accuracy(m, inp.calib_batches, xs, labels, progress=say)}
     else:
         out = {"report": smoothquant_topic(m, inp.calib_batches, xs, labels, name=inp.loaded.name, progress=say)}
-    say(1.0, "done")
+    say(1.0, Msg("done"))
     return {**out, "eval_images": inp.eval_size, "scored_by": inp.scored_by}

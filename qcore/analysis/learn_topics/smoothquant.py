@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from qcore.analysis.evaluate import logits, scores
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.qconfig import QuantConfig, RecoveryStep
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.build import calibrated_sim
@@ -51,9 +51,9 @@ def smoothquant_topic(module: nn.Module, calib: list[torch.Tensor], xs: list[tor
     base = QuantConfig().with_default(act_bits=act_bits)
     if not norm_linear_pairs(QuantSim(module, base)):
         return SmoothQuantReport(name, False, alpha, act_bits=act_bits)
-    say(0.1, "calibrating plain PTQ")
+    say(0.1, Msg("calibrating plain PTQ"))
     plain = calibrated_sim(module, base, calib)
-    say(0.3, "SmoothQuant, then calibrating")
+    say(0.3, Msg("SmoothQuant, then calibrating"))
     smoothed = calibrated_sim(module, QuantConfig(recovery=(RecoveryStep("smoothquant", (("alpha", alpha),)),))
                                    .with_default(act_bits=act_bits), calib)
     changes = smoothed.recovery_results[0].changes["pairs"]
@@ -62,12 +62,12 @@ def smoothquant_topic(module: nn.Module, calib: list[torch.Tensor], xs: list[tor
              for n, p in changes.items()]
     report = SmoothQuantReport(name, True, alpha, pairs, act_bits=act_bits)
     if xs is not None:
-        say(0.5, "evaluating FP32, PTQ and PTQ + SmoothQuant")
+        say(0.5, Msg("evaluating FP32, PTQ and PTQ + SmoothQuant"))
         report.fp32_accuracy = scores(logits(module, xs), labels).top1
         report.accuracy_before = scores(logits(plain, xs), labels).top1
         report.accuracy_after = scores(logits(smoothed, xs), labels).top1
         report.eval_images = len(labels)
-    say(1.0, "done")
+    say(1.0, Msg("done"))
     return report
 
 

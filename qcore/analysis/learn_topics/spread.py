@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from qcore.analysis.evaluate import logits, scores
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.build import calibrated_sim
@@ -65,7 +65,7 @@ def spread_accuracy(module: nn.Module, calib: list[torch.Tensor], xs: list[torch
     say = progress or silent
     out = {"FP32": scores(logits(module, xs), labels).top1}
     for i, gran in enumerate(("tensor", "channel")):
-        say(0.2 + 0.4 * i, f"W8A8 per-{gran}: calibrating and evaluating")
+        say(0.2 + 0.4 * i, Msg("W8A8 per-{granularity}: calibrating and evaluating", granularity=gran))
         sim = calibrated_sim(module, QuantConfig().with_default(weight_granularity=gran), calib)
         out[f"per-{gran}"] = scores(logits(sim, xs), labels).top1
     return out

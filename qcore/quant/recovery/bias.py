@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.recovery.graph import first_images, norm_linear_pairs, run_hooked
 
@@ -63,7 +63,7 @@ def correct_bias(sim: QuantSim, batches: list[torch.Tensor], progress: Progress 
         reference = _mean_outputs(sim, names, batches)
     shifts = {}
     for i, name in enumerate(names):
-        say(i / len(names), f"bias correction {name} ({i + 1}/{len(names)})")
+        say(i / len(names), Msg("bias correction {layer} ({i}/{n})", layer=name, i=i + 1, n=len(names)))
         delta = _mean_outputs(sim, [name], batches)[name] - reference[name]
         layer = sim.weight_layers[name].layer
         if layer.bias is None:

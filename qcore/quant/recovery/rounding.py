@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.quantsim import QuantSim, QuantWeightLayer, image_count
 from qcore.quant.recovery.graph import capture_inputs, first_images, run_hooked
 
@@ -110,7 +110,7 @@ def _layer_by_layer(sim: QuantSim, names: list[str], label: str, fn, progress: P
     say, out = progress or silent, {}
     for i, name in enumerate(names):
         start = time.perf_counter()
-        say(i / len(names), f"{label} {name} ({i + 1}/{len(names)})")
+        say(i / len(names), Msg("{method} {layer} ({i}/{n})", method=label, layer=name, i=i + 1, n=len(names)))
         out[name] = fn(name, sim.weight_layers[name])
         out[name]["seconds"] = round(time.perf_counter() - start, 3)
         sim.weights_changed()

@@ -33,7 +33,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from qcore.quant.progress import Progress, silent
+from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.build import calibrated_sim
@@ -41,12 +41,13 @@ from qcore.train.device import resolve_device
 from qcore.train.qat.loop import Trainer, accuracy
 from qcore.train.qat.probe import Int8Probe, step_overhead
 from qcore.train.qat.recipe import RANGE_MODES, QATRecipe, default_lr
-from qcore.train.qat.report import QATReport
+from qcore.train.qat.report import QATEpochRow, QATReport, QATStepRow
 from qcore.zoo.data import ImageSet, eval_subset, load_dataset, subset
 from qcore.zoo.inputs import Inputs, batches, decode_for, fp32_predictions, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
-__all__ = ["RANGE_MODES", "QATRecipe", "QATReport", "QATResult", "default_lr", "run_qat", "step_overhead"]
+__all__ = ["RANGE_MODES", "QATEpochRow", "QATRecipe", "QATReport", "QATResult", "QATStepRow", "default_lr", "run_qat",
+           "step_overhead"]
 
 
 class QATResult(NamedTuple):
@@ -79,7 +80,7 @@ def _final_scores(trainer: Trainer, final_set, same_set: bool, say: Progress) ->
     """FP32 / PTQ / QAT (fake-quant and real INT8) on the final set, with measured batch-1 latency of
     PTQ and QAT INT8 against ONNX Runtime FP32 and sizes on disk. On the monitor set itself the numbers
     already measured are used, and INT8 models already built are reused, not exported again."""
-    say(0.9, "final evaluation")
+    say(0.9, Msg("final evaluation"))
     xs, labels = final_set
     first, last, probe = trainer.history[0], trainer.history[-1], trainer.probe
     qat_runner = trainer.built.get("latest") or probe.build(trainer.sim, "final")
@@ -90,14 +91,14 @@ def _final_scores(trainer: Trainer, final_set, same_set: bool, say: Progress) ->
             return known
         return accuracy(model, xs, labels, lambda f, m: say(0.92, m), what)
 
-    out = {"fp32_accuracy": acc(trainer.loaded.module, "FP32 (final)", first["fp32_accuracy"]),
-           "ptq_accuracy": acc(trainer.ptq_sim, "PTQ fake-quant (final)", first["fake_quant_accuracy"]),
-           "qat_accuracy": acc(trainer.sim, "QAT fake-quant (final)", last["fake_quant_accuracy"]),
+    out = {"fp32_accuracy": acc(trainer.loaded.module, "FP32 (final)", first.fp32_accuracy),
+           "ptq_accuracy": acc(trainer.ptq_sim, "PTQ fake-quant (final)", first.fake_quant_accuracy),
+           "qat_accuracy": acc(trainer.sim, "QAT fake-quant (final)", last.fake_quant_accuracy),
            "int8_accuracy": None, "ptq_int8_accuracy": None, "eval_images": len(labels),
            "latency_ms": {}, "size_bytes": {"fp32_onnx": probe.fp32.size_bytes}}
     if qat_runner is not None:
-        out["int8_accuracy"] = acc(qat_runner, "QAT INT8 (final)", last.get("int8_accuracy"))
-        out["ptq_int8_accuracy"] = acc(ptq_runner, "PTQ INT8 (final)", first.get("int8_accuracy"))
+        out["int8_accuracy"] = acc(qat_runner, "QAT INT8 (final)", last.int8_accuracy)
+        out["ptq_int8_accuracy"] = acc(ptq_runner, "PTQ INT8 (final)", first.int8_accuracy)
         out["latency_ms"] = probe.measure({"ptq_int8": ptq_runner, "qat_int8": qat_runner}, xs[0][:1],
                                           lambda f, m: say(0.97, m))
         out["size_bytes"].update(ptq_int8_onnx=ptq_runner.size_bytes, qat_int8_onnx=qat_runner.size_bytes)
@@ -126,7 +127,7 @@ def run_qat(
     out_dir: str | Path = "out/qat",
     threads: int | None = None,
     progress: Progress | None = None,
-    on_metric: Callable[[dict], None] | None = None,
+    on_metric: Callable[[QATEpochRow | QATStepRow], None] | None = None,
     nproc: int = 1,
     device: str = "cpu",
     ranks=None,
@@ -152,12 +153,12 @@ def run_qat(
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     torch.manual_seed(seed)
-    say(0.0, "loading model and data")
+    say(0.0, Msg("loading model and data"))
     inp = prepare_inputs(model, data, calib_size, eval_size, seed)
     train = _training_set(inp, recipe.train_size, seed)
     if len(train) == 0:
         raise ValueError("the training set is empty")
-    say(0.01, "calibrating (one statistics pass)")
+    say(0.01, Msg("calibrating (one statistics pass)"))
     sim = calibrated_sim(inp.loaded.module, config, inp.calib_batches)
     probe = Int8Probe(inp.loaded, out_dir, threads, recipe.latency_iters) if lead else None
     trainer = Trainer(inp, train, sim, copy.deepcopy(sim), probe, recipe, seed, say,
@@ -171,7 +172,7 @@ def run_qat(
     final = _final_scores(trainer, _final_set(inp, inp.data, final_eval_size, eval_size, seed),
                           final_eval_size == eval_size, say)
     report = _report(inp, trainer, sim.config, recipe, final, started, threads, ranks, probe, out_dir)
-    say(1.0, "done")
+    say(1.0, Msg("done"))
     return QATResult(report, trainer.sim)
 
 

@@ -9,13 +9,14 @@ from typing import Callable
 import torch
 
 from qcore.analysis.evaluate import top1
-from qcore.quant.progress import Progress
+from qcore.quant.progress import Msg, Progress
 from qcore.quant.quantsim import QuantSim, RangeMode
 from qcore.runtime.machine import MACHINE_LOCK
 from qcore.train.builtin import augment
 from qcore.train.qat.bn import attach_trained_bn, fold_trained_bn
 from qcore.train.qat.probe import Int8Probe, step_overhead, train_step
 from qcore.train.qat.recipe import QATRecipe, default_lr
+from qcore.train.qat.report import QATEpochRow, QATStepRow
 from qcore.zoo.data import ImageSet
 from qcore.zoo.inputs import Inputs
 
@@ -24,14 +25,15 @@ __all__ = ["Trainer", "accuracy"]
 
 def accuracy(model, xs: list[torch.Tensor], labels: torch.Tensor, say: Progress, what: str) -> float:
     """Top-1 of `model`, reporting each evaluated batch as 'evaluating WHAT: n/N images'."""
-    return top1(model, xs, labels, lambda f, msg: say(None, f"evaluating {what}: {msg}"))
+    return top1(model, xs, labels, lambda f, msg: say(None, Msg("evaluating {what}: {detail}", what=what, detail=msg)))
 
 
 class Trainer:
     """One QAT run's state: the sim being trained, its optimizer and schedule, and what was measured."""
 
     def __init__(self, inp: Inputs, train: ImageSet, sim: QuantSim, ptq_sim: QuantSim, probe: Int8Probe,
-                 recipe: QATRecipe, seed: int, say: Progress, emit: Callable[[dict], None], ranks=None,
+                 recipe: QATRecipe, seed: int, say: Progress, emit: Callable[[QATEpochRow | QATStepRow], None],
+                 ranks=None,
                  device: str = "cpu"):
         self.inp, self.loaded, self.train, self.sim, self.ptq_sim = inp, inp.loaded, train, sim, ptq_sim
         self.ranks = ranks  # qcore.train.ddp.Ranks under torch.distributed; None: one process
@@ -41,8 +43,8 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(seed)
         self.lr = recipe.lr or default_lr(inp.loaded, recipe.lr_fraction)
         self.built: dict = {}  # the INT8 models of PTQ and of the latest epoch, reused by the final report
-        self.history: list[dict] = []
-        self.steps_log: list[dict] = []
+        self.history: list[QATEpochRow] = []
+        self.steps_log: list[QATStepRow] = []
         self.notes: list[str] = [sim.unsupported_note()] if sim.unsupported_note() else []
         self.final_onnx = None
         self.finetune_s = 0.0
@@ -59,9 +61,8 @@ class Trainer:
         ms = self.probe.measure({"int8": runner}, xs[0][:1], self.say)
         return {"int8_accuracy": acc, "int8_latency_ms": ms["int8"], "fp32_ort_latency_ms": ms["fp32_ort"]}
 
-    def _epoch_row(self, epoch: int, step: int, acc: float, int8_row: dict, seconds: float) -> dict:
-        row = {"kind": "epoch", "epoch": epoch, "step": step, "fake_quant_accuracy": acc,
-               "fp32_accuracy": self.fp32_acc, "ptq_accuracy": self.ptq_acc, **int8_row, "seconds": seconds}
+    def _epoch_row(self, epoch: int, step: int, acc: float, int8_row: dict, seconds: float) -> QATEpochRow:
+        row = QATEpochRow(epoch, step, acc, self.fp32_acc, self.ptq_acc, **int8_row, seconds=seconds)
         self.history.append(row)
         self.emit(row)
         return row
@@ -93,7 +94,7 @@ class Trainer:
         int8_row = self._int8_round("ptq")
         round_s = time.perf_counter() - round_start
         self._epoch_row(0, 0, self.ptq_acc, int8_row, 0.0)
-        say(0.05, "measuring a training step: FP32 vs fake-quant, interleaved")
+        say(0.05, Msg("measuring a training step: FP32 vs fake-quant, interleaved"))
         x, y = self._batch(torch.randint(0, len(self.train), (self.recipe.batch_size,), generator=self.gen))
         self.overhead = step_overhead(self.loaded.module, self.sim, x, y)
         self.total = self.recipe.total_steps(self.overhead["qat_step_s"], round_s)
@@ -170,11 +171,12 @@ class Trainer:
             sched.step()
             self._freeze_due(step)
             if step % recipe.log_every == 0 or step == self.total:
-                row = {"kind": "step", "step": step, "loss": round(sum(running) / len(running), 5), "lr": current_lr}
+                row = QATStepRow(step, round(sum(running) / len(running), 5), current_lr)
                 running = []
                 self.steps_log.append(row)
                 self.emit(row)
-            self.say(0.08 + 0.8 * step / self.total, f"epoch {epoch + 1}/{len(self.bounds)}, step {step}/{self.total}")
+            self.say(0.08 + 0.8 * step / self.total, Msg("epoch {epoch}/{epochs}, step {step}/{steps}", epoch=epoch + 1,
+                                                                epochs=len(self.bounds), step=step, steps=self.total))
             if step == self.bounds[epoch]:
                 epoch += 1
                 self._evaluation_round(epoch, step, started)

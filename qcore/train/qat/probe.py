@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from qcore.quant.progress import Progress
+from qcore.quant.progress import Msg, Progress
 from qcore.quant.quantsim import QuantSim
 from qcore.runtime.backends import ort as ort_backend
 from qcore.runtime.latency import measure_interleaved
@@ -84,5 +84,6 @@ class Int8Probe:
         with MACHINE_LOCK:
             timed = measure_interleaved({"fp32_ort": self.fp32.run, **{k: r.run for k, r in runners.items()}},
                                         x, self.threads, warmup=3, iters=self.iters,
-                                        progress=lambda f, msg: say(None, f"timing INT8 vs FP32: {msg}"))
+                                        progress=lambda f, msg: say(
+                                            None, Msg("timing INT8 vs FP32: {detail}", detail=msg)))
         return {k: v.median_ms for k, v in timed.items()}

@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 from qcore.analysis.reports import RunReport
 
-__all__ = ["QATReport"]
+__all__ = ["QATEpochRow", "QATStepRow", "QATReport"]
+
+
+@dataclass(frozen=True)
+class QATEpochRow:
+    """One evaluation round (epoch 0: PTQ, before fine-tuning): the simulation's accuracy on the monitor
+    images, FP32 and PTQ beside it, and the real INT8 model built at that point (when one was)."""
+
+    kind: ClassVar[str] = "epoch"
+    epoch: int
+    step: int
+    fake_quant_accuracy: float
+    fp32_accuracy: float
+    ptq_accuracy: float
+    int8_accuracy: float | None = None
+    int8_latency_ms: float | None = None
+    fp32_ort_latency_ms: float | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QATStepRow:
+    """The training loss averaged over the steps since the last row, and the learning rate then."""
+
+    kind: ClassVar[str] = "step"
+    step: int
+    loss: float
+    lr: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -32,8 +65,8 @@ class QATReport(RunReport):
     step_times: dict
     steps: int
     monitor_images: int
-    history: list[dict]
-    losses: list[dict]
+    history: list[QATEpochRow]
+    losses: list[QATStepRow]
     threads: int
     # what ran the fine-tune: {"engine": "local"|"torch.distributed", "world": N, "device", "backend"}
     distributed: dict = field(default_factory=lambda: {"engine": "local", "world": 1, "device": "cpu"})
