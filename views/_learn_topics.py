@@ -130,9 +130,9 @@ def topic_lowbit(loaded: LoadedModel, run: dict) -> None:
                   topic="lowbit", model=loaded, data=run["data"], eval_size=run["eval_size"], seed=run["seed"])
     res = job_result(_job_key("lowbit", loaded), t("Top-1 with every weight in the format, activations in FP32."))
     if res is not None:
-        st.dataframe(pd.DataFrame([{t("format"): k, t("top-1 %"): round(100 * v, 2)} for k, v in res["accuracy"].items()]),
+        st.dataframe(pd.DataFrame([{t("format"): k, t("top-1 %"): round(100 * v, 2)} for k, v in res.accuracy.items()]),
                      hide_index=True, width="stretch")
-        st.caption(t("{n} evaluation images.").format(n=res["eval_images"]))
+        st.caption(t("{n} evaluation images.").format(n=res.eval_images))
 
 
 def topic_smoothquant(loaded: LoadedModel, sim, run: dict) -> None:
@@ -156,7 +156,7 @@ def topic_smoothquant(loaded: LoadedModel, sim, run: dict) -> None:
                                                          "W8A8 accuracy with and without it."))
     if res is None:
         return
-    r = res["report"]
+    r = res.report
     worst = max(r.pairs, key=lambda p: p["outlier_before"])
     st.plotly_chart(channel_max_figure(worst["before"], worst["after"], t("Input of {linears} (after {norm})").format(
         linears=", ".join(worst["linears"]), norm=worst["norm"]), x_title=t("input channel"),
@@ -244,11 +244,11 @@ def topic_mobilenet(loaded: LoadedModel, run: dict) -> None:
                   topic="spread", model=loaded, data=run["data"], eval_size=run["eval_size"], seed=run["seed"])
     res = job_result(_job_key("spread", loaded), t("W8A8 PTQ accuracy with one weight scale per tensor and per channel."))
     if res is not None:
-        r = replace(r, accuracy={k: v for k, v in res["accuracy"].items() if k != "FP32"})  # the cached one stays
+        r = replace(r, accuracy={k: v for k, v in res.accuracy.items() if k != "FP32"})  # the cached one stays
         c = st.columns(3)
         for col, k in zip(c, ("FP32", "per-tensor", "per-channel")):
             col.metric({"FP32": "FP32", "per-tensor": t("per-tensor"), "per-channel": t("per-channel")}[k],
-                       _pct(res["accuracy"][k]))
+                       _pct(res.accuracy[k]))
     words = {"holds": t("Depthwise channels spread wider, and per-channel weights beat per-tensor ones."),
              "depthwise_wider": t("Depthwise channels spread wider than the other layers' (measure the accuracy to "
                                   "finish the check)."),

@@ -127,3 +127,15 @@ def test_spread_verdict():
 def test_measure_topic_refuses_an_unknown_topic():
     with pytest.raises(ValueError, match="unknown topic"):
         lt.measure_topic("nope", "fm_resnet")
+
+
+def test_each_measured_topic_has_its_own_result_type():
+    from tests.helpers import tiny_fashion_model
+
+    tiny = tiny_fashion_model()
+    spread = lt.measure_topic("spread", tiny, calib_size=16, eval_size=20)
+    assert isinstance(spread, lt.SpreadRun) and spread.eval_images == 20 and spread.scored_by == "labels"
+    assert set(spread.accuracy) == {"FP32", "per-tensor", "per-channel"}
+    assert all(0 <= a <= 1 and a * 20 == round(a * 20) for a in spread.accuracy.values())  # counts of 20 images
+    lowbit = lt.measure_topic("lowbit", tiny, calib_size=16, eval_size=20)
+    assert isinstance(lowbit, lt.LowbitRun) and "FP32" in lowbit.accuracy and len(lowbit.accuracy) > 2

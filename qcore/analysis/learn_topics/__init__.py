@@ -20,4 +20,4 @@ __all__ = ["Verdict", "LATENCY_MARGIN", "LINEAR_HEAVY_SHARE", "ACCURACY_MARGIN",
            "SMOOTH_GAP", "linear_mac_share", "dynamic_verdict", "LowBitReport", "lowbit_errors", "lowbit_accuracy", "lowbit_verdict",
            "SmoothQuantReport", "smoothquant_topic", "smoothquant_verdict", "Fp16Report", "fp16_overflow",
            "fp16_verdict", "SpreadReport", "channel_spreads", "spread_accuracy", "spread_verdict", "TOPIC_RUNS",
-           "measure_topic"]
+           "LowbitRun", "SpreadRun", "SmoothQuantRun", "measure_topic"]
