@@ -32,13 +32,13 @@ def workflow_steps_figure(steps: list[dict], fp32_accuracy: float, target_accura
     return fig
 
 
-def float_layers_curve_figure(curve: list[dict], fp32_accuracy: float, x_title: str = "layers kept in float",
+def float_layers_curve_figure(curve: list, fp32_accuracy: float, x_title: str = "layers kept in float",
                               y_title: str = "top-1 %", speed_title: str = "INT8 speedup vs FP32") -> go.Figure:
-    """Accuracy and measured speedup as the workflow's step 2 keeps more layers in float (`curve`: dicts with
-    "float_layers", "accuracy", "speedup")."""
-    xs = [len(c["float_layers"]) for c in curve]
-    fig = go.Figure(go.Scatter(x=xs, y=[c["accuracy"] * 100 for c in curve], mode="lines+markers", name=y_title))
-    fig.add_trace(go.Scatter(x=xs, y=[c["speedup"] for c in curve], mode="lines+markers", name=speed_title,
+    """Accuracy and measured speedup as the workflow's step 2 keeps more layers in float (`curve`: the
+    qcore.workflow.report.CurvePoint of each point)."""
+    xs = [len(c.float_layers) for c in curve]
+    fig = go.Figure(go.Scatter(x=xs, y=[c.accuracy * 100 for c in curve], mode="lines+markers", name=y_title))
+    fig.add_trace(go.Scatter(x=xs, y=[c.speedup for c in curve], mode="lines+markers", name=speed_title,
                              yaxis="y2", line=dict(dash="dot")))
     fig.add_hline(y=fp32_accuracy * 100, line_dash="dash", annotation_text="FP32")
     fig.update_layout(height=360, xaxis_title=x_title, yaxis_title=y_title, xaxis=dict(dtick=1),

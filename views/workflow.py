@@ -81,7 +81,7 @@ def _figures(report) -> list:
     ran = [{"label": title(x.step, t), "accuracy": x.accuracy, "met": x.met} for x in report.steps if x.ran]
     if report.final and report.final.accuracy is not None:
         ran.append({"label": title("final", t), "accuracy": report.final.accuracy,
-                    "met": bool(report.final.verdict and report.final.verdict["met"])})
+                    "met": bool(report.final.verdict and report.final.verdict.met)})
     drop = report.target.get("max_drop")
     figs = [(t("Accuracy after each step"), workflow_steps_figure(
         ran, report.fp32_accuracy, None if drop is None else report.fp32_accuracy - drop, y_title=t("top-1 %"),
@@ -89,7 +89,7 @@ def _figures(report) -> list:
     partial = report.step("partial")
     if partial.ran:
         figs.append((t("Step 2: layers kept in float"), float_layers_curve_figure(
-            partial.detail["curve"], report.fp32_accuracy, x_title=t("layers kept in float"), y_title=t("top-1 %"),
+            partial.detail.curve, report.fp32_accuracy, x_title=t("layers kept in float"), y_title=t("top-1 %"),
             speed_title=t("INT8 speedup vs FP32"))))
     return figs
 
@@ -110,12 +110,12 @@ for step in report.steps:
         if not step.ran:
             st.write(skip_text(step, t))
         elif step.step == "ptq":
-            st.dataframe(pd.DataFrame(step.detail["methods"]), hide_index=True)
+            st.dataframe(pd.DataFrame(step.detail.methods), hide_index=True)
         elif step.step == "partial":
-            st.dataframe(pd.DataFrame(step.detail["ranking"]), hide_index=True)
+            st.dataframe(pd.DataFrame(step.detail.ranking), hide_index=True)
         else:
             st.write(recipe_text(step, t))
-            st.dataframe(pd.DataFrame(step.detail["history"]), hide_index=True)
+            st.dataframe(pd.DataFrame(step.detail.history), hide_index=True)
 for note in (report.final.notes if report.final else []) + report.notes:
     st.caption(note)
 lang = st.session_state.get("lang_choice", "en")

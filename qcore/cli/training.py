@@ -65,7 +65,7 @@ def _workflow_figures(report, tr) -> list:
         ran, report.fp32_accuracy, None if drop is None else report.fp32_accuracy - drop))]
     if report.step("partial").ran:
         figs.append((tr("Step 2: layers kept in float"),
-                     float_layers_curve_figure(report.step("partial").detail["curve"], report.fp32_accuracy)))
+                     float_layers_curve_figure(report.step("partial").detail.curve, report.fp32_accuracy)))
     return figs
 
 

@@ -11,6 +11,7 @@ import html
 from typing import Callable
 
 from qcore.workflow.report import SKIP_REASONS, STEP_TITLES, StepOutcome, WorkflowReport
+from qcore.workflow.target import Verdict
 
 __all__ = ["title", "recipe_text", "blocks", "summary_rows", "skip_text", "to_markdown", "to_html"]
 
@@ -34,8 +35,8 @@ def _ms(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def _mark(verdict: dict | None) -> str:
-    return "-" if verdict is None else ("✓" if verdict["met"] else "✗")
+def _mark(verdict: Verdict | None) -> str:
+    return "-" if verdict is None else ("✓" if verdict.met else "✗")
 
 
 def summary_rows(r: WorkflowReport, tr: Translate) -> list[list[str]]:
@@ -65,8 +66,7 @@ def skip_text(s: StepOutcome, tr: Translate) -> str:
 
 def recipe_text(s: StepOutcome, tr: Translate) -> str:
     """Where step 3's schedule came from, in the reader's language."""
-    template = s.detail["recipe_source"]
-    return tr(template).format(**s.detail["recipe_params"])
+    return tr(s.detail.recipe_source).format(**s.detail.recipe_params)
 
 
 def _headline(r: WorkflowReport, tr: Translate) -> str:
@@ -78,26 +78,25 @@ def _headline(r: WorkflowReport, tr: Translate) -> str:
 def _step_blocks(s: StepOutcome, tr: Translate) -> list[tuple]:
     """The table each step produced, in its own terms."""
     if s.step == "ptq" and s.ran:
-        rows = [[m["method"], _pct(m["accuracy"]), _pct(m["agreement"])] for m in s.detail["methods"]]
-        return [("h3", title("ptq", tr)), ("p", tr("Best calibration method: {m}.").format(m=s.detail["best_method"])),
+        rows = [[m.method, _pct(m.accuracy), _pct(m.agreement)] for m in s.detail.methods]
+        return [("h3", title("ptq", tr)), ("p", tr("Best calibration method: {m}.").format(m=s.detail.best_method)),
                 ("table", [tr("method"), tr("accuracy"), tr("agreement with FP32")], rows)]
     if s.step == "partial" and s.ran:
-        rows = [[str(len(c["float_layers"])), ", ".join(c["float_layers"][-1:]) or "-", _pct(c["accuracy"]),
-                 _ms(c["int8_ms"]), _x(c["speedup"]), _mark(c["verdict"])] for c in s.detail["curve"]]
+        rows = [[str(len(c.float_layers)), ", ".join(c.float_layers[-1:]) or "-", _pct(c.accuracy),
+                 _ms(c.int8_ms), _x(c.speedup), _mark(c.verdict)] for c in s.detail.curve]
         return [("h3", title("partial", tr)),
                 ("p", tr("Layers kept in float: {layers}.").format(layers=", ".join(s.float_layers) or tr("none"))),
                 ("table", [tr("float layers"), tr("added"), tr("accuracy"), tr("INT8 ms"), tr("speedup"), tr("target")],
                  rows)]
     if s.step == "qat" and s.ran:
         d = s.detail
-        rows = [[str(h.get("epoch")), _pct(h.get("fake_quant_accuracy")), _pct(h.get("int8_accuracy"))]
-                for h in d["history"]]
+        rows = [[str(h.epoch), _pct(h.fake_quant_accuracy), _pct(h.int8_accuracy)] for h in d.history]
         return [("h3", title("qat", tr)),
                 ("p", tr("Recipe: {steps} steps at batch {batch}, learning rate {lr:.2g} (cosine to zero): {why}.").format(
-                    steps=d["recipe"]["steps"], batch=d["recipe"]["batch_size"], lr=d["recipe"]["lr"],
+                    steps=d.recipe["steps"], batch=d.recipe["batch_size"], lr=d.recipe["lr"],
                     why=recipe_text(s, tr))),
                 ("p", tr("PTQ {ptq} -> QAT {qat} (fake-quant), real INT8 after QAT {int8}.").format(
-                    ptq=_pct(d["ptq_accuracy"]), qat=_pct(s.accuracy), int8=_pct(d["int8_accuracy"]))),
+                    ptq=_pct(d.ptq_accuracy), qat=_pct(s.accuracy), int8=_pct(d.int8_accuracy))),
                 ("table", [tr("epoch"), tr("fake-quant accuracy"), tr("real INT8 accuracy")], rows)]
     return []
 

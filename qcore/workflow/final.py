@@ -29,7 +29,7 @@ def deployed(p: Prepared, config: QuantConfig, source: str, target: Target, out_
                     secondary_images=min(500, inp.eval_size), progress=say)
     best = report.best_int8
     timing = report.latency_ms["batch_1"]
-    verdict = (target.judge(report.int8_accuracy, report.fp32_accuracy, report.speedup_vs_fastest_fp32).to_dict()
+    verdict = (target.judge(report.int8_accuracy, report.fp32_accuracy, report.speedup_vs_fastest_fp32)
                if report.int8_accuracy is not None else None)
     return FinalInt8(source, report.int8_accuracy, report.simulation_accuracy,
                      timing[best]["median_ms"] if best else None, timing[report.fastest_fp32]["median_ms"],
@@ -40,11 +40,11 @@ def deployed(p: Prepared, config: QuantConfig, source: str, target: Target, out_
 def from_qat(step: StepOutcome, fp32_accuracy: float, target: Target) -> FinalInt8:
     """The QAT run's INT8 export, scored and timed (ONNX Runtime U8S8 vs ONNX Runtime FP32) in that run."""
     d = step.detail
-    acc = d.get("int8_accuracy")
-    verdict = target.judge(acc, fp32_accuracy, step.speedup).to_dict() if acc is not None else None
-    notes = list(d.get("notes", []))
+    acc = d.int8_accuracy
+    verdict = target.judge(acc, fp32_accuracy, step.speedup) if acc is not None else None
+    notes = list(d.notes)
     if acc is None:
         notes.append("no real INT8 model could be built for this configuration (see the notes): the "
                      "accuracy above is the fake-quant simulation's")
     return FinalInt8("qat", acc, step.accuracy, step.int8_ms, step.fp32_ms, step.speedup, "ort", "ort_u8s8",
-                     verdict, files=[f for f in d.get("files", []) if f.endswith(".onnx")], notes=notes)
+                     verdict, files=[f for f in d.files if f.endswith(".onnx")], notes=notes)

@@ -7,8 +7,11 @@ from typing import ClassVar
 
 from qcore.analysis.reports import RunReport
 from qcore.i18n import N_
+from qcore.train.qat.report import QATEpochRow
+from qcore.workflow.target import Verdict
 
-__all__ = ["STEPS", "SKIP_REASONS", "STEP_TITLES", "StepOutcome", "FinalInt8", "WorkflowReport"]
+__all__ = ["STEPS", "SKIP_REASONS", "STEP_TITLES", "MethodScore", "PtqDetail", "CurvePoint", "LayerRank",
+           "PartialDetail", "QatDetail", "StepOutcome", "FinalInt8", "WorkflowReport"]
 
 STEPS = ("ptq", "partial", "qat")  # the order the workflow walks
 # Why a step did not run: the key a skipped StepOutcome carries, and its English text (its `detail`
@@ -24,6 +27,67 @@ STEP_TITLES = {"ptq": N_("1. PTQ baseline"), "partial": N_("2. Sensitivity and p
                "qat": N_("3. Quantization-aware training (QAT)"), "final": N_("Real INT8")}
 
 
+@dataclass(frozen=True)
+class MethodScore:
+    """Step 1: one calibration method's accuracy and top-1 agreement with FP32."""
+
+    method: str
+    accuracy: float
+    agreement: float
+
+
+@dataclass(frozen=True)
+class PtqDetail:
+    methods: list[MethodScore]
+    best_method: str
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """Step 2: the model with these layers in float, its accuracy and real INT8 speed, and the verdict."""
+
+    float_layers: list[str]
+    accuracy: float
+    int8_ms: float | None
+    fp32_ms: float | None
+    speedup: float | None
+    weight_bytes: int
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class LayerRank:
+    """Step 2: one layer of the sensitivity sweep, most harmful first."""
+
+    layer: str
+    only_this: float
+    all_but_this: float
+    sqnr_db: float
+
+
+@dataclass(frozen=True)
+class PartialDetail:
+    curve: list[CurvePoint]
+    ranking: list[LayerRank]
+    max_float: int
+
+
+@dataclass(frozen=True)
+class QatDetail:
+    """Step 3: the recipe and where it came from (a message and its fields), the accuracies around QAT,
+    the epochs, and the files written."""
+
+    recipe: dict
+    recipe_source: str
+    recipe_params: dict
+    ptq_accuracy: float
+    int8_accuracy: float | None
+    ptq_int8_accuracy: float | None
+    history: list[QATEpochRow]
+    files: list[str]
+    notes: list[str]
+
+
 @dataclass
 class StepOutcome:
     """One step: what it chose, its measured accuracy (fake-quant, on the workflow's evaluation images)
@@ -37,15 +101,17 @@ class StepOutcome:
     int8_ms: float | None = None
     fp32_ms: float | None = None
     speedup: float | None = None
-    verdict: dict | None = None
+    verdict: Verdict | None = None
     config: dict | None = None
     float_layers: list[str] = field(default_factory=list)
-    detail: dict = field(default_factory=dict)  # the step's own table: methods, greedy curve, QAT epochs
+    # the step's own table (PtqDetail, PartialDetail, QatDetail); for a step that did not run, the fields
+    # its reason's text takes (SKIP_REASONS)
+    detail: PtqDetail | PartialDetail | QatDetail | dict = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def met(self) -> bool:
-        return bool(self.verdict and self.verdict["met"])
+        return self.verdict is not None and self.verdict.met
 
 
 @dataclass
@@ -61,7 +127,7 @@ class FinalInt8:
     speedup: float | None
     fp32_runtime: str
     int8_runtime: str
-    verdict: dict | None
+    verdict: Verdict | None
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

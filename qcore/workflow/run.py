@@ -51,7 +51,7 @@ def _after_ptq(ptq: StepOutcome) -> tuple[str, dict] | None:
     cannot make INT8 faster than all-INT8); None: go on."""
     if ptq.met:
         return "met", {"by": "ptq"}
-    if ptq.verdict["speed_ok"] is False:
+    if ptq.verdict.speed_ok is False:
         return ("speed", {"speedup": ptq.speedup}) if ptq.speedup is not None else ("no_int8", {})
     return None
 
@@ -89,7 +89,7 @@ def run_workflow(model: str | LoadedModel, target: Target, config: QuantConfig |
         source = next(s.step for s in reversed(steps) if s.ran)
         final = None if untimed else deployed(p, final_config, source, target, out_dir / "int8", threads,
                                               span(say, 0.5, 1.0))
-    if final and final.verdict and not final.verdict["met"] and any(s.met for s in steps):
+    if final and final.verdict and not final.verdict.met and any(s.met for s in steps):
         notes.append("the final INT8 model misses the target its step met in simulation: see the final numbers")
     say(1.0, Msg("done"))
     return WorkflowReport(

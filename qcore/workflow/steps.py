@@ -27,7 +27,8 @@ from qcore.quant.progress import Msg, Progress, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.runtime.partial import latency_probe, sim_latency
 from qcore.train.qat import QATRecipe, run_qat
-from qcore.workflow.report import StepOutcome
+from qcore.workflow.report import (CurvePoint, LayerRank, MethodScore, PartialDetail, PtqDetail, QatDetail,
+                                   StepOutcome)
 from qcore.workflow.target import Target
 
 __all__ = ["no_int8_kernel", "ptq_step", "partial_step", "qat_step", "qat_recipe"]
@@ -77,17 +78,17 @@ def ptq_step(base: QuantConfig, methods, target: Target, inputs: dict, threads: 
         config = p.base_config.with_default(act_method=method)
         p.sim.configure(config)
         scored = evaluate_config(replace(p, ranges=p.sim.apply_ranges()), config)
-        rows.append({"method": method, **scored})
-    best = max(rows, key=lambda r: r["accuracy"])
-    config = p.base_config.with_default(act_method=best["method"])
+        rows.append(MethodScore(method, scored["accuracy"], scored["agreement"]))
+    best = max(rows, key=lambda r: r.accuracy)
+    config = p.base_config.with_default(act_method=best.method)
     p.sim.configure(config)
     p = replace(p, ranges=p.sim.apply_ranges(), base_config=config)
-    say(0.85, Msg("PTQ baseline: timing real INT8 with {method}", method=best["method"]))
+    say(0.85, Msg("PTQ baseline: timing real INT8 with {method}", method=best.method))
     timed = _timed(p, config, threads)
     outcome = StepOutcome(
-        "ptq", True, accuracy=best["accuracy"], int8_ms=timed["int8_ms"], fp32_ms=timed["fp32_ms"],
-        speedup=timed["speedup"], verdict=target.judge(best["accuracy"], p.fp32_accuracy, timed["speedup"]).to_dict(),
-        config=config.to_dict(), detail={"methods": rows, "best_method": best["method"]},
+        "ptq", True, accuracy=best.accuracy, int8_ms=timed["int8_ms"], fp32_ms=timed["fp32_ms"],
+        speedup=timed["speedup"], verdict=target.judge(best.accuracy, p.fp32_accuracy, timed["speedup"]),
+        config=config.to_dict(), detail=PtqDetail(rows, best.method),
         seconds=round(time.perf_counter() - start, 1))
     return outcome, p
 
@@ -101,28 +102,28 @@ def partial_step(p: Prepared, target: Target, max_float: int, threads: int, say:
     probe = _untimed_probe if no_int8_kernel(p.base_config) else (
         lambda prepared, out_dir: latency_probe(prepared, out_dir, threads))
     greedy = greedy_search(p, report, budget, max_float, probe, progress=span(say, 0.6, 1.0))
-    curve = [{"float_layers": list(c.float_layers), "accuracy": c.accuracy, "int8_ms": c.latency_ms,
-              "fp32_ms": c.fp32_ms, "speedup": c.fp32_ms / c.latency_ms if c.latency_ms else None,
-              "weight_bytes": c.weight_bytes} for c in greedy.curve]
-    for point in curve:
-        point["verdict"] = target.judge(point["accuracy"], p.fp32_accuracy, point["speedup"]).to_dict()
-    chosen = next((c for c in curve if c["verdict"]["met"]), _carried(curve, target))
-    config = float_layers(p.base_config, chosen["float_layers"])
-    ranking = [{"layer": r.name, "only_this": r.only_this_quantized, "all_but_this": r.all_but_this, "sqnr_db": r.sqnr_db}
+    curve = []
+    for c in greedy.curve:
+        speedup = c.fp32_ms / c.latency_ms if c.latency_ms else None
+        curve.append(CurvePoint(list(c.float_layers), c.accuracy, c.latency_ms, c.fp32_ms, speedup, c.weight_bytes,
+                                target.judge(c.accuracy, p.fp32_accuracy, speedup)))
+    chosen = next((c for c in curve if c.verdict.met), _carried(curve, target))
+    config = float_layers(p.base_config, chosen.float_layers)
+    ranking = [LayerRank(r.name, r.only_this_quantized, r.all_but_this, r.sqnr_db)
                for r in sorted(report.layers, key=lambda r: -(r.all_but_this - report.base_accuracy))]
     return StepOutcome(
-        "partial", True, accuracy=chosen["accuracy"], int8_ms=chosen["int8_ms"], fp32_ms=chosen["fp32_ms"],
-        speedup=chosen["speedup"], verdict=chosen["verdict"], config=config.to_dict(),
-        float_layers=list(chosen["float_layers"]), detail={"curve": curve, "ranking": ranking, "max_float": max_float},
+        "partial", True, accuracy=chosen.accuracy, int8_ms=chosen.int8_ms, fp32_ms=chosen.fp32_ms,
+        speedup=chosen.speedup, verdict=chosen.verdict, config=config.to_dict(),
+        float_layers=list(chosen.float_layers), detail=PartialDetail(curve, ranking, max_float),
         seconds=round(time.perf_counter() - start, 1))
 
 
-def _carried(curve: list[dict], target: Target) -> dict:
+def _carried(curve: list[CurvePoint], target: Target) -> CurvePoint:
     """When no point meets the target, what QAT starts from: the most accurate point whose speed still
     meets a speed target (the speed target can only get worse with more float layers), else the most
     accurate point."""
-    fast = [c for c in curve if c["verdict"]["speed_ok"] is not False] or curve[:1]
-    return max(fast, key=lambda c: c["accuracy"])
+    fast = [c for c in curve if c.verdict.speed_ok is not False] or curve[:1]
+    return max(fast, key=lambda c: c.accuracy)
 
 
 def qat_recipe(info: dict, train_images: int, fraction: float) -> tuple[QATRecipe, tuple[str, dict]]:
@@ -160,9 +161,8 @@ def qat_step(p: Prepared, config: QuantConfig, target: Target, fraction: float, 
     speedup = lat["fp32_ort"] / lat["qat_int8"] if lat.get("qat_int8") else None
     return StepOutcome(
         "qat", True, accuracy=r.qat_accuracy, int8_ms=lat.get("qat_int8"), fp32_ms=lat.get("fp32_ort"),
-        speedup=speedup, verdict=target.judge(r.qat_accuracy, r.fp32_accuracy, speedup).to_dict(),
+        speedup=speedup, verdict=target.judge(r.qat_accuracy, r.fp32_accuracy, speedup),
         config=config.to_dict(), float_layers=[n for n, c in config.layers if not c.enabled],
-        detail={"recipe": r.recipe, "recipe_source": why[0], "recipe_params": why[1], "ptq_accuracy": r.ptq_accuracy,
-                "int8_accuracy": r.int8_accuracy, "ptq_int8_accuracy": r.ptq_int8_accuracy, "history": [h.to_dict() for h in r.history],
-                "files": [str(Path(r.out_dir) / f) for f in r.files], "notes": r.notes},
+        detail=QatDetail(r.recipe, why[0], why[1], r.ptq_accuracy, r.int8_accuracy, r.ptq_int8_accuracy, r.history,
+                         [str(Path(r.out_dir) / f) for f in r.files], r.notes),
         seconds=round(time.perf_counter() - start, 1))

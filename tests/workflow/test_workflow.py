@@ -42,8 +42,8 @@ def test_an_easy_target_stops_at_the_ptq_baseline_and_deploys_it(tmp_path):
                           out_dir=tmp_path)
     ptq, partial, qat = report.steps
     assert report.met_by == "ptq" and ptq.ran and ptq.met
-    assert [m["method"] for m in ptq.detail["methods"]] == ["max", "entropy", "percentile:99.99", "percentile:99.999"]
-    assert ptq.accuracy == max(m["accuracy"] for m in ptq.detail["methods"])
+    assert [m.method for m in ptq.detail.methods] == ["max", "entropy", "percentile:99.99", "percentile:99.999"]
+    assert ptq.accuracy == max(m.accuracy for m in ptq.detail.methods)
     assert (partial.ran, partial.skipped, qat.ran) == (False, "met", False)
     final = report.final
     assert final.source == "ptq" and final.accuracy is not None and final.speedup > 0
@@ -55,7 +55,7 @@ def test_an_easy_target_stops_at_the_ptq_baseline_and_deploys_it(tmp_path):
 def test_an_unreachable_speed_target_ends_the_walk_with_the_reason(tmp_path):
     report = run_workflow(tiny_fashion_model(), Target(max_drop=None, min_speedup=100.0), calib_size=64,
                           eval_size=100, out_dir=tmp_path)
-    assert report.met_by is None and not report.steps[0].verdict["speed_ok"]
+    assert report.met_by is None and not report.steps[0].verdict.speed_ok
     assert [s.skipped for s in report.steps[1:]] == ["speed", "speed"]
     korean = to_markdown(report, lambda m: translate(m, "ko"))
     assert "속도 목표에 도달할 수 없습니다" in korean and "the speed target" not in korean
@@ -71,8 +71,8 @@ def test_a_hard_target_walks_all_three_steps_and_reports_qat(tmp_path):
     assert not ptq.met and not partial.met and len(partial.float_layers) == 1
     assert partial.accuracy >= ptq.accuracy  # the most sensitive layer in float helps
     assert qat.float_layers == partial.float_layers  # step 3 starts from step 2's configuration
-    assert qat.detail["recipe"]["steps"] == round(0.002 * 2814) and qat.detail["recipe"]["batch_size"] == 128
-    assert qat.detail["ptq_accuracy"] == pytest.approx(partial.accuracy, abs=0.05)  # QAT's own PTQ start
+    assert qat.detail.recipe["steps"] == round(0.002 * 2814) and qat.detail.recipe["batch_size"] == 128
+    assert qat.detail.ptq_accuracy == pytest.approx(partial.accuracy, abs=0.05)  # QAT's own PTQ start
     assert report.final.source == "qat" and report.final.simulation_accuracy == qat.accuracy
     assert report.final.accuracy is not None and any(f.endswith("qat_int8.onnx") for f in report.final.files)
     html = to_html(report, figures=[])
