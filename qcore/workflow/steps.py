@@ -107,7 +107,7 @@ def partial_step(p: Prepared, target: Target, max_float: int, threads: int, say:
         speedup = c.fp32_ms / c.latency_ms if c.latency_ms else None
         curve.append(CurvePoint(list(c.float_layers), c.accuracy, c.latency_ms, c.fp32_ms, speedup, c.weight_bytes,
                                 target.judge(c.accuracy, p.fp32_accuracy, speedup)))
-    chosen = next((c for c in curve if c.verdict.met), _carried(curve, target))
+    chosen = next((c for c in curve if c.verdict.met), None) or _carried(curve)
     config = float_layers(p.base_config, chosen.float_layers)
     ranking = [LayerRank(r.name, r.only_this_quantized, r.all_but_this, r.sqnr_db)
                for r in sorted(report.layers, key=lambda r: -(r.all_but_this - report.base_accuracy))]
@@ -118,7 +118,7 @@ def partial_step(p: Prepared, target: Target, max_float: int, threads: int, say:
         seconds=round(time.perf_counter() - start, 1))
 
 
-def _carried(curve: list[CurvePoint], target: Target) -> CurvePoint:
+def _carried(curve: list[CurvePoint]) -> CurvePoint:
     """When no point meets the target, what QAT starts from: the most accurate point whose speed still
     meets a speed target (the speed target can only get worse with more float layers), else the most
     accurate point."""
