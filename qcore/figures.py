@@ -34,7 +34,7 @@ def workflow_steps_figure(steps: list[dict], fp32_accuracy: float, target_accura
 
 def float_layers_curve_figure(curve: list, fp32_accuracy: float, x_title: str = "layers kept in float",
                               y_title: str = "top-1 %", speed_title: str = "INT8 speedup vs FP32") -> go.Figure:
-    """Accuracy and measured speedup as the workflow's step 2 keeps more layers in float (`curve`: the
+    """Accuracy and measured speedup as the workflow's step 3 keeps more layers in float (`curve`: the
     qcore.workflow.report.CurvePoint of each point)."""
     xs = [len(c.float_layers) for c in curve]
     fig = go.Figure(go.Scatter(x=xs, y=[c.accuracy * 100 for c in curve], mode="lines+markers", name=y_title))

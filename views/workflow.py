@@ -1,4 +1,4 @@
-"""Workflow: the recommended path as one guided run, PTQ baseline -> sensitivity and partial
+"""Workflow: the recommended path as one guided run, PTQ baseline -> recovery steps -> sensitivity and partial
 quantization -> QAT only if still short, to the user's target, ending in real INT8 and a report."""
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ from views._settings import base_config
 from views._ui import layer_summary, page_header
 from qcore.figures import float_layers_curve_figure, workflow_steps_figure
 from qcore.workflow import Target, WorkflowOptions, run_workflow
-from qcore.workflow.document import recipe_text, skip_text, summary_rows, title, to_html, to_markdown
+from qcore.workflow.document import recipe_text, recover_text, skip_text, summary_rows, title, to_html, to_markdown
 
 JOB = "workflow_job"
 SCALES = {"channel": t("per-channel"), "tensor": t("per-tensor")}
 
 s, loaded = page_header(t("Quantization workflow"), t(
     "Set a target, then one run walks the recommended path: (1) PTQ baseline with Max, Entropy, 99.99% and "
-    "99.999% calibration; (2) sensitivity analysis and partial quantization, keeping the fewest layers in float "
-    "that meet the target; (3) quantization-aware training (QAT) only if still short. Each step starts from the "
+    "99.999% calibration; (2) accuracy recovery with the steps that fit the model (CLE, bias correction, AdaRound or "
+    "GPTQ at 4 bits or fewer, SmoothQuant), keeping those that help; (3) sensitivity analysis and partial "
+    "quantization, keeping the fewest layers in float that meet the target; (4) quantization-aware training (QAT) "
+    "only if still short. Each step starts from the "
     "previous one's result and is skipped once the target is met. It ends with the model as real INT8, timed "
     "against FP32 on this CPU, and a report to download."))
 
@@ -44,8 +46,9 @@ with st.form("workflow_form"):
     c2.number_input(t("INT8 at least this many times faster than FP32 (batch 1)"), 0.1, 20.0, 2.0, 0.1,
                     key="wf_speedup")
     c3, c4, c5 = st.columns(3)
-    c3.number_input(t("Most layers step 2 may keep in float"), 1, 50, 5, key="wf_max_float")
-    c4.toggle(t("Allow QAT (step 3)"), value=True, key="wf_allow_qat")
+    c3.number_input(t("Most layers step 3 may keep in float"), 1, 50, 5, key="wf_max_float")
+    c4.toggle(t("Try recovery steps (step 2)"), value=True, key="wf_allow_recovery")
+    c4.toggle(t("Allow QAT (step 4)"), value=True, key="wf_allow_qat")
     c5.slider(t("QAT budget: share of the original training schedule (%)"), 1, 10, 10, key="wf_qat_pct",
               help=t("The recipe: at most 10% of the model's original training steps, at its batch size, with the "
                      "learning rate at 1% of the original, annealed to zero."))
@@ -66,7 +69,8 @@ st.caption(t("Starting point: W{w} A{a}, {g} weights, {n} calibration images (ac
 if go and (target := _target()) is not None:
     options = WorkflowOptions(max_float=int(st.session_state["wf_max_float"]),
                               allow_qat=bool(st.session_state["wf_allow_qat"]),
-                              qat_fraction=st.session_state["wf_qat_pct"] / 100)
+                              qat_fraction=st.session_state["wf_qat_pct"] / 100,
+                              allow_recovery=bool(st.session_state["wf_allow_recovery"]))
     run_job(JOB, "workflow", run_workflow, remember=True, model=loaded, target=target, config=config,
             options=options, data=s["data"].strip() or None, calib_size=int(s["calib_size"]),
             eval_size=int(st.session_state["wf_eval_size"]), seed=int(s["seed"]), out_dir=upload_dir() / "workflow")
@@ -88,7 +92,7 @@ def _figures(report) -> list:
         target_label=t("target")))]
     partial = report.step("partial")
     if partial.ran:
-        figs.append((t("Step 2: layers kept in float"), float_layers_curve_figure(
+        figs.append((t("Step 3: layers kept in float"), float_layers_curve_figure(
             partial.detail.curve, report.fp32_accuracy, x_title=t("layers kept in float"), y_title=t("top-1 %"),
             speed_title=t("INT8 speedup vs FP32"))))
     return figs
@@ -111,6 +115,9 @@ for step in report.steps:
             st.write(skip_text(step, t))
         elif step.step == "ptq":
             st.dataframe(pd.DataFrame(step.detail.methods), hide_index=True)
+        elif step.step == "recover":
+            st.write(recover_text(step, t))
+            st.dataframe(pd.DataFrame(step.detail.tried), hide_index=True)
         elif step.step == "partial":
             st.dataframe(pd.DataFrame(step.detail.ranking), hide_index=True)
         else:

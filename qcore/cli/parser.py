@@ -174,7 +174,7 @@ def _add_qat(sub) -> None:
 
 
 def _add_workflow(sub) -> None:
-    w = sub.add_parser("workflow", help=_("guided PTQ -> partial quantization -> QAT to a target, ending in real "
+    w = sub.add_parser("workflow", help=_("guided PTQ -> recovery -> partial quantization -> QAT to a target, ending in real "
                                           "INT8 and a Markdown/HTML report (exit code 1: target not met)"))
     _common(w)
     _quant_flags(w)
@@ -182,8 +182,10 @@ def _add_workflow(sub) -> None:
                    help=_("accuracy target: at most this many points below FP32 (default 1)"))
     w.add_argument("--min-speedup", type=float, default=None,
                    help=_("speed target: real INT8 at least this many times faster than FP32 at batch 1"))
-    w.add_argument("--max-float", type=int, default=5, help=_("most layers step 2 may keep in float"))
-    w.add_argument("--no-qat", action="store_true", help=_("stop after step 2"))
+    w.add_argument("--no-recovery", action="store_true",
+                   help=_("skip step 2 (CLE, bias correction, AdaRound/GPTQ, SmoothQuant: whichever fit the model)"))
+    w.add_argument("--max-float", type=int, default=5, help=_("most layers step 3 may keep in float"))
+    w.add_argument("--no-qat", action="store_true", help=_("stop after step 3"))
     w.add_argument("--qat-share", type=float, default=10.0,
                    help=_("QAT steps as a share of the original training schedule, in %% (at most 10)"))
     w.add_argument("--calib-size", type=int, default=512)

@@ -64,7 +64,7 @@ def _workflow_figures(report, tr) -> list:
     figs = [(tr("Accuracy after each step"), workflow_steps_figure(
         ran, report.fp32_accuracy, None if drop is None else report.fp32_accuracy - drop))]
     if report.step("partial").ran:
-        figs.append((tr("Step 2: layers kept in float"),
+        figs.append((tr("Step 3: layers kept in float"),
                      float_layers_curve_figure(report.step("partial").detail.curve, report.fp32_accuracy)))
     return figs
 
@@ -75,7 +75,8 @@ def cmd_workflow(args) -> int:
 
     target = Target(max_drop=None if args.max_drop is None else args.max_drop / 100, min_speedup=args.min_speedup)
     config = quant_config(args)
-    options = WorkflowOptions(max_float=args.max_float, allow_qat=not args.no_qat, qat_fraction=args.qat_share / 100)
+    options = WorkflowOptions(max_float=args.max_float, allow_qat=not args.no_qat, qat_fraction=args.qat_share / 100,
+                              allow_recovery=not args.no_recovery)
     out = Path(args.out)
     report = run_workflow(model_arg(args), target, config, options, args.data, args.calib_size, args.eval_size, args.seed,
                           out, progress=(progress := console_progress()))

@@ -1,6 +1,6 @@
 """The guided workflow: PTQ baseline -> sensitivity and partial quantization -> QAT, to a target.
 
-It sits above the trainer because step 3 fine-tunes: imports point quant <- zoo <- analysis /
+It sits above the trainer because step 4 fine-tunes: imports point quant <- zoo <- analysis /
 runtime <- train <- workflow <- CLI and app.
 """
 

@@ -13,13 +13,13 @@ from typing import Callable
 from qcore.workflow.report import SKIP_REASONS, STEP_TITLES, StepOutcome, WorkflowReport
 from qcore.workflow.target import Verdict
 
-__all__ = ["title", "recipe_text", "blocks", "summary_rows", "skip_text", "to_markdown", "to_html"]
+__all__ = ["title", "recipe_text", "recover_text", "blocks", "summary_rows", "skip_text", "to_markdown", "to_html"]
 
 Translate = Callable[[str], str]
 
 
 def title(step: str, tr: Translate) -> str:
-    """A step's heading ("ptq", "partial", "qat", "final") in the reader's language."""
+    """A step's heading ("ptq", "recover", "partial", "qat", "final") in the reader's language."""
     return tr(STEP_TITLES[step])
 
 
@@ -65,7 +65,7 @@ def skip_text(s: StepOutcome, tr: Translate) -> str:
 
 
 def recipe_text(s: StepOutcome, tr: Translate) -> str:
-    """Where step 3's schedule came from, in the reader's language."""
+    """Where step 4's schedule came from, in the reader's language."""
     return tr(s.detail.recipe_source).format(**s.detail.recipe_params)
 
 
@@ -75,12 +75,27 @@ def _headline(r: WorkflowReport, tr: Translate) -> str:
     return tr("No step met the target: the table shows how close each came.")
 
 
+def recover_text(s: StepOutcome, tr: Translate) -> str:
+    """What step 2 kept, from which accuracy, in the reader's language."""
+    d = s.detail
+    if not d.kept:
+        return tr("No recovery step raised the accuracy of step 1 ({before}); step 3 starts from step 1.").format(
+            before=_pct(d.baseline_accuracy))
+    return tr("Kept {steps}: {before} -> {after}.").format(steps=" + ".join(d.kept), before=_pct(d.baseline_accuracy),
+                                                           after=_pct(s.accuracy))
+
+
 def _step_blocks(s: StepOutcome, tr: Translate) -> list[tuple]:
     """The table each step produced, in its own terms."""
     if s.step == "ptq" and s.ran:
         rows = [[m.method, _pct(m.accuracy), _pct(m.agreement)] for m in s.detail.methods]
         return [("h3", title("ptq", tr)), ("p", tr("Best calibration method: {m}.").format(m=s.detail.best_method)),
                 ("table", [tr("method"), tr("accuracy"), tr("agreement with FP32")], rows)]
+    if s.step == "recover" and s.ran:
+        rows = [[" + ".join(x.steps), _pct(x.accuracy), _pct(x.agreement), tr("kept") if x.kept else "-",
+                 f"{x.seconds:.1f}"] for x in s.detail.tried]
+        return [("h3", title("recover", tr)), ("p", recover_text(s, tr)),
+                ("table", [tr("steps"), tr("accuracy"), tr("agreement with FP32"), tr("kept"), tr("seconds")], rows)]
     if s.step == "partial" and s.ran:
         rows = [[str(len(c.float_layers)), ", ".join(c.float_layers[-1:]) or "-", _pct(c.accuracy),
                  _ms(c.int8_ms), _x(c.speedup), _mark(c.verdict)] for c in s.detail.curve]

@@ -10,10 +10,11 @@ from qcore.i18n import N_
 from qcore.train.qat.report import QATEpochRow
 from qcore.workflow.target import Verdict
 
-__all__ = ["STEPS", "SKIP_REASONS", "STEP_TITLES", "MethodScore", "PtqDetail", "CurvePoint", "LayerRank",
+__all__ = ["STEPS", "SKIP_REASONS", "STEP_TITLES", "MethodScore", "PtqDetail", "TriedSteps", "RecoverDetail",
+           "CurvePoint", "LayerRank",
            "PartialDetail", "QatDetail", "StepOutcome", "FinalInt8", "WorkflowReport"]
 
-STEPS = ("ptq", "partial", "qat")  # the order the workflow walks
+STEPS = ("ptq", "recover", "partial", "qat")  # the order the workflow walks
 # Why a step did not run: the key a skipped StepOutcome carries, and its English text (its `detail`
 # fills the fields); translations key on these texts.
 SKIP_REASONS = {
@@ -21,10 +22,12 @@ SKIP_REASONS = {
     "speed": N_("the speed target is out of reach on this CPU: fully quantized INT8 runs {speedup:.2f}x FP32, and "
                 "keeping layers in float or fine-tuning cannot make it faster"),
     "qat_off": N_("QAT was switched off"),
+    "recovery_off": N_("recovery was switched off"),
     "no_int8": N_("a speed target needs a real INT8 model, and these activation bits have no INT8 kernel"),
 }
-STEP_TITLES = {"ptq": N_("1. PTQ baseline"), "partial": N_("2. Sensitivity and partial quantization"),
-               "qat": N_("3. Quantization-aware training (QAT)"), "final": N_("Real INT8")}
+STEP_TITLES = {"ptq": N_("1. PTQ baseline"), "recover": N_("2. Recover accuracy (CLE, bias correction, AdaRound, GPTQ)"),
+               "partial": N_("3. Sensitivity and partial quantization"),
+               "qat": N_("4. Quantization-aware training (QAT)"), "final": N_("Real INT8")}
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,28 @@ class PtqDetail:
 
 
 @dataclass(frozen=True)
+class TriedSteps:
+    """Step 2: one combination of recovery steps, measured end to end; `kept` marks the ones the search kept."""
+
+    steps: list[str]
+    accuracy: float
+    agreement: float
+    kept: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RecoverDetail:
+    """Step 2: every combination tried, in order, the steps kept, and step 1's accuracy they started from."""
+
+    tried: list[TriedSteps]
+    kept: list[str]
+    baseline_accuracy: float
+
+
+@dataclass(frozen=True)
 class CurvePoint:
-    """Step 2: the model with these layers in float, its accuracy and real INT8 speed, and the verdict."""
+    """Step 3: the model with these layers in float, its accuracy and real INT8 speed, and the verdict."""
 
     float_layers: list[str]
     accuracy: float
@@ -57,7 +80,7 @@ class CurvePoint:
 
 @dataclass(frozen=True)
 class LayerRank:
-    """Step 2: one layer of the sensitivity sweep, most harmful first."""
+    """Step 3: one layer of the sensitivity sweep, most harmful first."""
 
     layer: str
     only_this: float
@@ -74,7 +97,7 @@ class PartialDetail:
 
 @dataclass(frozen=True)
 class QatDetail:
-    """Step 3: the recipe and where it came from (a message and its fields), the accuracies around QAT,
+    """Step 4: the recipe and where it came from (a message and its fields), the accuracies around QAT,
     the epochs, and the files written."""
 
     recipe: dict
@@ -104,9 +127,9 @@ class StepOutcome:
     verdict: Verdict | None = None
     config: dict | None = None
     float_layers: list[str] = field(default_factory=list)
-    # the step's own table (PtqDetail, PartialDetail, QatDetail); for a step that did not run, the fields
+    # the step's own table (PtqDetail, RecoverDetail, PartialDetail, QatDetail); for a step that did not run, the fields
     # its reason's text takes (SKIP_REASONS)
-    detail: PtqDetail | PartialDetail | QatDetail | dict = field(default_factory=dict)
+    detail: PtqDetail | RecoverDetail | PartialDetail | QatDetail | dict = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -134,7 +157,7 @@ class FinalInt8:
 
 @dataclass
 class WorkflowReport(RunReport):
-    """PTQ baseline -> sensitivity and partial quantization -> QAT, stopping at the first step that meets
+    """PTQ baseline -> recovery -> sensitivity and partial quantization -> QAT, stopping at the first step that meets
     the target; `met_by` names that step (None: none did, and the report says how far each got)."""
 
     kind: ClassVar[str] = "workflow"

@@ -5,7 +5,7 @@
 2. `partial_step`: the two-sided sensitivity sweep under that method, then the greedy float
    fallback (qcore.analysis.partial.greedy_search) with each point's real INT8 latency: the first
    point that meets the target is the fewest float layers that do.
-3. `qat_step`: quantization-aware fine-tuning of step 2's configuration with the seed's recipe:
+3. `qat_step`: quantization-aware fine-tuning of the partial step's configuration with the seed's recipe:
    at most `fraction` (10%) of the model's original training steps, at its batch size, the learning
    rate at 1% of the original, cosine-annealed (qcore.train.qat).
 
@@ -31,7 +31,7 @@ from qcore.workflow.report import (CurvePoint, LayerRank, MethodScore, PartialDe
                                    StepOutcome)
 from qcore.workflow.target import Target
 
-__all__ = ["no_int8_kernel", "ptq_step", "partial_step", "qat_step", "qat_recipe"]
+__all__ = ["no_int8_kernel", "timed_int8", "ptq_step", "partial_step", "qat_step", "qat_recipe"]
 
 
 def no_int8_kernel(config: QuantConfig) -> str | None:
@@ -53,7 +53,7 @@ def _untimed_probe(prepared, out_dir):
     return measure
 
 
-def _timed(p: Prepared, config: QuantConfig, threads: int) -> dict:
+def timed_int8(p: Prepared, config: QuantConfig, threads: int) -> dict:
     """Batch-1 latency of `config` as real INT8 (the shared sim, set to it) vs FP32, both in ONNX Runtime;
     None for each where no INT8 kernel runs the config."""
     if no_int8_kernel(config):
@@ -84,7 +84,7 @@ def ptq_step(base: QuantConfig, methods, target: Target, inputs: dict, threads: 
     p.sim.configure(config)
     p = replace(p, ranges=p.sim.apply_ranges(), base_config=config)
     say(0.85, Msg("PTQ baseline: timing real INT8 with {method}", method=best.method))
-    timed = _timed(p, config, threads)
+    timed = timed_int8(p, config, threads)
     outcome = StepOutcome(
         "ptq", True, accuracy=best.accuracy, int8_ms=timed["int8_ms"], fp32_ms=timed["fp32_ms"],
         speedup=timed["speedup"], verdict=target.judge(best.accuracy, p.fp32_accuracy, timed["speedup"]),
@@ -146,7 +146,7 @@ def qat_recipe(info: dict, train_images: int, fraction: float) -> tuple[QATRecip
 
 def qat_step(p: Prepared, config: QuantConfig, target: Target, fraction: float, out_dir: Path, threads: int,
              say: Progress) -> StepOutcome:
-    """Fine-tune `config` (step 2's float layers kept) with the seed's recipe; real INT8 of the result."""
+    """Fine-tune `config` (the partial step's float layers kept) with the seed's recipe; real INT8 of the result."""
     from qcore.zoo.data import load_dataset
     from qcore.zoo.inputs import decode_for
 

@@ -32,9 +32,9 @@ def test_workflow_page_reaches_real_int8_with_a_downloadable_report(lang):
     report = at.session_state["workflow_job"].snapshot()["result"]
     assert report.steps[0].ran and report.final is not None and report.final.accuracy is not None
     summary = at.dataframe[0].value
-    assert len(summary) == 4  # three steps and the real INT8 model
+    assert len(summary) == 5  # four steps and the real INT8 model
     if report.met_by == "ptq":
-        assert not report.step("partial").ran and not report.step("qat").ran
+        assert not report.step("recover").ran and not report.step("partial").ran and not report.step("qat").ran
     headline = (at.success or at.warning)[0].value
     if lang == "ko":
         assert "목표" in headline and "단계" in summary.columns[0]

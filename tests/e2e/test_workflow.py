@@ -43,7 +43,7 @@ def test_workflow_takes_the_default_model_to_a_real_int8_report(app_url, page):
     page.screenshot(path=str(ROOT / "logs" / "e2e-workflow.png"), full_page=True)
 
 
-def test_four_bit_mobilenet_reaches_qat_and_reports_the_recovered_accuracy(app_url, page):
+def test_four_bit_mobilenet_recovers_without_float_layers_or_training(app_url, page):
     page.goto(f"{app_url}/workflow")
     wait_idle(page)
     sidebar = page.get_by_test_id("stSidebar")
@@ -52,16 +52,16 @@ def test_four_bit_mobilenet_reaches_qat_and_reports_the_recovered_accuracy(app_u
     wait_idle(page)
     _fill(page, "Target weight bits", 4)
     page.get_by_test_id("stRadio").filter(has_text="Target weight scales").get_by_text("per-tensor").click()
-    _fill(page, "Most layers step 2 may keep in float", 1)
+    _fill(page, "Most layers step 3 may keep in float", 1)
     _fill(page, "Evaluation images", 300)
     page.get_by_test_id("stSlider").filter(has_text="QAT budget").get_by_role("slider").focus()
-    page.keyboard.press("Home")  # 1% of the original schedule: 28 steps at batch 128
+    page.keyboard.press("Home")  # if recovery fell short: 1% of the original schedule, 28 steps at batch 128
     _run_and_wait(page)
     report = _download_markdown(page)
     assert "fm_mobilenetv2" in report and "4-bit weights (per-tensor" in report
     ptq = float(re.search(r"\| 1\. PTQ baseline \| (\d+\.\d\d)%", report).group(1))
-    qat = float(re.search(r"\| 3\. Quantization-aware training \(QAT\) \| (\d+\.\d\d)%", report).group(1))
-    assert "PTQ" in report and re.search(r"PTQ \d+\.\d\d% -> QAT \d+\.\d\d% \(fake-quant\)", report)
-    assert qat > ptq  # QAT recovered accuracy the 4-bit per-tensor PTQ baseline lost
+    recovered = float(re.search(r"\| 2\. Recover accuracy [^|]*\| (\d+\.\d\d)%", report).group(1))
+    assert re.search(r"Kept cle[ +a-z_]*: \d+\.\d\d% -> \d+\.\d\d%", report)
+    assert recovered > ptq + 20  # CLE and the rest recover what 4-bit per-tensor weights lost
     (ROOT / "logs" / "e2e-workflow-mobilenet-w4.md").write_text(report)
     page.screenshot(path=str(ROOT / "logs" / "e2e-workflow-mobilenet-w4.png"), full_page=True)

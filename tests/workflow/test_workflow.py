@@ -40,11 +40,11 @@ def test_qat_recipe_is_a_share_of_the_original_schedule():
 def test_an_easy_target_stops_at_the_ptq_baseline_and_deploys_it(tmp_path):
     report = run_workflow(tiny_fashion_model(), Target(max_drop=0.5), calib_size=64, eval_size=200,
                           out_dir=tmp_path)
-    ptq, partial, qat = report.steps
+    ptq, recover, partial, qat = report.steps
     assert report.met_by == "ptq" and ptq.ran and ptq.met
     assert [m.method for m in ptq.detail.methods] == ["max", "entropy", "percentile:99.99", "percentile:99.999"]
     assert ptq.accuracy == max(m.accuracy for m in ptq.detail.methods)
-    assert (partial.ran, partial.skipped, qat.ran) == (False, "met", False)
+    assert (recover.ran, recover.skipped, partial.ran, partial.skipped, qat.ran) == (False, "met", False, "met", False)
     final = report.final
     assert final.source == "ptq" and final.accuracy is not None and final.speedup > 0
     assert any(f.endswith(".onnx") for f in final.files)
@@ -56,27 +56,29 @@ def test_an_unreachable_speed_target_ends_the_walk_with_the_reason(tmp_path):
     report = run_workflow(tiny_fashion_model(), Target(max_drop=None, min_speedup=100.0), calib_size=64,
                           eval_size=100, out_dir=tmp_path)
     assert report.met_by is None and not report.steps[0].verdict.speed_ok
-    assert [s.skipped for s in report.steps[1:]] == ["speed", "speed"]
+    assert [s.skipped for s in report.steps[1:]] == ["speed", "speed", "speed"]
     korean = to_markdown(report, lambda m: translate(m, "ko"))
     assert "속도 목표에 도달할 수 없습니다" in korean and "the speed target" not in korean
 
 
 @pytest.mark.slow
-def test_a_hard_target_walks_all_three_steps_and_reports_qat(tmp_path):
+def test_a_hard_target_walks_to_qat_and_reports_it(tmp_path):
     config = QuantConfig().with_default(weight_bits=2, weight_granularity="tensor", act_bits=8)
-    report = run_workflow("fm_resnet", Target(max_drop=0.0), config, WorkflowOptions(max_float=1, qat_fraction=0.002),
-                          calib_size=128, eval_size=300, out_dir=tmp_path)
-    ptq, partial, qat = report.steps
+    options = WorkflowOptions(max_float=1, qat_fraction=0.002, allow_recovery=False)
+    report = run_workflow("fm_resnet", Target(max_drop=0.0), config, options, calib_size=128, eval_size=300,
+                          out_dir=tmp_path)
+    ptq, recover, partial, qat = report.steps
+    assert (recover.ran, recover.skipped) == (False, "recovery_off")
     assert ptq.ran and partial.ran and qat.ran  # each step ran because the one before missed the target
     assert not ptq.met and not partial.met and len(partial.float_layers) == 1
     assert partial.accuracy >= ptq.accuracy  # the most sensitive layer in float helps
-    assert qat.float_layers == partial.float_layers  # step 3 starts from step 2's configuration
+    assert qat.float_layers == partial.float_layers  # step 4 starts from step 3's configuration
     assert qat.detail.recipe["steps"] == round(0.002 * 2814) and qat.detail.recipe["batch_size"] == 128
     assert qat.detail.ptq_accuracy == pytest.approx(partial.accuracy, abs=0.05)  # QAT's own PTQ start
     assert report.final.source == "qat" and report.final.simulation_accuracy == qat.accuracy
     assert report.final.accuracy is not None and any(f.endswith("qat_int8.onnx") for f in report.final.files)
     html = to_html(report, figures=[])
-    assert "<table>" in html and "3. Quantization-aware training (QAT)" in html
+    assert "<table>" in html and "4. Quantization-aware training (QAT)" in html
 
 
 def test_activation_bits_without_an_int8_kernel_are_simulated_and_said(tmp_path):
@@ -86,3 +88,25 @@ def test_activation_bits_without_an_int8_kernel_are_simulated_and_said(tmp_path)
     assert report.met_by == "ptq" and report.steps[0].speedup is None and report.final is None
     assert any("4-bit activations have no INT8 kernel" in n for n in report.notes)
     assert "Real INT8" not in to_markdown(report)
+
+
+@pytest.mark.slow
+def test_four_bit_per_tensor_mobilenet_meets_the_target_by_recovery_without_float_layers(tmp_path):
+    """The issue's case: W4 per-tensor weights lose ~40 points with plain PTQ; the recovery step finds a combination
+    within 1 point of FP32, so no layer stays float and no training runs; the final INT8 model carries it."""
+    config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
+    report = run_workflow("fm_mobilenetv2", Target(max_drop=0.01), config, WorkflowOptions(allow_qat=False),
+                          calib_size=512, eval_size=1000, out_dir=tmp_path)
+    ptq, recover, partial, qat = report.steps
+    assert not ptq.met and recover.ran and recover.met and report.met_by == "recover"
+    d = recover.detail
+    assert d.baseline_accuracy == ptq.accuracy and recover.accuracy > ptq.accuracy + 0.2
+    assert d.tried[0].steps == ["cle"] and [t for t in d.tried if t.kept][-1].steps == d.kept
+    assert recover.accuracy == max(t.accuracy for t in d.tried)  # the best measured combination is kept
+    assert d.kept[0] == "cle" and recover.config["recovery"][0]["name"] == "cle"
+    assert (partial.ran, partial.skipped, qat.skipped) == (False, "met", "met") and not partial.float_layers
+    final = report.final
+    assert final.source == "recover" and final.accuracy is not None
+    assert abs(final.accuracy - recover.accuracy) < 0.01  # real INT8 of the recovered weights, not plain PTQ's
+    md = to_markdown(report)
+    assert "2. Recover accuracy" in md and "Kept cle" in md
