@@ -14,7 +14,7 @@
                         [--range-mode fixed|observe|learn] [--nproc N] [--device auto|cpu|cuda] --out FILE.json
     torchrun --nproc-per-node N -m qcore qat ... (multi-node: torchrun --nnodes, --node-rank, --rdzv-endpoint)
     python -m qcore workflow [--model NAME] [--max-drop 1.0] [--min-speedup 2]
-                             [--max-float 5] [--no-qat] [--qat-share 10] --out DIR   (exit 1: target not met)
+                             [--no-recovery] [--max-float 5] [--no-qat] [--qat-share 10] --out DIR   (exit 1: target not met)
 
 Every command that quantizes (calibrate, deploy, sensitivity, recover, qat, workflow) takes the same options:
     [--weight-bits 8 (qat: 4)] [--act-bits 8] [--granularity channel|tensor] [--symmetric | --asymmetric]
