@@ -13,7 +13,7 @@ from views._settings import base_config
 from views._ui import layer_summary, page_header
 from qcore.figures import float_layers_curve_figure, workflow_steps_figure
 from qcore.workflow import Target, WorkflowOptions, run_workflow
-from qcore.workflow.document import recipe_text, recover_text, skip_text, summary_rows, title, to_html, to_markdown
+from qcore.workflow.document import recipe_text, recover_table, recover_text, skip_text, summary_rows, title, to_html, to_markdown
 
 JOB = "workflow_job"
 SCALES = {"channel": t("per-channel"), "tensor": t("per-tensor")}
@@ -117,7 +117,8 @@ for step in report.steps:
             st.dataframe(pd.DataFrame(step.detail.methods), hide_index=True)
         elif step.step == "recover":
             st.write(recover_text(step, t))
-            st.dataframe(pd.DataFrame(step.detail.tried), hide_index=True)
+            headers, rows = recover_table(step, t)
+            st.dataframe(pd.DataFrame(rows, columns=headers), hide_index=True)
         elif step.step == "partial":
             st.dataframe(pd.DataFrame(step.detail.ranking), hide_index=True)
         else:

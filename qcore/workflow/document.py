@@ -13,7 +13,7 @@ from typing import Callable
 from qcore.workflow.report import SKIP_REASONS, STEP_TITLES, StepOutcome, WorkflowReport
 from qcore.workflow.target import Verdict
 
-__all__ = ["title", "recipe_text", "recover_text", "blocks", "summary_rows", "skip_text", "to_markdown", "to_html"]
+__all__ = ["title", "recipe_text", "recover_text", "recover_table", "blocks", "summary_rows", "skip_text", "to_markdown", "to_html"]
 
 Translate = Callable[[str], str]
 
@@ -85,6 +85,13 @@ def recover_text(s: StepOutcome, tr: Translate) -> str:
                                                            after=_pct(s.accuracy))
 
 
+def recover_table(s: StepOutcome, tr: Translate) -> tuple[list[str], list[list[str]]]:
+    """Step 2's tries: headers and one row per combination, in the reader's language."""
+    rows = [[" + ".join(x.steps), _pct(x.accuracy), _pct(x.agreement), tr("kept") if x.kept else "-",
+             f"{x.seconds:.1f}"] for x in s.detail.tried]
+    return [tr("steps"), tr("accuracy"), tr("agreement with FP32"), tr("kept"), tr("seconds")], rows
+
+
 def _step_blocks(s: StepOutcome, tr: Translate) -> list[tuple]:
     """The table each step produced, in its own terms."""
     if s.step == "ptq" and s.ran:
@@ -92,10 +99,7 @@ def _step_blocks(s: StepOutcome, tr: Translate) -> list[tuple]:
         return [("h3", title("ptq", tr)), ("p", tr("Best calibration method: {m}.").format(m=s.detail.best_method)),
                 ("table", [tr("method"), tr("accuracy"), tr("agreement with FP32")], rows)]
     if s.step == "recover" and s.ran:
-        rows = [[" + ".join(x.steps), _pct(x.accuracy), _pct(x.agreement), tr("kept") if x.kept else "-",
-                 f"{x.seconds:.1f}"] for x in s.detail.tried]
-        return [("h3", title("recover", tr)), ("p", recover_text(s, tr)),
-                ("table", [tr("steps"), tr("accuracy"), tr("agreement with FP32"), tr("kept"), tr("seconds")], rows)]
+        return [("h3", title("recover", tr)), ("p", recover_text(s, tr)), ("table", *recover_table(s, tr))]
     if s.step == "partial" and s.ran:
         rows = [[str(len(c.float_layers)), ", ".join(c.float_layers[-1:]) or "-", _pct(c.accuracy),
                  _ms(c.int8_ms), _x(c.speedup), _mark(c.verdict)] for c in s.detail.curve]

@@ -6,9 +6,12 @@ its own sim from the shared model, so each try is what sensitivity, QAT and depl
 
 - SmoothQuant for models with LayerNorm -> Linear (transformers), CLE for conv chains that share
   channels one to one (the first step of the chain: both reshape the weights and ranges the rest see);
-- bias correction (any model with weight layers);
 - AdaRound and GPTQ, as alternatives, where some weights have at most 4 bits (at 8 bits rounding to
-  nearest is already within a fraction of a step).
+  nearest is already within a fraction of a step);
+- bias correction (any model with weight layers), last: it measures the mean error the rounding leaves.
+  Before AdaRound it does harm: AdaRound fits the layer's output with the corrected bias already in it,
+  so the correction is counted twice (measured on fm_mobilenetv2 W4 per-tensor, 1000 images: CLE + bias
+  correction 90.5%, then + AdaRound 82.7%).
 
 The search is greedy: a step is kept only when it raises the measured accuracy over the best so far,
 and the walk stops as soon as the target is met. The best combination found becomes the configuration
@@ -41,10 +44,10 @@ def fitting_steps(p: Prepared, config: QuantConfig) -> list[list[str]]:
     if layer_pairs(p.sim):
         first.append("cle")
     stages = [first] if first else []
-    stages.append(["bias_correction"])
     layers = [config.default] + [c for _, c in config.layers]
     if any(c.enabled and c.weight_dtype == "int" and c.weight_bits <= LOW_BITS for c in layers):
         stages.append(["adaround", "gptq"])
+    stages.append(["bias_correction"])
     return stages
 
 
