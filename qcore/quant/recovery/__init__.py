@@ -23,7 +23,7 @@ from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import RecoveryStep
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.recovery.bias import correct_bias, smooth
-from qcore.quant.recovery.cle import absorb_high_bias, equalize
+from qcore.quant.recovery.cle import ROUNDS, absorb_high_bias, equalize
 from qcore.quant.recovery.rounding import adaround, gptq
 
 __all__ = ["StepResult", "apply_recovery", "NEEDS_RANGES"]
@@ -40,7 +40,7 @@ class StepResult:
 
 def _run(step: RecoveryStep, sim: QuantSim, batches: list[torch.Tensor], say: Progress) -> dict:
     if step.name == "cle":
-        out = equalize(sim)
+        out = equalize(sim, step.param("rounds", ROUNDS))
         if step.param("high_bias", 1.0):
             out.update(absorb_high_bias(sim))
         return out

@@ -67,11 +67,14 @@ def _relu6_to_relu(sim: QuantSim, pair: Pair) -> bool:
     return False
 
 
-def equalize(sim: QuantSim) -> dict:
-    """Equalize every pair in place (the sim's own copy); returns what changed."""
+def equalize(sim: QuantSim, rounds: int = ROUNDS) -> dict:
+    """Equalize every pair in place (the sim's own copy), `rounds` passes over the pairs in graph order;
+    returns what changed."""
+    if rounds < 1:
+        raise ValueError("CLE needs at least one pass over the layer pairs (rounds >= 1)")
     pairs = [p for p in layer_pairs(sim) if _homogeneous_after(sim, p)]
     total = {p.first: torch.ones(sim.weight_layers[p.first].layer.out_channels) for p in pairs}
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for p in pairs:
             total[p.first] *= _scale_pair(sim.weight_layers[p.first].layer, sim.weight_layers[p.second].layer)
     replaced = sum(_relu6_to_relu(sim, p) for p in pairs)
@@ -85,7 +88,7 @@ def equalize(sim: QuantSim) -> dict:
         sim.weight_layers[p.first].pinned.clear()
         sim.weight_layers[p.second].pinned.clear()
     sim.weights_changed()
-    return {"pairs": [[p.first, p.second] for p in pairs], "relu6_replaced_by_relu": replaced,
+    return {"pairs": [[p.first, p.second] for p in pairs], "rounds": rounds, "relu6_replaced_by_relu": replaced,
             "scales": {k: [round(float(v), 4) for v in t] for k, t in total.items()}}
 
 
