@@ -17,10 +17,13 @@ import networkx as nx
 
 from qcore.analysis.graph import GraphEdge, GraphNode, ModelGraph, NodeMetrics
 
-__all__ = ["MAX_NODES", "GraphLayout", "block_of", "collapse", "auto_collapse", "blocks", "layout", "metric_value",
-           "compare_values"]
+__all__ = ["MAX_NODES", "METRICS", "HOVER_NAMES", "GraphLayout", "block_of", "collapse", "auto_collapse", "blocks", "layout",
+           "metric_value", "hover_text", "compare_values"]
 
 MAX_NODES = 60
+# what nodes can be coloured by, and which end is good ("high", "low"; None: neither, e.g. a range)
+METRICS = {"sqnr": "high", "clip_error": "low", "rounding_error": "low", "range": None, "bits": None, "quantized": None,
+           "sensitivity": "high"}
 
 
 def block_of(node: GraphNode, depth: int) -> str:
@@ -157,3 +160,37 @@ def compare_values(node: GraphNode, metric: str) -> tuple[float | None, float | 
     if metric == "bits":
         return (32.0, float(m.bits)) if m.bits is not None else (None, None)
     raise ValueError(f"float and quantized compare by range or bits, not {metric!r}")
+
+
+HOVER_NAMES = {"sqnr": "output SQNR", "float_range": "float output range", "quant_range": "quantized output range",
+               "clip": "clip range", "clip_error": "clipping error", "rounding_error": "rounding error",
+               "precision": "precision", "quantized": "quantized", "sensitivity": "top-1, only this layer quantized",
+               "members": "nodes inside"}
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def hover_text(node: GraphNode, names: dict[str, str] | None = None) -> str:
+    """The node's numbers as the lines a hover shows (`names`: the field names in the reader's language)."""
+    n, m = {**HOVER_NAMES, **(names or {})}, node.metrics
+    lines = [f"<b>{node.label}</b>", f"{node.kind} · {node.op}"]
+    if node.members:
+        lines.append(f"{n['members']}: {len(node.members)}")
+    if m.sqnr_db is not None:
+        lines.append(f"{n['sqnr']}: {m.sqnr_db:.2f} dB")
+    if m.float_min is not None:
+        lines.append(f"{n['float_range']}: [{_fmt(m.float_min)}, {_fmt(m.float_max)}]")
+        lines.append(f"{n['quant_range']}: [{_fmt(m.quant_min)}, {_fmt(m.quant_max)}]")
+    if m.clip_min is not None:
+        lines.append(f"{n['clip']} ({m.method}): [{_fmt(m.clip_min)}, {_fmt(m.clip_max)}]")
+    if m.clip_error is not None:
+        lines.append(f"{n['clip_error']}: {_fmt(m.clip_error)} · {n['rounding_error']}: {_fmt(m.rounding_error)}")
+    if m.precision is not None:
+        lines.append(f"{n['precision']}: {m.precision}")
+    if m.quantized is not None and node.members:
+        lines.append(f"{n['quantized']}: {m.quantized:.0%}")
+    if m.sensitivity is not None:
+        lines.append(f"{n['sensitivity']}: {m.sensitivity:.2%}")
+    return "<br>".join(lines)
