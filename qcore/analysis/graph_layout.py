@@ -79,15 +79,17 @@ def collapse(graph: ModelGraph, depth: int, expand: tuple[str, ...] = ()) -> Mod
                    edges=tuple(GraphEdge(s, t) for s, t in edges))
 
 
-def _repeated(graph: ModelGraph) -> int:
-    """Blocks named like the members of a repeated sequence (`layer1.0`, `features.3`: the last part a number)."""
-    return sum(1 for n in graph.nodes if n.kind == "block" and n.module.rpartition(".")[2].isdigit())
+def _repeated(graph: ModelGraph) -> float:
+    """The share of drawn nodes that are blocks named like the members of a repeated sequence (`layer1.0`,
+    `features.3`: the last part a number)."""
+    named = sum(1 for n in graph.nodes if n.kind == "block" and n.module.rpartition(".")[2].isdigit())
+    return named / len(graph.nodes)
 
 
 def auto_collapse(graph: ModelGraph, max_nodes: int = MAX_NODES, expand: tuple[str, ...] = ()) -> tuple[ModelGraph, int | None]:
     """The graph as is when it has at most `max_nodes` nodes; else collapsed at the module depth that leaves at
-    most that many nodes with the most repeated blocks (`features.3` rather than `features.3.conv`), the deeper
-    on a tie (depth 1 when no depth fits); returns the graph and the depth (None: not collapsed)."""
+    most that many nodes where repeated blocks make up the largest share of the picture (`features.3` rather than
+    `features.3.conv`), the deeper on a tie (depth 1 when no depth fits); returns the graph and the depth (None: not collapsed)."""
     if len(graph.nodes) <= max_nodes:
         return graph, None
     deepest = max((len(n.module.split(".")) for n in graph.nodes if n.module), default=1)

@@ -18,13 +18,14 @@ from torch import fx
 
 from qcore.analysis.evaluate import _sqnr
 from qcore.analysis.graph import GraphNode, ModelGraph, NodeMetrics, graph_edges, graph_nodes, node_kind
-from qcore.analysis.reports import SensitivityReport
+from qcore.analysis.reports import LayerSensitivity
 from qcore.quant.build import calibrated_sim
 from qcore.quant.progress import Msg, Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import ActQuantizer, Mode, QuantSim, QuantWeightLayer
 
-__all__ = ["PROBE_IMAGES", "model_graph", "graph_of_sim", "measure_nodes", "weight_summary"]
+__all__ = ["PROBE_IMAGES", "model_graph", "graph_of_sim", "measure_nodes", "weight_summary", "sensitivity_rows",
+           "calibration_batches"]
 
 PROBE_IMAGES = 16  # calibration images the float and quantized runs are compared on
 CHUNK_BYTES = 256 * 2**20  # float outputs of one chunk of probe images held at once
@@ -117,22 +118,23 @@ def _with_metrics(sim: QuantSim, node: GraphNode, module, row: list[float] | Non
 
 
 def graph_of_sim(sim: QuantSim, probe: torch.Tensor, model: str, calib_images: int,
-                 sensitivity: SensitivityReport | None = None, progress: Progress = silent) -> ModelGraph:
-    """The graph of a calibrated sim with every node's numbers (the sim is only run, never changed)."""
+                 sensitivity: list[LayerSensitivity] | None = None, sensitivity_from: str | None = None,
+                 progress: Progress = silent) -> ModelGraph:
+    """The graph of a calibrated sim with every node's numbers (the sim is only run, never changed);
+    `sensitivity`: a sensitivity sweep's rows (SensitivityReport.layers), `sensitivity_from` says which sweep."""
     sums = measure_nodes(sim, probe, progress)
     kept = {n.id for n in graph_nodes(sim.model) if n.kind in ("input", "output") or n.id in sums}
     nodes = graph_nodes(sim.model, kept)
-    by_layer = {r.name: r.only_this_quantized for r in sensitivity.layers} if sensitivity else {}
+    by_layer = {r.name: r.only_this_quantized for r in sensitivity or []}
     modules = {n.name: sim.model.get_submodule(n.target) for n in sim.model.graph.nodes if n.op == "call_module"}
     nodes = [_with_metrics(sim, n, modules.get(n.id), sums.get(n.id), by_layer) for n in nodes]
-    source = f"{sensitivity.model} sensitivity sweep, {sensitivity.eval_size} images" if sensitivity else None
     return ModelGraph(model, sim.config.to_dict(), calib_images, len(probe), tuple(nodes),
-                      tuple(graph_edges(sim.model, kept)), source)
+                      tuple(graph_edges(sim.model, kept)), sensitivity_from if by_layer else None)
 
 
 def model_graph(model, batches, config: QuantConfig | None = None, name: str = "model",
-                sensitivity: SensitivityReport | None = None, probe_images: int = PROBE_IMAGES,
-                progress: Progress | None = None) -> tuple[ModelGraph, QuantSim]:
+                sensitivity: list[LayerSensitivity] | None = None, sensitivity_from: str | None = None,
+                probe_images: int = PROBE_IMAGES, progress: Progress | None = None) -> tuple[ModelGraph, QuantSim]:
     """Calibrate a sim of `model` (an nn.Module, never changed: the sim works on a copy) on `batches`, then
     measure its graph on the first `probe_images` calibration images. Returns the graph and the sim (its
     statistics are what the page's histograms draw)."""
@@ -140,7 +142,7 @@ def model_graph(model, batches, config: QuantConfig | None = None, name: str = "
     sim = calibrated_sim(model, config or QuantConfig(), batches, span(progress, 0.0, 0.6))
     probe = torch.cat([x for x in batches])[:probe_images] if not hasattr(batches, "head") else batches.head(probe_images)
     calib = sum(len(x) for x in batches) if not isinstance(getattr(batches, "count", None), int) else batches.count
-    graph = graph_of_sim(sim, probe, name, calib, sensitivity, span(progress, 0.6, 1.0))
+    graph = graph_of_sim(sim, probe, name, calib, sensitivity, sensitivity_from, span(progress, 0.6, 1.0))
     progress(1.0, Msg("graph of {n} nodes measured", n=len(graph.nodes)))
     return graph, sim
 
@@ -155,3 +157,20 @@ def weight_summary(sim: QuantSim, layer: str, sample: int = 20_000) -> dict:
         values = values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(0))[:sample]]
     return {"values": values.tolist(), "min": flat.min(1).values.tolist(), "max": flat.max(1).values.tolist()}
 
+
+
+def sensitivity_rows(report: dict) -> list[LayerSensitivity]:
+    """The per-layer rows of a sensitivity report's JSON (`python -m qcore sensitivity --out FILE`)."""
+    try:
+        return [LayerSensitivity(**row) for row in report["layers"]]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a sensitivity report (python -m qcore sensitivity --out FILE): {exc}") from None
+
+
+def calibration_batches(loaded, data: str | None, size: int, seed: int = 0):
+    """`size` calibration images of the model's data (train split, chosen by the seed), as model-ready batches."""
+    from qcore.zoo.data import calibration_subset
+    from qcore.zoo.inputs import batches, decode_for, default_data
+
+    calib = calibration_subset(data or default_data(loaded), size, seed, decode_for(loaded))
+    return batches(calib.images, loaded.spec.preprocess)
