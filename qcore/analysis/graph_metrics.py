@@ -25,7 +25,7 @@ from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import ActQuantizer, Mode, QuantSim, QuantWeightLayer
 
 __all__ = ["PROBE_IMAGES", "model_graph", "graph_of_sim", "measure_nodes", "weight_summary", "sensitivity_rows",
-           "calibration_batches"]
+           "calibration_batches", "loaded_model_graph", "stats_name"]
 
 PROBE_IMAGES = 16  # calibration images the float and quantized runs are compared on
 CHUNK_BYTES = 256 * 2**20  # float outputs of one chunk of probe images held at once
@@ -174,3 +174,19 @@ def calibration_batches(loaded, data: str | None, size: int, seed: int = 0):
 
     calib = calibration_subset(data or default_data(loaded), size, seed, decode_for(loaded))
     return batches(calib.images, loaded.spec.preprocess)
+
+
+def loaded_model_graph(model, config: QuantConfig | None = None, data: str | None = None, calib_size: int = 64,
+                       seed: int = 0, sensitivity: list[LayerSensitivity] | None = None,
+                       sensitivity_from: str | None = None, progress: Progress | None = None) -> tuple[ModelGraph, QuantSim]:
+    """`model_graph` of a loaded model (qcore.zoo.models.LoadedModel, read-only) on `calib_size` images of its
+    data: what the Graph page runs as a job and `python -m qcore graph` runs."""
+    batches = calibration_batches(model, data, calib_size, seed)
+    return model_graph(model.module, batches, config, model.name, sensitivity, sensitivity_from, progress=progress)
+
+
+def stats_name(sim: QuantSim, node: GraphNode) -> str | None:
+    """The activation quantizer whose calibration statistics describe `node`'s output: its own (a quantizer), the
+    layer's output quantizer (a conv/linear: the same name), an add's; None where the sim has none."""
+    name = node.layer if node.kind in ("quant", "conv", "linear") else node.id if node.kind == "add" else None
+    return name if name in sim.stats else None

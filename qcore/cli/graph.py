@@ -63,14 +63,14 @@ def _worst(graph, metric: str, n: int = 5) -> list:
 
 def cmd_graph(args) -> int:
     from qcore.analysis.graph_layout import auto_collapse
-    from qcore.analysis.graph_metrics import calibration_batches, model_graph
+    from qcore.analysis.graph_metrics import loaded_model_graph
     from qcore.zoo.inputs import load
 
     rows, source = _sensitivity(args)
     loaded = load(model_arg(args), args.weights)
     progress = console_progress()
-    graph, _sim = model_graph(loaded.module, calibration_batches(loaded, args.data, args.calib_size, args.seed),
-                              quant_config(args), loaded.name, rows, source, progress=progress)
+    graph, _sim = loaded_model_graph(loaded, quant_config(args), args.data, args.calib_size, args.seed, rows, source,
+                                     progress)
     progress.end()
     if rows is not None and graph.sensitivity_from is None:
         raise CliError(_("no layer of {file} is a layer of {model}").format(file=args.sensitivity, model=loaded.name))

@@ -1,0 +1,60 @@
+"""AppTest of the Graph page with a finished graph job of the sidebar's default model (fm_resnet) in session state."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from qcore.run.jobs import Job
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def finished_graph():
+    from qcore.analysis.graph_metrics import loaded_model_graph
+    from qcore.zoo.models import load_model
+
+    result = loaded_model_graph(load_model("fm_resnet"), calib_size=64)  # the page's default calibration size
+    job = Job("graph", lambda j: result).start()
+    job.wait()
+    return job
+
+
+def _page(job, lang: str = "en") -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["graph_job"] = job
+    at.session_state["lang_choice"] = lang
+    return at.switch_page("views/graph.py").run()
+
+
+def test_graph_page_draws_the_graph_a_node_and_the_side_by_side_view(finished_graph):
+    at = _page(finished_graph)
+    assert not at.exception and not at.error
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 3  # the graph, the chosen node's histogram, the float vs quantized view
+    assert at.selectbox(key="graph_metric").value == "sqnr"
+    expand = at.multiselect(key="graph_expand")
+    assert "layers.2" in expand.options  # fm_resnet's 61 nodes are over 60: its blocks are collapsed
+    node_box = at.selectbox(key="graph_node")
+    conv = next(i for i in node_box.options if "conv" in i)
+    node_box.set_value(conv).run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == len(charts) + 2  # the conv's weight distribution and channel ranges
+    at.selectbox(key="graph_metric").set_value("clip_error").run()
+    expand.set_value(["layers.2"]).run()
+    assert not at.exception and not at.error
+
+
+def test_graph_page_in_korean(finished_graph):
+    at = _page(finished_graph, "ko")
+    assert not at.exception and not at.error
+    assert at.title[0].value == "모델 그래프"
+    assert any(h.value == "노드 하나" for h in at.subheader)
+
+
+def test_graph_page_before_a_run():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("views/graph.py").run()
+    assert not at.exception
+    assert any("Build the graph" in i.value for i in at.info)
