@@ -72,7 +72,7 @@ else:
     graph, sim = finished
     if st.session_state.get("graph_request") == request:
         remember_graph(request, finished)
-    elif graph.model != loaded.name or graph.calib_images != int(calib):
+    elif (graph.model, graph.calib_images, graph.config) != (loaded.name, int(calib), config.resolved().to_dict()):
         st.info(t("The settings changed since this graph was built: press **Build the graph**."))
         st.stop()
 

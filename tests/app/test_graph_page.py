@@ -58,3 +58,12 @@ def test_graph_page_before_a_run():
     at.switch_page("views/graph.py").run()
     assert not at.exception
     assert any("Build the graph" in i.value for i in at.info)
+
+
+def test_a_graph_built_for_other_settings_is_not_shown_as_this_one(finished_graph):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["graph_job"] = finished_graph
+    at.session_state["act_bits"] = 4  # the sidebar now asks for 4-bit activations; the graph has 8
+    at.switch_page("views/graph.py").run()
+    assert not at.exception
+    assert any("settings changed" in i.value for i in at.info) and not at.get("plotly_chart")
