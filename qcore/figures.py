@@ -400,8 +400,9 @@ def _graph_traces(graph, layout, values: dict, hover: dict, coloraxis: str) -> l
     ex, ey = [], []
     for e in graph.edges:
         (x0, y0), (x1, y1) = (layout.x[e.source], layout.y[e.source]), (layout.x[e.target], layout.y[e.target])
-        if abs(y0 - y1) > 1 and abs(x0 - x1) < 0.5:  # a skip edge would hide behind its column: route it beside
-            ex += [x0, x0 + 0.3, x1 + 0.3, x1, None]
+        if abs(y0 - y1) > 1 and abs(x0 - x1) < 0.5:  # a skip edge would hide behind its column: route it on the
+            side = -0.2 - 0.06 * min(abs(y0 - y1), 8)  # left (labels are on the right), longer ones further out
+            ex += [x0, x0 + side, x1 + side, x1, None]
             ey += [y0, y0 - 0.5, y1 + 0.5, y1, None]
         else:
             ex += [x0, x1, None]
@@ -423,9 +424,16 @@ def _graph_traces(graph, layout, values: dict, hover: dict, coloraxis: str) -> l
 def graph_figure(graph, layout, values: dict, hover: dict, colorbar_title: str, good: str | None = None,
                  title: str = "") -> go.Figure:
     """A model's data-flow graph, top to bottom, nodes coloured by one metric (`values`: node id -> number or
-    None) with a colour bar; `hover`: node id -> the text its hover shows; `good`: "high", "low" or None."""
+    None) with a colour bar; `hover`: node id -> the text its hover shows; `good`: "high", "low" or None. For a
+    metric with a good end the colours span the middle 90% of the values (the hover has every exact number)."""
+    import numpy as np
+
     fig = go.Figure(_graph_traces(graph, layout, values, hover, "coloraxis"))
-    fig.update_layout(coloraxis=dict(colorscale=GRAPH_SCALES[good], colorbar=dict(title=colorbar_title)))
+    finite = np.array([v for v in values.values() if v is not None and np.isfinite(v)])
+    span = {}
+    if good is not None and len(finite) >= 10:  # one outlier (the input's quantizer) must not wash out the rest
+        span = dict(cmin=float(np.percentile(finite, 5)), cmax=float(np.percentile(finite, 95)))
+    fig.update_layout(coloraxis=dict(colorscale=GRAPH_SCALES[good], colorbar=dict(title=colorbar_title), **span))
     return _graph_frame(fig, layout, title)
 
 
@@ -446,7 +454,7 @@ def graph_compare_figure(graph, layout, pairs: dict, hover: dict, colorbar_title
 
 def _graph_frame(fig: go.Figure, layout, title: str) -> go.Figure:
     """Axes hidden, height by the number of rows (zoom and pan for the rest), nodes clickable."""
-    fig.update_xaxes(visible=False, range=[min(layout.x.values()) - 0.5, max(layout.x.values()) + 2.0])
+    fig.update_xaxes(visible=False, range=[min(layout.x.values()) - 1.0, max(layout.x.values()) + 2.0])
     fig.update_yaxes(visible=False)
     fig.update_layout(title=title, height=max(420, min(2400, 34 * layout.rows + 80)), clickmode="event+select",
                       margin=dict(l=10, r=10, t=50 if title else 30, b=10), plot_bgcolor="white", hovermode="closest")
