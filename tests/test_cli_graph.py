@@ -58,3 +58,13 @@ def test_graph_of_an_own_pt2_file(tmp_path, capsys):
     kinds = [n["kind"] for n in graph["nodes"]]
     assert kinds.count("conv") > 20 and kinds.count("add") >= 3 and kinds[-1] == "output"
     assert "blocks collapsed at module depth 2" in capsys.readouterr().out
+
+
+def test_a_sensitivity_report_of_another_model_is_refused(tmp_path, capsys):
+    report = tmp_path / "s.json"
+    rows = [{"name": "features.3.conv.0.0", "kind": "conv", "only_this_quantized": 0.8, "all_but_this": 0.9,
+             "sqnr_db": 20.0, "mse": 0.1, "cosine": 0.99}]
+    report.write_text(json.dumps({"model": "mobilenet_v2", "eval_size": 100, "layers": rows}))
+    assert main(["graph", "--model", "fm_resnet", "--calib-size", "8", "--sensitivity", str(report),
+                 "--out", str(tmp_path / "x.html")]) == 2
+    assert "is a layer of fm_resnet" in capsys.readouterr().err and not (tmp_path / "x.html").exists()

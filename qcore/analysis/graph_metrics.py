@@ -22,7 +22,7 @@ from qcore.analysis.reports import LayerSensitivity
 from qcore.quant.build import calibrated_sim
 from qcore.quant.progress import Msg, Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
-from qcore.quant.quantsim import ActQuantizer, Mode, QuantSim, QuantWeightLayer
+from qcore.quant.quantsim import ActQuantizer, Mode, QuantSim, QuantWeightLayer, image_count
 
 __all__ = ["PROBE_IMAGES", "model_graph", "graph_of_sim", "measure_nodes", "weight_summary", "sensitivity_rows",
            "calibration_batches", "loaded_model_graph", "stats_name"]
@@ -128,8 +128,9 @@ def graph_of_sim(sim: QuantSim, probe: torch.Tensor, model: str, calib_images: i
     by_layer = {r.name: r.only_this_quantized for r in sensitivity or []}
     modules = {n.name: sim.model.get_submodule(n.target) for n in sim.model.graph.nodes if n.op == "call_module"}
     nodes = [_with_metrics(sim, n, modules.get(n.id), sums.get(n.id), by_layer) for n in nodes]
+    matched = any(n.metrics.sensitivity is not None for n in nodes)  # a sweep of another model matches nothing
     return ModelGraph(model, sim.config.to_dict(), calib_images, len(probe), tuple(nodes),
-                      tuple(graph_edges(sim.model, kept)), sensitivity_from if by_layer else None)
+                      tuple(graph_edges(sim.model, kept)), sensitivity_from if matched else None)
 
 
 def model_graph(model, batches, config: QuantConfig | None = None, name: str = "model",
@@ -140,9 +141,8 @@ def model_graph(model, batches, config: QuantConfig | None = None, name: str = "
     statistics are what the page's histograms draw)."""
     progress = progress or silent
     sim = calibrated_sim(model, config or QuantConfig(), batches, span(progress, 0.0, 0.6))
-    probe = torch.cat([x for x in batches])[:probe_images] if not hasattr(batches, "head") else batches.head(probe_images)
-    calib = sum(len(x) for x in batches) if not isinstance(getattr(batches, "count", None), int) else batches.count
-    graph = graph_of_sim(sim, probe, name, calib, sensitivity, sensitivity_from, span(progress, 0.6, 1.0))
+    probe = batches.head(probe_images) if hasattr(batches, "head") else torch.cat(list(batches))[:probe_images]
+    graph = graph_of_sim(sim, probe, name, image_count(batches), sensitivity, sensitivity_from, span(progress, 0.6, 1.0))
     progress(1.0, Msg("graph of {n} nodes measured", n=len(graph.nodes)))
     return graph, sim
 
