@@ -34,6 +34,7 @@ def test_graph_page_draws_the_graph_a_node_and_the_side_by_side_view(finished_gr
     charts = at.get("plotly_chart")
     assert len(charts) >= 3  # the graph, the chosen node's histogram, the float vs quantized view
     assert at.selectbox(key="graph_metric").value == "sqnr"
+    assert "top-1, only this layer quantized" not in at.selectbox(key="graph_metric").options  # no sweep: no such colour
     expand = at.multiselect(key="graph_expand")
     assert "layers.2" in expand.options  # fm_resnet's 61 nodes are over 60: its blocks are collapsed
     node_box = at.selectbox(key="graph_node")
@@ -67,3 +68,32 @@ def test_a_graph_built_for_other_settings_is_not_shown_as_this_one(finished_grap
     at.switch_page("views/graph.py").run()
     assert not at.exception
     assert any("settings changed" in i.value for i in at.info) and not at.get("plotly_chart")
+
+
+def test_the_sensitivity_pages_sweep_colours_the_graph():
+    """A finished sweep of the same model on the Sensitivity page makes "sensitivity" a colour of the graph."""
+    from types import SimpleNamespace
+
+    from qcore.analysis.graph_metrics import loaded_model_graph
+    from qcore.analysis.reports import LayerSensitivity
+    from qcore.zoo.models import load_model
+
+    loaded = load_model("fm_resnet")
+    rows = [LayerSensitivity("layers.3.conv1", "conv", 0.7, 0.9, 20.0, 0.1, 0.99)]
+    source = "the Sensitivity page's sweep (100 images)"
+    result = loaded_model_graph(loaded, calib_size=64, sensitivity=rows, sensitivity_from=source)
+    graph_job = Job("graph", lambda j: result).start()
+    report = SimpleNamespace(model_id=loaded.info["sha256"][:16], layers=rows, eval_size=100)
+    sweep_job = Job("sensitivity", lambda j: SimpleNamespace(report=report)).start()
+    graph_job.wait()
+    sweep_job.wait()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["graph_job"] = graph_job
+    at.session_state["sensitivity_job"] = sweep_job
+    at.switch_page("views/graph.py").run()
+    assert not at.exception and not at.error
+    box = at.selectbox(key="graph_metric")
+    assert "top-1, only this layer quantized" in box.options  # the options as shown
+    box.set_value("sensitivity").run()
+    assert not at.exception
+    assert any(c.value == f"Sensitivity from {source}." for c in at.caption)
