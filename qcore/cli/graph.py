@@ -39,7 +39,11 @@ def _html(graph, view, metric: str) -> str:
     from qcore.figures import graph_compare_figure, graph_figure
 
     places = layout(view)
-    hover = {n.id: hover_text(n) for n in view.nodes}
+    names = {"sqnr": _("output SQNR"), "float_range": _("float output range"), "quant_range": _("quantized output range"),
+             "clip": _("clip range"), "clip_error": _("clipping error"), "rounding_error": _("rounding error"),
+             "precision": _("precision"), "quantized": _("quantized"), "sensitivity": _("top-1, only this layer quantized"),
+             "members": _("nodes inside")}
+    hover = {n.id: hover_text(n, names) for n in view.nodes}
     title = _("{model}: {metric} ({n} calibration images; SQNR and ranges on {probe})").format(
         model=graph.model, metric=_metric_title(metric), n=graph.calib_images, probe=graph.probe_images)
     main = graph_figure(view, places, {n.id: metric_value(n, metric) for n in view.nodes}, hover,
