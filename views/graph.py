@@ -10,7 +10,7 @@ from views._language import t
 from views._settings import base_config, granularity_label
 from views._ui import page_header
 from qcore.analysis.graph_layout import (MAX_NODES, METRICS, auto_collapse, blocks, compare_values, hover_text, layout,
-                                         metric_value)
+                                         metric_value, node_lines)
 from qcore.analysis.graph_metrics import loaded_model_graph, stats_name, weight_summary
 from qcore.analysis.layers import channel_spread, method_ranges
 from qcore.figures import (channel_range_figure, graph_compare_figure, graph_figure, histogram_figure,
@@ -101,19 +101,21 @@ event = st.plotly_chart(figure, key="graph_chart", on_select="rerun", selection_
 points = (event.selection.get("points") if event and event.selection else None) or []
 picked = points[0].get("customdata") if points else None
 picked = picked[0] if isinstance(picked, list) else picked
-if isinstance(picked, str) and picked.startswith("block:") and picked[6:] not in expand:
+new_click = picked != st.session_state.get("graph_clicked")  # the chart keeps its selection over reruns: act once
+st.session_state["graph_clicked"] = picked
+if new_click and isinstance(picked, str) and picked.startswith("block:") and picked[6:] not in expand:
     st.session_state["graph_expand_request"] = picked[6:]
     st.rerun()
 
 st.subheader(t("One node"))
 detailed = [n for n in graph.nodes if stats_name(sim, n) is not None or n.kind in ("conv", "linear")]
 ids = [n.id for n in detailed]
-if picked in ids:
+if new_click and picked in ids:
     st.session_state["graph_node"] = picked
 node_id = st.selectbox(t("Node (or click one in the graph)"), ids, key="graph_node",
                        format_func=lambda i: f"{graph.node(i).label} ({graph.node(i).kind})")
 node = graph.node(node_id)
-st.markdown(hover_text(node, HOVER))
+st.markdown(f"**{node.label}**\n\n" + "\n".join(f"- {line}" for line in node_lines(node, HOVER)))
 name = stats_name(sim, node)
 if name is not None:
     cfg, stats = sim.config.for_layer(name), sim.stats[name]

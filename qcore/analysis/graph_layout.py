@@ -18,7 +18,7 @@ import networkx as nx
 from qcore.analysis.graph import GraphEdge, GraphNode, ModelGraph, NodeMetrics
 
 __all__ = ["MAX_NODES", "METRICS", "HOVER_NAMES", "GraphLayout", "block_of", "collapse", "auto_collapse", "blocks", "layout",
-           "metric_value", "hover_text", "compare_values"]
+           "metric_value", "hover_text", "node_lines", "compare_values"]
 
 MAX_NODES = 60
 # what nodes can be coloured by, and which end is good ("high", "low"; None: neither, e.g. a range)
@@ -175,9 +175,14 @@ def _fmt(v: float) -> str:
 
 
 def hover_text(node: GraphNode, names: dict[str, str] | None = None) -> str:
-    """The node's numbers as the lines a hover shows (`names`: the field names in the reader's language)."""
+    """The node's label and numbers as a plotly hover (`names`: the field names in the reader's language)."""
+    return "<br>".join([f"<b>{node.label}</b>", *node_lines(node, names)])
+
+
+def node_lines(node: GraphNode, names: dict[str, str] | None = None) -> list[str]:
+    """The node's kind and numbers, one line each (`names`: the field names in the reader's language)."""
     n, m = {**HOVER_NAMES, **(names or {})}, node.metrics
-    lines = [f"<b>{node.label}</b>", f"{node.kind} · {node.op}"]
+    lines = [f"{node.kind} · {node.op}"]
     if node.members:
         lines.append(f"{n['members']}: {len(node.members)}")
     if m.sqnr_db is not None:
@@ -195,4 +200,4 @@ def hover_text(node: GraphNode, names: dict[str, str] | None = None) -> str:
         lines.append(f"{n['quantized']}: {m.quantized:.0%}")
     if m.sensitivity is not None:
         lines.append(f"{n['sensitivity']}: {m.sensitivity:.2%}")
-    return "<br>".join(lines)
+    return lines
