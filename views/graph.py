@@ -80,6 +80,9 @@ st.caption(t("{model}: {nodes} nodes, {edges} edges; quantizers calibrated on {c
              "on {probe}.").format(model=graph.model, nodes=len(graph.nodes), edges=len(graph.edges),
                                    calib=graph.calib_images, probe=graph.probe_images))
 metrics = [m for m in METRICS if m != "sensitivity" or graph.sensitivity_from]
+for key, allowed in (("graph_metric", metrics), ("graph_node", [n.id for n in graph.nodes])):
+    if st.session_state.get(key) not in allowed:  # a choice from another model or graph: back to the default
+        st.session_state.pop(key, None)
 c1, c2 = st.columns([1, 2])
 metric = c1.selectbox(t("Colour nodes by"), metrics, key="graph_metric", format_func=METRIC_NAMES.get)
 if "graph_expand_request" in st.session_state:  # a click on a block asked to open it (before the widget draws)

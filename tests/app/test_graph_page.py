@@ -97,3 +97,14 @@ def test_the_sensitivity_pages_sweep_colours_the_graph():
     box.set_value("sensitivity").run()
     assert not at.exception
     assert any(c.value == f"Sensitivity from {source}." for c in at.caption)
+
+
+def test_a_choice_the_graph_cannot_offer_falls_back_to_the_default(finished_graph):
+    """Sensitivity chosen while a sweep was there, a node of another model: the page draws, with the defaults."""
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["graph_job"] = finished_graph
+    at.session_state["graph_metric"] = "sensitivity"
+    at.session_state["graph_node"] = "features_3_conv_0_0"
+    at.switch_page("views/graph.py").run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="graph_metric").value == "sqnr" and at.selectbox(key="graph_node").value == "quantizers_q0"
