@@ -386,3 +386,79 @@ def spread_figure(rows: list[dict], y_title: str = "max / min of per-channel |w|
 
 
 __all__ += ["lowbit_levels_figure", "spread_figure"]
+
+
+GRAPH_SYMBOLS = {"input": "triangle-down", "conv": "square", "linear": "diamond", "quant": "circle", "add": "cross",
+                 "concat": "x", "pool": "triangle-up", "act": "circle-open", "norm": "star", "mul": "x",
+                 "output": "triangle-up", "block": "hexagon"}
+GRAPH_SCALES = {"high": "RdYlGn", "low": "RdYlGn_r", None: "Viridis"}
+
+
+def _graph_traces(graph, layout, values: dict, hover: dict, coloraxis: str) -> list:
+    """The edges (one line trace) and the nodes of a model graph, coloured by `values` through `coloraxis`;
+    nodes without a value are grey. Each node point carries its id as customdata (what a click selects)."""
+    ex, ey = [], []
+    for e in graph.edges:
+        (x0, y0), (x1, y1) = (layout.x[e.source], layout.y[e.source]), (layout.x[e.target], layout.y[e.target])
+        if abs(y0 - y1) > 1 and abs(x0 - x1) < 0.5:  # a skip edge would hide behind its column: route it on the
+            side = -0.2 - 0.06 * min(abs(y0 - y1), 8)  # left (labels are on the right), longer ones further out
+            ex += [x0, x0 + side, x1 + side, x1, None]
+            ey += [y0, y0 - 0.5, y1 + 0.5, y1, None]
+        else:
+            ex += [x0, x1, None]
+            ey += [y0, y1, None]
+    traces = [go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="#b8bec8", width=1), hoverinfo="skip",
+                         showlegend=False)]
+    for valued in (True, False):
+        nodes = [n for n in graph.nodes if (values.get(n.id) is not None) == valued]
+        marker = dict(symbol=[GRAPH_SYMBOLS.get(n.kind, "circle") for n in nodes], line=dict(width=1, color="#333"),
+                      size=[18 if n.kind == "block" else 12 for n in nodes])
+        marker.update(color=[values[n.id] for n in nodes], coloraxis=coloraxis) if valued else marker.update(color="#d0d0d0")
+        traces.append(go.Scatter(x=[layout.x[n.id] for n in nodes], y=[layout.y[n.id] for n in nodes],
+                                 mode="markers+text", text=[n.label for n in nodes], textposition="middle right",
+                                 textfont=dict(size=10), customdata=[n.id for n in nodes], marker=marker,
+                                 hovertext=[hover[n.id] for n in nodes], hoverinfo="text", showlegend=False))
+    return traces
+
+
+def graph_figure(graph, layout, values: dict, hover: dict, colorbar_title: str, good: str | None = None,
+                 title: str = "") -> go.Figure:
+    """A model's data-flow graph, top to bottom, nodes coloured by one metric (`values`: node id -> number or
+    None) with a colour bar; `hover`: node id -> the text its hover shows; `good`: "high", "low" or None. For a
+    metric with a good end the colours span the middle 90% of the values (the hover has every exact number)."""
+    import numpy as np
+
+    fig = go.Figure(_graph_traces(graph, layout, values, hover, "coloraxis"))
+    finite = np.array([v for v in values.values() if v is not None and np.isfinite(v)])
+    span = {}
+    if good is not None and len(finite) >= 10:  # one outlier (the input's quantizer) must not wash out the rest
+        span = dict(cmin=float(np.percentile(finite, 5)), cmax=float(np.percentile(finite, 95)))
+    fig.update_layout(coloraxis=dict(colorscale=GRAPH_SCALES[good], colorbar=dict(title=colorbar_title), **span))
+    return _graph_frame(fig, layout, title)
+
+
+def graph_compare_figure(graph, layout, pairs: dict, hover: dict, colorbar_title: str,
+                         titles: tuple[str, str] = ("float", "quantized")) -> go.Figure:
+    """The same graph twice, side by side, coloured on one scale: by each node's value in the float model (left)
+    and in the quantized one (right); `pairs`: node id -> (float value, quantized value)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=titles, horizontal_spacing=0.04)
+    for col in (1, 2):
+        values = {k: v[col - 1] for k, v in pairs.items()}
+        for trace in _graph_traces(graph, layout, values, hover, "coloraxis"):
+            fig.add_trace(trace, row=1, col=col)
+    fig.update_layout(coloraxis=dict(colorscale=GRAPH_SCALES[None], colorbar=dict(title=colorbar_title)))
+    return _graph_frame(fig, layout, "")
+
+
+def _graph_frame(fig: go.Figure, layout, title: str) -> go.Figure:
+    """Axes hidden, height by the number of rows (zoom and pan for the rest), nodes clickable."""
+    fig.update_xaxes(visible=False, range=[min(layout.x.values()) - 1.0, max(layout.x.values()) + 2.0])
+    fig.update_yaxes(visible=False)
+    fig.update_layout(title=title, height=max(420, min(2400, 34 * layout.rows + 80)), clickmode="event+select",
+                      margin=dict(l=10, r=10, t=50 if title else 30, b=10), plot_bgcolor="white", hovermode="closest")
+    return fig
+
+
+__all__ += ["GRAPH_SYMBOLS", "graph_figure", "graph_compare_figure"]

@@ -106,7 +106,7 @@ def test_argparse_help_and_its_own_errors_follow_the_language(capsys, english_en
 
 
 @pytest.mark.parametrize("command", [["sensitivity", "--out", "x.json"], ["recover", "--steps", "cle", "--out", "x.json"],
-                                     ["workflow", "--out", "x"], ["qat", "--out", "x.json"]])
+                                     ["workflow", "--out", "x"], ["qat", "--out", "x.json"], ["graph", "--out", "x.html"]])
 def test_every_command_loads_the_weights_it_is_given(capsys, tmp_path, command):
     """--weights reaches the model of every command (sensitivity, recover, workflow and qat once ignored it and
     ran the registry's own weights): a missing file is the error it names, before any work."""
@@ -117,7 +117,8 @@ def test_every_command_loads_the_weights_it_is_given(capsys, tmp_path, command):
 
 # --- one set of quantization flags on every command that quantizes (issue 23) ---------------------
 QUANTIZING = {"calibrate": [], "deploy": ["--out", "d"], "sensitivity": ["--out", "s.json"],
-              "recover": ["--steps", "cle", "--out", "r.json"], "qat": ["--out", "q.json"], "workflow": ["--out", "w"]}
+              "recover": ["--steps", "cle", "--out", "r.json"], "qat": ["--out", "q.json"], "workflow": ["--out", "w"],
+              "graph": ["--out", "g.html"]}
 
 
 def _parsed(argv):

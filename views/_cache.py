@@ -15,7 +15,8 @@ from qcore.zoo.data import ImageSet, data_dir, eval_subset
 from qcore.zoo.inputs import check_compatible, decode_for, default_data
 from qcore.zoo.models import LoadedModel, load_model, model_identity
 
-__all__ = ["cached_model", "user_models", "upload_dir", "cached_eval_set", "fp32_eval", "layer_stats", "model_identity"]
+__all__ = ["cached_model", "user_models", "upload_dir", "cached_eval_set", "fp32_eval", "layer_stats", "model_identity",
+           "shared_graphs", "remember_graph"]
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -85,3 +86,17 @@ def _layer_stats(loaded: LoadedModel, data: str | None, seed: int, images: int =
     sim = QuantSim(loaded.module)
     with page_threads():
         return sim, sim.collect_stats(list(batches(calib.images, loaded.spec.preprocess)))
+
+
+@st.cache_resource(show_spinner=False)
+def shared_graphs() -> dict:
+    """Finished graph views (ModelGraph and its calibrated sim, read-only) shared by all sessions, keyed by model,
+    config, data, calibration images, seed and the sensitivity sweep they carry: the same request never runs twice."""
+    return {}
+
+
+def remember_graph(key: tuple, result) -> None:
+    store = shared_graphs()
+    while len(store) >= 8:  # a sim of an ImageNet model holds its weights: keep a few
+        store.pop(next(iter(store)))
+    store[key] = result

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from qcore.cli.basics import cmd_bench, cmd_evaluate, cmd_history, cmd_models, cmd_train
+from qcore.cli.graph import GRAPH_METRICS, cmd_graph
 from qcore.cli.language import _
 from qcore.cli.options import torch_threads
 from qcore.cli.ptq import cmd_calibrate, cmd_deploy, cmd_recover, cmd_sensitivity
@@ -193,6 +194,24 @@ def _add_workflow(sub) -> None:
     w.set_defaults(fn=cmd_workflow, eval_size=1000)
 
 
+def _add_graph(sub) -> None:
+    g = sub.add_parser("graph", help=_("the model's data-flow graph, nodes coloured by a measured metric, as HTML "
+                                       "(and JSON)"))
+    _common(g)
+    _quant_flags(g)
+    g.add_argument("--metric", default="sqnr", choices=GRAPH_METRICS, help=_("what colours the nodes (default: sqnr)"))
+    g.add_argument("--calib-size", type=int, default=64,
+                   help=_("calibration images (default: 64); SQNR and ranges on the first 16 of them"))
+    g.add_argument("--sensitivity", default=None, metavar="FILE",
+                   help=_("a sensitivity report (python -m qcore sensitivity --out FILE) for --metric sensitivity"))
+    g.add_argument("--max-nodes", type=int, default=60,
+                   help=_("collapse blocks (by module path) until at most this many nodes are drawn; 0: never"))
+    g.add_argument("--expand", default=None, metavar="BLOCK,...", help=_("blocks to draw node by node, e.g. layers.2"))
+    g.add_argument("--out", required=True, help=_("the HTML file (opens offline)"))
+    g.add_argument("--json", default=None, metavar="FILE", help=_("also write the graph and its numbers as JSON"))
+    g.set_defaults(fn=cmd_graph)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qcore", description=_("Quantization Explorer engine"))
     p.add_argument("--lang", choices=LANGUAGES, default=None,
@@ -203,4 +222,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recover(sub)
     _add_qat(sub)
     _add_workflow(sub)
+    _add_graph(sub)
     return p
