@@ -23,7 +23,7 @@ from typing import ClassVar
 import torch
 from torch import fx, nn
 
-from qcore.analysis.diagnosis_causes import (Cause, act_bits_cause, add_scale_cause, negative_clip_cause,
+from qcore.analysis.diagnosis_causes import (HEALTHY_SQNR_DB, Cause, act_bits_cause, add_scale_cause, negative_clip_cause,
                                              outlier_cause, spread_cause, weight_bits_cause)
 from qcore.analysis.evaluate import logits, scores, single_threaded, sqnr_db
 from qcore.analysis.reports import RunReport
@@ -35,7 +35,7 @@ from qcore.zoo.inputs import Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
 __all__ = ["LayerDiagnosis", "DiagnosisReport", "FixResult", "Diagnosis", "diagnose", "apply_fix", "only_quantized",
-           "layer_split", "add_inputs", "rank"]
+           "layer_split", "add_inputs", "find_causes", "rank"]
 
 PROBE_IMAGES = 64  # images the per-layer SQNRs are measured on
 
@@ -215,6 +215,15 @@ def _layer_causes(sim: QuantSim, point, adds: dict[str, list[str]]) -> list[Caus
     return [c for c in found if c is not None]
 
 
+def find_causes(sim: QuantSim, split: dict[str, tuple]) -> list[Cause]:
+    """Every detector on every point, each cause given its side's measured SQNR from `split`; causes on a side
+    that measures HEALTHY_SQNR_DB or more are left out (they cost nothing worth fixing); ranked."""
+    adds = add_inputs(sim)
+    found = [c for p in sim.points for c in _layer_causes(sim, p, adds)]
+    measured = [replace(c, layer_sqnr_db=split[c.layer][0 if c.side == "weights" else 1]) for c in found]
+    return rank([c for c in measured if c.layer_sqnr_db is None or c.layer_sqnr_db < HEALTHY_SQNR_DB])
+
+
 def rank(causes: list[Cause]) -> list[Cause]:
     """Worst layer first: by the measured output SQNR of the side (weights or activation) the cause sits on; within
     a layer, fixes that keep the chosen bit widths before more bits, then by the noise the fix removes (estimated)."""
@@ -265,14 +274,9 @@ def diagnose(
     probe = inp.eval_head(min(probe_images, inp.eval_size))
     split = layer_split(sim, probe, span(say, 0.6, 0.95))
     say(0.95, Msg("looking for causes"))
-    adds = add_inputs(sim)
-    causes, layers = [], []
-    for point in sim.points:
-        found = _layer_causes(sim, point, adds)
-        causes += found
-        w, a = split[point.name]
-        layers.append(LayerDiagnosis(point.name, point.kind, point.module_type, w, a, tuple(c.kind for c in found)))
-    causes = rank([replace(c, layer_sqnr_db=split[c.layer][0 if c.side == "weights" else 1]) for c in causes])
+    causes = find_causes(sim, split)
+    layers = [LayerDiagnosis(p.name, p.kind, p.module_type, *split[p.name],
+                             tuple(c.kind for c in causes if c.layer == p.name)) for p in sim.points]
     say(1.0, Msg("done"))
     report = DiagnosisReport(
         **inp.identity(), **sim.inventory(), eval_size=inp.eval_size, config=config.to_dict(), fp32_accuracy=fp32,

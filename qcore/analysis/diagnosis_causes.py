@@ -12,38 +12,38 @@ Thresholds are module constants so that the page and the README can state the ru
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from qcore.analysis.layers import channel_spread
-from qcore.i18n import N_
 from qcore.quant.calibration import RangeResult, compute_range
 from qcore.quant.fakequant import fake_quantize_scheme
 from qcore.quant.qconfig import LayerConfig, QuantConfig, RecoveryStep
+from qcore.quant.progress import Msg
 from qcore.quant.qparams import QScheme, compute_qparams, minmax
 from qcore.quant.stats import Histogram, TensorStats
 
 __all__ = ["CAUSE_KINDS", "CAUSE_TITLES", "LEARN_TOPICS", "Z_THRESHOLD", "SPREAD_THRESHOLD", "SPREAD_MIN_GAIN_DB", "NEG_MIN_FRACTION",
-           "ADD_RATIO_THRESHOLD", "BITS_SQNR_DB", "MIN_GAIN_DB", "Evidence", "Fix", "Cause", "HistogramData",
+           "ADD_RATIO_THRESHOLD", "BITS_SQNR_DB", "MIN_GAIN_DB", "HEALTHY_SQNR_DB", "Evidence", "Fix", "Cause", "HistogramData",
            "histogram_moments", "outlier_cause", "spread_cause", "negative_clip_cause", "add_scale_cause",
            "act_bits_cause", "weight_bits_cause", "weight_sqnr_db"]
 
 CAUSE_KINDS = ("outliers", "channel_spread", "negative_clipped", "add_scales", "too_few_bits")
 CAUSE_TITLES = {
-    "outliers": N_("activation outliers"),
-    "channel_spread": N_("unequal weight channels"),
-    "negative_clipped": N_("negative values clipped"),
-    "add_scales": N_("residual add of unequal scales"),
-    "too_few_bits": N_("too few bits for the range"),
+    "outliers": Msg("activation outliers"),
+    "channel_spread": Msg("unequal weight channels"),
+    "negative_clipped": Msg("negative values clipped"),
+    "add_scales": Msg("residual add of unequal scales"),
+    "too_few_bits": Msg("too few bits for the range"),
 }
 # The Learn page section each cause links to: topic id -> its section title there (the same msgid the page shows).
 LEARN_TOPICS = {
-    "symmetric": N_("2. Symmetric vs asymmetric, on a real activation"),
-    "granularity": N_("3. Per-tensor, per-channel, per-group weights"),
-    "clipping": N_("4. Clipping vs rounding"),
-    "lowbit": N_("8. Four-bit formats: INT4, NF4, FP4"),
-    "mobilenet": N_("11. Why MobileNet suffers under per-tensor weights"),
+    "symmetric": Msg("2. Symmetric vs asymmetric, on a real activation"),
+    "granularity": Msg("3. Per-tensor, per-channel, per-group weights"),
+    "clipping": Msg("4. Clipping vs rounding"),
+    "lowbit": Msg("8. Four-bit formats: INT4, NF4, FP4"),
+    "mobilenet": Msg("11. Why MobileNet suffers under per-tensor weights"),
 }
 Z_THRESHOLD = 12.0  # the extreme value this many standard deviations from the mean: an outlier for the range
 SPREAD_THRESHOLD = 5.0  # widest output channel over the median one, under one per-tensor weight scale
@@ -51,12 +51,13 @@ SPREAD_MIN_GAIN_DB = 3.0  # and per-channel scales raise the weight's SQNR by at
 NEG_MIN_FRACTION = 1e-3  # share of values below zero that a non-negative grid clips
 ADD_RATIO_THRESHOLD = 8.0  # one input of a residual add spans this many times the other's range
 BITS_SQNR_DB = 20.0  # the best clip range at this width still leaves the tensor below this SQNR, rounding dominant
+HEALTHY_SQNR_DB = 30.0  # a layer side whose own output SQNR (measured) is this high loses nothing worth a cause
 MIN_GAIN_DB = 1.0  # a fix that removes less noise than this (estimated) is not worth naming
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """One measured number behind a cause: what it is (an N_ msgid the page translates) and its value."""
+    """One measured number behind a cause: what it is (a Msg: English text that is also its catalog msgid, so pages and the CLI show it translated) and its value."""
 
     name: str
     value: float
@@ -95,10 +96,12 @@ class Fix:
 
 @dataclass(frozen=True)
 class HistogramData:
-    """A calibration histogram for display: bin edges and counts (at most a few hundred bins)."""
+    """A calibration histogram for display: bin edges and counts (at most a few hundred bins), and the clip
+    ranges to draw on it: method -> (clip_min, clip_max), the layer's method now and the fix's."""
 
     edges: list[float]
     counts: list[float]
+    ranges: dict[str, tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,8 @@ class Cause:
         return {"kind": self.kind, "title": self.title, "layer": self.layer, "side": self.side, "severity_db": self.severity_db,
                 "layer_sqnr_db": self.layer_sqnr_db,
                 "evidence": {e.name: e.value for e in self.evidence}, "fix": self.fix.to_dict(),
-                "learn_topic": self.learn_topic, "histogram": None if self.histogram is None else {
-                    "edges": self.histogram.edges, "counts": self.histogram.counts}}
+                "learn_topic": self.learn_topic,
+                "histogram": None if self.histogram is None else asdict(self.histogram)}
 
 
 def _db(ratio: float) -> float:
@@ -144,26 +147,28 @@ def histogram_moments(h: Histogram) -> tuple[float, float, float]:
     return mean, math.sqrt(max(square - mean * mean, 0.0)), square
 
 
-def _display(h: Histogram, max_bars: int = 256) -> HistogramData:
+def _display(h: Histogram, ranges: list[RangeResult], max_bars: int = 256) -> HistogramData:
     factor = max(1, math.ceil(len(h.counts) / max_bars))
     pad = (-len(h.counts)) % factor
     counts = torch.cat([h.counts, torch.zeros(pad, dtype=h.counts.dtype)]).reshape(-1, factor).sum(1)
     edges = (torch.arange(len(counts) + 1, dtype=torch.float64) * factor + h.k0) * h.width
-    return HistogramData([round(float(e), 8) for e in edges], [float(c) for c in counts])
+    return HistogramData([round(float(e), 8) for e in edges], [float(c) for c in counts],
+                         {r.method: (r.clip_min, r.clip_max) for r in ranges})
 
 
 def _ev(**values: float) -> tuple[Evidence, ...]:
     return tuple(Evidence(name, float(v)) for name, v in values.items())
 
 
-EVIDENCE = {  # evidence names (N_ msgids), by the keyword the detectors below use
-    "z": N_("z-score of the extreme value"), "extreme": N_("extreme value"), "mean": N_("mean"), "std": N_("std"),
-    "err_now": N_("error now (mean square)"), "err_fix": N_("error with the fix (mean square)"),
-    "spread": N_("widest / median channel range"), "sqnr_now": N_("SQNR now (dB)"),
-    "sqnr_fix": N_("SQNR with the fix (dB)"), "neg": N_("share of values below zero"),
-    "clipped": N_("share clipped to zero"), "grid_min": N_("lowest grid value"), "data_min": N_("lowest value"),
-    "ratio": N_("input range ratio"), "wide": N_("wider input |max|"), "narrow": N_("narrower input |max|"),
-    "bits": N_("bits"), "rounding": N_("rounding error"), "clip": N_("clipping error"),
+EVIDENCE = {  # evidence names (Msg texts), by the keyword the detectors below use
+    "z": Msg("z-score of the extreme value"), "extreme": Msg("extreme value"), "mean": Msg("mean"), "std": Msg("std"),
+    "err_now": Msg("error now (mean square)"), "err_fix": Msg("error with the fix (mean square)"),
+    "spread": Msg("widest / median channel range"), "sqnr_now": Msg("SQNR now (dB)"), "wsqnr_now": Msg("median channel SQNR now (dB)"),
+    "sqnr_fix": Msg("SQNR with the fix (dB)"),
+    "wsqnr_fix": Msg("median channel SQNR with the fix (dB)"), "neg": Msg("share of values below zero"),
+    "clipped": Msg("share clipped to zero"), "grid_min": Msg("lowest grid value"), "data_min": Msg("lowest value"),
+    "ratio": Msg("input range ratio"), "wide": Msg("wider input |max|"), "narrow": Msg("narrower input |max|"),
+    "bits": Msg("bits"), "rounding": Msg("rounding error"), "clip": Msg("clipping error"),
 }
 
 
@@ -187,15 +192,19 @@ def outlier_cause(name: str, stats: TensorStats, scheme: QScheme, method: str) -
         return None
     return Cause("outliers", name, "activations", gain, _named(z=z, extreme=extreme, mean=mean, std=std, err_now=now.total_error,
                                                  err_fix=best.total_error),
-                 Fix((name,), (("act_method", best.method),)), "clipping", _display(h))
+                 Fix((name,), (("act_method", best.method),)), "clipping", _display(h, [now, best]))
 
 
 def weight_sqnr_db(w: torch.Tensor, scheme: QScheme) -> float:
-    """SQNR of a weight tensor quantized with `scheme` (its own min/max grid), in dB."""
+    """SQNR (dB) of a weight quantized with `scheme` (its own min/max grid), for the median output channel: each
+    output channel makes its own feature map, and the whole tensor's SQNR would hide narrow channels crushed to a
+    few levels behind the energy of one wide channel."""
     scale, zp = compute_qparams(*minmax(w, scheme), scheme)
     wq = fake_quantize_scheme(w, scale, zp, scheme)
-    noise = float(((w.double() - wq.double()) ** 2).sum())
-    return _db(float((w.double() ** 2).sum()) / noise) if noise > 0 else math.inf
+    signal = (w.double() ** 2).reshape(w.shape[0], -1).sum(1)
+    noise = ((w.double() - wq.double()) ** 2).reshape(w.shape[0], -1).sum(1)
+    ratios = [float(a / b) if b > 0 else math.inf for a, b in zip(signal, noise)]
+    return _db(float(torch.tensor(ratios, dtype=torch.float64).median()))
 
 
 def spread_cause(name: str, w: torch.Tensor, cfg: LayerConfig, depthwise: bool) -> Cause | None:
@@ -212,7 +221,7 @@ def spread_cause(name: str, w: torch.Tensor, cfg: LayerConfig, depthwise: bool) 
     fixed = weight_sqnr_db(w.detach(), replace(scheme, granularity="channel", axis=0))
     if fixed - now < SPREAD_MIN_GAIN_DB:
         return None
-    return Cause("channel_spread", name, "weights", fixed - now, _named(spread=spread, sqnr_now=now, sqnr_fix=fixed),
+    return Cause("channel_spread", name, "weights", fixed - now, _named(spread=spread, wsqnr_now=now, wsqnr_fix=fixed),
                  Fix((name,), (("weight_granularity", "channel"),)), "mobilenet" if depthwise else "granularity")
 
 
@@ -290,5 +299,5 @@ def weight_bits_cause(name: str, w: torch.Tensor, cfg: LayerConfig, scheme: QSch
     if sqnr >= BITS_SQNR_DB:
         return None
     fixed = weight_sqnr_db(w.detach(), replace(scheme, bits=8))
-    return Cause("too_few_bits", name, "weights", fixed - sqnr, _named(bits=scheme.bits, sqnr_now=sqnr, sqnr_fix=fixed),
+    return Cause("too_few_bits", name, "weights", fixed - sqnr, _named(bits=scheme.bits, wsqnr_now=sqnr, wsqnr_fix=fixed),
                  Fix((name,), (("weight_bits", 8),)), "lowbit")
