@@ -11,7 +11,7 @@ from views._language import engine_text, t
 from views._settings import base_config, granularity_label
 from views._ui import layer_summary, page_header
 from qcore.analysis.diagnosis import apply_fix, diagnose
-from qcore.analysis.diagnosis_causes import LEARN_TOPICS
+from qcore.analysis.diagnosis_causes import HEALTHY_SQNR_DB, LEARN_TOPICS
 from qcore.analysis.layers import folded_weight
 from qcore.figures import channel_range_figure, histogram_figure
 
@@ -65,10 +65,11 @@ rows = [{"#": i, t("layer"): c.layer, t("cause"): engine_text(c.title), t("layer
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 st.caption(t("Layer SQNR: this layer's output against float with only the side the cause sits on (its weights or "
              "its activation) quantized, on {n} images. Causes on layers at {healthy:g} dB or more are left out.")
-           .format(n=rep.probe_images, healthy=30.0))
+           .format(n=rep.probe_images, healthy=HEALTHY_SQNR_DB))
 
-pick = st.selectbox(t("Cause"), range(len(rep.causes)), key="diag_cause",
-                    format_func=lambda i: f"#{i + 1} {rep.causes[i].layer}: {engine_text(rep.causes[i].title)}")
+# labels fixed in this run's language (a format_func called later could answer in another; see _settings)
+labels = {i: f"#{i + 1} {c.layer}: {engine_text(c.title)}" for i, c in enumerate(rep.causes)}
+pick = st.selectbox(t("Cause"), list(labels), key="diag_cause", format_func=labels.get)
 cause = rep.causes[pick]
 st.dataframe(pd.DataFrame([{t("evidence"): engine_text(e.name), t("value"): e.value} for e in cause.evidence]),
              hide_index=True, width="stretch")

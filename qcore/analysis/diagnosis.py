@@ -14,10 +14,9 @@ the same evaluation images, so a fix is never assumed to work.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -116,7 +115,6 @@ class Diagnosis:
     inputs: Inputs
     config: QuantConfig
     sim: QuantSim
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 @contextmanager

@@ -157,6 +157,14 @@ def test_three_bit_weights_are_too_few_and_eight_bit_weights_never_are():
     assert dc.weight_bits_cause("conv", w, LayerConfig(), LayerConfig().weight_scheme()) is None
 
 
+def test_a_recovery_fix_appends_its_step_once():
+    from qcore.quant.qconfig import RecoveryStep
+
+    fix = dc.Fix(recovery="cle")
+    once = fix.apply(QuantConfig())
+    assert once.recovery == (RecoveryStep("cle"),) and fix.apply(once) == once and fix.describe() == "recovery: cle"
+
+
 # --- the whole diagnosis on a tiny model --------------------------------------------------------------------
 def tiny_depthwise(huge: float):
     torch.manual_seed(0)
