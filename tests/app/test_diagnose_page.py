@@ -1,8 +1,11 @@
 """AppTest of the Diagnose page with a finished diagnosis of a tiny model (one injected wide depthwise channel)."""
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from qcore.run.jobs import Job
@@ -68,3 +71,23 @@ def test_the_page_in_korean(finished):
     labels = {m.label for m in at.metric}
     assert "가중치만 양자화" in labels
     assert "가중치 채널 범위 불균형" in set(at.dataframe[0].value["원인"])
+
+
+def test_an_outlier_cause_shows_its_histogram_with_both_ranges_and_links_to_clipping(finished):
+    """A cause from the outlier detector on constructed statistics (the tiny model has none), placed first."""
+    from qcore.analysis import diagnosis_causes as dc
+    from qcore.quant.qconfig import LayerConfig
+    from qcore.quant.stats import TensorStats
+
+    stats = TensorStats("0")
+    stats.update(torch.cat([torch.randn(20_000, generator=torch.Generator().manual_seed(0)), torch.tensor([60.0, 70.0])]))
+    outlier = dc.outlier_cause("0", stats, LayerConfig(act_bits=4).act_scheme(), "max")
+    d = finished.snapshot()["result"]
+    job = Job("diagnose", lambda j: replace(d, report=replace(d.report, causes=[outlier, *d.report.causes]))).start()
+    job.wait()
+    at = open_page(job)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    figure = json.loads(charts[0].proto.spec)
+    assert {tr.get("name") for tr in figure["data"]} >= {"max", dict(outlier.fix.changes)["act_method"]}
+    assert any("4. Clipping vs rounding" in str(p.proto.label) for p in at.get("page_link"))
