@@ -67,9 +67,12 @@ st.caption(t("Layer SQNR: this layer's output against float with only the side t
              "its activation) quantized, on {n} images. Causes on layers at {healthy:g} dB or more are left out.")
            .format(n=rep.probe_images, healthy=HEALTHY_SQNR_DB))
 
-# labels fixed in this run's language (a format_func called later could answer in another; see _settings)
+# labels fixed in this run's language (a format_func called later could answer in another; see _settings). The
+# browser keeps a selectbox's chosen label across reruns, so each language has its own widget: the sidebar's toggle
+# then shows the causes in the new language (the choice starts again at the worst one).
 labels = {i: f"#{i + 1} {c.layer}: {engine_text(c.title)}" for i, c in enumerate(rep.causes)}
-pick = st.selectbox(t("Cause"), list(labels), key="diag_cause", format_func=labels.get)
+pick = st.selectbox(t("Cause"), list(labels), key=f"diag_cause_{st.session_state.get('lang_choice', 'en')}",
+                    format_func=labels.get)
 cause = rep.causes[pick]
 st.dataframe(pd.DataFrame([{t("evidence"): engine_text(e.name), t("value"): e.value} for e in cause.evidence]),
              hide_index=True, width="stretch")

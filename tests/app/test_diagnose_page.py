@@ -43,7 +43,7 @@ def test_the_split_the_causes_and_a_cause_with_its_evidence_and_learn_link(finis
     causes = at.dataframe[0].value
     assert list(causes["layer"]) == [c.layer for c in report.causes]
     assert "unequal weight channels" in set(causes["cause"])
-    at.selectbox(key="diag_cause").set_value(next(i for i, c in enumerate(report.causes)
+    at.selectbox(key="diag_cause_en").set_value(next(i for i, c in enumerate(report.causes)
                                                   if c.kind == "channel_spread")).run()
     evidence = at.dataframe[1].value
     assert "widest / median channel range" in set(evidence["evidence"])
@@ -53,7 +53,7 @@ def test_the_split_the_causes_and_a_cause_with_its_evidence_and_learn_link(finis
 def test_apply_fix_re_measures_and_shows_before_and_after(finished):
     at = open_page(finished)
     report = finished.snapshot()["result"].report
-    at.selectbox(key="diag_cause").set_value(next(i for i, c in enumerate(report.causes)
+    at.selectbox(key="diag_cause_en").set_value(next(i for i, c in enumerate(report.causes)
                                                   if c.kind == "channel_spread")).run()
     at.button(key="diag_apply").click().run()
     snap = at.session_state["diagnose_fix_job"].wait(120)
@@ -71,6 +71,7 @@ def test_the_page_in_korean(finished):
     labels = {m.label for m in at.metric}
     assert "가중치만 양자화" in labels
     assert "가중치 채널 범위 불균형" in set(at.dataframe[0].value["원인"])
+    assert any("가중치 채널 범위 불균형" in o for o in at.selectbox(key="diag_cause_ko").options)
 
 
 def test_an_outlier_cause_shows_its_histogram_with_both_ranges_and_links_to_clipping(finished):
