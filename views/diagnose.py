@@ -11,7 +11,7 @@ from views._language import engine_text, t
 from views._settings import base_config, granularity_label
 from views._ui import layer_summary, page_header
 from qcore.analysis.diagnosis import apply_fix, diagnose
-from qcore.analysis.diagnosis_causes import HEALTHY_SQNR_DB, LEARN_TOPICS
+from qcore.analysis.diagnosis_causes import CAUSE_TITLES, HEALTHY_SQNR_DB, LEARN_TOPICS
 from qcore.analysis.layers import folded_weight
 from qcore.figures import channel_range_figure, histogram_figure
 
@@ -54,6 +54,11 @@ if rep.weight_share is not None:
     st.caption(t("The weights account for {share} of the drop, the activations for the rest (each side quantized "
                  "alone, with the same calibrated ranges).").format(share=f"{rep.weight_share:.0%}"))
 layer_summary(rep)
+with st.expander(t("Per layer: output SQNR with only its weights, or only its activation, quantized")):
+    st.dataframe(pd.DataFrame([{t("layer"): x.name, t("kind"): x.kind, t("weights only (dB)"): x.weight_sqnr_db,
+                                t("activation only (dB)"): x.act_sqnr_db,
+                                t("causes"): ", ".join(engine_text(CAUSE_TITLES[k]) for k in x.causes)}
+                               for x in rep.layers]), hide_index=True, width="stretch")
 
 st.subheader(t("Causes, worst layer first"))
 if not rep.causes:

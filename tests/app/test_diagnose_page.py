@@ -40,12 +40,16 @@ def test_the_split_the_causes_and_a_cause_with_its_evidence_and_learn_link(finis
     labels = {m.label: m for m in at.metric}
     assert {"FP32 top-1", "Quantized", "Weights only", "Activations only"} <= set(labels)
     assert labels["Weights only"].value == f"{report.weights_only_accuracy:.2%}"
-    causes = at.dataframe[0].value
+    per_layer = at.dataframe[0].value
+    assert list(per_layer["layer"]) == [x.name for x in report.layers]
+    assert list(per_layer["weights only (dB)"].dropna()) == [x.weight_sqnr_db for x in report.layers
+                                                             if x.weight_sqnr_db is not None]
+    causes = at.dataframe[1].value
     assert list(causes["layer"]) == [c.layer for c in report.causes]
     assert "unequal weight channels" in set(causes["cause"])
     at.selectbox(key="diag_cause_en").set_value(next(i for i, c in enumerate(report.causes)
                                                   if c.kind == "channel_spread")).run()
-    evidence = at.dataframe[1].value
+    evidence = at.dataframe[2].value
     assert "widest / median channel range" in set(evidence["evidence"])
     assert any("Learn" in str(p.proto.label) for p in at.get("page_link"))
 
@@ -70,7 +74,7 @@ def test_the_page_in_korean(finished):
     at = open_page(finished, "ko")
     labels = {m.label for m in at.metric}
     assert "가중치만 양자화" in labels
-    assert "가중치 채널 범위 불균형" in set(at.dataframe[0].value["원인"])
+    assert "가중치 채널 범위 불균형" in set(at.dataframe[1].value["원인"])
     assert any("가중치 채널 범위 불균형" in o for o in at.selectbox(key="diag_cause_ko").options)
 
 

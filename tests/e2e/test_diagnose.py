@@ -56,6 +56,7 @@ def test_diagnose_mobilenet_apply_the_fix_and_read_it_in_korean(app_url, page):
     cause = page.get_by_role("combobox", name="원인")
     expect(cause).to_be_visible()
     assert "가중치 채널 범위 불균형" in cause.aria_snapshot()  # the chosen cause, in Korean after the toggle
+    page.get_by_test_id("stMetric").filter(has_text="적용 후").scroll_into_view_if_needed()
     page.screenshot(path=str(ROOT / "logs" / "e2e-diagnose-ko.png"), full_page=True)
     page.locator("h1").first.scroll_into_view_if_needed()
     page.screenshot(path=str(ROOT / "logs" / "e2e-diagnose-ko-top.png"), full_page=True)
