@@ -26,6 +26,7 @@ pages = {
         st.Page("views/calibration.py", title=t("Calibration"), icon=":material/bar_chart:"),
         st.Page("views/sensitivity.py", title=t("Sensitivity"), icon=":material/tune:"),
         st.Page("views/graph.py", title=t("Graph"), icon=":material/account_tree:"),
+        st.Page("views/diagnose.py", title=t("Diagnose"), icon=":material/troubleshoot:"),
         st.Page("views/recover.py", title=t("Recover accuracy"), icon=":material/healing:"),
         st.Page("views/qat.py", title=t("QAT"), icon=":material/model_training:"),
         st.Page("views/workflow.py", title=t("Workflow"), icon=":material/route:"),

@@ -118,7 +118,8 @@ def test_every_command_loads_the_weights_it_is_given(capsys, tmp_path, command):
 # --- one set of quantization flags on every command that quantizes (issue 23) ---------------------
 QUANTIZING = {"calibrate": [], "deploy": ["--out", "d"], "sensitivity": ["--out", "s.json"],
               "recover": ["--steps", "cle", "--out", "r.json"], "qat": ["--out", "q.json"], "workflow": ["--out", "w"],
-              "graph": ["--out", "g.html"]}
+              "graph": ["--out", "g.html"],
+              "diagnose": ["--out", "d.json"]}
 
 
 def _parsed(argv):
@@ -186,3 +187,44 @@ def test_calibrate_progress_to_a_pipe_is_one_line_per_stage(tiny_fashion_mnist, 
     lines = captured.err.splitlines()
     assert len(lines) == len(set(lines)) and "evaluating max" in lines and "evaluating mse" in lines
     assert "mse" in captured.out
+
+
+# --- diagnose (issue 25) -------------------------------------------------------------------------------------
+def test_diagnose_an_own_pt2_model_ranks_its_causes_and_applies_the_best_fix(tmp_path, capsys):
+    """A .pt2 with one depthwise channel 40x wider than the rest, at W8 per-tensor: the table names it, the JSON
+    holds the split and the causes, and --apply-best measures the fix (its own top-1, not the one before)."""
+    import torch
+
+    from tests.analysis.test_diagnosis import tiny_depthwise
+
+    net = tiny_depthwise(40.0).module
+    path = tmp_path / "dw.pt2"
+    torch.export.save(torch.export.export(net, (torch.randn(2, 1, 28, 28),),
+                                          dynamic_shapes=({0: torch.export.Dim.AUTO},)), path)
+    out = tmp_path / "d.json"
+    assert main(["diagnose", "--model", str(path), "--input-shape", "1,28,28", "--preprocess", "custom", "--mean",
+                 "0.286", "--std", "0.353", "--resize", "28", "--data", "fashion-mnist", "--granularity", "tensor",
+                 "--calib-size", "64", "--eval-size", "128", "--apply-best", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert {"fp32_accuracy", "accuracy", "weights_only_accuracy", "acts_only_accuracy", "weight_share", "causes",
+            "layers"} <= set(report)
+    top = report["causes"][0]
+    assert top["kind"] == "channel_spread" and top["fix"]["changes"] == {"weight_granularity": "channel"}
+    assert "unequal weight channels" in printed and top["fix"]["describe"] in printed
+    fix = json.loads(out.with_suffix(".fix.json").read_text())
+    assert fix["before"] == report["accuracy"] and fix["delta"] == fix["after"] - fix["before"]
+    assert fix["config"]["layers"][top["layer"]]["weight_granularity"] == "channel"
+    assert f"-> {fix['after']:.2%}" in printed
+
+
+@pytest.mark.slow
+def test_diagnose_mobilenet_w4_per_tensor_in_korean(tmp_path):
+    out = tmp_path / "d.json"
+    proc = subprocess.run([sys.executable, "-m", "qcore", "--lang", "ko", "diagnose", "--model", "fm_mobilenetv2",
+                           "--weight-bits", "4", "--granularity", "tensor", "--calib-size", "128", "--eval-size", "300",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "가중치 채널 범위 불균형" in proc.stdout and "가중치만 양자화" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["weight_share"] > 0.9

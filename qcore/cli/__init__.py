@@ -14,16 +14,13 @@
                         [--range-mode fixed|observe|learn] [--nproc N] [--device auto|cpu|cuda] --out FILE.json
     torchrun --nproc-per-node N -m qcore qat ... (multi-node: torchrun --nnodes, --node-rank, --rdzv-endpoint)
     python -m qcore workflow [--model NAME] [--max-drop 1.0] [--min-speedup 2]
-<<<<<<< HEAD
                              [--no-recovery] [--max-float 5] [--no-qat] [--qat-share 10] --out DIR   (exit 1: target not met)
-=======
-                             [--max-float 5] [--no-qat] [--qat-share 10] --out DIR   (exit 1: target not met)
     python -m qcore graph [--model NAME|FILE] [--metric sqnr|clip_error|rounding_error|range|bits|quantized|sensitivity]
                           [--calib-size N] [--sensitivity FILE.json] [--max-nodes 60] [--expand BLOCK,...]
                           --out graph.html [--json graph.json]
->>>>>>> graph
+    python -m qcore diagnose [--model NAME|FILE] [--calib-size 512] [--eval-size 1000] [--apply-best] --out FILE.json
 
-Every command that quantizes (calibrate, deploy, sensitivity, recover, qat, workflow, graph) takes the same options:
+Every command that quantizes (calibrate, deploy, sensitivity, recover, qat, workflow, graph, diagnose) takes the same options:
     [--weight-bits 8 (qat: 4)] [--act-bits 8] [--granularity channel|tensor] [--symmetric | --asymmetric]
     [--method max|percentile:P|entropy|mse] [--weight-range auto|full|reduced] [--config FILE.json]
 --config overrides the bit options (those given beside it are ignored, with a warning); --bits is the deprecated

@@ -7,6 +7,7 @@ import sys
 
 from qcore.cli.basics import cmd_bench, cmd_evaluate, cmd_history, cmd_models, cmd_train
 from qcore.cli.graph import GRAPH_METRICS, cmd_graph
+from qcore.cli.diagnose import cmd_diagnose
 from qcore.cli.language import _
 from qcore.cli.options import torch_threads
 from qcore.cli.ptq import cmd_calibrate, cmd_deploy, cmd_recover, cmd_sensitivity
@@ -150,6 +151,17 @@ def _add_recover(sub) -> None:
     r.set_defaults(fn=cmd_recover, eval_size=2000)
 
 
+def _add_diagnose(sub) -> None:
+    dg = sub.add_parser("diagnose", help=_("which layers cause the accuracy drop, why, and which config change fixes it"))
+    _common(dg)
+    _quant_flags(dg)
+    dg.add_argument("--calib-size", type=int, default=512)
+    dg.add_argument("--apply-best", action="store_true",
+                    help=_("apply the top-ranked fix and measure the accuracy before and after"))
+    dg.add_argument("--out", required=True, help=_("the JSON report (with --apply-best, the fix's result beside it)"))
+    dg.set_defaults(fn=cmd_diagnose, eval_size=1000)
+
+
 def _add_qat(sub) -> None:
     q = sub.add_parser("qat", help=_("quantization-aware fine-tune: PTQ vs QAT vs real INT8"))
     _common(q)
@@ -220,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_basics(sub)
     _add_ptq(sub)
     _add_recover(sub)
+    _add_diagnose(sub)
     _add_qat(sub)
     _add_workflow(sub)
     _add_graph(sub)
