@@ -23,7 +23,7 @@ from qcore.quant.progress import Progress, silent, span
 from qcore.quant.qconfig import RecoveryStep
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.recovery.bias import correct_bias, smooth
-from qcore.quant.recovery.cle import ROUNDS, absorb_high_bias, equalize
+from qcore.quant.recovery.cle import absorb_high_bias, choose_rounds, equalize
 from qcore.quant.recovery.rounding import adaround, gptq
 
 __all__ = ["StepResult", "apply_recovery", "NEEDS_RANGES"]
@@ -40,8 +40,12 @@ class StepResult:
 
 def _run(step: RecoveryStep, sim: QuantSim, batches: list[torch.Tensor], say: Progress) -> dict:
     if step.name == "cle":
-        out = equalize(sim, step.param("rounds", ROUNDS))
-        if step.param("high_bias", 1.0):
+        rounds, high_bias, scores = step.param("rounds", 0), bool(step.param("high_bias", 1.0)), {}
+        if rounds == 0:  # chosen on the calibration images
+            rounds, scores = choose_rounds(sim, batches, high_bias)
+        out = equalize(sim, rounds)
+        out["rounds_logit_sqnr_db"] = scores
+        if high_bias:
             out.update(absorb_high_bias(sim))
         return out
     if step.name == "smoothquant":
