@@ -136,8 +136,9 @@ class WhatIf:
         preds = torch.cat([o.argmax(1) for o in outs])
         return int((preds == self.inputs.labels).sum()) / len(preds)
 
-    def current_range(self, name: str):
-        """The range the current config gives layer `name` (None where it is float or not an integer grid)."""
+    def applied_range(self, name: str):
+        """The range layer `name` has in the sim as configured now (the last edit's; None where it is float or not
+        an integer grid). The current config's range of the chosen layer is `layer.base`'s."""
         return self.sim.quantizer(name).range if self.sim.quantizer(name).quantizes_int else None
 
     # --- choosing a layer -----------------------------------------------------------------------
@@ -255,7 +256,7 @@ class WhatIf:
                 if taken < k and rec:
                     test.append(rec[-1][2][: k - taken])
                 rec.clear()
-        rng = self.current_range(layer.name)
+        rng = self.applied_range(layer.name)
         cfg = layer_config(self.sim.config, layer.name)
         base = layer.base
         acc, sqnr = self._accuracy(outs), sqnr_db(layer.reference, torch.cat(test))
