@@ -19,6 +19,14 @@ from qcore.analysis.whatif import WhatIf  # noqa: E402
 from qcore.quant.isa import cpu_isa  # noqa: E402
 
 
+@torch.no_grad()
+def _fp32_pass(w) -> float:
+    start = time.perf_counter()
+    for x in w.inputs.eval_batches:
+        w.inputs.loaded.module(x)
+    return round(time.perf_counter() - start, 4)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="fm_resnet")
@@ -48,6 +56,8 @@ def main() -> None:
             # idle machine with 2 threads comes to about half as many wall seconds
             row[label + "_s"], row[label + "_cpu_s"] = min(walls), round(min(cpus), 3)
             w.reset()
+        # a load-independent yardstick: the plain FP32 model's pass over the same images, timed between the edits
+        row["fp32_pass_s"] = min(_fp32_pass(w) for _ in range(args.repeats))
         out["layers"][name] = row
     out["load_average"] = list(__import__("os").getloadavg())
     print(json.dumps(out, indent=2))
