@@ -10,7 +10,7 @@ from views._language import language_toggle, t
 from qcore.zoo.models import DEFAULT_MODEL, list_models
 
 __all__ = ["DEFAULTS", "settings", "sidebar", "scheme_note", "granularity_label", "weight_range_label", "base_config",
-           "recovery_steps", "chosen_config"]
+           "recovery_steps", "chosen_config", "EDITS_KEY", "layer_edits", "with_layer_edits"]
 
 DEFAULTS = {
     "model": DEFAULT_MODEL, "data": "", "calib_size": 512, "eval_size": 10_000, "seed": 0,
@@ -87,6 +87,26 @@ def sidebar() -> None:
             if st.button(t("Back to plain PTQ"), key="clear_recovery"):
                 st.session_state["recovery_steps"] = ()
                 st.rerun()
+        _layer_edits_note()
+
+
+def _layer_edits_note() -> None:
+    """The per-layer edits kept on the Calibration page (they flow into base_config), with a way to drop them."""
+    edits = layer_edits()
+    if not edits:
+        return
+    st.caption(t("Layer edits kept on the Calibration page, used by Sensitivity, QAT and Deploy: {edits}").format(
+        edits="; ".join(f"{name} ({describe_edit(changes)})" for name, changes in edits.items())))
+    if st.button(t("Drop the layer edits"), key="clear_layer_edits"):
+        st.session_state.pop(EDITS_KEY, None)
+        st.rerun()
+
+
+def describe_edit(changes: dict) -> str:
+    """A kept edit in the engine's field names, numbers short: "act_clip=[0, 4.2], weight_bits=4"."""
+    def short(v):
+        return f"[{v[0]:.4g}, {v[1]:.4g}]" if isinstance(v, (tuple, list)) else str(v)
+    return ", ".join(f"{k}={short(v)}" for k, v in changes.items())
 
 
 def scheme_note() -> str:
@@ -118,9 +138,28 @@ def base_config():
     from qcore.quant.qconfig import QuantConfig
 
     s = settings()
-    return QuantConfig(weight_range=s["weight_range"], recovery=recovery_steps()).with_default(
+    return with_layer_edits(QuantConfig(weight_range=s["weight_range"], recovery=recovery_steps()).with_default(
         weight_bits=int(s["weight_bits"]), act_bits=int(s["act_bits"]), weight_granularity=s["granularity"],
-        act_symmetric=bool(s["symmetric"]))
+        act_symmetric=bool(s["symmetric"])))
+
+
+EDITS_KEY = "layer_edits"  # {"model": name, "layers": {layer: {LayerConfig field: value}}}, kept by the what-if editor
+
+
+def layer_edits() -> dict[str, dict]:
+    """The per-layer edits kept in the Calibration page's what-if editor, for the sidebar's model (layer names of
+    another model mean nothing here)."""
+    kept = st.session_state.get(EDITS_KEY)
+    if not kept or kept.get("model") != settings()["model"]:
+        return {}
+    return kept["layers"]
+
+
+def with_layer_edits(config):
+    """`config` with the kept layer edits on top: the one place they join the config every page runs."""
+    for name, changes in layer_edits().items():
+        config = config.with_layer(name, **changes)
+    return config
 
 
 def recovery_steps() -> tuple:

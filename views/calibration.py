@@ -11,6 +11,7 @@ from views._jobs import job_result, run_job
 from views._language import t
 from views._settings import granularity_label
 from views._ui import layer_summary, page_header
+from views._whatif import whatif_editor
 from qcore.analysis.layers import channel_spread, has_unbounded_activations, method_ranges
 from qcore.figures import (accuracy_figure, channel_range_figure, histogram_figure, method_color, overview_figure,
                            weight_histogram_figure)
@@ -98,6 +99,7 @@ st.dataframe(table.style.format({c: "{:.4g}" for c in table.columns if c not in 
              hide_index=True, width="stretch")
 st.caption(t("Errors are expected squared errors per value at {bits}-bit activations, estimated from the histogram: "
              "clipping = values beyond the range; rounding = step² / 12 for values inside it.").format(bits=bits))
+whatif_editor(loaded, layer, study.eval_size)
 
 weights = study.weights.get(layer)
 if weights:

@@ -12,7 +12,7 @@ import streamlit as st
 
 from views._jobs import job_result, run_job
 from views._language import t
-from views._settings import chosen_config, granularity_label, recovery_steps
+from views._settings import chosen_config, granularity_label, recovery_steps, with_layer_edits
 from views._ui import layer_summary, page_header
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
@@ -84,9 +84,9 @@ with st.form("qat_form"):
 
 if start:
     try:
-        config = chosen_config(config_file, QuantConfig(weight_range=s["weight_range"], recovery=recovery_steps()).with_default(
+        config = chosen_config(config_file, with_layer_edits(QuantConfig(weight_range=s["weight_range"], recovery=recovery_steps()).with_default(
             weight_bits=int(weight_bits), act_bits=int(act_bits), act_method=method,
-            weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"])))
+            weight_granularity=s["granularity"], act_symmetric=bool(s["symmetric"]))))
         steps = int(amount) if budget == "steps" else None
         recipe = QATRecipe(steps=steps, minutes=None if steps else float(amount), epochs=int(epochs),
                            batch_size=int(batch_size), lr=float(lr) or None, range_mode=range_mode,

@@ -12,6 +12,7 @@ from qcore.cli.language import _
 from qcore.cli.options import torch_threads
 from qcore.cli.ptq import cmd_calibrate, cmd_deploy, cmd_recover, cmd_sensitivity
 from qcore.cli.training import cmd_qat, cmd_workflow
+from qcore.cli.whatif import cmd_whatif
 from qcore.i18n import LANGUAGES
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.quant.qconfig import WEIGHT_RANGES
@@ -28,7 +29,7 @@ class _DeprecatedBits(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _quant_flags(sp, weight_bits: int = 8) -> None:
+def _quant_flags(sp, weight_bits: int = 8, bits_alias: bool = True) -> None:
     """The quantization options every command that quantizes takes, with the same names and meanings. Their
     defaults are None so that `_quant_config` can tell a flag given from one left alone (and warn when --config
     overrides one); the command's own defaults go to `quant_defaults`."""
@@ -38,7 +39,8 @@ def _quant_flags(sp, weight_bits: int = 8) -> None:
                           "max)").format(w=weight_bits))
     g.add_argument("--weight-bits", type=int, default=None, metavar="N", help=_("weight bits, 2 to 8 (default: {n})").format(n=weight_bits))
     g.add_argument("--act-bits", type=int, default=None, metavar="N", help=_("activation bits, 2 to 16 (default: 8)"))
-    g.add_argument("--bits", dest="act_bits", type=int, action=_DeprecatedBits, metavar="N", help=_("deprecated: the old name of --act-bits"))
+    if bits_alias:  # `whatif` gives --bits to the edited layer
+        g.add_argument("--bits", dest="act_bits", type=int, action=_DeprecatedBits, metavar="N", help=_("deprecated: the old name of --act-bits"))
     g.add_argument("--granularity", dest="weight_granularity", default=None, choices=["tensor", "channel"],
                    help=_("weight scales per tensor or per output channel (default: channel)"))
     side = g.add_mutually_exclusive_group()
@@ -224,6 +226,31 @@ def _add_graph(sub) -> None:
     g.set_defaults(fn=cmd_graph)
 
 
+def _add_whatif(sub) -> None:
+    w = sub.add_parser("whatif", help=_("edit one layer (clip range, bits, granularity, float) and print its SQNR and "
+                                        "the accuracy before and after"))
+    _common(w)
+    _quant_flags(w, bits_alias=False)
+    e = w.add_argument_group(_("the edited layer"))
+    e.add_argument("--layer", required=True, help=_("the layer's name (as the Calibration page and calibrate list them)"))
+    e.add_argument("--clip", default=None, metavar="LO,HI", help=_("a fixed clip range for the layer's output"))
+    e.add_argument("--bits", dest="layer_bits", type=int, default=None, metavar="B",
+                   help=_("the layer's weight and activation bits"))
+    e.add_argument("--layer-weight-bits", type=int, default=None, metavar="B", help=_("the layer's weight bits only"))
+    e.add_argument("--layer-act-bits", type=int, default=None, metavar="B", help=_("the layer's activation bits only"))
+    e.add_argument("--layer-granularity", default=None, choices=["tensor", "channel"],
+                   help=_("the layer's weight scales per tensor or per output channel"))
+    side = e.add_mutually_exclusive_group()
+    side.add_argument("--layer-symmetric", dest="layer_symmetric", action="store_const", const=True, default=None,
+                      help=_("the layer's activations on a symmetric grid"))
+    side.add_argument("--layer-asymmetric", dest="layer_symmetric", action="store_const", const=False,
+                      help=_("the layer's activations on an asymmetric grid"))
+    e.add_argument("--float", action="store_true", help=_("keep the layer in float"))
+    w.add_argument("--calib-size", type=int, default=512)
+    w.add_argument("--out", default=None, help=_("JSON with the results before and after, and the edited config"))
+    w.set_defaults(fn=cmd_whatif, eval_size=1000)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qcore", description=_("Quantization Explorer engine"))
     p.add_argument("--lang", choices=LANGUAGES, default=None,
@@ -236,4 +263,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_qat(sub)
     _add_workflow(sub)
     _add_graph(sub)
+    _add_whatif(sub)
     return p

@@ -31,7 +31,7 @@ from qcore.quant.qparams import QScheme, compute_qparams
 from qcore.quant.stats import Histogram, TensorStats
 
 __all__ = ["METHODS", "DEFAULT_METHODS", "RangeResult", "parse_method", "refusal", "quant_error", "candidate_errors",
-           "compute_range", "compute_ranges"]
+           "compute_range", "compute_ranges", "fixed_range", "FIXED"]
 
 METHODS = ("max", "percentile", "entropy", "mse")
 # The methods every comparison offers, in the order they are shown: the one list the CLI, pages and benchmarks use.
@@ -43,6 +43,7 @@ ENTROPY_START = 1 / 16  # the smallest candidate threshold, as a share of the bi
 ENTROPY_MIN_BITS = 3  # below this (counting reduce_range), entropy is refused and mse used
 FALLBACK = {"entropy": "mse"}  # the nearest method: it also trades clipping against rounding error, by estimate
 MSE_CANDIDATES = 100
+FIXED = "fixed"  # the method label of a range given by hand (LayerConfig.act_clip), not computed
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,12 @@ def compute_range(stats: TensorStats, method: str, scheme: QScheme) -> RangeResu
         lo, hi = _mse(stats, scheme)
     label = f"percentile:{arg:g}" if name == "percentile" else name
     return replace(_result(label, stats, lo, hi, scheme), note=note or "")
+
+
+def fixed_range(stats: TensorStats, clip_min: float, clip_max: float, scheme: QScheme) -> RangeResult:
+    """A range given by hand (the what-if editor, LayerConfig.act_clip), widened to hold zero as every grid
+    does (and made symmetric on a symmetric grid), with the errors these statistics give it."""
+    return _result(FIXED, stats, clip_min, clip_max, scheme)
 
 
 def compute_ranges(stats: dict[str, TensorStats], method: str, scheme: QScheme) -> dict[str, RangeResult]:

@@ -36,8 +36,16 @@ class LayerConfig:
     act_method: str = "max"
     act_symmetric: bool = False
     enabled: bool = True  # False keeps the whole layer in float
+    # A fixed activation clip range (lo, hi) that replaces act_method's for this layer: the what-if editor's
+    # typed or dragged range. Calibration still collects statistics (for the histogram and the error estimates).
+    act_clip: tuple[float, float] | None = None
 
     def __post_init__(self):
+        if self.act_clip is not None:  # JSON gives a list: keep a tuple, so the config stays hashable
+            lo, hi = (float(v) for v in self.act_clip)
+            if not lo < hi:
+                raise ValueError(f"act_clip must be (low, high) with low < high, not {tuple(self.act_clip)!r}")
+            object.__setattr__(self, "act_clip", (lo, hi))
         for what in ("weight", "act"):
             if getattr(self, f"{what}_dtype") not in DTYPES:
                 raise ValueError(f"{what}_dtype must be one of {DTYPES}, not {getattr(self, f'{what}_dtype')!r}")

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from qcore.quant.calibration import RangeResult, compute_range
+from qcore.quant.calibration import RangeResult, compute_range, fixed_range
 from qcore.quant.fakequant import fake_cast, fake_quantize_scheme
 from qcore.quant.fold import fold_bn_in_graph
 from qcore.quant.progress import Msg, Progress
@@ -587,7 +587,8 @@ class QuantSim(nn.Module):
         """Set every activation quantizer's range and switch to quantized mode.
 
         By default each layer uses its config's act_method; `method` overrides it for all layers,
-        `ranges` supplies precomputed ranges by name. Layers configured as float stay float.
+        `ranges` supplies precomputed ranges by name. A layer whose config fixes its range (`act_clip`) gets
+        that range whatever `method` or `ranges` say. Layers configured as float stay float.
         """
         if not self.stats:
             raise RuntimeError("collect_stats() must run before ranges can be applied")
@@ -603,7 +604,9 @@ class QuantSim(nn.Module):
                 q.set_range(None, None, cfg.act_dtype)
                 continue
             scheme = cfg.act_scheme(self.config.reduce_range)
-            if ranges is not None and q.name in ranges:
+            if cfg.act_clip is not None:  # a fixed range in the config beats any method and any precomputed range
+                result = fixed_range(self.stats[q.name], *cfg.act_clip, scheme)
+            elif ranges is not None and q.name in ranges:
                 result = ranges[q.name]
             else:
                 key = (q.name, method or cfg.act_method, scheme)
