@@ -4,8 +4,10 @@ import torch
 from torch import nn
 
 from qcore.analysis.reports import CalibrationStudy, StudyRow
+from qcore.quant.inventory import LayerInventory
 from qcore.runtime.reports import DeployReport, PathScore
 from qcore.zoo.models import LoadedModel, ModelSpec, finish_loading, get_spec
+from qcore.zoo.report import RunIdentity
 
 
 def tiny_fashion_model() -> LoadedModel:
@@ -32,8 +34,8 @@ def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
 
 # Reports as the engine makes them, for history tests (stored, listed, compared).
 DEPLOY = DeployReport(
-    model="fm_resnet", model_id="abc123", data="fashion-mnist", seed=0, calib_size=512, isa={}, scored_by="labels",
-    quantized_layers=["stem.0", "fc"], float_layers=[], random_weights=False,
+    identity=RunIdentity("fm_resnet", "abc123", "fashion-mnist", seed=0, calib_size=512, isa={}, scored_by="labels"),
+    inventory=LayerInventory(("stem.0", "fc"), ()), random_weights=False,
     backend="ort_u8s8", config={"default": {"weight_bits": 8}}, int8_scheme="weights use the full 8 bits", fp32_accuracy=0.93, simulation_accuracy=0.93,
     int8_accuracy=0.929, agreement_with_simulation=0.999, logit_sqnr_db_vs_simulation=30.0, eval_images=1000,
     paths={"ort_u8s8": PathScore("int8", 1000, 0.999, 0.99, 30.0, 0.929)},
@@ -43,8 +45,8 @@ DEPLOY = DeployReport(
     speedup_vs_fastest_fp32_by_batch={"1": 1.6}, best_int8="ort_u8s8", int8_paths={}, size_bytes={}, macs=80_000_000,
     threads=2, iters=30, machine={}, notes=[], seconds=12.5)
 STUDY = CalibrationStudy(
-    model="fm_gelunet", model_id="def456", data="fashion-mnist", seed=1, calib_size=512, isa={}, scored_by="labels",
-    quantized_layers=["stem.0", "fc"], float_layers=[], eval_size=2000,
+    identity=RunIdentity("fm_gelunet", "def456", "fashion-mnist", seed=1, calib_size=512, isa={}, scored_by="labels"),
+    inventory=LayerInventory(("stem.0", "fc"), ()), eval_size=2000,
     fp32_accuracy=0.93, methods=["max", "mse"], act_bits=[8, 4], weight_bits=8, granularity="channel", symmetric=False,
     weight_range="full",
     accuracy=[StudyRow("max", 8, 0.92, 0.98), StudyRow("mse", 4, 0.85, 0.9)], ranges={}, layer_sqnr_db={}, points=[],

@@ -38,8 +38,8 @@ def test_calibrate_on_the_default_model_writes_the_contract(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert {"model", "data", "fp32_accuracy", "methods", "stats_pass_seconds", "fp32_pass_seconds"} <= set(report)
-    assert report["model"] == "fm_resnet" and report["data"] == "fashion-mnist"
+    assert {"identity", "inventory", "fp32_accuracy", "methods", "stats_pass_seconds", "fp32_pass_seconds"} <= set(report)
+    assert report["identity"]["model"] == "fm_resnet" and report["identity"]["data"] == "fashion-mnist"
     assert [m["method"] for m in report["methods"]] == ["max", "percentile:99.99", "entropy", "mse"]
     assert 0.85 < report["fp32_accuracy"] <= 1.0
     rows = {row["method"]: row for row in report["methods"]}

@@ -69,10 +69,10 @@ def test_calibrate_cli_quantizes_every_layer_of_an_own_model(fmt, files, imagene
                  "--methods", "max,mse", "--granularity", "tensor", "--weight-bits", "4", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     if fmt == "onnx":  # onnx2torch names layers after ONNX nodes; the count is the model's
-        assert len(r["quantized_layers"]) == len(names)
+        assert len(r["inventory"]["quantized_layers"]) == len(names)
     else:
-        assert r["quantized_layers"] == names
-    assert r["float_layers"] == [] and r["scored_by"] == "labels" and r["eval_size"] == 64
+        assert r["inventory"]["quantized_layers"] == names
+    assert r["inventory"]["float_layers"] == [] and r["identity"]["scored_by"] == "labels" and r["eval_size"] == 64
     for row in r["methods"]:  # 4-bit per-tensor weights change the predictions: quantization happened
         assert row["agreement"] < 1.0 and row["logit_sqnr_db"] < 30
     assert f"{len(names)} layers quantized, 0 stay float" in capsys.readouterr().out
@@ -107,10 +107,10 @@ def test_an_own_model_deploys_to_int8_that_agrees_with_the_simulation(fmt, train
     assert main(["deploy", "--model", *trained_files[fmt], "--data", "fashion-mnist", "--eval-size", "1000",
                  "--calib-size", "256", "--iters", "3", "--batch", "8", "--out", str(out)]) == 0
     r = json.loads((out / "report.json").read_text())
-    assert r["scored_by"] == "labels" and r["fp32_accuracy"] > 0.6
+    assert r["identity"]["scored_by"] == "labels" and r["fp32_accuracy"] > 0.6
     assert r["config"]["default"]["weight_granularity"] == "channel" and r["config"]["default"]["weight_bits"] == 8
     assert r["agreement_with_simulation"] >= 0.99, r["paths"][r["best_int8"]]
-    assert len(r["quantized_layers"]) > 10 and r["float_layers"] == []
+    assert len(r["inventory"]["quantized_layers"]) > 10 and r["inventory"]["float_layers"] == []
     assert "layers quantized, 0 stay float" in capsys.readouterr().out
 
 
@@ -122,14 +122,14 @@ def test_sensitivity_and_qat_on_unlabeled_images(fmt, trained_files, tmp_path):
     p = prepare(loaded, QuantConfig().with_default(weight_bits=4, weight_granularity="tensor"),
                 f"imagefolder:{plain}", calib_size=32, eval_size=64)
     report = sweep(p)
-    assert report.scored_by == "fp32" and report.fp32_accuracy == 1.0 and report.base_accuracy <= 1.0
+    assert report.identity.scored_by == "fp32" and report.fp32_accuracy == 1.0 and report.base_accuracy <= 1.0
     assert min(r.sqnr_db for r in report.layers) < 30  # 4-bit per-tensor weights: quantization happened
-    assert len(report.layers) == len(p.sim.points) and len(report.quantized_layers) == len(p.sim.weight_layers)
+    assert len(report.layers) == len(p.sim.points) and len(report.inventory.quantized_layers) == len(p.sim.weight_layers)
     qat = run_qat(loaded, QuantConfig().with_default(weight_bits=4), QATRecipe(steps=4, minutes=None, epochs=1,
                   batch_size=16, int8_each_epoch=False), f"imagefolder:{plain}", calib_size=32, eval_size=32,
                   final_eval_size=32, out_dir=tmp_path / "qat").report
-    assert qat.scored_by == "fp32" and qat.fp32_accuracy == 1.0 and qat.steps == 4
-    assert 0.0 <= qat.qat_accuracy <= 1.0 and qat.quantized_layers == report.quantized_layers
+    assert qat.identity.scored_by == "fp32" and qat.fp32_accuracy == 1.0 and qat.steps == 4
+    assert 0.0 <= qat.qat_accuracy <= 1.0 and qat.inventory.quantized_layers == report.inventory.quantized_layers
 
 
 def _load(args: list[str]):

@@ -42,16 +42,16 @@ def data_name_for(loaded: LoadedModel) -> str:
 def layer_summary(report) -> None:
     """How many layers this result quantized, which stay float and why, and what "accuracy" means here:
     every result page shows it, so no FP32 number passes for an INT8 one."""
-    floats = report.float_layers
+    floats, quantized = report.inventory.float_layers, report.inventory.quantized_layers
     text = t("**{quantized} layers quantized**, {floats} stay float").format(
-        quantized=len(report.quantized_layers), floats=len(floats))
+        quantized=len(quantized), floats=len(floats))
     if floats:
-        st.warning(text + ": " + "; ".join(f"{f['layer']} ({f['reason']})" for f in floats[:8])
+        st.warning(text + ": " + "; ".join(f"{f.layer} ({f.reason})" for f in floats[:8])
                    + (" ..." if len(floats) > 8 else ""))
     else:
         st.caption(text + ".")
-    with st.expander(f"{t('Quantized layers')} ({len(report.quantized_layers)})"):
-        st.write(", ".join(report.quantized_layers))
-    if report.scored_by != "labels":
+    with st.expander(f"{t('Quantized layers')} ({len(quantized)})"):
+        st.write(", ".join(quantized))
+    if report.identity.scored_by != "labels":
         st.info(t("These images have no labels this model knows: every accuracy on this page is **top-1 agreement "
                   "with the FP32 model** (FP32 itself scores 100%), not an accuracy."))

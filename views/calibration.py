@@ -49,7 +49,7 @@ if finished is None:
 study, sim = finished  # the report, and the sim whose statistics the histograms below come from
 accuracy_rows = [asdict(row) for row in study.accuracy]  # by attribute: to_dict() copies the weights every rerun
 st.caption(t("{model} on {data}: {calib} calibration images (train split), statistics pass {seconds} s; accuracy on "
-             "{n} test images.").format(model=study.model, data=study.data, calib=study.calib_size,
+             "{n} test images.").format(model=study.identity.model, data=study.identity.data, calib=study.identity.calib_size,
                                          seconds=f"{study.stats_pass_seconds:.2f}", n=study.eval_size))
 layer_summary(study)
 

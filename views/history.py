@@ -118,8 +118,8 @@ if len(chosen) >= 2:
 elif len(chosen) == 1:
     run = chosen[0]
     st.subheader(t("Run #{id}: {kind} of {model}").format(id=run['id'], kind=kind_label(run['kind']), model=run['model']))
-    st.json({"config": run["config"], "metrics": run["metrics"], "timings": run["timings"], "data": run["data_id"]},
-            expanded=False)
+    st.json({"config": run["config"], "metrics": run["metrics"], "timings": run["timings"], "data": run["data_id"],
+             "identity": run["details"].get("identity", {})}, expanded=False)
 
 export = chosen or history.get_runs([r["id"] for r in runs])
 d1, d2, d3 = st.columns(3)

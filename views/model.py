@@ -59,15 +59,16 @@ else:
     cols[1].metric(t("Images"), f"{result.n:,}")
 cols[2].metric(t("Parameters"), f"{loaded.params:,}")
 cols[3].metric(t("MACs per image"), f"{loaded.macs / 1e6:.1f} M")
-cols[4].metric(t("Quantized layers"), f"{len(info['quantized_layers'])}",
-               help=t("{n} layer(s) with weights stay float").format(n=len(info['float_layers'])))
+inventory = info["inventory"]
+cols[4].metric(t("Quantized layers"), f"{len(inventory.quantized_layers)}",
+               help=t("{n} layer(s) with weights stay float").format(n=len(inventory.float_layers)))
 st.caption(t("Format: {format}. Input {shape}, {classes} classes, weights: {weights}. Preprocessing: {pre}. "
              "Evaluated on {n} images of {data} (test split).").format(
     format=info['format'] + (f" ({info['arch']})" if info['arch'] else ""), shape="x".join(map(str, spec.input_shape)),
     classes=len(spec.class_names), weights=spec.weight_source, pre=info['preprocess'], n=result.n, data=data.name))
-if info["float_layers"]:
+if inventory.float_layers:
     st.warning(t("{n} layer(s) stay float: {layers}").format(
-        n=len(info['float_layers']), layers="; ".join(f"{f['layer']} ({f['reason']})" for f in info["float_layers"][:8])))
+        n=len(inventory.float_layers), layers="; ".join(f"{f.layer} ({f.reason})" for f in inventory.float_layers[:8])))
 
 st.subheader(t("Predictions on test images (top-5)"))
 n_show = min(6, len(data))

@@ -128,7 +128,7 @@ for note in (report.final.notes if report.final else []) + report.notes:
     st.caption(note)
 lang = st.session_state.get("lang_choice", "en")
 c1, c2 = st.columns(2)
-c1.download_button(t("Download the report (Markdown)"), to_markdown(report, t), f"workflow-{report.model}-{lang}.md",
+c1.download_button(t("Download the report (Markdown)"), to_markdown(report, t), f"workflow-{report.identity.model}-{lang}.md",
                    "text/markdown", key="wf_md")
 c2.download_button(t("Download the report (HTML with charts)"), to_html(report, t, figures),
-                   f"workflow-{report.model}-{lang}.html", "text/html", key="wf_html")
+                   f"workflow-{report.identity.model}-{lang}.html", "text/html", key="wf_html")

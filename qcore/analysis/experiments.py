@@ -99,7 +99,7 @@ def compare_methods(
         rows.append(_method_result(sim, m, inp, fp32, fp32_logits))
     d = config.default
     return CalibrationReport(
-        **inp.identity(), **sim.inventory(), eval_size=inp.eval_size, act_bits=d.act_bits, weight_bits=d.weight_bits,
+        identity=inp.run_identity(), inventory=sim.layer_inventory(), eval_size=inp.eval_size, act_bits=d.act_bits, weight_bits=d.weight_bits,
         granularity=d.weight_granularity, fp32_accuracy=fp32.top1, fp32_top5=fp32.top5, methods=rows,
         stats_pass_seconds=round(stats_seconds, 4), fp32_pass_seconds=round(fp32_seconds, 4),
         quantizers=len(sim.points), unsupported_layers=sim.unsupported, config=sim.config.to_dict())
@@ -257,7 +257,7 @@ def calibration_study(
     sim.apply_ranges(method=methods[0])
     say(1.0, Msg("done"))
     report = CalibrationStudy(
-        **inp.identity(), **sim.inventory(), eval_size=inp.eval_size, fp32_accuracy=fp32.top1, methods=list(methods),
+        identity=inp.run_identity(), inventory=sim.layer_inventory(), eval_size=inp.eval_size, fp32_accuracy=fp32.top1, methods=list(methods),
         act_bits=list(act_bits), weight_bits=weight_bits, granularity=granularity, symmetric=symmetric,
         weight_range=sim.config.weight_range, accuracy=rows, ranges=ranges, layer_sqnr_db=sqnr,
         points=[{"name": p.name, "kind": p.kind, "type": p.module_type} for p in sim.points],

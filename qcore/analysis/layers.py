@@ -50,6 +50,5 @@ def model_facts(loaded) -> dict:
     preprocessing, and which layers the default W8A8 simulation quantizes and which stay float."""
     from qcore.quant.quantsim import QuantSim
 
-    inventory = QuantSim(loaded.module).inventory()
     return {"format": loaded.info.get("format") or loaded.spec.family, "arch": loaded.info.get("arch"),
-            "preprocess": loaded.spec.preprocess.describe(), **inventory}
+            "preprocess": loaded.spec.preprocess.describe(), "inventory": QuantSim(loaded.module).layer_inventory()}

@@ -96,7 +96,7 @@ class QatNeedReport(Report):
 def qat_need(report: dict) -> QatNeedReport:
     """The numbers question b needs, from `QATReport.to_dict()`."""
     d = report["config"]["default"]
-    return QatNeedReport(report["model"], d["weight_bits"], d["weight_granularity"], report["fp32_accuracy"],
+    return QatNeedReport(report["identity"]["model"], d["weight_bits"], d["weight_granularity"], report["fp32_accuracy"],
                          report["ptq_accuracy"], report["qat_accuracy"], report["steps"], report["recipe"]["train_size"],
                          report["eval_images"], report["seconds"])
 
@@ -130,7 +130,7 @@ def qat_data(report: dict, full_train_size: int) -> QatDataReport:
     """The numbers question c needs, from `QATReport.to_dict()` of a run on `train_size` images."""
     rows = [{"epoch": h["epoch"], "step": h["step"], "accuracy": h["fake_quant_accuracy"]} for h in report["history"]]
     train = report["recipe"]["train_size"] or full_train_size
-    return QatDataReport(report["model"], train, round(train / full_train_size, 4), report["history"][0]["fp32_accuracy"],
+    return QatDataReport(report["identity"]["model"], train, round(train / full_train_size, 4), report["history"][0]["fp32_accuracy"],
                          report["history"][0]["ptq_accuracy"], rows, report["monitor_images"], report["seconds"])
 
 

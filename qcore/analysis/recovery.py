@@ -74,7 +74,7 @@ def recover(
         rows.append(row)
         before = before or channel_ranges(sim)
     report = RecoveryReport(
-        **inp.identity(), **sim.inventory(), eval_size=inp.eval_size, config=replace(config, recovery=tuple(steps)).to_dict(),
+        identity=inp.run_identity(), inventory=sim.layer_inventory(), eval_size=inp.eval_size, config=replace(config, recovery=tuple(steps)).to_dict(),
         fp32_accuracy=fp32.top1, baseline_accuracy=rows[0].accuracy, rows=rows, weights_before=before,
         weights_after=channel_ranges(sim))
     return report, sim

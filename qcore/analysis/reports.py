@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from qcore.zoo.report import Report
+from qcore.quant.inventory import LayerInventory
+from qcore.zoo.report import Report, RunIdentity
 
 __all__ = ["RunReport", "MethodResult", "CalibrationReport", "StudyRow", "CalibrationStudy", "ClippingRow", "ClippingReport", "LayerSensitivity",
            "CurvePoint", "GreedyResult", "SensitivityReport", "RecoveryRow", "RecoveryReport"]
@@ -13,19 +14,12 @@ __all__ = ["RunReport", "MethodResult", "CalibrationReport", "StudyRow", "Calibr
 
 @dataclass
 class RunReport(Report):
-    """Which model (name and weights digest) ran on which data, with which seed and calibration size."""
+    """A run of the engine on a model: which model on which data and CPU (`identity`), and which of its layers
+    were quantized and which stayed float (`inventory`). Its JSON nests them: {"identity": {...},
+    "inventory": {...}, ...the run's own fields}."""
 
-    model: str
-    model_id: str
-    data: str | None
-    seed: int
-    calib_size: int
-    isa: dict  # the CPU's instruction sets as CPUID reports them (quant.isa.Isa.to_dict())
-    # "labels": accuracies are against the data's labels; "fp32": the images have no labels the model
-    # knows, and every "accuracy" is top-1 agreement with the FP32 model (FP32 itself scores 1.0)
-    scored_by: str
-    quantized_layers: list[str]  # the Conv2d/Linear layers whose weights are quantized
-    float_layers: list[dict]  # {"layer", "reason"}: layers with weights that stay float, and why
+    identity: RunIdentity
+    inventory: LayerInventory
 
 
 @dataclass

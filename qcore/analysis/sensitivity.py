@@ -296,7 +296,7 @@ def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = Tr
     _restore(p)
     say(1.0, Msg("done"))
     return SensitivityReport(
-        **p.inputs.identity(), **p.sim.inventory(), eval_size=len(p.labels), fp32_accuracy=p.fp32_accuracy, base_accuracy=base["accuracy"],
+        identity=p.inputs.run_identity(), inventory=p.sim.layer_inventory(), eval_size=len(p.labels), fp32_accuracy=p.fp32_accuracy, base_accuracy=base["accuracy"],
         base_agreement=base["agreement"], config=p.base_config.to_dict(), layers=rows,
         unsupported_layers=p.sim.unsupported, seconds=round(time.perf_counter() - start, 2),
         executor=dict(executor.info()))

@@ -146,7 +146,7 @@ def bench_deploy(model: str | None = None, eval_size: int | None = None, iters: 
                         seed=seed, **kwargs)
         wall = time.perf_counter() - start
     return {
-        "benchmark": "deploy", "model": report.model, "eval_images": report.eval_images, "wall_seconds": round(wall, 1),
+        "benchmark": "deploy", "model": report.identity.model, "eval_images": report.eval_images, "wall_seconds": round(wall, 1),
         "goal_seconds": goal, "stage_seconds": report.stage_seconds, "backend": report.backend,
         "fp32_accuracy": report.fp32_accuracy, "simulation_accuracy": report.simulation_accuracy,
         "int8_accuracy": report.int8_accuracy, "agreement_with_simulation": report.agreement_with_simulation,
@@ -164,7 +164,7 @@ def bench_sensitivity(model: str | None = None, eval_size: int = 1000, seed: int
     p = prepare(model or DEFAULT_MODEL, eval_size=eval_size, seed=seed)
     prepared = time.perf_counter() - start
     report = sweep(p)
-    return {"benchmark": "sensitivity", "model": report.model, "eval_size": report.eval_size,
+    return {"benchmark": "sensitivity", "model": report.identity.model, "eval_size": report.eval_size,
             "layers": len(report.layers), "sweep_seconds": report.seconds, "prepare_seconds": round(prepared, 1),
             "goal_seconds": 30, "base_accuracy": report.base_accuracy, "machine": cpu_features()}
 

@@ -36,10 +36,10 @@ def pct(x) -> str:
 
 def layers_line(report) -> str:
     """How many layers were quantized and which stay float (never a silent FP32 "INT8")."""
-    floats = report.float_layers
-    more = f": {', '.join(f['layer'] for f in floats[:6])}{' ...' if len(floats) > 6 else ''}" if floats else ""
+    floats = report.inventory.float_layers
+    more = f": {', '.join(f.layer for f in floats[:6])}{' ...' if len(floats) > 6 else ''}" if floats else ""
     return _("{quantized} layers quantized, {floats} stay float").format(
-        quantized=len(report.quantized_layers), floats=len(floats)) + more
+        quantized=len(report.inventory.quantized_layers), floats=len(floats)) + more
 
 
 def remember_run(report) -> None:

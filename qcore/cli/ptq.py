@@ -24,16 +24,16 @@ def cmd_calibrate(args) -> int:
                              calib_size=args.calib_size, eval_size=args.eval_size, seed=args.seed,
                              weights=args.weights, progress=progress)
     progress.end()
-    if report.scored_by == "labels":
-        print(_("{model} on {data}: FP32 top-1 {top1}").format(model=report.model, data=report.data,
+    if report.identity.scored_by == "labels":
+        print(_("{model} on {data}: FP32 top-1 {top1}").format(model=report.identity.model, data=report.identity.data,
                                                                 top1=f"{report.fp32_accuracy:.4f}"))
     else:
         print(_("{model} on {data}: no labels the model knows; scored by agreement with FP32").format(
-            model=report.model, data=report.data))
+            model=report.identity.model, data=report.identity.data))
     print(pad(_("method"), 22) + pad(_("accuracy"), -10) + pad(_("agreement"), -11) + pad(_("logit SQNR dB"), -15)
           + f"{'KL':>9}")
     for row in report.methods:
-        acc = f"{row.accuracy:>10.4f}" if report.scored_by == "labels" else f"{'-':>10}"
+        acc = f"{row.accuracy:>10.4f}" if report.identity.scored_by == "labels" else f"{'-':>10}"
         label = row.method if row.used_method in ("", row.method) else f"{row.method} -> {row.used_method}"
         print(f"{label:22}{acc}{row.agreement:>11.4f}{row.logit_sqnr_db:>15.2f}{row.kl_vs_fp32:>9.4f}")
     for row in (r for r in report.methods if r.note):
@@ -59,7 +59,7 @@ def cmd_deploy(args) -> int:
     )
     progress.end()
     print("\n" + _("{model}: FP32 {fp32}, simulation {sim}, INT8 ({backend}) {int8}, top-1 agreement with simulation "
-                   "{agreement}").format(model=report.model, fp32=pct(report.fp32_accuracy),
+                   "{agreement}").format(model=report.identity.model, fp32=pct(report.fp32_accuracy),
                                          sim=pct(report.simulation_accuracy), backend=report.backend,
                                          int8=pct(report.int8_accuracy), agreement=pct(report.agreement_with_simulation)))
     for batch, paths in report.latency_ms.items():
@@ -96,9 +96,9 @@ def cmd_sensitivity(args) -> int:
         report.greedy = greedy_fallback(p, report, budget=args.budget, progress=say)
         say.end()
     print(_("{model}: FP32 {fp32}, all quantized {base} ({n} images, {seconds} s)").format(
-        model=report.model, fp32=f"{report.fp32_accuracy:.4f}", base=f"{report.base_accuracy:.4f}", n=report.eval_size,
+        model=report.identity.model, fp32=f"{report.fp32_accuracy:.4f}", base=f"{report.base_accuracy:.4f}", n=report.eval_size,
         seconds=f"{report.seconds:.1f}") + (_("; scored by agreement with FP32 (no labels)")
-                                           if report.scored_by != "labels" else ""))
+                                           if report.identity.scored_by != "labels" else ""))
     print(layers_line(report))
     print(pad(_("layer"), 28) + pad(_("only this"), -11) + pad(_("all but this"), -14) + f"{'SQNR dB':>9}")
     for row in sorted(report.layers, key=lambda r: r.all_but_this, reverse=True):
@@ -128,7 +128,7 @@ def cmd_recover(args) -> int:
                         cumulative=not args.separately,
                         progress=(progress := console_progress()))
     progress.end()
-    print(_("{model} ({n} images): FP32 {fp32}").format(model=report.model, n=report.eval_size,
+    print(_("{model} ({n} images): FP32 {fp32}").format(model=report.identity.model, n=report.eval_size,
                                                          fp32=pct(report.fp32_accuracy)))
     print(pad(_("steps"), 40) + pad(_("accuracy"), -10) + pad(_("agreement"), -11) + pad(_("seconds"), -9))
     plain = _("plain PTQ")

@@ -43,7 +43,7 @@ def cmd_qat(args) -> int:
         print(_("DDP on {n} processes ({backend}, {device})").format(
             n=report.distributed["world"], backend=report.distributed["backend"], device=report.distributed["device"]))
     print(_("{model} ({n} test images): FP32 {fp32}, PTQ {ptq}, QAT {qat}, QAT INT8 {int8}").format(
-        model=report.model, n=report.eval_images, fp32=pct(report.fp32_accuracy), ptq=pct(report.ptq_accuracy),
+        model=report.identity.model, n=report.eval_images, fp32=pct(report.fp32_accuracy), ptq=pct(report.ptq_accuracy),
         qat=pct(report.qat_accuracy), int8=pct(report.int8_accuracy)))
     print(_("fine-tune {steps} steps in {seconds} s on {device}; a fake-quant step costs {x}x a FP32 step there").format(
         steps=report.steps, seconds=f"{report.seconds:.1f}", device=report.distributed["device"],

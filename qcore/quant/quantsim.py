@@ -36,6 +36,7 @@ from torch import fx, nn
 from qcore.quant.calibration import RangeResult, compute_range, fixed_range
 from qcore.quant.fakequant import fake_cast, fake_quantize_scheme
 from qcore.quant.fold import fold_bn_in_graph
+from qcore.quant.inventory import FloatLayer, LayerInventory
 from qcore.quant.progress import Msg, Progress
 from qcore.quant.qconfig import LayerConfig, QuantConfig
 from qcore.quant.qparams import QScheme, compute_qparams, minmax
@@ -530,17 +531,17 @@ class QuantSim(nn.Module):
             return None
         return f"computed in float: {', '.join(self.unsupported)}"
 
-    def inventory(self) -> dict[str, list]:
+    def layer_inventory(self) -> LayerInventory:
         """Which layers are quantized under the current config and which stay float, with the reason:
         every report carries this, so no FP32 number passes for an INT8 one."""
-        quantized = [n for n, w in self.weight_layers.items() if w.enabled]
-        floats = [{"layer": n, "reason": f"{self.config.for_layer(n).weight_dtype} weights by the configuration"}
+        quantized = tuple(n for n, w in self.weight_layers.items() if w.enabled)
+        floats = [FloatLayer(n, f"{self.config.for_layer(n).weight_dtype} weights by the configuration")
                   for n, w in self.weight_layers.items() if not w.enabled]
-        floats += [{"layer": n, "reason": r} for n, r in self.float_reasons.items()]
+        floats += [FloatLayer(n, r) for n, r in self.float_reasons.items()]
         if not quantized and not any(q.mode == Mode.QUANT for q in self.quantizers.values()):
             raise NothingQuantized("this configuration quantizes no layer and no activation: every number would be "
                                    "the FP32 model's")
-        return {"quantized_layers": quantized, "float_layers": floats}
+        return LayerInventory(quantized, tuple(floats))
 
     def layer_names(self) -> list[str]:
         return [p.name for p in self.points]

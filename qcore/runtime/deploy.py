@@ -260,7 +260,7 @@ def _report(inp: Inputs, sim: QuantSim, paths: BuiltPaths, result: Scored, laten
     chosen = scored[best] if best else None
     config = sim.config
     return DeployReport(
-        **inp.identity(), **sim.inventory(), random_weights=inp.labels is None, backend=best, config=config.to_dict(),
+        identity=inp.run_identity(), inventory=sim.layer_inventory(), random_weights=inp.labels is None, backend=best, config=config.to_dict(),
         int8_scheme=config.weight_range_note(),
         fp32_accuracy=fp32_acc, simulation_accuracy=sim_acc, int8_accuracy=chosen.accuracy if chosen else None,
         agreement_with_simulation=chosen.agreement_with_simulation if chosen else None,

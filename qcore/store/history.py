@@ -25,7 +25,7 @@ from qcore.quant.progress import Msg
 from qcore.zoo.data import data_dir
 
 __all__ = ["KINDS", "db_path", "record", "remember", "list_runs", "get_runs", "delete_runs", "flat_rows", "to_csv",
-           "to_json"]
+           "to_json", "nested_details"]
 
 KINDS = ("calibration", "sensitivity", "deploy", "qat", "recovery", "workflow")
 SCHEMA = """
@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 # report keys that are large (per-layer ranges, histograms, weights) or not data (live objects)
 BULKY = {"sim", "prepared", "weights", "ranges", "layer_sqnr_db", "points", "losses", "int8_paths"}
+# the fields a report kept flat at its top before it held them as "identity" and "inventory"
+LEGACY_IDENTITY = ("model", "model_id", "data", "seed", "calib_size", "isa", "scored_by")
+LEGACY_INVENTORY = ("quantized_layers", "float_layers")
 COLUMNS = ("id", "kind", "created", "model", "model_id", "data", "data_id", "config", "metrics", "timings", "details")
 
 
@@ -116,11 +119,12 @@ def record(report, model_id: str | None = None, data_id: dict | None = None, pat
     config = d.get("config") or {k: d[k] for k in ("weight_bits", "act_bits", "granularity", "symmetric", "methods",
                                                                   "weight_range")
                                  if k in d}
-    data_identity = {"data": report.data, "calib_size": report.calib_size,
-                     "eval_size": d.get("eval_size") or d.get("eval_images"), "seed": report.seed, **(data_id or {})}
+    who = report.identity
+    data_identity = {"data": who.data, "calib_size": who.calib_size,
+                     "eval_size": d.get("eval_size") or d.get("eval_images"), "seed": who.seed, **(data_id or {})}
     row = (
-        report.kind, time.time(), str(report.model), str(model_id or report.model_id or report.model),
-        str(report.data), json.dumps(data_identity, sort_keys=True), json.dumps(config, sort_keys=True),
+        report.kind, time.time(), str(who.model), str(model_id or who.model_id or who.model),
+        str(who.data), json.dumps(data_identity, sort_keys=True), json.dumps(config, sort_keys=True),
         json.dumps(report.metrics(), allow_nan=True), json.dumps(report.timings()),
         json.dumps({k: v for k, v in d.items() if k not in BULKY}, default=lambda o: None),
     )
@@ -155,7 +159,21 @@ def _decode(r: tuple) -> dict:
     d = dict(zip(COLUMNS, r))
     for k in ("data_id", "config", "metrics", "timings", "details"):
         d[k] = json.loads(d[k]) if d[k] else {}
+    d["details"] = nested_details(d["details"])
     return d
+
+
+def nested_details(details: dict) -> dict:
+    """A stored report in today's shape. Runs saved before reports carried a `RunIdentity` and a `LayerInventory`
+    have their fields flat at the top (model, model_id, data, seed, calib_size, isa, scored_by, quantized_layers,
+    float_layers): they are moved under "identity" and "inventory", so every reader sees one shape."""
+    if "identity" in details or "model" not in details:
+        return details
+    out = {k: v for k, v in details.items() if k not in LEGACY_IDENTITY + LEGACY_INVENTORY}
+    out["identity"] = {k: details.get(k) for k in LEGACY_IDENTITY}
+    out["identity"]["scored_by"] = details.get("scored_by") or "labels"  # older than unlabeled images
+    out["inventory"] = {k: details.get(k) or [] for k in LEGACY_INVENTORY}
+    return out
 
 
 def list_runs(kind: str | None = None, model: str | None = None, since: float | None = None,

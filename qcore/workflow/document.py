@@ -122,10 +122,10 @@ def _step_blocks(s: StepOutcome, tr: Translate) -> list[tuple]:
 
 def blocks(r: WorkflowReport, tr: Translate = str, figures: list[tuple[str, object]] = ()) -> list[tuple]:
     """The report's content: what was asked, what each step measured, which step met the target."""
-    isa = r.isa
+    who = r.identity
     out = [("h1", tr("Quantization workflow report")),
            ("p", tr("Model {model} on {data} ({n} evaluation images, seed {seed}); CPU: {cpu}.").format(
-               model=r.model, data=r.data, n=r.eval_size, seed=r.seed, cpu=isa.get("cpu_class", "?"))),
+               model=who.model, data=who.data, n=r.eval_size, seed=who.seed, cpu=who.isa.get("cpu_class", "?"))),
            ("p", tr("Target: {target}.").format(target=_target_text(r.target, tr))),
            ("p", _scheme_text(r.steps[0].config, tr)),
            ("p", "**" + _headline(r, tr) + "**"),

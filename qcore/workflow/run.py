@@ -115,6 +115,6 @@ def run_workflow(model: str | LoadedModel, target: Target, config: QuantConfig |
         notes.append("the final INT8 model misses the target its step met in simulation: see the final numbers")
     say(1.0, Msg("done"))
     return WorkflowReport(
-        **p.inputs.identity(), **p.sim.inventory(), target=target.to_dict(), eval_size=p.inputs.eval_size,
+        identity=p.inputs.run_identity(), inventory=p.sim.layer_inventory(), target=target.to_dict(), eval_size=p.inputs.eval_size,
         fp32_accuracy=p.fp32_accuracy, steps=steps, final=final, met_by=next((s.step for s in steps if s.met), None),
         threads=threads, notes=notes, out_dir=str(out_dir), seconds=round(time.perf_counter() - started, 1))

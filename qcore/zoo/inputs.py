@@ -17,6 +17,7 @@ from qcore.quant.isa import cpu_isa
 from qcore.zoo.batches import Batches, as_is, batch_size_for
 from qcore.zoo.data import ImageSet, calibration_subset, eval_subset, imagenet_wnids
 from qcore.zoo.models import LoadedModel, finish_loading, get_spec, load_model
+from qcore.zoo.report import RunIdentity
 
 __all__ = ["Batches", "Inputs", "batch_size_for", "batches", "check_compatible", "decode_for", "default_data", "fp32_predictions",
            "load", "prepare_inputs"]
@@ -108,11 +109,11 @@ class Inputs:
     def eval_size(self) -> int:
         return self.eval_batches.count
 
-    def identity(self) -> dict:
+    def run_identity(self) -> RunIdentity:
         """What every report starts with: which model (name and weights digest) on which data, and the
         instruction sets of the CPU it ran on (INT8 results depend on them)."""
-        return {"model": self.loaded.name, "model_id": self.loaded.info["sha256"][:16], "seed": self.seed,
-                "calib_size": self.calib_size, "data": self.data, "isa": cpu_isa().to_dict(), "scored_by": self.scored_by}
+        return RunIdentity(model=self.loaded.name, model_id=self.loaded.info["sha256"][:16], data=self.data,
+                           seed=self.seed, calib_size=self.calib_size, isa=cpu_isa().to_dict(), scored_by=self.scored_by)
 
 
 def _random_inputs(model: str | LoadedModel, seed: int) -> Inputs:

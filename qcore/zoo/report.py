@@ -12,9 +12,29 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
-__all__ = ["Report", "scalar"]
+__all__ = ["Report", "RunIdentity", "scalar"]
 
 IDENTITY = ("seed", "threads", "calib_size", "eval_size", "eval_images", "monitor_images", "iters")
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which model (name and weights digest) ran on which data, with which seed and calibration size, on
+    which CPU (INT8 results depend on its instruction sets), and how accuracies are scored. Built by
+    `Inputs.run_identity()`; every run report holds one as `identity`, so two runs compare by it."""
+
+    model: str
+    model_id: str  # the first 16 hex digits of the weights' sha256
+    data: str | None
+    seed: int
+    calib_size: int
+    isa: dict  # the CPU's instruction sets as CPUID reports them (quant.isa.Isa.to_dict())
+    # "labels": accuracies are against the data's labels; "fp32": the images have no labels the model
+    # knows, and every "accuracy" is top-1 agreement with the FP32 model (FP32 itself scores 1.0)
+    scored_by: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def scalar(v) -> bool:

@@ -18,7 +18,7 @@ def test_round_has_no_gradient_and_the_ste_passes_exactly_the_in_range_weights()
 
 
 def _qat_report(fp32, ptq, qat, history=None):
-    return {"model": "m", "config": {"default": {"weight_bits": 4, "weight_granularity": "channel"}},
+    return {"identity": {"model": "m"}, "config": {"default": {"weight_bits": 4, "weight_granularity": "channel"}},
             "fp32_accuracy": fp32, "ptq_accuracy": ptq, "qat_accuracy": qat, "steps": 10,
             "recipe": {"train_size": 6000}, "eval_images": 100, "seconds": 1.0, "monitor_images": 100,
             "history": history or []}

@@ -187,8 +187,11 @@ from qcore.store import history
 from qcore.run.job_log import JobLog
 from qcore.run.scheduler import Limits, Scheduler
 
+class Identity:
+    model, model_id, data, calib_size, seed = "finished-model", None, "fashion-mnist", 8, 0
+
 class Report:
-    kind, model, model_id, data, calib_size, seed = "calibration", "finished-model", None, "fashion-mnist", 8, 0
+    kind, identity = "calibration", Identity()
     def to_dict(self): return {{"eval_size": 10}}
     def metrics(self): return {{"accuracy": 0.9}}
     def timings(self): return {{}}

@@ -185,7 +185,7 @@ def test_deploy_on_a_tiny_model_reports_everything(tmp_path, tiny_fashion_mnist)
         assert any("multiply-accumulates" in d for d in report.diagnosis)
     assert (tmp_path / "report.json").is_file()
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["machine"]["cpu_class"] == cpu_isa().cpu_class and saved["isa"]["source"] in ("cpuid", "/proc/cpuinfo")
+    assert saved["machine"]["cpu_class"] == cpu_isa().cpu_class and saved["identity"]["isa"]["source"] in ("cpuid", "/proc/cpuinfo")
     assert saved["config"]["weight_range"] == ("full" if cpu_isa().vnni else "reduced")  # auto, resolved here
     assert saved["layer_check"]["path"] == "ort_u8s8" and saved["layer_check"]["layers"]
     isolated = saved["layer_check"]["isolated"]  # each op fed the simulation's own integers

@@ -76,7 +76,7 @@ from qcore.store import history
 from tests.helpers import DEPLOY
 n = int(sys.argv[1])
 for i in range(int(sys.argv[2])):
-    history.record(replace(DEPLOY, seed=n * 1000 + i))
+    history.record(replace(DEPLOY, identity=replace(DEPLOY.identity, seed=n * 1000 + i)))
 """
 
 
@@ -92,7 +92,7 @@ def test_concurrent_writers_lose_nothing(private_history):
     def writer(n):
         try:
             for i in range(runs):
-                history.record(replace(DEPLOY, seed=n * 1000 + i))
+                history.record(replace(DEPLOY, identity=replace(DEPLOY.identity, seed=n * 1000 + i)))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -120,7 +120,7 @@ def test_a_locked_database_is_waited_for_then_written(private_history, monkeypat
     timer = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
     timer.start()
     try:
-        history.record(replace(DEPLOY, seed=7))
+        history.record(replace(DEPLOY, identity=replace(DEPLOY.identity, seed=7)))
     finally:
         timer.join()
         holder.close()
@@ -167,3 +167,27 @@ def test_report_json_is_strict_json_without_nan_or_infinity():
     report = replace(DEPLOY, logit_sqnr_db_vs_simulation=float("inf"), fp32_accuracy=float("nan"))
     data = json.loads(report.to_json(), parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert data["logit_sqnr_db_vs_simulation"] is None and data["fp32_accuracy"] is None
+
+
+# A deploy run as versions before `RunIdentity` stored it: identity and layer fields flat at the report's top.
+LEGACY_DETAILS = {"model": "fm_resnet", "model_id": "abc123", "data": "fashion-mnist", "seed": 3, "calib_size": 256,
+                  "isa": {"cpu_class": "AVX2 only (no VNNI)"}, "scored_by": "labels", "quantized_layers": ["stem.0"],
+                  "float_layers": [{"layer": "fc", "reason": "fp32 weights by the configuration"}], "backend": "ort_u8s8"}
+
+
+def test_a_run_stored_in_the_old_flat_shape_loads_in_todays_shape(private_history):
+    row = ("deploy", 0.0, "fm_resnet", "abc123", "fashion-mnist", json.dumps({"seed": 3}), "{}",
+           json.dumps({"int8_accuracy": 0.9}), "{}", json.dumps(LEGACY_DETAILS))
+    old = history._with_connection(None, lambda conn: history._insert(conn, row))
+    new = history.record(DEPLOY)
+    legacy, today = history.get_runs([old, new])
+    assert legacy["details"]["identity"] == {k: LEGACY_DETAILS[k] for k in history.LEGACY_IDENTITY}
+    assert legacy["details"]["inventory"] == {"quantized_layers": ["stem.0"], "float_layers": LEGACY_DETAILS["float_layers"]}
+    assert legacy["details"]["backend"] == "ort_u8s8" and "model_id" not in legacy["details"]
+    assert not set(LEGACY_DETAILS) - {"backend"} & set(today["details"])  # nothing flat in a new run either
+    assert today["details"]["identity"]["model_id"] == "abc123" and today["details"]["inventory"]["quantized_layers"] == ["stem.0", "fc"]
+    assert history.nested_details(today["details"]) == today["details"]  # today's shape passes through as it is
+    older = {k: v for k, v in LEGACY_DETAILS.items() if k not in ("scored_by", "float_layers")}  # before those fields
+    assert history.nested_details(older)["identity"]["scored_by"] == "labels"
+    assert history.nested_details(older)["inventory"]["float_layers"] == []
+    assert "abc123" in history.to_json([legacy]) and history.flat_rows([legacy])[0]["seed"] == 3

@@ -74,6 +74,6 @@ def import_and_check(path: Path, shape) -> dict:
         q = sim(x)
     out["quant_finite"] = bool(torch.isfinite(q).all())
     out["weight_layers"] = len(sim.weight_layers)
-    out["float_layers"] = list(sim.inventory()["float_layers"])
+    out["float_layers"] = list(sim.layer_inventory().float_layers)
     out["torch_layers"] = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in gm.modules())
     return out

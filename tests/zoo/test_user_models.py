@@ -49,7 +49,7 @@ def test_a_torch_export_program_is_lifted_to_the_layers_it_came_from(mobilenet, 
     sim = QuantSim(loaded.module)
     assert list(sim.weight_layers) == weight_layer_names(mobilenet)  # every conv and linear, by its own name
     assert len(sim.folded_bn) == 52  # batch norms are modules again, folded like any other
-    assert sim.inventory()["float_layers"] == []
+    assert sim.layer_inventory().float_layers == ()
     assert loaded.info["format"] == "pt2" and loaded.spec.preprocess.name == "imagenet"
 
 
@@ -146,7 +146,7 @@ def test_an_experiment_that_quantizes_nothing_is_an_error_and_the_cli_says_so_in
 
     sim = QuantSim(mobilenet, QuantConfig().with_default(enabled=False))
     with pytest.raises(NothingQuantized, match="quantizes no layer"):
-        sim.inventory()
+        sim.layer_inventory()
     torch.jit.save(torch.jit.trace(mobilenet, torch.randn(1, *SHAPE)), tmp_path / "m.ts")
     capsys.readouterr()  # torch.jit.trace's own deprecation warning (printed once per process) is not the CLI's
     assert main(["calibrate", "--model", str(tmp_path / "m.ts"), "--input-shape", "3,64,64", "--eval-size", "8"]) == 2

@@ -181,7 +181,7 @@ def _report(inp, trainer: Trainer, config: QuantConfig, recipe: QATRecipe, final
     """The finished run's report (rank 0), and its files written."""
     notes = trainer.notes + ([probe.note] if probe.note else [])
     return QATReport(
-        **inp.identity(), **trainer.sim.inventory(), config=config.to_dict(),
+        identity=inp.run_identity(), inventory=trainer.sim.layer_inventory(), config=config.to_dict(),
         recipe={**asdict(recipe), "lr": trainer.lr, "steps": trainer.total},
         **final, seconds=round(trainer.finetune_s, 1), total_seconds=round(time.perf_counter() - started, 1),
         step_overhead_vs_fp32=trainer.overhead["ratio"], step_times=trainer.overhead, steps=trainer.total,
