@@ -41,7 +41,7 @@ def sensitivity_rows():
     if not snap or snap["status"] != JobStatus.DONE:
         return None, None
     report = snap["result"].report
-    if report.model_id != loaded.info.get("sha256", "")[:16]:
+    if report.identity.model_id != loaded.info.get("sha256", "")[:16]:
         return None, None
     return report.layers, t("the Sensitivity page's sweep ({n} images)").format(n=report.eval_size)
 

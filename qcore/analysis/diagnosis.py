@@ -277,7 +277,8 @@ def diagnose(
                              tuple(c.kind for c in causes if c.layer == p.name)) for p in sim.points]
     say(1.0, Msg("done"))
     report = DiagnosisReport(
-        **inp.identity(), **sim.inventory(), eval_size=inp.eval_size, config=config.to_dict(), fp32_accuracy=fp32,
+        identity=inp.run_identity(), inventory=sim.layer_inventory(), eval_size=inp.eval_size, config=config.to_dict(),
+        fp32_accuracy=fp32,
         accuracy=both, weights_only_accuracy=weights, acts_only_accuracy=acts, layers=layers, causes=causes,
         probe_images=len(probe), seconds=round(time.perf_counter() - start, 2))
     return Diagnosis(report, inp, config, sim)

@@ -28,7 +28,7 @@ def evidence_text(cause, limit: int = 3) -> str:
 
 def _split_lines(r) -> None:
     print(_("{model} ({n} images): FP32 {fp32}, quantized {both}, weights only {w}, activations only {a}").format(
-        model=r.model, n=r.eval_size, fp32=pct(r.fp32_accuracy), both=pct(r.accuracy), w=pct(r.weights_only_accuracy),
+        model=r.identity.model, n=r.eval_size, fp32=pct(r.fp32_accuracy), both=pct(r.accuracy), w=pct(r.weights_only_accuracy),
         a=pct(r.acts_only_accuracy)))
     if r.weight_share is not None:
         print(_("share of the drop from the weights: {share}").format(share=pct(r.weight_share)))
