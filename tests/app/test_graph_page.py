@@ -83,7 +83,7 @@ def test_the_sensitivity_pages_sweep_colours_the_graph():
     source = "the Sensitivity page's sweep (100 images)"
     result = loaded_model_graph(loaded, calib_size=64, sensitivity=rows, sensitivity_from=source)
     graph_job = Job("graph", lambda j: result).start()
-    report = SimpleNamespace(model_id=loaded.info["sha256"][:16], layers=rows, eval_size=100)
+    report = SimpleNamespace(identity=SimpleNamespace(model_id=loaded.info["sha256"][:16]), layers=rows, eval_size=100)
     sweep_job = Job("sensitivity", lambda j: SimpleNamespace(report=report)).start()
     graph_job.wait()
     sweep_job.wait()

@@ -11,7 +11,7 @@ from qcore.quant.qconfig import QuantConfig, RecoveryStep, parse_steps
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.build import calibrated_sim
 from qcore.quant.recovery.bias import _mean_outputs, correct_bias, smooth
-from qcore.quant.recovery.cle import equalize
+from qcore.quant.recovery.cle import choose_rounds, equalize
 from qcore.quant.recovery.graph import layer_pairs
 from qcore.quant.recovery.rounding import adaround
 from qcore.zoo.inputs import prepare_inputs
@@ -49,6 +49,24 @@ def test_cle_on_mobilenet_replaces_relu6_in_equalized_pairs():
     changes = equalize(sim)
     assert changes["relu6_replaced_by_relu"] > 0
     assert any(a.endswith(".block.0") and b.endswith(".block.3") for a, b in changes["pairs"])  # expand -> depthwise
+
+
+def test_cle_chooses_its_passes_on_calibration_images_and_leaves_the_sim_alone():
+    """The pass count over chained pairs is the one whose calibrated copy is closest to float on the calibration
+    images; the choice works on copies, and the chosen count is what the step then runs and reports."""
+    inp = prepare_inputs("fm_mobilenetv2", calib_size=64, eval_size=100)
+    config = QuantConfig(recovery=parse_steps("cle")).with_default(weight_bits=4, weight_granularity="tensor")
+    sim = QuantSim(inp.loaded.module, config)
+    before = {n: wl.layer.weight.detach().clone() for n, wl in sim.weight_layers.items()}
+    rounds, scores = choose_rounds(sim, inp.calib_batches, candidates=(1, 8))
+    assert set(scores) == {1, 8} and rounds == max(scores, key=scores.get) and scores[1] != scores[8]
+    assert all(torch.equal(before[n], wl.layer.weight) for n, wl in sim.weight_layers.items())
+    built = calibrated_sim(inp.loaded.module, config, inp.calib_batches)
+    changes = built.recovery_results[0].changes
+    assert changes["rounds"] == max(changes["rounds_logit_sqnr_db"], key=changes["rounds_logit_sqnr_db"].get)
+    fixed = calibrated_sim(inp.loaded.module, QuantConfig(recovery=parse_steps("cle:rounds=8")).with_default(
+        weight_bits=4, weight_granularity="tensor"), inp.calib_batches)
+    assert fixed.recovery_results[0].changes["rounds"] == 8 and not fixed.recovery_results[0].changes["rounds_logit_sqnr_db"]
 
 
 def test_bias_correction_brings_each_layers_mean_output_back_to_fp32(resnet_inputs):
