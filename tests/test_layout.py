@@ -160,3 +160,20 @@ def test_no_function_is_long():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, long
+
+
+def test_every_engine_module_a_page_imports_is_imported_first_by_views_engine():
+    """Simultaneous first visitors import the engine in parallel threads; views/_engine.py imports it once in one
+    order before any page runs (its docstring says why). A page importing a qcore module missing there could bring
+    the import deadlock back."""
+    preloaded = set()
+    for node in ast.walk(ast.parse((PAGES / "_engine.py").read_text())):
+        if isinstance(node, ast.Import):
+            preloaded |= {a.name for a in node.names}
+    used = {}
+    for path in [*PAGES.glob("*.py"), ROOT / "app.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qcore"):
+                used.setdefault(node.module, path.name)
+    missing = {m: page for m, page in used.items() if m not in preloaded}
+    assert not missing, missing
