@@ -107,7 +107,8 @@ def test_cli_writes_the_contract(tmp_path):
     assert main(["sensitivity", "--model", "fm_gelunet", "--eval-size", "200", "--calib-size", "64",
                  "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert {"model", "base_accuracy", "fp32_accuracy", "layers", "seconds"} <= set(report)
+    assert {"identity", "inventory", "base_accuracy", "fp32_accuracy", "layers", "seconds"} <= set(report)
+    assert report["identity"]["model"] == "fm_gelunet" and report["inventory"]["quantized_layers"]
     assert {"name", "only_this_quantized", "all_but_this", "sqnr_db"} <= set(report["layers"][0])
 
 
