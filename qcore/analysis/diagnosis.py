@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import ClassVar
 
@@ -117,23 +116,9 @@ class Diagnosis:
     sim: QuantSim
 
 
-@contextmanager
 def only_quantized(sim: QuantSim, weights: set[str] | None = None, acts: set[str] | None = None):
-    """Inside, only the weight layers in `weights` and the activation quantizers in `acts` (None: all of them)
-    that the config quantizes stay on; every other quantizer passes values through. Ranges stay as calibrated."""
-    modes = {k: q.mode for k, q in sim.quantizers.items()}
-    enabled = {k: w.enabled for k, w in sim.weight_layers.items()}
-    try:
-        for k, q in sim.quantizers.items():
-            q.mode = modes[k] if acts is None or q.name in acts else Mode.FLOAT
-        for k, w in sim.weight_layers.items():
-            w.enabled = enabled[k] and (weights is None or k in weights)
-        yield sim
-    finally:
-        for k, q in sim.quantizers.items():
-            q.mode = modes[k]
-        for k, w in sim.weight_layers.items():
-            w.enabled = enabled[k]
+    """Only these weight layers and activation quantizers on (None: all): `QuantSim.only`."""
+    return sim.only(weights, acts)
 
 
 def _captured(sim: QuantSim, probe: torch.Tensor, name: str) -> torch.Tensor:

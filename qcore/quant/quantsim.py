@@ -649,22 +649,28 @@ class QuantSim(nn.Module):
         """What the graph calls for weight layer `name`: the layer, or a wrapper around it."""
         return self.model.get_submodule(name)
 
-    @contextmanager
     def disabled(self):
         """Run the graph in float (folded BN, no quantizers): numerically the FP32 model."""
+        return self.only(set(), set())
+
+    @contextmanager
+    def only(self, weights: set[str] | None = None, acts: set[str] | None = None):
+        """Inside, only the weight layers in `weights` and the activation quantizers in `acts` (None: all of them)
+        that the config quantizes stay on; every other quantizer passes values through. Ranges stay as calibrated
+        (the weights-only / activations-only split of a diagnosis; nothing on: `disabled`)."""
         modes = {k: q.mode for k, q in self.quantizers.items()}
-        weights = {k: w.enabled for k, w in self.weight_layers.items()}
+        enabled = {k: w.enabled for k, w in self.weight_layers.items()}
         try:
             for q in self.quantizers.values():
-                q.mode = Mode.FLOAT
-            for w in self.weight_layers.values():
-                w.enabled = False
+                q.mode = q.mode if acts is None or q.name in acts else Mode.FLOAT
+            for k, w in self.weight_layers.items():
+                w.enabled = enabled[k] and (weights is None or k in weights)
             yield self
         finally:
             for k, q in self.quantizers.items():
                 q.mode = modes[k]
             for k, w in self.weight_layers.items():
-                w.enabled = weights[k]
+                w.enabled = enabled[k]
 
     @contextmanager
     def capture(self, names: Iterable[str] | None = None):
