@@ -46,7 +46,7 @@ def _session_language() -> str:
 def language_toggle() -> None:
     from qcore.i18n import LANGUAGE_NAMES, LANGUAGES
 
-    st.radio(t("Language"), list(LANGUAGES), key="lang_choice", format_func=LANGUAGE_NAMES.get, horizontal=True,
+    st.radio(t("Language"), list(LANGUAGES), key="lang_choice", persist_state="session", format_func=LANGUAGE_NAMES.get, horizontal=True,
              label_visibility="collapsed")
     choice = st.session_state["lang_choice"]
     if "lang" in st.query_params or choice != st.session_state["_lang_default"]:  # URLs stay clean by default

@@ -38,7 +38,9 @@ def _frozen_labels(label, options: list) -> callable:
 
 
 def sidebar() -> None:
-    """Widgets shared by every page; their values live in st.session_state."""
+    """Widgets shared by every page; their values live in st.session_state. persist_state="session" keeps them when
+    a run ends without drawing the sidebar (a fragment's rerun, a run cut short by a click): without it the browser
+    remounted every sidebar widget at its element default (W2/A2, 1 image) and sent those back as the user's choice."""
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     # uploads ask for a new model/dataset; widget values can only change before the widgets draw
@@ -54,29 +56,29 @@ def sidebar() -> None:
         language_toggle()
         st.header(t("Model and data"))
         st.selectbox(
-            t("Model"), list(specs), key="model",
+            t("Model"), list(specs), key="model", persist_state="session",
             format_func=lambda n: f"{n} ({specs[n].family})",
             help=t("Built-in models are trained on Fashion-MNIST and ship with the app; torchvision models "
                    "need their ImageNet weights in the torch hub cache (or a download when online)."),
         )
         st.text_input(
-            t("Dataset"), key="data", placeholder=t("default for the model"),
+            t("Dataset"), key="data", persist_state="session", placeholder=t("default for the model"),
             help=t("fashion-mnist, cifar10, or imagefolder:/path/to/folder (sub-folder per class; "
                    "ImageNet synset names such as n01440764 map to ImageNet classes)."),
         )
-        st.number_input(t("Calibration images"), min_value=1, max_value=60_000, step=128, key="calib_size",
+        st.number_input(t("Calibration images"), min_value=1, max_value=60_000, step=128, key="calib_size", persist_state="session",
                         help=t("From the train split, chosen by the seed"))
-        st.number_input(t("Evaluation images"), min_value=1, max_value=100_000, step=500, key="eval_size",
+        st.number_input(t("Evaluation images"), min_value=1, max_value=100_000, step=500, key="eval_size", persist_state="session",
                         help=t("From the test split, chosen by the seed"))
-        st.number_input(t("Seed"), min_value=0, max_value=2**31 - 1, step=1, key="seed")
+        st.number_input(t("Seed"), min_value=0, max_value=2**31 - 1, step=1, key="seed", persist_state="session")
         st.header(t("Quantization"))
-        st.select_slider(t("Weight bits"), options=[2, 3, 4, 5, 6, 7, 8], key="weight_bits")
-        st.select_slider(t("Activation bits"), options=[2, 3, 4, 5, 6, 7, 8], key="act_bits")
-        st.radio(t("Weight granularity"), ["channel", "tensor"], key="granularity", horizontal=True,
+        st.select_slider(t("Weight bits"), options=[2, 3, 4, 5, 6, 7, 8], key="weight_bits", persist_state="session")
+        st.select_slider(t("Activation bits"), options=[2, 3, 4, 5, 6, 7, 8], key="act_bits", persist_state="session")
+        st.radio(t("Weight granularity"), ["channel", "tensor"], key="granularity", persist_state="session", horizontal=True,
                  format_func=_frozen_labels(granularity_label, ["channel", "tensor"]), help=t("One scale per output channel, or one for the whole tensor"))
-        st.toggle(t("Symmetric activations"), key="symmetric",
+        st.toggle(t("Symmetric activations"), key="symmetric", persist_state="session",
                   help=t("Off: asymmetric uint8-style (what x86 and ONNX Runtime U8S8 run)"))
-        st.radio(t("Weight range"), list(WEIGHT_RANGE_LABELS), key="weight_range",
+        st.radio(t("Weight range"), list(WEIGHT_RANGE_LABELS), key="weight_range", persist_state="session",
                  format_func=_frozen_labels(weight_range_label, list(WEIGHT_RANGE_LABELS)),
                  help=t("CPUs without VNNI add pairs of u8 x s8 products in int16, which 8-bit weights overflow: "
                         "7-bit weights keep real INT8 exact there. The simulation uses the same range."))
