@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import fx
@@ -32,7 +32,7 @@ from qcore.quant.work import Executor, LocalExecutor
 from qcore.zoo.inputs import Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
-__all__ = ["Prepared", "SweepWork", "sweep_item", "prepare", "evaluate_config", "sweep", "greedy_fallback", "only_layers", "float_layers",
+__all__ = ["Prepared", "SweepWork", "sweep_item", "prepare", "evaluate_config", "sweep", "greedy_fallback", "swept_layers", "only_layers", "float_layers",
            "weight_bytes"]
 
 
@@ -176,11 +176,13 @@ class SweepWork:
     base_config: QuantConfig
     xs: list[torch.Tensor]
     labels: torch.Tensor
-    layers: list[str]
+    layers: list[str]  # every quantizable layer ("only this one" turns all the others off)
+    swept: list[str]  # the layers measured: all of them, or the user's subset
 
     @classmethod
-    def of(cls, p: Prepared) -> "SweepWork":
-        return cls(p.sim, p.ranges, p.base_config, p.xs, p.labels, p.sim.layer_names())
+    def of(cls, p: Prepared, swept: list[str] | None = None) -> "SweepWork":
+        layers = p.sim.layer_names()
+        return cls(p.sim, p.ranges, p.base_config, p.xs, p.labels, layers, swept or layers)
 
 
 def _count_correct(w: SweepWork, x: torch.Tensor, y: torch.Tensor, variant, disabled: bool,
@@ -193,7 +195,7 @@ def _count_correct(w: SweepWork, x: torch.Tensor, y: torch.Tensor, variant, disa
     forward pass."""
     starts = _layer_starts(w.sim)
     nodes = _quantizer_nodes(w.sim) if errors is not None else {}
-    correct = dict.fromkeys(w.layers, 0)
+    correct = dict.fromkeys(w.swept, 0)
     w.sim.configure(w.base_config)
     w.sim.apply_ranges(ranges=w.ranges)
     if disabled:
@@ -201,7 +203,7 @@ def _count_correct(w: SweepWork, x: torch.Tensor, y: torch.Tensor, variant, disa
             cache = _PrefixCache(w.sim, x)
     else:
         cache = _PrefixCache(w.sim, x)
-    for name in w.layers:
+    for name in w.swept:
         w.sim.configure(variant(w, name))
         w.sim.apply_ranges(ranges=w.ranges)
         with w.sim.capture([name] if errors is not None else ()) as records:
@@ -233,25 +235,26 @@ def sweep_item(w: SweepWork, item: tuple[str, int]) -> tuple[str, dict[str, int]
     return side, counts, errors or {}
 
 
-def _two_sided(p: Prepared, layers: list[str], reuse_prefix: bool, say: Progress, errors: dict,
+def _two_sided(p: Prepared, swept: list[str], reuse_prefix: bool, say: Progress, errors: dict,
                executor: Executor) -> tuple[dict, dict]:
-    """Accuracy per layer with only it quantized, and with all but it quantized (and, reusing the
+    """Accuracy per swept layer with only it quantized, and with all but it quantized (and, reusing the
     prefix, each layer's isolated output error into `errors`). With `reuse_prefix` the work is items of
     (side, batch) run by `executor`; otherwise one full evaluation per layer and side, here."""
-    n = len(p.labels)
+    n, layers = len(p.labels), p.sim.layer_names()
     if reuse_prefix:
         items = [(side, b) for side in ("only", "but") for b in range(len(p.xs))]
         say(0.05, Msg("{n} work items: each side of the sweep on each evaluation batch", n=len(items)))
-        results = executor.map(sweep_item, SweepWork.of(p), items, span(say, 0.05, 0.95), what=Msg("sweep items"))
-        totals = {"only": dict.fromkeys(layers, 0), "but": dict.fromkeys(layers, 0)}
+        results = executor.map(sweep_item, SweepWork.of(p, swept), items, span(say, 0.05, 0.95),
+                               what=Msg("sweep items"))
+        totals = {"only": dict.fromkeys(swept, 0), "but": dict.fromkeys(swept, 0)}
         for side, counts, errs in results:
             for name, c in counts.items():
                 totals[side][name] += c
             errors.update(errs)
         return ({k: v / n for k, v in totals["only"].items()}, {k: v / n for k, v in totals["but"].items()})
     only_acc, but_acc = {}, {}
-    for i, name in enumerate(layers):
-        say(0.9 * i / len(layers), Msg("layer {i}/{n}: {layer}", i=i + 1, n=len(layers), layer=name))
+    for i, name in enumerate(swept):
+        say(0.9 * i / len(swept), Msg("layer {i}/{n}: {layer}", i=i + 1, n=len(swept), layer=name))
         only_acc[name] = evaluate_config(p, only_layers(p.base_config, [name], layers))["accuracy"]
         but_acc[name] = evaluate_config(p, float_layers(p.base_config, [name]))["accuracy"]
     return only_acc, but_acc
@@ -270,9 +273,24 @@ def _isolated_errors(p: Prepared, name: str, layers: list[str], probe: torch.Ten
     return single_threaded(output_errors, ref_out, q_out)
 
 
+def swept_layers(p: Prepared, names: Sequence[str] | None = None, first: int | None = None) -> list[str]:
+    """The layers a sweep measures: `names` (in graph order), else the `first` N, else all. An unknown name is
+    refused with the model's layer names: a typo must not give a report that silently lacks the layer."""
+    layers = p.sim.layer_names()
+    if names:
+        unknown = [n for n in names if n not in layers]
+        if unknown:
+            raise ValueError(f"no quantizable layer named {', '.join(unknown)}; the layers are: {', '.join(layers)}")
+        return [n for n in layers if n in set(names)]
+    if first is not None and first < 1:
+        raise ValueError(f"the number of layers to sweep must be at least 1, not {first}")
+    return layers[:first] if first else layers
+
+
 def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = True,
-          executor: Executor | None = None) -> SensitivityReport:
-    """The two-sided sweep over every layer, plus each layer's isolated output error.
+          executor: Executor | None = None, layers: Sequence[str] | None = None) -> SensitivityReport:
+    """The two-sided sweep over every layer (or the `layers` given: each still measured against all the
+    others, as in a full sweep), plus each layer's isolated output error.
 
     With `reuse_prefix`, each evaluation starts at its layer: for "only this layer quantized"
     everything before it is the cached FP32 run, for "all but this" the cached all-quantized run,
@@ -281,17 +299,17 @@ def sweep(p: Prepared, progress: Progress | None = None, reuse_prefix: bool = Tr
     """
     say = progress or silent
     start = time.perf_counter()
-    layers = p.sim.layer_names()
+    all_layers, swept = p.sim.layer_names(), swept_layers(p, layers)
     base = evaluate_config(p, p.base_config)
     errors: dict[str, dict] = {}
     executor = executor or LocalExecutor()
-    only_acc, but_acc = _two_sided(p, layers, reuse_prefix, say, errors, executor)
+    only_acc, but_acc = _two_sided(p, swept, reuse_prefix, say, errors, executor)
     say(0.95, Msg("output error of each layer alone"))
     probe = p.xs[0][:128]
     kinds = {pt.name: pt.kind for pt in p.sim.points}
     rows = []
-    for name in layers:
-        e = errors.get(name) or _isolated_errors(p, name, layers, probe)
+    for name in swept:
+        e = errors.get(name) or _isolated_errors(p, name, all_layers, probe)
         rows.append(LayerSensitivity(name, kinds[name], only_acc[name], but_acc[name], e["sqnr_db"], e["mse"], e["cosine"]))
     _restore(p)
     say(1.0, Msg("done"))

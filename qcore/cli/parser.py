@@ -132,6 +132,11 @@ def _add_ptq(sub) -> None:
     _quant_flags(sn)
     sn.add_argument("--calib-size", type=int, default=512)
     sn.add_argument("--budget", type=float, default=None, help=_("accuracy drop allowed vs FP32, e.g. 0.01"))
+    sn.add_argument("--layers", default=None, metavar="NAMES",
+                    help=_("sweep only these layers (comma-separated names); each is still measured against all "
+                           "the others quantized or float"))
+    sn.add_argument("--max-layers", type=int, default=None, metavar="N",
+                    help=_("sweep only the first N layers in graph order (a quick look at a large model)"))
     sn.add_argument("--executor", default="local",
                     help=_("local (this process), ray (a local Ray instance, or $RAY_ADDRESS), or a cluster: "
                            "ray://HOST:PORT"))

@@ -79,7 +79,7 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_sensitivity(args) -> int:
-    from qcore.analysis.sensitivity import greedy_fallback, prepare, sweep
+    from qcore.analysis.sensitivity import greedy_fallback, prepare, swept_layers, sweep
 
     config = quant_config(args)
     say = console_progress()
@@ -88,7 +88,9 @@ def cmd_sensitivity(args) -> int:
     executor = make_executor(args.executor, args.workers)
     executor.info()  # starts or reaches Ray now: a bad address fails before the model loads
     p = prepare(model_arg(args), config, args.data, args.calib_size, args.eval_size, args.seed)
-    report = sweep(p, progress=say, executor=executor)
+    names = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
+    layers = swept_layers(p, names, args.max_layers)
+    report = sweep(p, progress=say, executor=executor, layers=layers)
     say.end()
     print(_("sweep ran on {engine} with {n} worker(s)").format(engine=report.executor["engine"],
                                                             n=report.executor["workers"]))
@@ -100,6 +102,9 @@ def cmd_sensitivity(args) -> int:
         seconds=f"{report.seconds:.1f}") + (_("; scored by agreement with FP32 (no labels)")
                                            if report.identity.scored_by != "labels" else ""))
     print(layers_line(report))
+    if len(layers) < len(p.sim.layer_names()):
+        print(_("swept {n} of the {total} layers (--layers/--max-layers)").format(n=len(layers),
+                                                                                  total=len(p.sim.layer_names())))
     print(pad(_("layer"), 28) + pad(_("only this"), -11) + pad(_("all but this"), -14) + f"{'SQNR dB':>9}")
     for row in sorted(report.layers, key=lambda r: r.all_but_this, reverse=True):
         print(f"{row.name:28}{row.only_this_quantized:>11.4f}{row.all_but_this:>14.4f}{row.sqnr_db:>9.1f}")

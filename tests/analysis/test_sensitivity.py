@@ -105,10 +105,11 @@ def test_cli_writes_the_contract(tmp_path):
 
     out = tmp_path / "s.json"
     assert main(["sensitivity", "--model", "fm_gelunet", "--eval-size", "200", "--calib-size", "64",
-                 "--out", str(out)]) == 0
+                 "--max-layers", "2", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert {"identity", "inventory", "base_accuracy", "fp32_accuracy", "layers", "seconds"} <= set(report)
-    assert report["identity"]["model"] == "fm_gelunet" and report["inventory"]["quantized_layers"]
+    assert report["identity"]["model"] == "fm_gelunet" and len(report["inventory"]["quantized_layers"]) > 2
+    assert len(report["layers"]) == 2  # --max-layers: the first two in graph order, the inventory lists them all
     assert {"name", "only_this_quantized", "all_but_this", "sqnr_db"} <= set(report["layers"][0])
 
 
@@ -137,3 +138,21 @@ def test_a_small_prefix_budget_splits_the_sweep_into_more_items_with_the_same_nu
     assert split.xs.batch_size == 3 and len(split.xs) == 7
     for a, b in zip(sweep(whole).layers, sweep(split).layers):
         assert (a.name, a.only_this_quantized, a.all_but_this) == (b.name, b.only_this_quantized, b.all_but_this)
+
+
+def test_a_sweep_of_chosen_layers_gives_their_numbers_from_the_full_sweep(tiny_fashion_mnist):
+    """Each chosen layer is still measured against all the others (quantized, or float): the same numbers as in
+    the full sweep, in graph order; a name the model lacks is refused, not silently left out."""
+    from qcore.analysis.sensitivity import swept_layers
+    from tests.helpers import tiny_fashion_model
+
+    p = prepare(tiny_fashion_model(), QuantConfig().with_default(weight_bits=3, act_bits=3), calib_size=40, eval_size=20)
+    names = p.sim.layer_names()
+    full = {r.name: r for r in sweep(p).layers}
+    part = sweep(p, layers=[names[-1], names[0]])
+    assert [r.name for r in part.layers] == [names[0], names[-1]]
+    assert all(r == full[r.name] for r in part.layers)
+    assert part.base_accuracy == sweep(p, layers=names[:1]).base_accuracy
+    assert swept_layers(p, first=2) == names[:2] and swept_layers(p) == names
+    with pytest.raises(ValueError, match="no quantizable layer named nope"):
+        swept_layers(p, ["nope"])
