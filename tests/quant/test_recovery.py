@@ -1,6 +1,7 @@
 """Accuracy-recovery steps: each does what its paper says, and real INT8 carries what it did."""
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,59 @@ def test_adaround_is_a_valid_rounding_and_lowers_the_layer_error(resnet_inputs):
     layers = result["layers"].values()
     assert sum(r["flipped"] for r in layers) > 0
     assert sum(r["mse"] for r in layers) < sum(r["mse_nearest"] for r in layers)
+
+
+def test_after_rounding_the_reference_is_still_the_fp32_network(resnet_inputs):
+    """AdaRound stores rounded weights in the sim's float weights; the FP32 reference later steps fit to (AdaRound's
+    next layers, bias correction) swaps the originals back in, and leaves the rounded ones in place afterwards."""
+    from qcore.quant.recovery.reference import fp32_reference
+
+    config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
+    sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    x = resnet_inputs.calib_batches[0][:32]
+    with sim.disabled():
+        fp32 = sim(x)
+    adaround(sim, resnet_inputs.calib_batches, iters=20)
+    with sim.disabled():
+        rounded = sim(x)
+    with fp32_reference(sim):
+        reference = sim(x)
+    with sim.disabled():
+        again = sim(x)
+    torch.testing.assert_close(reference, fp32)
+    assert float((rounded - fp32).abs().max()) > 1e-2  # the rounded network in float is another function
+    torch.testing.assert_close(again, rounded)
+
+
+def test_bias_correction_after_adaround_brings_the_means_back_to_the_fp32_network(resnet_inputs):
+    from qcore.quant.recovery.reference import fp32_reference
+
+    config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
+    sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    names, xs = list(sim.weight_layers), resnet_inputs.calib_batches
+    with sim.disabled():
+        reference = _mean_outputs(sim, names, xs)
+    adaround(sim, xs, iters=20)
+    correct_bias(sim, xs)
+    gap = {n: float((m - reference[n]).abs().max()) for n, m in _mean_outputs(sim, names, xs).items()}
+    assert max(gap.values()) <= 1e-3, gap
+    with fp32_reference(sim):  # and the reference holds the biases from before the correction
+        assert max(float((m - reference[n]).abs().max()) for n, m in _mean_outputs(sim, names, xs).items()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_adaround_after_cle_on_entropy_ranges_keeps_the_accuracy_cle_gave():
+    """The case that fell to chance (10%) while AdaRound fitted each layer to a target computed through the
+    layers it had already rounded: fm_mobilenetv2, 4-bit per-tensor weights, entropy activation ranges."""
+    from qcore.analysis.evaluate import scores
+
+    inp = prepare_inputs("fm_mobilenetv2", calib_size=128, eval_size=500)
+    config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor", act_method="entropy")
+    top1 = {}
+    for steps in ("cle:rounds=1", "cle:rounds=1,adaround:iters=100"):
+        sim = calibrated_sim(inp.loaded.module, replace(config, recovery=parse_steps(steps)), inp.calib_batches)
+        top1[steps] = scores(logits(sim, inp.eval_batches), inp.labels).top1
+    assert top1["cle:rounds=1,adaround:iters=100"] >= top1["cle:rounds=1"] - 0.01, top1
 
 
 def test_smoothquant_keeps_the_fp32_function_and_shrinks_outlier_channels():

@@ -21,6 +21,7 @@ from torch import nn
 from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.recovery.graph import first_images, norm_linear_pairs, run_hooked
+from qcore.quant.recovery.reference import fp32_reference, remember
 
 __all__ = ["correct_bias", "smooth"]
 
@@ -59,13 +60,14 @@ def correct_bias(sim: QuantSim, batches: list[torch.Tensor], progress: Progress 
     say = progress or silent
     batches = first_images(batches, BIAS_VALUES)
     names = [n for n, wl in sim.weight_layers.items() if wl.enabled]
-    with sim.disabled():
+    with fp32_reference(sim):  # the FP32 network, also where AdaRound/GPTQ already rounded the weights
         reference = _mean_outputs(sim, names, batches)
     shifts = {}
     for i, name in enumerate(names):
         say(i / len(names), Msg("bias correction {layer} ({i}/{n})", layer=name, i=i + 1, n=len(names)))
         delta = _mean_outputs(sim, [name], batches)[name] - reference[name]
         layer = sim.weight_layers[name].layer
+        remember(sim, name)
         if layer.bias is None:
             layer.bias = nn.Parameter(torch.zeros_like(delta), requires_grad=False)
         layer.bias.sub_(delta)

@@ -28,6 +28,7 @@ from torch import nn
 from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.quantsim import QuantSim, QuantWeightLayer, image_count
 from qcore.quant.recovery.graph import capture_inputs, first_images, run_hooked
+from qcore.quant.recovery.reference import fp32_reference, remember
 
 __all__ = ["adaround", "gptq", "ZETA", "GAMMA"]
 
@@ -140,9 +141,12 @@ def _images_that_fit(sim: QuantSim, name: str, batches) -> int:
     return max(1, min(image_count(batches), CAPTURE_BUDGET_BYTES // max(1, per_image)))
 
 
-def _fp32_inputs(sim: QuantSim, name: str, batches: list[torch.Tensor]) -> torch.Tensor:
-    with sim.disabled():
-        return capture_inputs(sim, [name], batches)[name]
+def _fp32_target(sim: QuantSim, name: str, batches: list[torch.Tensor]) -> torch.Tensor:
+    """Layer `name`'s output in the FP32 network (every earlier layer with its weights before rounding): what
+    AdaRound fits, so each layer also makes up for the error the rounded layers before it left."""
+    with fp32_reference(sim):
+        layer = sim.weight_layers[name].layer
+        return _layer_out(layer, capture_inputs(sim, [name], batches)[name], layer.weight)
 
 
 def adaround(sim: QuantSim, batches: list[torch.Tensor], iters: int = 500, reg: float = 0.01, batch: int = 32,
@@ -153,8 +157,8 @@ def adaround(sim: QuantSim, batches: list[torch.Tensor], iters: int = 500, reg: 
     def one(name: str, wl: QuantWeightLayer) -> dict:
         used = _first_images(batches, _images_that_fit(sim, name, batches))
         x_q = capture_inputs(sim, [name], used)[name]
-        with torch.no_grad():
-            target = _layer_out(wl.layer, _fp32_inputs(sim, name, used), wl.layer.weight)
+        target = _fp32_target(sim, name, used)
+        remember(sim, name)
         with torch.enable_grad():
             return {**_adaround_layer(wl, x_q, target, iters, reg, batch, gen), "images": len(x_q)}
 
@@ -218,8 +222,8 @@ def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progres
     def one(name: str, wl: QuantWeightLayer) -> dict:
         probe = [torch.cat(list(_first_images(batches, PROBE)))]
         x_q = capture_inputs(sim, [name], probe)[name]
-        with torch.no_grad():
-            target = _layer_out(wl.layer, _fp32_inputs(sim, name, probe), wl.layer.weight.detach())
+        target = _fp32_target(sim, name, probe)
+        remember(sim, name)
         return _gptq_layer(wl, _hessian(sim, name, first_images(batches, HESSIAN_VALUES)), damp, (x_q, target))
 
     return _layer_by_layer(sim, _rounded_layers(sim, include_grouped=False), "GPTQ", one, progress)
