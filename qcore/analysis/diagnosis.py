@@ -29,6 +29,7 @@ from qcore.quant.build import calibrated_sim
 from qcore.quant.progress import Msg, Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import ADD_FUNCTIONS, Mode, QuantSim
+from qcore.quant.recovery.reference import fp32_reference
 from qcore.zoo.inputs import Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
@@ -132,7 +133,7 @@ def layer_split(sim: QuantSim, probe: torch.Tensor, progress: Progress | None = 
     """Per quantization point: (SQNR with only its weights quantized, SQNR with only its activation quantized),
     each against the float model at that point on `probe`; None where that side is not quantized."""
     say = progress or silent
-    with sim.disabled(), sim.capture() as ref_records:
+    with fp32_reference(sim), sim.capture() as ref_records:
         sim(probe)
     ref = {name: out for name, _, out in ref_records}
     quantizers = {q.name: q for q in sim.quantizers.values()}

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from qcore.quant.progress import Msg, Progress
+from qcore.quant.recovery.reference import fp32_reference
 from qcore.zoo.data import ImageSet
 from qcore.zoo.inputs import batches
 
@@ -113,8 +114,9 @@ CAPTURE_BUDGET_BYTES = 256 * 2**20  # every quantizer's values of the images com
 
 def _chunk_errors(sim, x: torch.Tensor, sums: dict[str, torch.Tensor]) -> int:
     """Add one chunk's sums (ref^2, (ref - q)^2, ref.q, q^2, count) per quantizer into `sums`; returns the
-    bytes the chunk's captured values took."""
-    with sim.disabled(), sim.capture() as ref_records:
+    bytes the chunk's captured values took. The reference is the FP32 network, also after AdaRound/GPTQ rounded
+    the sim's weights (compared with those in float, a layer's SQNR would leave its weight rounding out)."""
+    with fp32_reference(sim), sim.capture() as ref_records:
         sim(x)
     with sim.capture() as q_records:
         sim(x)

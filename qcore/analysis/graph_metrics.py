@@ -1,7 +1,7 @@
 """The numbers on the graph's nodes, every one measured on the model in front of the user.
 
 One calibrated QuantSim (`calibrated_sim`: recovery steps, statistics pass, each layer's range) is run twice over a
-few of the calibration images (the probe): once in float (`sim.disabled()`: the FP32 model with BN folded) and once
+few of the calibration images (the probe): once in float (`fp32_reference`: the FP32 model with BN folded, the weights from before any rounding step) and once
 quantized, node by node through an fx Interpreter. Each kept node's output is compared between the two runs
 (SQNR) and its range recorded; the float outputs of one chunk of images are all that is held at once. Activation
 quantizers add their clip range and its estimated clipping and rounding error (the same RangeResult the
@@ -23,6 +23,7 @@ from qcore.quant.build import calibrated_sim
 from qcore.quant.progress import Msg, Progress, silent, span
 from qcore.quant.qconfig import QuantConfig
 from qcore.quant.quantsim import ActQuantizer, Mode, QuantSim, QuantWeightLayer, image_count
+from qcore.quant.recovery.reference import fp32_reference
 
 __all__ = ["PROBE_IMAGES", "model_graph", "graph_of_sim", "measure_nodes", "weight_summary", "sensitivity_rows",
            "calibration_batches", "loaded_model_graph", "stats_name"]
@@ -49,7 +50,7 @@ def _chunk(sim: QuantSim, x: torch.Tensor, names: set[str], sums: dict[str, list
     """Add one chunk's (signal, noise, float min, float max, quant min, quant max) per node into `sums`;
     returns the bytes the chunk's float outputs took."""
     ref: dict[str, torch.Tensor] = {}
-    with sim.disabled():  # copies: an in-place op later in the graph (ReLU(inplace=True)) would change them
+    with fp32_reference(sim):  # copies: an in-place op later in the graph (ReLU(inplace=True)) would change them
         _Recorder(sim.model, names, lambda name, out: ref.__setitem__(name, out.clone())).run(x)
     held = sum(t.numel() * t.element_size() for t in ref.values())
 

@@ -141,6 +141,19 @@ def test_after_rounding_the_reference_is_still_the_fp32_network(resnet_inputs):
     torch.testing.assert_close(again, rounded)
 
 
+def test_a_layers_sqnr_after_adaround_counts_its_weight_rounding(resnet_inputs):
+    """Recover's per-layer SQNR column compares with the FP32 network: with 16-bit activations the first layer's
+    error is its 4-bit weights' (about 20 dB), not the 16-bit rounding alone it would be against the rounded
+    weights in float (over 70 dB)."""
+    from qcore.analysis.evaluate import layer_errors
+
+    config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor", act_bits=16)
+    sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    adaround(sim, resnet_inputs.calib_batches, iters=20)
+    first = next(iter(sim.weight_layers))
+    assert layer_errors(sim, resnet_inputs.calib_batches[0][:32])[first]["sqnr_db"] < 40
+
+
 def test_bias_correction_after_adaround_brings_the_means_back_to_the_fp32_network(resnet_inputs):
     from qcore.quant.recovery.reference import fp32_reference
 
