@@ -429,6 +429,8 @@ class QuantSim(nn.Module):
         self.unsupported: list[str] = []
         self.float_reasons: dict[str, str] = {}  # layers with weights that stay float, and why
         self.recovery_results: list = []  # what each of config.recovery's steps changed (quant.recovery.StepResult)
+        # layer -> (weight, bias) before a rounding or bias step changed them (quant.recovery.reference)
+        self.reference_weights: dict[str, tuple] = {}
         self.bias_floors: dict[str, int] = {}  # layers whose weight scale was raised for an int32 bias (bias_range)
         self._insert_quantizers(gm)
         if not self.weight_layers:

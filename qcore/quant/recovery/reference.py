@@ -21,36 +21,31 @@ from qcore.quant.quantsim import QuantSim
 __all__ = ["remember", "fp32_reference"]
 
 
-def _store(sim: QuantSim) -> dict:
-    if not hasattr(sim, "reference_weights"):
-        sim.reference_weights = {}
-    return sim.reference_weights
-
-
 def remember(sim: QuantSim, name: str) -> None:
     """Record weight layer `name`'s float weight and bias before a step changes them (the first record wins)."""
     layer = sim.weight_layers[name].layer
-    _store(sim).setdefault(name, (layer.weight.detach().clone(),
-                                  None if layer.bias is None else layer.bias.detach().clone()))
+    sim.reference_weights.setdefault(name, (layer.weight.detach().clone(),
+                                            None if layer.bias is None else layer.bias.detach().clone()))
 
 
 @contextmanager
 def fp32_reference(sim: QuantSim):
-    """Inside, the sim runs in float with every recorded layer's original weight and bias: the FP32 network."""
+    """Inside, the sim runs in float with every recorded layer's original weight and bias: the FP32 network.
+    The tensors are swapped, not copied; quantized-weight caches stay valid (nothing is quantized inside, and the
+    weights are the same again after)."""
     saved = {}
     with torch.no_grad(), sim.disabled():
         try:
-            for name, (weight, bias) in _store(sim).items():
+            for name, (weight, bias) in sim.reference_weights.items():
                 layer = sim.weight_layers[name].layer
-                saved[name] = (layer.weight.detach().clone(), None if layer.bias is None else layer.bias.detach().clone())
-                layer.weight.copy_(weight)
+                saved[name] = (layer.weight.data, None if layer.bias is None else layer.bias.data)
+                layer.weight.data = weight
                 if layer.bias is not None:
-                    layer.bias.copy_(bias if bias is not None else torch.zeros_like(layer.bias))
+                    layer.bias.data = bias if bias is not None else torch.zeros_like(layer.bias)
             yield sim
         finally:
             for name, (weight, bias) in saved.items():
                 layer = sim.weight_layers[name].layer
-                layer.weight.copy_(weight)
+                layer.weight.data = weight
                 if bias is not None:
-                    layer.bias.copy_(bias)
-            sim.weights_changed()
+                    layer.bias.data = bias
