@@ -234,6 +234,8 @@ class QuantWeightLayer(nn.Module):
         self.torch_ops = False  # True while exporting to ONNX
         self.pinned: dict[QScheme, tuple[torch.Tensor, torch.Tensor]] = {}  # see pin_grid
         self.scale_floor: torch.Tensor | None = None  # per output channel; see quant.bias_range
+        # (weight, bias) before a recovery step rounded or corrected them: what the layer runs kept in float
+        self.original: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def _apply(self, fn, recurse=True):
         """`.to(device)` (QAT moves the sim to a GPU and back) also moves the grids kept as plain tensors,
@@ -241,6 +243,8 @@ class QuantWeightLayer(nn.Module):
         super()._apply(fn, recurse)
         self.pinned = {k: (fn(scale), fn(zp)) for k, (scale, zp) in self.pinned.items()}
         self.scale_floor = None if self.scale_floor is None else fn(self.scale_floor)
+        if self.original is not None:
+            self.original = (fn(self.original[0]), None if self.original[1] is None else fn(self.original[1]))
         self._cached = None
         return self
 
@@ -252,6 +256,42 @@ class QuantWeightLayer(nn.Module):
     def forget_quantized(self) -> None:
         """Drop the cached quantized weight (the float weight changed)."""
         self._cached = None
+
+    def remember_original(self) -> None:
+        """Record the float weight and bias before a recovery step changes them (the first record wins).
+
+        AdaRound and GPTQ store rounded weights in the layer's float weight (so quantizing again and exporting
+        keep their rounding), and bias correction shifts the bias to make up for the weights' error. Kept in
+        float, the layer is the FP32 one again: a sensitivity sweep's "this layer float", partial quantization,
+        a diagnosis' activations-only run and every FP32 reference run these originals, not the rounded weights."""
+        if self.original is None:
+            bias = self.layer.bias
+            self.original = (self.layer.weight.detach().clone(), None if bias is None else bias.detach().clone())
+
+    def keep_current_weights(self) -> None:
+        """From here on the layer's own weights are the model (QAT trains them): a float-kept layer takes its
+        originals back, and no original is kept."""
+        if self.original is not None and not self.enabled:
+            self.layer.weight.data.copy_(self.original[0])
+            if self.layer.bias is not None and self.original[1] is not None:
+                self.layer.bias.data.copy_(self.original[1])
+            elif self.layer.bias is not None:  # bias correction gave a bias-free layer one
+                self.layer.bias.data.zero_()
+        self.original = None
+        self._cached = None
+
+    def float_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) the layer runs when it is kept in float: the originals where a recovery step changed it."""
+        return self.original if self.original is not None else (self.layer.weight, self.layer.bias)
+
+    def float_layer(self) -> nn.Module:
+        """A copy of the wrapped layer as this wrapper runs it in float (the float graph an INT8 backend converts)."""
+        layer = copy.deepcopy(self.layer)
+        if not self.enabled and self.original is not None:
+            weight, bias = self.original
+            layer.weight = nn.Parameter(weight.clone(), requires_grad=False)
+            layer.bias = None if bias is None else nn.Parameter(bias.clone(), requires_grad=False)
+        return layer
 
     def begin_export(self) -> None:
         """Run through torch's fake-quant ops with the int8 weight held as buffers, so that an ONNX
@@ -274,7 +314,7 @@ class QuantWeightLayer(nn.Module):
     def quantized_weight(self) -> torch.Tensor:
         w = self.layer.weight
         if not self.enabled:
-            return w
+            return self.float_weights()[0]
         if self._cached is not None and not torch.is_grad_enabled():
             return self._cached
         wq = self.quantize(w)
@@ -343,14 +383,15 @@ class QuantWeightLayer(nn.Module):
     def export_weight(self) -> torch.Tensor:
         """The weight through torch's per-channel int8 fake-quant op (ONNX export: Q/DQ on a constant)."""
         if not self.enabled:
-            return self.layer.weight
+            return self.float_weights()[0]
         return torch.fake_quantize_per_channel_affine(self.export_w, self.export_scale, self.export_zp, 0, -128, 127)
 
     def forward(self, x):
         w = self.export_weight() if self.torch_ops else self.quantized_weight()
+        bias = self.layer.bias if self.enabled else self.float_weights()[1]
         if isinstance(self.layer, nn.Conv2d):
-            return self.layer._conv_forward(x, w, self.layer.bias)
-        return F.linear(x, w, self.layer.bias)
+            return self.layer._conv_forward(x, w, bias)
+        return F.linear(x, w, bias)
 
 
 def _is_tensor_add(node: fx.Node) -> bool:
@@ -429,8 +470,6 @@ class QuantSim(nn.Module):
         self.unsupported: list[str] = []
         self.float_reasons: dict[str, str] = {}  # layers with weights that stay float, and why
         self.recovery_results: list = []  # what each of config.recovery's steps changed (quant.recovery.StepResult)
-        # layer -> (weight, bias) before a rounding or bias step changed them (quant.recovery.reference)
-        self.reference_weights: dict[str, tuple] = {}
         self.bias_floors: dict[str, int] = {}  # layers whose weight scale was raised for an int32 bias (bias_range)
         self._insert_quantizers(gm)
         if not self.weight_layers:
@@ -651,8 +690,13 @@ class QuantSim(nn.Module):
         """What the graph calls for weight layer `name`: the layer, or a wrapper around it."""
         return self.model.get_submodule(name)
 
+    def keep_current_weights(self) -> None:
+        """Every layer's own weights are the model from here on (see QuantWeightLayer.keep_current_weights)."""
+        for w in self.weight_layers.values():
+            w.keep_current_weights()
+
     def disabled(self):
-        """Run the graph in float (folded BN, no quantizers): numerically the FP32 model."""
+        """Run the graph in float (folded BN, no quantizers, every layer's original weights): the FP32 model."""
         return self.only(set(), set())
 
     @contextmanager

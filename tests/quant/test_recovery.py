@@ -121,7 +121,7 @@ def test_adaround_is_a_valid_rounding_and_lowers_the_layer_error(resnet_inputs):
 
 def test_after_rounding_the_reference_is_still_the_fp32_network(resnet_inputs):
     """AdaRound stores rounded weights in the sim's float weights; the FP32 reference later steps fit to (AdaRound's
-    next layers, bias correction) swaps the originals back in, and leaves the rounded ones in place afterwards."""
+    next layers, bias correction) is still the FP32 network, and the rounded weights stay for the quantized run."""
     from qcore.quant.recovery.reference import fp32_reference
 
     config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
@@ -129,16 +129,48 @@ def test_after_rounding_the_reference_is_still_the_fp32_network(resnet_inputs):
     x = resnet_inputs.calib_batches[0][:32]
     with sim.disabled():
         fp32 = sim(x)
+    before = {n: wl.layer.weight.detach().clone() for n, wl in sim.weight_layers.items()}
     adaround(sim, resnet_inputs.calib_batches, iters=20)
-    with sim.disabled():
-        rounded = sim(x)
     with fp32_reference(sim):
         reference = sim(x)
     with sim.disabled():
-        again = sim(x)
+        disabled = sim(x)
     torch.testing.assert_close(reference, fp32)
-    assert float((rounded - fp32).abs().max()) > 1e-2  # the rounded network in float is another function
-    torch.testing.assert_close(again, rounded)
+    torch.testing.assert_close(disabled, fp32)
+    assert any(not torch.equal(wl.layer.weight, before[n]) for n, wl in sim.weight_layers.items())  # still rounded
+
+
+def test_a_layer_kept_in_float_after_recovery_is_the_fp32_layer(resnet_inputs):
+    """AdaRound's rounded weights and bias correction's shifted bias belong to the quantized layer: a sweep or a
+    partial config that keeps the layer in float runs its FP32 weight and bias, in the sim and in the float graph
+    the INT8 backends convert; quantized again, it runs the rounded ones. QAT starts from the weights as run."""
+    from qcore.analysis.sensitivity import float_layers
+    from qcore.quant.recovery.graph import capture_inputs
+    from qcore.runtime.backends.x86 import float_graph
+
+    config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
+    xs = resnet_inputs.calib_batches
+    sim = calibrated_sim(resnet_inputs.loaded.module, config, xs)
+    before = {n: (wl.layer.weight.detach().clone(), wl.layer.bias.detach().clone()) for n, wl in sim.weight_layers.items()}
+    adaround(sim, xs, iters=20)
+    correct_bias(sim, xs)
+    name = list(sim.weight_layers)[1]
+    wl = sim.weight_layers[name]
+    rounded = (wl.layer.weight.detach().clone(), wl.layer.bias.detach().clone())
+    assert not torch.equal(rounded[0], before[name][0]) and not torch.equal(rounded[1], before[name][1])
+    x = capture_inputs(sim, [name], [xs[0][:8]])[name]
+    sim.configure(float_layers(config, [name]))
+    torch.testing.assert_close(wl(x), wl.layer._conv_forward(x, *before[name]))
+    copied = float_graph(sim).get_submodule(name)
+    torch.testing.assert_close(copied.weight, before[name][0])
+    torch.testing.assert_close(copied.bias, before[name][1])
+    sim.configure(config)
+    torch.testing.assert_close(wl(x), wl.layer._conv_forward(x, wl.quantized_weight(), rounded[1]))
+    torch.testing.assert_close(wl.quantized_weight(), rounded[0])  # on the grid: quantizing keeps the rounding
+    sim.configure(float_layers(config, [name]))
+    sim.keep_current_weights()
+    torch.testing.assert_close(wl.layer.weight.detach(), before[name][0])
+    assert all(w.original is None for w in sim.weight_layers.values())
 
 
 def test_a_layers_sqnr_after_adaround_counts_its_weight_rounding(resnet_inputs):

@@ -75,7 +75,7 @@ def float_graph(sim) -> fx.GraphModule:
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
     for name in sim.weight_layers:
-        layer = copy.deepcopy(gm.get_submodule(name).layer)  # float (BN-folded); observers give it the sim's grid
+        layer = gm.get_submodule(name).float_layer()  # float (BN-folded); observers give it the sim's grid
         parent, _, attr = name.rpartition(".")
         setattr(gm.get_submodule(parent) if parent else gm, attr, layer)
     del gm.quantizers

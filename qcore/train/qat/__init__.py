@@ -160,6 +160,7 @@ def run_qat(
         raise ValueError("the training set is empty")
     say(0.01, Msg("calibrating (one statistics pass)"))
     sim = calibrated_sim(inp.loaded.module, config, inp.calib_batches)
+    sim.keep_current_weights()  # training starts from the weights as the sim runs them
     probe = Int8Probe(inp.loaded, out_dir, threads, recipe.latency_iters) if lead else None
     trainer = Trainer(inp, train, sim, copy.deepcopy(sim), probe, recipe, seed, say,
                       (on_metric if lead else None) or (lambda row: None), ranks,
