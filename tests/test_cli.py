@@ -216,6 +216,13 @@ def test_diagnose_an_own_pt2_model_ranks_its_causes_and_applies_the_best_fix(tmp
     assert fix["before"] == report["accuracy"] and fix["delta"] == fix["after"] - fix["before"]
     assert fix["config"]["layers"][top["layer"]]["weight_granularity"] == "channel"
     assert f"-> {fix['after']:.2%}" in printed
+    from qcore.store import history  # the run is in the History, like every other command's
+
+    stored = history.list_runs(kind="diagnosis")
+    assert len(stored) == 1 and stored[0]["metrics"]["accuracy"] == report["accuracy"]
+    assert stored[0]["metrics"]["weights_only_accuracy"] == report["weights_only_accuracy"]
+    assert f"saved as run {stored[0]['id']} in the history" in printed
+    assert main(["history", "--kind", "diagnosis"]) == 0
 
 
 @pytest.mark.slow

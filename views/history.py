@@ -20,7 +20,8 @@ st.caption(t("Every finished run from the app or `python -m qcore`, stored in `{
 def kind_label(kind: str) -> str:
     """A run kind as the page shows it (the stored value stays the engine's name)."""
     return {"calibration": t("calibration"), "sensitivity": t("sensitivity"), "deploy": t("deploy"), "qat": t("qat"),
-            "recovery": t("recovery"), "workflow": t("workflow")}.get(kind, kind)
+            "recovery": t("recovery"), "workflow": t("workflow"),
+            "diagnosis": t("diagnosis")}.get(kind, kind)
 
 
 def identity_names() -> dict[str, str]:

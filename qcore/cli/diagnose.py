@@ -8,7 +8,7 @@ from pathlib import Path
 
 from qcore.cli.language import _, console_progress
 from qcore.cli.options import model_arg, quant_config
-from qcore.cli.output import layers_line, pad, pct, write_report
+from qcore.cli.output import layers_line, pad, pct, remember_run, write_report
 
 __all__ = ["cmd_diagnose", "evidence_text"]
 
@@ -59,6 +59,7 @@ def cmd_diagnose(args) -> int:
     _split_lines(r)
     _table(r.causes)
     write_report(args.out, r)
+    remember_run(r)
     if args.apply_best and r.causes:
         result = apply_fix(d, 0, progress=progress)
         progress.end()

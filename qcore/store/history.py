@@ -27,7 +27,7 @@ from qcore.zoo.data import data_dir
 __all__ = ["KINDS", "db_path", "record", "remember", "list_runs", "get_runs", "delete_runs", "flat_rows", "to_csv",
            "to_json", "nested_details"]
 
-KINDS = ("calibration", "sensitivity", "deploy", "qat", "recovery", "workflow")
+KINDS = ("calibration", "sensitivity", "deploy", "qat", "recovery", "workflow", "diagnosis")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
