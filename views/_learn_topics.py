@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from views._jobs import job_result, run_job
+from views._learn_anchor import anchor
 from views._cache import layer_stats, model_identity
 from views._language import t
 from qcore.analysis import learn_topics as lt
@@ -103,7 +104,7 @@ def _lowbit(loaded: LoadedModel, data: str | None, seed: int) -> lt.LowBitReport
 def topic_lowbit(loaded: LoadedModel, run: dict) -> None:
     from qcore.quant.lowbit import LOWBIT_FORMATS
 
-    st.header(t("8. Four-bit formats: INT4, NF4, FP4"))
+    st.header(t("8. Four-bit formats: INT4, NF4, FP4"), anchor=anchor("lowbit"))
     st.markdown(t("**Claim (QLoRA):** NF4's 16 levels are quantiles of a normal distribution, so on bell-shaped "
                   "weights it beats INT4 and FP4 at the same block size; and small blocks beat one scale per channel."))
     st.plotly_chart(lowbit_levels_figure({k.upper(): v for k, v in LOWBIT_FORMATS.items()},
@@ -222,7 +223,7 @@ def _spread(loaded: LoadedModel, data: str | None, seed: int) -> lt.SpreadReport
 
 
 def topic_mobilenet(loaded: LoadedModel, run: dict) -> None:
-    st.header(t("11. Why MobileNet suffers under per-tensor weights"))
+    st.header(t("11. Why MobileNet suffers under per-tensor weights"), anchor=anchor("mobilenet"))
     st.markdown(t("**Claim:** the output channels of depthwise convolutions (BN folded) differ wildly in range, so "
                   "one scale per tensor crushes the narrow channels: MobileNet collapses under per-tensor weight "
                   "quantization while per-channel holds (Krishnamoorthi 2018)."))

@@ -93,7 +93,7 @@ elif cause.kind == "channel_spread":
                                          t("Per-channel weight ranges of {layer}").format(layer=cause.layer),
                                          x_title=t("output channel"), y_title=t("weight value")), key="diag_channels")
 st.page_link("views/learn.py", label=t("Learn: {topic}").format(topic=engine_text(LEARN_TOPICS[cause.learn_topic])),
-             icon=":material/school:")
+             icon=":material/school:", query_params={"topic": cause.learn_topic})
 st.write(t("Fix: `{fix}`").format(fix=cause.fix.describe()))
 if st.button(t("Apply fix and re-measure"), key="diag_apply"):
     run_job(FIX_JOB, "diagnose fix", apply_fix, share=False, d=d, cause=cause)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from views._learn_anchor import anchor, scroll_to_requested_topic
 from views._learn_questions import questions
 from views._learn_topics import topics
 from views._cache import layer_stats
@@ -23,6 +24,7 @@ COLUMNS = {  # table headers in the session's language
     "relative precision (eps)": t("relative precision (eps)"), "SQNR on these values (dB)": t("SQNR on these values (dB)"),
 }
 s, loaded = page_header(t("Learn: how quantization works"))
+scroll_to_requested_topic()  # a diagnosis cause linked to one section
 with user_errors():
     sim, stats = layer_stats(loaded, s["data"] or None, int(s["seed"]))
 
@@ -48,7 +50,7 @@ st.caption(t("Representable floats: [{lo:.4g}, {hi:.4g}]. min -> {cmin}, 0 -> {c
                    cmax=m["codes"]["max"]))
 st.plotly_chart(staircase_figure(*learn.staircase(lo, hi, bits, sym)), key="staircase")
 
-st.header(t("2. Symmetric vs asymmetric, on a real activation"))
+st.header(t("2. Symmetric vs asymmetric, on a real activation"), anchor=anchor("symmetric"))
 names = list(stats)
 layer = st.selectbox(t("Activation of {model}").format(model=loaded.name), names, index=min(1, len(names) - 1), key="learn_layer")
 st.dataframe(pd.DataFrame(learn.symmetric_vs_asymmetric(stats[layer], 8)).replace(
@@ -57,7 +59,7 @@ st.dataframe(pd.DataFrame(learn.symmetric_vs_asymmetric(stats[layer], 8)).replac
 st.caption(t("This activation spans [{lo:.4g}, {hi:.4g}]. After a ReLU it is never negative, so a symmetric grid "
              "spends half its levels on values that never occur.").format(lo=stats[layer].min, hi=stats[layer].max))
 
-st.header(t("3. Per-tensor, per-channel, per-group weights"))
+st.header(t("3. Per-tensor, per-channel, per-group weights"), anchor=anchor("granularity"))
 wname = st.selectbox(t("Weight of"), list(sim.weight_layers), key="learn_weight")
 wbits = st.slider(t("weight bits"), 2, 8, 4, key="learn_wbits")
 weight = folded_weight(sim, wname)
@@ -67,7 +69,7 @@ st.caption(t("{layer}: {shape} (BN folded). One scale for the whole tensor must 
              "gives each output channel its own, per-group each block of input channels.").format(
     layer=wname, shape=tuple(weight.shape)))
 
-st.header(t("4. Clipping vs rounding"))
+st.header(t("4. Clipping vs rounding"), anchor=anchor("clipping"))
 cbits = st.slider(t("activation bits"), 2, 8, 4, key="learn_cbits")
 st.plotly_chart(clipping_figure(learn.clipping_sweep(stats[layer], cbits, False), layer), key="clipping")
 st.caption(t("A smaller clip range makes each step finer (less rounding error) but cuts off the tail (more clipping "

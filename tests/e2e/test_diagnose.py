@@ -1,5 +1,6 @@
 """The Diagnose page in a real browser: fm_mobilenetv2 at 4-bit per-tensor weights diagnosed, the top fix applied
-and re-measured, then the same results in Korean through the sidebar's toggle. Screenshots go to logs/."""
+and re-measured, then the same results in Korean through the sidebar's toggle, and the cause's Learn link opens
+the Learn page scrolled to that topic's section. Screenshots go to logs/."""
 
 import re
 
@@ -60,3 +61,12 @@ def test_diagnose_mobilenet_apply_the_fix_and_read_it_in_korean(app_url, page):
     page.screenshot(path=str(ROOT / "logs" / "e2e-diagnose-ko.png"), full_page=True)
     page.locator("h1").first.scroll_into_view_if_needed()
     page.screenshot(path=str(ROOT / "logs" / "e2e-diagnose-ko-top.png"), full_page=True)
+
+    # the cause's Learn link opens the Learn page at that cause's section, not at its top
+    page.get_by_role("link", name=re.compile("^배우기: ")).click()
+    page.wait_for_url(re.compile(r"/learn\?.*topic="), timeout=60_000)
+    topic = re.search(r"topic=([a-z_]+)", page.url).group(1)
+    assert topic in ("mobilenet", "granularity"), page.url  # the section on per-tensor weights' channel spread
+    expect(page.locator(f"#topic-{topic}")).to_be_in_viewport(timeout=180_000)
+    expect_no_exception(page)
+    page.screenshot(path=str(ROOT / "logs" / "e2e-diagnose-learn-link-ko.png"))
