@@ -78,6 +78,28 @@ def test_calibrate_cli_quantizes_every_layer_of_an_own_model(fmt, files, imagene
     assert f"{len(names)} layers quantized, 0 stay float" in capsys.readouterr().out
 
 
+def test_graph_diagnose_and_whatif_on_the_command_line_with_an_own_224_pt2(files, imagenet_dir, tmp_path, capsys):
+    """Issue 25's explorer commands on the 224x224 ImageNet-class .pt2 (mobilenet_v2), 16 images each: the graph
+    has its layers and adds, the diagnosis splits weights and activations per layer, and a what-if clip of the
+    classifier is measured and written into the edited config."""
+    args, names = files["pt2"]
+    common = [*args, "--data", f"imagefolder:{imagenet_dir}", "--calib-size", "16"]
+    assert main(["graph", *common, "--out", str(tmp_path / "g.html"),
+                 "--json", str(tmp_path / "g.json")]) == 0
+    kinds = [n["kind"] for n in json.loads((tmp_path / "g.json").read_text())["nodes"]]
+    assert kinds.count("conv") + kinds.count("linear") == len(names) and kinds.count("add") == 10
+    assert main(["diagnose", *common, "--eval-size", "16", "--out", str(tmp_path / "d.json")]) == 0
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert d["eval_size"] == 16 and {"weights_only_accuracy", "acts_only_accuracy", "causes"} <= set(d)
+    assert {row["name"] for row in d["layers"]} >= set(names)
+    assert main(["whatif", *common, "--eval-size", "16", "--layer", names[-1], "--clip=-1,1",
+                 "--out", str(tmp_path / "w.json")]) == 0
+    w = json.loads((tmp_path / "w.json").read_text())
+    assert (w["after"]["clip_min"], w["after"]["clip_max"]) == (-1.0, 1.0) and w["after"]["eval_size"] == 16
+    assert QuantConfig.from_dict(w["config"]).for_layer(names[-1]).act_clip == (-1.0, 1.0)
+    capsys.readouterr()
+
+
 @pytest.fixture(scope="module")
 def trained_files(tmp_path_factory):
     """Trained weights in each format: the built-in fm_mobilenetv2 (ReLU6, depthwise, inverted residuals) as
