@@ -32,7 +32,8 @@ with st.form("diagnose_form"):
     go = st.form_submit_button(t("Run diagnosis"), type="primary")
 if go:
     st.session_state.pop(FIX_JOB, None)
-    run_job(JOB, "diagnose", diagnose, share=False, remember=True, report_of=lambda found: found.report, model=loaded, config=base_config(), data=s["data"] or None,
+    run_job(JOB, "diagnose", diagnose, share=False, remember=True, report_of=lambda found: found.report,
+            model=loaded, config=base_config(), data=s["data"] or None,
             calib_size=int(s["calib_size"]), eval_size=int(eval_size), seed=int(s["seed"]))
 
 d = job_result(JOB, t("Press **Run diagnosis** to find what costs the model chosen in the sidebar its accuracy."))

@@ -16,6 +16,7 @@ from qcore.cli.whatif import cmd_whatif
 from qcore.i18n import LANGUAGES
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.quant.qconfig import WEIGHT_RANGES
+from qcore.store.history import KINDS
 from qcore.zoo.preprocess import PRESETS
 
 __all__ = ["build_parser"]
@@ -93,8 +94,7 @@ def _add_basics(sub) -> None:
     _common(e)
     e.set_defaults(fn=cmd_evaluate)
     h = sub.add_parser("history", help=_("stored runs: list, compare, delete, export"))
-    h.add_argument("--kind", choices=["calibration", "sensitivity", "deploy", "qat", "recovery", "workflow", "diagnosis"],
-                   default=None)
+    h.add_argument("--kind", choices=KINDS, default=None)
     h.add_argument("--model", default=None, help=_("model name contains this"))
     h.add_argument("--compare", default=None, help=_("run ids side by side, e.g. 3,7"))
     h.add_argument("--delete", default=None, help=_("run ids to delete, e.g. 3,7"))
