@@ -126,7 +126,9 @@ with tab_model:
     timm_arch = c2.selectbox(t("timm architecture"), timm_names(), index=None, placeholder=t("type to search"),
                              disabled=arch != "timm ...", key="upload_timm_arch")
     shape_text = c3.text_input(t("Input shape C,H,W (.pt2/.onnx)"), value="", placeholder="3,224,224",
-                               key="upload_shape")
+                               key="upload_shape",
+                               help=t("Blank: read from the file, where its export fixed C, H and W (the batch may "
+                                      "stay dynamic). Needed only when the file leaves them open."))
     with user_errors():
         preset_name, overrides = _preprocess_widgets()
     if st.button(t("Load model"), disabled=f is None):

@@ -67,7 +67,7 @@ def _common(sp) -> None:
     sp.add_argument("--weights", default=None, help=_("a local weights file for a registered model"))
     own = sp.add_argument_group(_("your own model file (--model PATH)"))
     own.add_argument("--arch", default=None, help=_("a state_dict's architecture: a registered name or timm:NAME"))
-    own.add_argument("--input-shape", default=None, help=_("C,H,W, e.g. 3,224,224 (.pt2 and .onnx files)"))
+    own.add_argument("--input-shape", default=None, help=_("C,H,W, e.g. 3,224,224 (.pt2 and .onnx files; read from the file when it fixes them)"))
     own.add_argument("--preprocess", default=None, choices=list(PRESETS),
                      help=_("imagenet (resize 256, crop 224, ImageNet mean/std), tf (mean=std=0.5), timm (the "
                           "architecture's config), custom (--mean/--std/--resize/--crop)"))

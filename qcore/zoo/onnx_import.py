@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["OnnxUnsupported", "load_onnx"]
+__all__ = ["OnnxUnsupported", "declared_input_shape", "load_onnx"]
 
 
 class OnnxUnsupported(ValueError):
@@ -127,6 +127,24 @@ def _read(path: Path):
         raise OnnxUnsupported(f"{path.name} keeps its weights in a separate file ({', '.join(bad)}) that is not "
                               f"next to it. Export one file: torch.onnx.export(..., external_data=False).")
     return model
+
+
+def declared_input_shape(path: str | Path) -> tuple[int, int, int] | None:
+    """(C, H, W) of the model's first graph input when the file fixes them (the batch may be named or
+    dynamic); None when any is symbolic or the input is not 4-D, so the user is asked."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:
+        raise OnnxUnsupported(f"{Path(path).name} is not a valid ONNX model ({type(exc).__name__}: "
+                              f"{_first_line(exc)})") from None
+    weights = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in weights]
+    dims = list(inputs[0].type.tensor_type.shape.dim) if inputs else []
+    if len(dims) != 4 or not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[1:]):
+        return None
+    return tuple(int(d.dim_value) for d in dims[1:])
 
 
 def load_onnx(path: str | Path) -> fx.GraphModule:

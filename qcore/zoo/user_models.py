@@ -112,28 +112,49 @@ def _tensor_of(state: dict, layer) -> torch.Tensor | None:
     return state.get(f"{name}.weight") if isinstance(name, str) else None
 
 
-def _from_program(path: Path, fmt: str, shape) -> nn.Module:
+def _from_program(path: Path, fmt: str, shape) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The module and its (C, H, W) input: the one given, else the one the file declares."""
     if fmt == "torchscript":
         raise ModelUnavailable(f"{path.name} is TorchScript: its layers are compiled code that no tracer can see "
                                f"into, so none of them could be quantized for real. {TORCHSCRIPT_FIX}")
-    if shape is None:
-        raise ModelUnavailable(f"{path.name} is a {fmt} file: give its input shape (C, H, W)")
     if fmt == "onnx":
-        from qcore.zoo.onnx_import import OnnxUnsupported, load_onnx
+        from qcore.zoo.onnx_import import OnnxUnsupported, declared_input_shape, load_onnx
 
         try:
-            return load_onnx(path)
+            shape = shape or declared_input_shape(path)
+            return load_onnx(path), _given(shape, path, fmt)
         except OnnxUnsupported as exc:
             raise ModelUnavailable(str(exc)) from None
     from qcore.zoo.aten_lift import lift_exported
 
     try:
-        return lift_exported(_safe_export_load(path))
+        program = _safe_export_load(path)
+        shape = _given(shape or _program_input_shape(program), path, fmt)
+        return lift_exported(program), shape
     except ModelUnavailable:
         raise
     except Exception as exc:
         raise ModelUnavailable(f"{path.name} could not be loaded as a torch.export program: "
                                f"{type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def _given(shape, path: Path, fmt: str) -> tuple[int, int, int]:
+    if shape is None:
+        raise ModelUnavailable(f"{path.name} is a {fmt} file whose input size is not fixed in it: "
+                               "give its input shape (C, H, W)")
+    return tuple(shape)
+
+
+def _program_input_shape(program) -> tuple[int, int, int] | None:
+    """(C, H, W) of a torch.export program's first input when the export fixed them (the batch may be
+    dynamic); None when any of them is symbolic, so the user is asked."""
+    names = program.graph_signature.user_inputs
+    node = next((n for n in program.graph.nodes if n.op == "placeholder" and n.name in names), None)
+    val = node.meta.get("val") if node is not None else None
+    dims = tuple(getattr(val, "shape", ()))
+    if len(dims) != 4 or not all(isinstance(d, int) for d in dims[1:]):
+        return None
+    return tuple(int(d) for d in dims[1:])
 
 
 def _safe_export_load(path: Path):
@@ -203,8 +224,7 @@ def load_user_model(
     if fmt == "state_dict":
         module, shape, timm_cfg = _from_state_dict(path, arch, shape)
     else:
-        module = _from_program(path, fmt, shape or (base.input_shape if base else None))
-        shape = shape or base.input_shape
+        module, shape = _from_program(path, fmt, shape or (base.input_shape if base else None))
     out = _check_runs(module, shape, path.name, fmt)
     _check_quantizable(module, path.name)
     pre = _preprocessing(preprocess, shape, base, timm_cfg, preprocess_overrides)

@@ -53,16 +53,14 @@ def _load(page, app_url: str, path, folder) -> None:
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(path))
     expect(page.get_by_test_id("stFileUploader").first.get_by_text("small224.pt2")).to_be_visible(timeout=120_000)
     wait_idle(page)
-    shape = page.get_by_label("Input shape C,H,W (.pt2/.onnx)", exact=True)
-    shape.fill("3,224,224")
-    shape.press("Enter")
-    wait_idle(page)
+    # the input shape is left blank: the .pt2 fixes C, H, W (only its batch is dynamic), so it is read from the file
+    expect(page.get_by_label("Input shape C,H,W (.pt2/.onnx)", exact=True)).to_have_value("")
     load = page.get_by_role("button", name="Load model")
     expect(load).to_be_enabled(timeout=120_000)  # enabled by the rerun that follows the upload
     load.click()
     expect(page.get_by_role("heading", name="user:small224.pt2")).to_be_visible(timeout=300_000)
     wait_idle(page)
-    expect(page.get_by_text("Format: pt2")).to_be_visible()
+    expect(page.get_by_text("Format: pt2. Input 3x224x224")).to_be_visible()  # the shape the file declares
     expect_no_exception(page)
 
 

@@ -113,11 +113,23 @@ def test_bad_uploads_get_one_line_reasons(mobilenet, tmp_path):
     export_pt2(mobilenet, tmp_path / "m.pt2")
     with pytest.raises(ModelUnavailable, match="failed on a batch-1 \\(1, 5, 5\\)"):
         load_user_model(tmp_path / "m.pt2", input_shape=(1, 5, 5))
-    with pytest.raises(ModelUnavailable, match="give its input shape"):
-        load_user_model(tmp_path / "m.pt2")
+    free = torch.export.export(mobilenet, (torch.randn(2, *SHAPE),), dynamic_shapes=(
+        {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},))
+    torch.export.save(free, tmp_path / "any_size.pt2")
+    with pytest.raises(ModelUnavailable, match="input size is not fixed in it: give its input shape"):
+        load_user_model(tmp_path / "any_size.pt2")
     with pytest.raises(ModelUnavailable, match="preprocessing: mean and std need 3 values"):
         load_user_model(tmp_path / "m.pt2", input_shape=SHAPE, preprocess="custom",
                         preprocess_overrides={"mean": (0.5,), "std": (0.5,)})
+
+
+def test_the_input_shape_a_pt2_or_onnx_file_fixes_is_read_from_it(mobilenet, tmp_path):
+    for path in (export_pt2(mobilenet, tmp_path / "m.pt2"), export_onnx(mobilenet, tmp_path / "m.onnx")):
+        loaded = load_user_model(path)  # no shape given: the file's own (C, H, W), the batch left dynamic
+        assert loaded.spec.input_shape == SHAPE
+        assert loaded.spec.preprocess.crop == SHAPE[1]  # ImageNet preprocessing sized to the model's input
+    other = load_user_model(tmp_path / "m.pt2", input_shape=(3, 96, 96))  # a given shape still wins
+    assert other.spec.input_shape == (3, 96, 96)
 
 
 def test_an_onnx_operator_onnx2torch_cannot_convert_is_named(tmp_path):
