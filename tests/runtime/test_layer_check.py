@@ -48,3 +48,37 @@ def test_a_layer_that_computes_something_else_is_named_first(tmp_path):
     assert first is not None and first.name == "layers.1.conv1", [(c.name, c.off_fraction, c.max_steps) for c in checks]
     names = [c.name for c in checks]
     assert all(not c.divergent for c in checks[: names.index("layers.1.conv1")])
+
+
+def test_the_check_holds_one_image_at_a_time_and_tallies_them_all(tmp_path, monkeypatch):
+    """Every layer's output for a batch at once took ResNet50's deploy past 4.7 GB (issue 23): ONNX
+    Runtime and the sim see one image per pass, and the tallies add up to the whole batch."""
+    torch.manual_seed(0)
+    model = randomized(FMResNet((8, 16, 32), (1, 1, 1)))
+    sim = _sim(model)
+    broken = copy.deepcopy(sim)
+    with torch.no_grad():
+        w = broken.weight_layers["layers.1.conv1"].layer.weight
+        w.copy_(w.flatten()[torch.randperm(w.numel())].reshape(w.shape))
+    broken.weights_changed()
+    runner = ort_backend.int8_runner(broken, (1, 28, 28), tmp_path, 1, "u8")
+    x = torch.rand(3, 1, 28, 28) * 2 - 1
+    singles = [check_layers(sim, runner.path, x[i:i + 1]) for i in range(3)]
+    batches = []
+    real_session = ort_backend.session
+
+    def spying_session(*args, **kwargs):
+        sess = real_session(*args, **kwargs)
+        run = sess.run
+        sess_run = lambda names, feeds: batches.append(feeds["x"].shape[0]) or run(names, feeds)  # noqa: E731
+        return type("Spy", (), {"run": staticmethod(sess_run)})()
+
+    monkeypatch.setattr(ort_backend, "session", spying_session)
+    whole = check_layers(sim, runner.path, x)
+    assert batches == [1, 1, 1]
+    for i, c in enumerate(whole):
+        parts = [s[i] for s in singles]
+        assert c.values == sum(p.values for p in parts) == 3 * parts[0].values
+        assert c.max_steps == max(p.max_steps for p in parts)
+        assert c.off_fraction == pytest.approx(sum(p.off_fraction for p in parts) / 3)
+    assert any(c.off_fraction > 0 for c in whole)  # the scrambled layer makes the tallies non-trivial
