@@ -9,7 +9,7 @@ import streamlit as st
 
 from views._jobs import job_result, run_job
 from views._language import t
-from views._settings import granularity_label
+from views._settings import KEPT, granularity_label
 from views._ui import layer_summary, page_header
 from views._whatif import whatif_editor
 from qcore.analysis.layers import channel_spread, has_unbounded_activations, method_ranges
@@ -26,7 +26,7 @@ s, loaded = page_header(
 with st.form("calibration_form"):
     c1, c2 = st.columns([1, 3])
     eval_size = c1.number_input(t("Evaluation images"), min_value=50, max_value=10_000,
-                                value=max(50, min(2000, int(s["eval_size"]))), key="calib_eval_size",
+                                value=max(50, min(2000, int(s["eval_size"]))), key="calib_eval_size", **KEPT,
                                 help=t("Accuracy is measured for 4 methods x 3 bit widths; fewer images = faster"))
     c2.caption(t("Model **{model}**, {calib} calibration images, W{wbits} {granularity} weights, {symmetry} activations "
                  "at {abits}, 6 and 4 bits (change these in the sidebar).").format(

@@ -11,7 +11,7 @@ import streamlit as st
 
 from views._jobs import job_result, run_job
 from views._language import t
-from views._settings import base_config, chosen_config, scheme_note
+from views._settings import KEPT, base_config, chosen_config, scheme_note
 from views._ui import layer_summary, page_header
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import latency_figure, speedup_figure
@@ -26,12 +26,12 @@ s, loaded = page_header(
 st.info(scheme_note() + " " + t("Change it with **Weight range** in the sidebar."))
 with st.form("deploy_form"):
     c1, c2, c3, c4 = st.columns(4)
-    backend = c1.selectbox(t("Backend"), ["auto", "ort", "x86"], key="deploy_backend",
+    backend = c1.selectbox(t("Backend"), ["auto", "ort", "x86"], key="deploy_backend", **KEPT,
                            format_func=lambda b: t("auto") if b == "auto" else b,
                            help=t("auto builds both and picks the fastest"))
-    method = c2.selectbox(t("Calibration method"), list(DEFAULT_METHODS), key="deploy_method")
-    batch = c3.number_input(t("Larger batch"), min_value=2, max_value=512, value=32, key="deploy_batch")
-    iters = c4.number_input(t("Timed calls per path"), min_value=5, max_value=500, value=30, key="deploy_iters",
+    method = c2.selectbox(t("Calibration method"), list(DEFAULT_METHODS), key="deploy_method", **KEPT)
+    batch = c3.number_input(t("Larger batch"), min_value=2, max_value=512, value=32, key="deploy_batch", **KEPT)
+    iters = c4.number_input(t("Timed calls per path"), min_value=5, max_value=500, value=30, key="deploy_iters", **KEPT,
                             help=t("Interleaved with the other paths, in bursts whose first call is not timed"))
     config_file = c1.file_uploader(t("Config JSON (optional)"), type=["json"], key="deploy_config_file",
                                    help=t("A QuantConfig exported from the sensitivity page or written by hand"))

@@ -8,7 +8,7 @@ import streamlit as st
 
 from views._jobs import job_result, run_job
 from views._language import engine_text, t
-from views._settings import base_config, granularity_label
+from views._settings import KEPT, base_config, granularity_label
 from views._ui import layer_summary, page_header
 from qcore.analysis.diagnosis import apply_fix, diagnose
 from qcore.analysis.diagnosis_causes import CAUSE_TITLES, HEALTHY_SQNR_DB, LEARN_TOPICS
@@ -24,7 +24,7 @@ s, loaded = page_header(
 )
 with st.form("diagnose_form"):
     c1, c2 = st.columns([1, 3])
-    eval_size = c1.number_input(t("Evaluation images"), min_value=50, max_value=10_000, value=1000, key="diag_eval_size")
+    eval_size = c1.number_input(t("Evaluation images"), min_value=50, max_value=10_000, value=1000, key="diag_eval_size", **KEPT)
     c2.caption(t("Config from the sidebar: W{wbits} {granularity} weights, A{abits} {symmetry} activations, max "
                  "calibration on {calib} images.").format(
         wbits=s["weight_bits"], granularity=granularity_label(s["granularity"]), abits=s["act_bits"],

@@ -7,7 +7,7 @@ import streamlit as st
 from views._cache import model_identity, remember_graph, shared_graphs
 from views._jobs import job_result, run_job
 from views._language import t
-from views._settings import base_config, granularity_label
+from views._settings import KEPT, base_config, granularity_label
 from views._ui import page_header
 from qcore.analysis.graph_layout import (MAX_NODES, METRICS, auto_collapse, blocks, compare_values, hover_text, layout,
                                          metric_value, node_lines)
@@ -48,7 +48,7 @@ def sensitivity_rows():
 
 with st.form("graph_form"):
     c1, c2 = st.columns([1, 3])
-    calib = c1.number_input(t("Calibration images"), min_value=8, max_value=4096, value=64, key="graph_calib",
+    calib = c1.number_input(t("Calibration images"), min_value=8, max_value=4096, value=64, key="graph_calib", **KEPT,
                             help=t("SQNR and output ranges are measured on the first 16 of them"))
     c2.caption(t("Model **{model}**, W{wbits} {granularity} weights, A{abits} {symmetry} activations, max calibration "
                  "(change these in the sidebar). Sensitivity colours come from a finished sweep on the Sensitivity "

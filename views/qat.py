@@ -12,7 +12,7 @@ import streamlit as st
 
 from views._jobs import job_result, run_job
 from views._language import t
-from views._settings import chosen_config, granularity_label, recovery_steps, with_layer_edits
+from views._settings import KEPT, chosen_config, granularity_label, recovery_steps, with_layer_edits
 from views._ui import layer_summary, page_header
 from qcore.quant.calibration import DEFAULT_METHODS
 from qcore.figures import qat_accuracy_figure, qat_curve_figure
@@ -42,43 +42,43 @@ with st.form("qat_form"):
     st.markdown(t("**Quantization** (granularity **{granularity}** and activation symmetry from the sidebar)").format(
         granularity=granularity_label(s['granularity'])))
     c1, c2, c3, c4 = st.columns(4)
-    weight_bits = c1.selectbox(t("Weight bits"), [2, 3, 4, 5, 6, 7, 8], index=2, key="qat_weight_bits",
+    weight_bits = c1.selectbox(t("Weight bits"), [2, 3, 4, 5, 6, 7, 8], index=2, key="qat_weight_bits", **KEPT,
                                help=t("QAT pays off at low bit widths: 4-bit weights are the usual case"))
-    act_bits = c2.selectbox(t("Activation bits"), [2, 3, 4, 5, 6, 7, 8], index=6, key="qat_act_bits",
+    act_bits = c2.selectbox(t("Activation bits"), [2, 3, 4, 5, 6, 7, 8], index=6, key="qat_act_bits", **KEPT,
                             help=t("Only 8-bit activations have real INT8 kernels; others are simulated only"))
-    method = c3.selectbox(t("Calibration method"), list(DEFAULT_METHODS), key="qat_method",
+    method = c3.selectbox(t("Calibration method"), list(DEFAULT_METHODS), key="qat_method", **KEPT,
                           help=t("The ranges QAT starts from"))
     config_file = c4.file_uploader(t("Config JSON (optional)"), type=["json"], key="qat_config_file",
                                    help=t("A partial or mixed-precision config from the sensitivity page; "
                                           "overrides the bit settings"))
     st.markdown(t("**Recipe**"))
     r1, r2, r3, r4 = st.columns(4)
-    budget = r1.radio(t("Budget"), ["minutes", "steps"], horizontal=True, key="qat_budget",
+    budget = r1.radio(t("Budget"), ["minutes", "steps"], horizontal=True, key="qat_budget", **KEPT,
                       format_func=lambda b: t("minutes") if b == "minutes" else t("training steps"))
     amount = r1.number_input(t("Minutes or steps"), min_value=0.1, max_value=5000.0, value=2.0, step=0.5,
-                             key="qat_amount",
+                             key="qat_amount", **KEPT,
                              help=t("Minutes: as many steps as fit (measured step time, evaluations included)"))
-    epochs = r2.number_input(t("Epochs (evaluation rounds)"), min_value=1, max_value=20, value=3, key="qat_epochs")
-    batch_size = r2.number_input(t("Batch size"), min_value=4, max_value=512, value=64, step=16, key="qat_batch_size")
+    epochs = r2.number_input(t("Epochs (evaluation rounds)"), min_value=1, max_value=20, value=3, key="qat_epochs", **KEPT)
+    batch_size = r2.number_input(t("Batch size"), min_value=4, max_value=512, value=64, step=16, key="qat_batch_size", **KEPT)
     lr = r3.number_input(t("Learning rate (0 = auto)"), min_value=0.0, max_value=0.1, value=0.0, format="%.6f",
-                         key="qat_lr", help=t("Auto: 1% of the model's training rate, here {lr}").format(lr=f"{auto_lr:.2e}"))
+                         key="qat_lr", **KEPT, help=t("Auto: 1% of the model's training rate, here {lr}").format(lr=f"{auto_lr:.2e}"))
     monitor_size = r3.number_input(t("Images scored per epoch"), min_value=100, max_value=10_000,
-                                   value=max(100, min(2000, int(s["eval_size"]))), step=500, key="qat_monitor_size",
+                                   value=max(100, min(2000, int(s["eval_size"]))), step=500, key="qat_monitor_size", **KEPT,
                                    help=t("The final comparison uses the sidebar's {n} evaluation images").format(
                                        n=int(s['eval_size'])))
-    range_mode = r4.selectbox(t("Activation ranges"), RANGE_MODES, format_func=range_help, key="qat_range_mode")
+    range_mode = r4.selectbox(t("Activation ranges"), RANGE_MODES, format_func=range_help, key="qat_range_mode", **KEPT)
     freeze_after = r4.number_input(t("Freeze observers after (steps)"), min_value=0, max_value=100_000, value=50,
-                                   key="qat_freeze_after",
+                                   key="qat_freeze_after", **KEPT,
                                    help=t("For 'observe': the steps during which ranges follow the training data"))
     bn_freeze_after = r4.number_input(t("Train BN statistics for (steps)"), min_value=0, max_value=100_000, value=0,
-                                      key="qat_bn_freeze_after",
+                                      key="qat_bn_freeze_after", **KEPT,
                                       help=t("0: BN stays folded into the convolutions, as deployed, from the start. "
                                              "K: BN statistics train for K steps, then fold and freeze."))
     d1, d2, _ = st.columns([1, 1, 2])
-    nproc = d1.number_input(t("Processes (DistributedDataParallel)"), 1, 16, 1, key="qat_nproc",
+    nproc = d1.number_input(t("Processes (DistributedDataParallel)"), 1, 16, 1, key="qat_nproc", **KEPT,
                             help=t("More than 1: DDP over that many processes (gloo on CPUs, NCCL on GPUs); the batch "
                                    "size is the global batch, split evenly, so the learning rate stays the same."))
-    device = d2.selectbox(t("Training device"), ["auto", "cpu", "cuda"], key="qat_device",
+    device = d2.selectbox(t("Training device"), ["auto", "cpu", "cuda"], key="qat_device", **KEPT,
                           help=t("auto: a CUDA GPU when there is one; evaluations and INT8 stay on the CPU."))
     start = st.form_submit_button(t("Start fine-tuning"), type="primary")
 

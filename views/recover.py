@@ -10,7 +10,7 @@ import streamlit as st
 from views._jobs import job_result, run_job
 from views._errors import user_errors
 from views._language import t
-from views._settings import base_config
+from views._settings import KEPT, base_config
 from views._ui import layer_summary, page_header
 from qcore.analysis.recovery import recover, rounding_table
 from qcore.figures import (before_after_ranges_figure, channel_max_figure, recovery_accuracy_figure,
@@ -35,14 +35,14 @@ s, loaded = page_header(t("Recover accuracy"), t("Plain PTQ, then each step adde
 
 with st.form("recover_form"):
     steps = st.multiselect(t("Steps, in order"), list(RECOVERY_STEPS), default=["cle", "bias_correction"],
-                           key="recover_steps",
+                           key="recover_steps", **KEPT,
                            help=t("cle: cross-layer equalization with high-bias absorption (ReLU6 becomes ReLU in "
                                   "equalized pairs, as in DFQ). bias_correction: empirical, from calibration images. "
                                   "adaround/gptq: output-aware weight rounding. smoothquant: LayerNorm -> Linear."))
     c1, c2, c3 = st.columns(3)
-    iters = c1.number_input(t("AdaRound iterations per layer"), 20, 5000, 500, step=100, key="recover_iters")
-    alpha = c2.slider(t("SmoothQuant alpha"), 0.0, 1.0, 0.5, 0.05, key="recover_alpha")
-    separately = c3.toggle(t("Each step alone (then all)"), value=False, key="recover_separately")
+    iters = c1.number_input(t("AdaRound iterations per layer"), 20, 5000, 500, step=100, key="recover_iters", **KEPT)
+    alpha = c2.slider(t("SmoothQuant alpha"), 0.0, 1.0, 0.5, 0.05, key="recover_alpha", **KEPT)
+    separately = c3.toggle(t("Each step alone (then all)"), value=False, key="recover_separately", **KEPT)
     go = st.form_submit_button(t("Run"), type="primary")
 
 if go:

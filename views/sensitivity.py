@@ -11,7 +11,7 @@ import streamlit as st
 from views._jobs import job_result, run_job
 from views._errors import user_errors
 from views._language import t
-from views._settings import base_config, granularity_label
+from views._settings import KEPT, base_config, granularity_label
 from views._ui import layer_summary, page_header
 from qcore.analysis.partial import (PRECISIONS, config_from_precisions, greedy_search, measure_config,
                                     sweep_layers)
@@ -28,17 +28,17 @@ s, loaded = page_header(
 
 with st.form("sens_form"):
     c1, c2 = st.columns([1, 3])
-    eval_size = c1.number_input(t("Evaluation images"), min_value=50, max_value=10_000, value=1000, key="sens_eval_size")
+    eval_size = c1.number_input(t("Evaluation images"), min_value=50, max_value=10_000, value=1000, key="sens_eval_size", **KEPT)
     c2.caption(t("Base config from the sidebar: W{wbits} {granularity} weights, A{abits} {symmetry} activations, max "
                  "calibration on {calib} images.").format(
         wbits=s['weight_bits'], granularity=granularity_label(s['granularity']), abits=s['act_bits'],
         symmetry=t("symmetric") if s['symmetric'] else t("asymmetric"), calib=s['calib_size']))
     e1, e2, e3 = st.columns([1, 2, 1])
-    engine = e1.radio(t("Run the sweep on"), ["local", "ray"], key="sens_executor", horizontal=True,
+    engine = e1.radio(t("Run the sweep on"), ["local", "ray"], key="sens_executor", **KEPT, horizontal=True,
                       format_func=ENGINES.get)
-    address = e2.text_input(t("Ray cluster address"), key="sens_ray_address", placeholder="ray://HOST:10001",
+    address = e2.text_input(t("Ray cluster address"), key="sens_ray_address", **KEPT, placeholder="ray://HOST:10001",
                             help=t("Empty: a Ray instance on this machine (or $RAY_ADDRESS when set)."))
-    workers = e3.number_input(t("Ray workers (local instance)"), 1, 256, 2, key="sens_ray_workers")
+    workers = e3.number_input(t("Ray workers (local instance)"), 1, 256, 2, key="sens_ray_workers", **KEPT)
     go_sweep = st.form_submit_button(t("Run sensitivity sweep"), type="primary")
 
 if go_sweep:

@@ -9,7 +9,7 @@ import streamlit as st
 from views._jobs import job_result, run_job
 from views._cache import upload_dir
 from views._language import t
-from views._settings import base_config
+from views._settings import KEPT, base_config
 from views._ui import layer_summary, page_header
 from qcore.figures import float_layers_curve_figure, workflow_steps_figure
 from qcore.workflow import Target, WorkflowOptions, run_workflow
@@ -40,24 +40,24 @@ def _target() -> Target | None:
 
 with st.form("workflow_form"):
     c1, c2 = st.columns(2)
-    c1.checkbox(t("Accuracy target"), value=True, key="wf_use_drop")
-    c1.number_input(t("At most this many points below FP32"), 0.0, 50.0, 1.0, 0.1, key="wf_drop")
-    c2.checkbox(t("Speed target"), value=False, key="wf_use_speed")
+    c1.checkbox(t("Accuracy target"), value=True, key="wf_use_drop", **KEPT)
+    c1.number_input(t("At most this many points below FP32"), 0.0, 50.0, 1.0, 0.1, key="wf_drop", **KEPT)
+    c2.checkbox(t("Speed target"), value=False, key="wf_use_speed", **KEPT)
     c2.number_input(t("INT8 at least this many times faster than FP32 (batch 1)"), 0.1, 20.0, 2.0, 0.1,
-                    key="wf_speedup")
+                    key="wf_speedup", **KEPT)
     c3, c4, c5 = st.columns(3)
-    c3.number_input(t("Most layers step 3 may keep in float"), 1, 50, 5, key="wf_max_float")
-    c4.toggle(t("Try recovery steps (step 2)"), value=True, key="wf_allow_recovery")
-    c4.toggle(t("Allow QAT (step 4)"), value=True, key="wf_allow_qat")
-    c5.slider(t("QAT budget: share of the original training schedule (%)"), 1, 10, 10, key="wf_qat_pct",
+    c3.number_input(t("Most layers step 3 may keep in float"), 1, 50, 5, key="wf_max_float", **KEPT)
+    c4.toggle(t("Try recovery steps (step 2)"), value=True, key="wf_allow_recovery", **KEPT)
+    c4.toggle(t("Allow QAT (step 4)"), value=True, key="wf_allow_qat", **KEPT)
+    c5.slider(t("QAT budget: share of the original training schedule (%)"), 1, 10, 10, key="wf_qat_pct", **KEPT,
               help=t("The recipe: at most 10% of the model's original training steps, at its batch size, with the "
                      "learning rate at 1% of the original, annealed to zero."))
     c6, c7, c8 = st.columns(3)
-    c6.number_input(t("Target weight bits"), 2, 8, int(s["weight_bits"]), key="wf_weight_bits",
+    c6.number_input(t("Target weight bits"), 2, 8, int(s["weight_bits"]), key="wf_weight_bits", **KEPT,
                     help=t("The weight precision the model must reach (the sidebar's, unless changed here)."))
-    c7.radio(t("Target weight scales"), ["channel", "tensor"], key="wf_granularity", horizontal=True,
+    c7.radio(t("Target weight scales"), ["channel", "tensor"], key="wf_granularity", **KEPT, horizontal=True,
              index=["channel", "tensor"].index(s["granularity"]), format_func=SCALES.get)
-    c8.number_input(t("Evaluation images"), 100, 10_000, 1000, 100, key="wf_eval_size",
+    c8.number_input(t("Evaluation images"), 100, 10_000, 1000, 100, key="wf_eval_size", **KEPT,
                     help=t("From the test split, chosen by the seed; every step is scored on the same images."))
     go = st.form_submit_button(t("Run the workflow"), type="primary")
 config = base_config().with_default(weight_bits=int(st.session_state["wf_weight_bits"]),

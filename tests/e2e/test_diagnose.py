@@ -70,3 +70,9 @@ def test_diagnose_mobilenet_apply_the_fix_and_read_it_in_korean(app_url, page):
     expect(page.locator(f"#topic-{topic}")).to_be_in_viewport(timeout=180_000)
     expect_no_exception(page)
     page.screenshot(path=str(ROOT / "logs" / "e2e-diagnose-learn-link-ko.png"))
+
+    # back on the Diagnose page, its form shows the evaluation images the run used, not the default again
+    page.get_by_test_id("stSidebarNav").get_by_text("원인 진단", exact=True).click()
+    form = page.get_by_test_id("stForm")
+    expect(form.get_by_label("평가 이미지 수", exact=True)).to_have_value("200", timeout=120_000)
+    expect_no_exception(page)
