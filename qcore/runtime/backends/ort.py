@@ -30,6 +30,11 @@ def session(path: Path, threads: int, optimized_path: Path | None = None) -> ort
     # Idle ORT threads must not spin: latency is timed with other runtimes interleaved, and
     # spinning threads would steal the cores from whichever path runs next.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No memory pattern: with it, the arena shrinkage each batch run asks for (_shrinking) left memory behind on
+    # every evaluation batch: scoring ResNet50's U8S8 model on 1024 images at 224x224 grew from 1.8 to 4.6 GB
+    # (5.5 GB deploy peak); without it 1.9 GB. Latency the same: 28.3 vs 28.5 ms at batch 1, 838 vs 836 ms at 32
+    # (AVX2 class, 2 threads).
+    so.enable_mem_pattern = False
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
