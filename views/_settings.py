@@ -9,8 +9,8 @@ from views._cache import user_models
 from views._language import language_toggle, t
 from qcore.zoo.models import DEFAULT_MODEL, list_models
 
-__all__ = ["DEFAULTS", "KEPT", "settings", "sidebar", "scheme_note", "granularity_label", "weight_range_label", "base_config",
-           "recovery_steps", "chosen_config", "EDITS_KEY", "layer_edits", "with_layer_edits"]
+__all__ = ["DEFAULTS", "KEPT", "settings", "sidebar", "scheme_note", "granularity_label", "weight_range_label",
+           "base_config", "recovery_steps", "chosen_config", "EDITS_KEY", "layer_edits", "with_layer_edits"]
 
 DEFAULTS = {
     "model": DEFAULT_MODEL, "data": "", "calib_size": 512, "eval_size": 10_000, "seed": 0,
@@ -24,6 +24,7 @@ WEIGHT_RANGE_LABELS = {"auto": "auto (for this CPU)", "full": "full (8 bits)", "
 # A page's form values (evaluation images, QAT settings, ...) as the user left them when they come back to the page:
 # without it Streamlit drops a widget's value when its page is left, and the form shows its defaults again.
 KEPT = {"persist_state": "session"}
+
 
 def weight_range_label(choice: str) -> str:
     """The sidebar's name for a weight range, in the session's language (the radio's values stay the keys)."""

@@ -153,6 +153,15 @@ def test_the_log_keeps_each_end(tmp_path):
     assert rows[done.job_id].started is not None and rows[queued.job_id].status == "cancelled"
 
 
+def test_joins_logged_out_of_order_keep_the_largest_count(tmp_path):
+    """Joins reach the log outside the scheduler's lock: the sixth session's write may land before the fifth's."""
+    log = JobLog(tmp_path / "h.sqlite")
+    log.submitted("j1", "calibration", "fm_resnet")
+    log.joined("j1", 6)
+    log.joined("j1", 5)
+    assert {r.id: r.sessions for r in log.recent()}["j1"] == 6
+
+
 @pytest.mark.slow
 def test_a_killed_server_leaves_finished_runs_and_marks_open_jobs_interrupted(tmp_path):
     """A real restart: a process finishes one job into the history, is killed (SIGKILL) in the middle of the
