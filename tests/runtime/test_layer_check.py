@@ -31,18 +31,22 @@ def test_an_int8_model_built_from_its_own_sim_departs_nowhere(tmp_path, symmetri
     assert first_divergent(checks) is None and all(c.max_steps <= 3 for c in checks)
 
 
-def test_a_layer_that_computes_something_else_is_named_first(tmp_path):
-    """The INT8 model of a sim whose layers.1.conv1 weights were scrambled, checked against the
-    original sim: everything before that layer agrees, it departs."""
+def _scrambled_int8(tmp_path):
+    """(the sim, the U8S8 runner of a copy whose layers.1.conv1 weights were scrambled)."""
     torch.manual_seed(0)
-    model = randomized(FMResNet((8, 16, 32), (1, 1, 1)))
-    sim = _sim(model)
+    sim = _sim(randomized(FMResNet((8, 16, 32), (1, 1, 1))))
     broken = copy.deepcopy(sim)
     with torch.no_grad():
         w = broken.weight_layers["layers.1.conv1"].layer.weight
         w.copy_(w.flatten()[torch.randperm(w.numel())].reshape(w.shape))
     broken.weights_changed()
-    runner = ort_backend.int8_runner(broken, (1, 28, 28), tmp_path, 1, "u8")
+    return sim, ort_backend.int8_runner(broken, (1, 28, 28), tmp_path, 1, "u8")
+
+
+def test_a_layer_that_computes_something_else_is_named_first(tmp_path):
+    """The INT8 model of a sim whose layers.1.conv1 weights were scrambled, checked against the
+    original sim: everything before that layer agrees, it departs."""
+    sim, runner = _scrambled_int8(tmp_path)
     checks = check_layers(sim, runner.path, torch.rand(4, 1, 28, 28) * 2 - 1)
     first = first_divergent(checks)
     assert first is not None and first.name == "layers.1.conv1", [(c.name, c.off_fraction, c.max_steps) for c in checks]
@@ -53,15 +57,7 @@ def test_a_layer_that_computes_something_else_is_named_first(tmp_path):
 def test_the_check_holds_one_image_at_a_time_and_tallies_them_all(tmp_path, monkeypatch):
     """Every layer's output for a batch at once took ResNet50's deploy past 4.7 GB (issue 23): ONNX
     Runtime and the sim see one image per pass, and the tallies add up to the whole batch."""
-    torch.manual_seed(0)
-    model = randomized(FMResNet((8, 16, 32), (1, 1, 1)))
-    sim = _sim(model)
-    broken = copy.deepcopy(sim)
-    with torch.no_grad():
-        w = broken.weight_layers["layers.1.conv1"].layer.weight
-        w.copy_(w.flatten()[torch.randperm(w.numel())].reshape(w.shape))
-    broken.weights_changed()
-    runner = ort_backend.int8_runner(broken, (1, 28, 28), tmp_path, 1, "u8")
+    sim, runner = _scrambled_int8(tmp_path)
     x = torch.rand(3, 1, 28, 28) * 2 - 1
     singles = [check_layers(sim, runner.path, x[i:i + 1]) for i in range(3)]
     batches = []
