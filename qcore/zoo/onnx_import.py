@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["OnnxUnsupported", "declared_input_shape", "load_onnx"]
+__all__ = ["OnnxUnsupported", "load_onnx"]
 
 
 class OnnxUnsupported(ValueError):
@@ -129,16 +129,9 @@ def _read(path: Path):
     return model
 
 
-def declared_input_shape(path: str | Path) -> tuple[int, int, int] | None:
-    """(C, H, W) of the model's first graph input when the file fixes them (the batch may be named or
-    dynamic); None when any is symbolic or the input is not 4-D, so the user is asked."""
-    import onnx
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as exc:
-        raise OnnxUnsupported(f"{Path(path).name} is not a valid ONNX model ({type(exc).__name__}: "
-                              f"{_first_line(exc)})") from None
+def _declared_input_shape(graph) -> tuple[int, int, int] | None:
+    """(C, H, W) of the graph's first input when the file fixes them (the batch may be named or dynamic);
+    None when any is symbolic or the input is not 4-D, so the user is asked."""
     weights = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in weights]
     dims = list(inputs[0].type.tensor_type.shape.dim) if inputs else []
@@ -149,7 +142,8 @@ def declared_input_shape(path: str | Path) -> tuple[int, int, int] | None:
 
 def load_onnx(path: str | Path) -> fx.GraphModule:
     """An .onnx file as a torch GraphModule with Conv2d/Linear/BN/activation modules and
-    torch-level adds; raises OnnxUnsupported naming the operators (opset, node) it cannot convert."""
+    torch-level adds; raises OnnxUnsupported naming the operators (opset, node) it cannot convert. The (C, H, W)
+    the file fixes, if any, is in `meta["onnx_import"]["input_shape"]`."""
     import onnx
     from onnx2torch import convert
 
@@ -165,7 +159,8 @@ def load_onnx(path: str | Path) -> fx.GraphModule:
     except Exception as exc:  # a converter refusing an attribute combination
         raise OnnxUnsupported(f"{name}: {_failing_node(exc, model)} could not be converted to torch: "
                               f"{type(exc).__name__}: {_first_line(exc)}") from None
-    gm.meta["onnx_import"] = {"opset": _opset_of(model, ""), "folded_shape_nodes": folded}
+    gm.meta["onnx_import"] = {"opset": _opset_of(model, ""), "folded_shape_nodes": folded,
+                              "input_shape": _declared_input_shape(model.graph)}
     return canonical(gm)
 
 

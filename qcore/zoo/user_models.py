@@ -118,13 +118,13 @@ def _from_program(path: Path, fmt: str, shape) -> tuple[nn.Module, tuple[int, in
         raise ModelUnavailable(f"{path.name} is TorchScript: its layers are compiled code that no tracer can see "
                                f"into, so none of them could be quantized for real. {TORCHSCRIPT_FIX}")
     if fmt == "onnx":
-        from qcore.zoo.onnx_import import OnnxUnsupported, declared_input_shape, load_onnx
+        from qcore.zoo.onnx_import import OnnxUnsupported, load_onnx
 
         try:
-            shape = shape or declared_input_shape(path)
-            return load_onnx(path), _given(shape, path, fmt)
+            module = load_onnx(path)
         except OnnxUnsupported as exc:
             raise ModelUnavailable(str(exc)) from None
+        return module, _given(shape or module.meta["onnx_import"]["input_shape"], path, fmt)
     from qcore.zoo.aten_lift import lift_exported
 
     try:
