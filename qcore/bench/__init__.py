@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         from qcore.bench.memory import COMMANDS, bench_memory
 
         wanted = args.commands.split(",") if args.commands else list(COMMANDS)
+        unknown = [w for w in wanted if w not in COMMANDS and w not in {c.split(":")[0] for c in COMMANDS}]
+        if unknown:  # a misspelt name would otherwise be dropped and the run would measure less than asked
+            _parser().error(f"unknown command(s) {', '.join(unknown)}; choose from {', '.join(COMMANDS)} or recover")
         commands = tuple(c for c in COMMANDS if c in wanted or c.split(":")[0] in wanted)
         report = bench_memory(args.model, tuple(int(n) for n in args.images.split(",")), commands,
                               Path(args.work) if args.work else None, say=lambda line: print(line, file=sys.stderr))
