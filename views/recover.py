@@ -12,7 +12,7 @@ from views._errors import user_errors
 from views._language import t
 from views._settings import KEPT, base_config
 from views._ui import layer_summary, page_header
-from qcore.analysis.recovery import recover, rounding_table
+from qcore.analysis.recovery import block_table, recover, rounding_table
 from qcore.figures import (before_after_ranges_figure, channel_max_figure, recovery_accuracy_figure,
                            recovery_sqnr_figure)
 from qcore.quant.qconfig import RECOVERY_STEPS, RecoveryStep
@@ -38,9 +38,12 @@ with st.form("recover_form"):
                            key="recover_steps", **KEPT,
                            help=t("cle: cross-layer equalization with high-bias absorption (ReLU6 becomes ReLU in "
                                   "equalized pairs, as in DFQ). bias_correction: empirical, from calibration images. "
-                                  "adaround/gptq: output-aware weight rounding. smoothquant: LayerNorm -> Linear."))
+                                  "adaround/gptq: output-aware weight rounding. brecq: the rounding of each block's layers fitted "
+                                  "at once to the block's output (BRECQ, with QDrop's mixed inputs). smoothquant: "
+                                  "LayerNorm -> Linear."))
     c1, c2, c3 = st.columns(3)
-    iters = c1.number_input(t("AdaRound iterations per layer"), 20, 5000, 500, step=100, key="recover_iters", **KEPT)
+    iters = c1.number_input(t("Iterations (AdaRound: per layer, BRECQ: per block)"), 20, 5000, 500, step=100,
+                            key="recover_iters", **KEPT)
     alpha = c2.slider(t("SmoothQuant alpha"), 0.0, 1.0, 0.5, 0.05, key="recover_alpha", **KEPT)
     separately = c3.toggle(t("Each step alone (then all)"), value=False, key="recover_separately", **KEPT)
     go = st.form_submit_button(t("Run"), type="primary")
@@ -49,7 +52,8 @@ if go:
     if not steps:
         st.error(t("Choose at least one step."))
         st.stop()
-    params = {"adaround": (("iters", float(iters)),), "smoothquant": (("alpha", float(alpha)),)}
+    params = {"adaround": (("iters", float(iters)),), "brecq": (("iters", float(iters)),),
+              "smoothquant": (("alpha", float(alpha)),)}
     chosen = [RecoveryStep(n, params.get(n, ())) for n in steps]
     run_job(JOB, "recovery", recover, remember=True, report_of=lambda result: result[0], model=loaded, steps=chosen,
             config=base_config(), data=s["data"].strip() or None, calib_size=int(s["calib_size"]),
@@ -90,6 +94,14 @@ if rounding:
     st.dataframe(pd.DataFrame(rounding).rename(columns=_rounding_column), hide_index=True, width="stretch")
     st.caption(t("nearest: round-to-nearest on the same grid. Run AdaRound and GPTQ with **Each step alone** to see "
                  "both side by side; the accuracy each gives is in the table above."))
+blocks = block_table(report.rows)
+if blocks:
+    st.subheader(t("BRECQ, block by block: block-output MSE against FP32"))
+    names = {"block": t("block"), "layers": t("layers"), "nearest MSE": t("nearest MSE"), "brecq MSE": t("BRECQ MSE"),
+             "flipped": t("flipped"), "images": t("images")}
+    st.dataframe(pd.DataFrame(blocks).rename(columns=names), hide_index=True, width="stretch")
+    st.caption(t("A block ends where the rest of the network reads one tensor only (after a residual add); its layers' "
+                 "rounding is fitted at once to the block's FP32 output, through its activation quantizers."))
 if changes.get("smoothquant", {}).get("pairs"):
     st.subheader(t("SmoothQuant: activation maxima per channel"))
     norm = st.selectbox("LayerNorm", list(changes["smoothquant"]["pairs"]), key="recover_norm")

@@ -24,7 +24,7 @@ from qcore.quant.build import calibrated_sim
 from qcore.zoo.inputs import Inputs, prepare_inputs
 from qcore.zoo.models import LoadedModel
 
-__all__ = ["recover", "measure_steps", "rounding_table"]
+__all__ = ["recover", "measure_steps", "rounding_table", "block_table"]
 
 
 def measure_steps(inp: Inputs, config: QuantConfig, steps: Sequence[RecoveryStep], fp32_preds: torch.Tensor,
@@ -89,3 +89,13 @@ def rounding_table(rows: list[RecoveryRow]) -> list[dict]:
                 entry = table.setdefault(layer, {"layer": layer, "nearest MSE": r["mse_nearest"]})
                 entry[f"{step} MSE"], entry[f"{step} flipped"] = r["mse"], r["flipped"]
     return list(table.values())
+
+
+def block_table(rows: list[RecoveryRow]) -> list[dict]:
+    """Per block of the last row that ran BRECQ: its layers, block-output MSE of round-to-nearest and of the
+    reconstruction (on the first calibration images), weights flipped, images it was fitted on."""
+    ran = [row for row in rows if "brecq" in row.changes]
+    if not ran:
+        return []
+    return [{"block": name, "layers": ", ".join(r["layers"]), "nearest MSE": r["mse_nearest"], "brecq MSE": r["mse"],
+             "flipped": r["flipped"], "images": r["images"]} for name, r in ran[-1].changes["brecq"]["blocks"].items()]

@@ -127,7 +127,7 @@ def cmd_recover(args) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if not steps:
-        raise CliError(_("give at least one step: --steps cle,bias_correction,adaround,gptq,smoothquant"))
+        raise CliError(_("give at least one step: --steps cle,bias_correction,adaround,gptq,brecq,smoothquant"))
     config = quant_config(args)
     report, _sim = recover(model_arg(args), steps, config, args.data, args.calib_size, args.eval_size, args.seed,
                         cumulative=not args.separately,

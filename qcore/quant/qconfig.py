@@ -75,7 +75,7 @@ class LayerConfig:
         return QScheme(self.act_bits, self.act_symmetric, self.act_symmetric, reduce_range, "tensor")
 
 
-RECOVERY_STEPS = ("cle", "bias_correction", "adaround", "gptq", "smoothquant")
+RECOVERY_STEPS = ("cle", "bias_correction", "adaround", "gptq", "brecq", "smoothquant")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from qcore.quant.quantsim import QuantSim, QuantWeightLayer, image_count
 from qcore.quant.recovery.graph import capture_inputs, first_images, run_hooked
 from qcore.quant.recovery.reference import fp32_reference, remember
 
-__all__ = ["adaround", "gptq", "ZETA", "GAMMA"]
+__all__ = ["adaround", "gptq", "SoftRounding", "annealed_beta", "ZETA", "GAMMA"]
 
 ZETA, GAMMA = 1.1, -0.1
 PROBE = 64  # images on which each layer's output MSE (round-to-nearest vs the step's rounding) is reported
@@ -74,35 +74,65 @@ def _soft(v: torch.Tensor) -> torch.Tensor:
     return (torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA).clamp(0, 1)
 
 
+class SoftRounding:
+    """One layer's learnable rounding (AdaRound's): h(v) in [0, 1] added to the floor of the weight on its grid,
+    starting where h(v) equals the float weight's fraction. Shared by AdaRound and block reconstruction."""
+
+    def __init__(self, wl: QuantWeightLayer):
+        self.wl = wl
+        self.scheme, self.scale, self.zp, self.s, self.z = _grid(wl)
+        w = wl.layer.weight.detach()
+        self.floor = torch.floor(w / self.s)
+        rest = (w / self.s - self.floor).clamp(1e-4, 1 - 1e-4)
+        self.v = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))
+        self.nearest = torch.clamp(torch.round(w / self.s) + self.z, self.scheme.qmin, self.scheme.qmax)
+
+    def _levels(self, hard: bool) -> torch.Tensor:
+        h = (_soft(self.v) >= 0.5).to(self.floor.dtype) if hard else _soft(self.v)
+        return torch.clamp(self.floor + h + self.z, self.scheme.qmin, self.scheme.qmax)
+
+    def weight(self, hard: bool = False) -> torch.Tensor:
+        """The weight as rounded now: soft (trainable), or hard (each weight up or down)."""
+        return (self._levels(hard) - self.z) * self.s
+
+    def nearest_weight(self) -> torch.Tensor:
+        return (self.nearest - self.z) * self.s
+
+    def regularizer(self, beta: float) -> torch.Tensor:
+        return (1 - (2 * _soft(self.v) - 1).abs().pow(beta)).sum()
+
+    def store(self) -> int:
+        """Hard-round into the layer's weight (its grid pinned); returns how many weights left round-to-nearest."""
+        hard = self._levels(hard=True).detach()
+        _store(self.wl, hard, self.scheme, self.scale, self.zp, self.s, self.z)
+        return int((hard != self.nearest).sum())
+
+
+def annealed_beta(it: int, iters: int) -> float | None:
+    """The regularizer's beta at iteration `it`: none during the first 20% (warm-up), then 20 down to 2."""
+    warm = int(0.2 * iters)
+    return None if it < warm else 20 + (2 - 20) * (it - warm) / max(1, iters - warm)
+
+
 def _adaround_layer(wl: QuantWeightLayer, x_in: torch.Tensor, target: torch.Tensor, iters: int, reg: float,
                     batch: int, gen: torch.Generator) -> dict:
-    layer = wl.layer
-    scheme, scale, zp, s, z = _grid(wl)
-    w = layer.weight.detach()
-    w_floor = torch.floor(w / s)
-    rest = (w / s - w_floor).clamp(1e-4, 1 - 1e-4)
-    v = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))  # h(v) == rest: starts at the float weight
-    opt = torch.optim.Adam([v], lr=1e-2)
-    warm = int(0.2 * iters)
+    layer, rounding = wl.layer, SoftRounding(wl)
+    opt = torch.optim.Adam([rounding.v], lr=1e-2)
     for it in range(iters):
         idx = torch.randint(0, len(x_in), (min(batch, len(x_in)),), generator=gen)
-        w_soft = (torch.clamp(w_floor + _soft(v) + z, scheme.qmin, scheme.qmax) - z) * s
-        diff = _layer_out(layer, x_in[idx], w_soft) - target[idx]
+        diff = _layer_out(layer, x_in[idx], rounding.weight()) - target[idx]
         loss = diff.pow(2).sum(1 if diff.dim() == 4 else -1).mean()  # per-position error, summed over channels
-        if it >= warm:
-            beta = 20 + (2 - 20) * (it - warm) / max(1, iters - warm)
-            loss = loss + reg * (1 - (2 * _soft(v) - 1).abs().pow(beta)).sum()
+        if (beta := annealed_beta(it, iters)) is not None:
+            loss = loss + reg * rounding.regularizer(beta)
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        hard = torch.clamp(w_floor + (_soft(v) >= 0.5).to(w.dtype) + z, scheme.qmin, scheme.qmax)
-        nearest = torch.clamp(torch.round(w / s) + z, scheme.qmin, scheme.qmax)
         probe = x_in[:PROBE]
-        mse_rtn = F.mse_loss(_layer_out(layer, probe, (nearest - z) * s), target[: len(probe)]).item()
-        mse_ada = F.mse_loss(_layer_out(layer, probe, (hard - z) * s), target[: len(probe)]).item()
-    _store(wl, hard, scheme, scale, zp, s, z)
-    return {"flipped": int((hard != nearest).sum()), "weights": w.numel(), "mse_nearest": mse_rtn, "mse": mse_ada}
+        mse_rtn = F.mse_loss(_layer_out(layer, probe, rounding.nearest_weight()), target[: len(probe)]).item()
+        mse_ada = F.mse_loss(_layer_out(layer, probe, rounding.weight(hard=True)), target[: len(probe)]).item()
+    flipped = rounding.store()
+    return {"flipped": flipped, "weights": rounding.v.numel(), "mse_nearest": mse_rtn, "mse": mse_ada}
 
 
 def _layer_by_layer(sim: QuantSim, names: list[str], label: str, fn, progress: Progress | None) -> dict:

@@ -1,0 +1,81 @@
+"""Block-wise reconstruction (BRECQ with QDrop's mixed inputs): the graph as a chain of blocks, and rounding fitted
+per block."""
+
+import pytest
+import torch
+
+from qcore.quant.build import calibrated_sim
+from qcore.quant.qconfig import QuantConfig, parse_steps
+from qcore.quant.quantsim import QuantSim
+from qcore.quant.recovery.blocks import split_blocks
+from qcore.quant.recovery.reconstruct import reconstruct_blocks
+from qcore.zoo.inputs import prepare_inputs
+from qcore.zoo.models import load_model
+
+W4_TENSOR = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
+
+
+@pytest.fixture(scope="module")
+def resnet_inputs():
+    return prepare_inputs("fm_resnet", calib_size=64, eval_size=200, eval_batch=100)
+
+
+@pytest.mark.parametrize("model", ["fm_resnet", "fm_mobilenetv2", "fm_vit"])
+def test_the_blocks_run_in_turn_are_the_sims_forward(model):
+    sim = QuantSim(load_model(model).module, W4_TENSOR)
+    x = torch.randn(3, 1, 28, 28)
+    sim.collect_stats([x])
+    sim.apply_ranges()
+    blocks = split_blocks(sim)
+    assert len(blocks) > 2
+    layers = [n for b in blocks for n in b.layers]
+    assert sorted(layers) == sorted(sim.weight_layers)  # every layer in exactly one block
+    assert all(len(b.layers) >= 2 for b in blocks)
+    for quantized in (True, False):
+        with torch.no_grad(), (sim.only() if quantized else sim.disabled()):
+            whole, chained = sim.model(x), x
+            for b in blocks:
+                chained = b.module(chained)
+        torch.testing.assert_close(chained, whole, rtol=0, atol=0)
+
+
+def test_a_residual_block_keeps_its_shortcut_with_its_convolutions():
+    sim = QuantSim(load_model("fm_resnet").module, W4_TENSOR)
+    blocks = {tuple(b.layers) for b in split_blocks(sim)}
+    assert ("layers.2.conv1", "layers.2.conv2", "layers.2.shortcut.0") in blocks
+
+
+def test_reconstruction_rounds_onto_the_grid_and_lowers_each_blocks_error(resnet_inputs):
+    sim = calibrated_sim(resnet_inputs.loaded.module, W4_TENSOR, resnet_inputs.calib_batches)
+    original = {n: wl.layer.weight.detach().clone() for n, wl in sim.weight_layers.items()}
+    grids = {n: wl.grid(original[n], wl.effective_scheme(original[n]))[0] for n, wl in sim.weight_layers.items()}
+    x = resnet_inputs.calib_batches[0][:16]
+    with sim.disabled():
+        fp32 = sim(x)
+    result = reconstruct_blocks(sim, resnet_inputs.calib_batches, iters=40)["blocks"]
+    for name, wl in sim.weight_layers.items():
+        assert wl.pinned, name
+        levels = wl.layer.weight.detach() / grids[name]
+        torch.testing.assert_close(levels, levels.round(), atol=1e-3, rtol=0)  # on the grid
+        assert float((levels.round() - (original[name] / grids[name]).round()).abs().max()) <= 1  # within a step
+    assert sum(r["flipped"] for r in result.values()) > 0
+    assert all(r["mse"] < r["mse_nearest"] for r in result.values()), result
+    with sim.disabled():
+        torch.testing.assert_close(sim(x), fp32)  # the FP32 reference is still the FP32 network
+
+
+def test_a_block_holds_only_the_images_its_capture_budget_allows(resnet_inputs, monkeypatch):
+    from qcore.quant.recovery import reconstruct
+
+    sim = calibrated_sim(resnet_inputs.loaded.module, W4_TENSOR, resnet_inputs.calib_batches)
+    monkeypatch.setattr(reconstruct, "CAPTURE_BUDGET_BYTES", 20 * 3 * 16 * 28 * 28 * 4)
+    result = reconstruct.reconstruct_blocks(sim, resnet_inputs.calib_batches, iters=3)["blocks"]
+    total = sum(len(b) for b in resnet_inputs.calib_batches)
+    assert 1 <= result["block 1"]["images"] < total
+
+
+def test_brecq_is_a_recovery_step_with_its_settings(resnet_inputs):
+    config = QuantConfig(recovery=parse_steps("cle,brecq:iters=10;drop=0")).with_default(weight_bits=4)
+    sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    assert [r.name for r in sim.recovery_results] == ["cle", "brecq"]
+    assert sim.recovery_results[1].changes["blocks"]
