@@ -1,4 +1,4 @@
-"""Recover accuracy: CLE, bias correction, AdaRound, GPTQ and SmoothQuant against plain PTQ, layer by layer."""
+"""Recover accuracy: CLE, bias correction, AdaRound, GPTQ, BRECQ and SmoothQuant against plain PTQ, layer by layer."""
 
 from __future__ import annotations
 

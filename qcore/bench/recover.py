@@ -23,8 +23,10 @@ TABLE = (
     ("fm_mobilenetv2", "W4A8 channel", 4, "channel", ("", "adaround", "gptq")),
     ("fm_resnet", "W4A8 channel", 4, "channel", ("", "adaround", "gptq")),
     ("fm_mobilenetv2", "W4A8 tensor", 4, "tensor", ("", "cle", "cle,bias_correction", "cle,adaround", "cle,gptq",
-                                                   "cle,adaround,bias_correction", "cle,gptq,bias_correction")),
-    ("fm_resnet", "W4A8 tensor", 4, "tensor", ("", "cle,adaround", "gptq", "cle,gptq", "cle,gptq,bias_correction")),
+                                                   "cle,adaround,bias_correction", "cle,gptq,bias_correction",
+                                                   "cle,brecq")),
+    ("fm_resnet", "W4A8 tensor", 4, "tensor", ("", "cle,adaround", "gptq", "cle,gptq", "cle,gptq,bias_correction",
+                                              "cle,brecq")),
     ("fm_vit", "W8A8 tensor", 8, "tensor", ("", "smoothquant")),
 )
 

@@ -147,7 +147,7 @@ def _add_ptq(sub) -> None:
 
 
 def _add_recover(sub) -> None:
-    r = sub.add_parser("recover", help=_("accuracy recovery: CLE, bias correction, AdaRound, GPTQ, SmoothQuant vs plain PTQ"))
+    r = sub.add_parser("recover", help=_("accuracy recovery: CLE, bias correction, AdaRound, GPTQ, BRECQ, SmoothQuant vs plain PTQ"))
     _common(r)
     _quant_flags(r)
     r.add_argument("--steps", required=True,

@@ -25,7 +25,7 @@ SKIP_REASONS = {
     "recovery_off": N_("recovery was switched off"),
     "no_int8": N_("a speed target needs a real INT8 model, and these activation bits have no INT8 kernel"),
 }
-STEP_TITLES = {"ptq": N_("1. PTQ baseline"), "recover": N_("2. Recover accuracy (CLE, bias correction, AdaRound, GPTQ)"),
+STEP_TITLES = {"ptq": N_("1. PTQ baseline"), "recover": N_("2. Recover accuracy (CLE, bias correction, AdaRound, GPTQ, BRECQ)"),
                "partial": N_("3. Sensitivity and partial quantization"),
                "qat": N_("4. Quantization-aware training (QAT)"), "final": N_("Real INT8")}
 

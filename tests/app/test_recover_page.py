@@ -9,15 +9,9 @@ from streamlit.testing.v1 import AppTest
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
-@pytest.mark.slow
-def test_recover_page_runs_steps_and_shows_per_layer_results():
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["eval_size"] = 300
-    at.session_state["calib_size"] = 128
-    at.switch_page("views/recover.py").run()
-    assert not at.exception
+def _run_the_form(at: AppTest, seconds: int = 120) -> None:
     at.button[0].click().run()  # the form's Run button
-    for _ in range(120):
+    for _ in range(seconds):
         if not at.session_state["recover_job"].done:
             time.sleep(1)
             continue
@@ -25,7 +19,33 @@ def test_recover_page_runs_steps_and_shows_per_layer_results():
         break
     at.run()
     assert not at.exception and not at.error
+
+
+@pytest.mark.slow
+def test_recover_page_runs_steps_and_shows_per_layer_results():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["eval_size"] = 300
+    at.session_state["calib_size"] = 128
+    at.switch_page("views/recover.py").run()
+    assert not at.exception
+    _run_the_form(at)
     frames = [df.value for df in at.dataframe]
     steps = list(frames[0]["steps"])
     assert steps == ["plain PTQ", "cle", "cle+bias_correction"]
     assert all(0.5 < v <= 1.0 for v in frames[0]["top-1"])
+
+
+@pytest.mark.slow
+def test_brecq_from_the_page_shows_each_blocks_error_before_and_after():
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["eval_size"] = 200
+    at.session_state["calib_size"] = 64
+    at.session_state["weight_bits"] = 4
+    at.switch_page("views/recover.py").run()
+    at.multiselect(key="recover_steps").set_value(["brecq"])
+    at.number_input(key="recover_iters").set_value(20)
+    _run_the_form(at, seconds=300)
+    assert any("BRECQ, block by block" in h.value for h in at.subheader)
+    blocks = next(df.value for df in at.dataframe if "BRECQ MSE" in df.value.columns)
+    assert len(blocks) >= 3 and (blocks["BRECQ MSE"] < blocks["nearest MSE"]).all()
+    assert "layers.2.conv1, layers.2.conv2, layers.2.shortcut.0" in set(blocks["layers"])

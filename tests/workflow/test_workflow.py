@@ -110,3 +110,18 @@ def test_four_bit_per_tensor_mobilenet_meets_the_target_by_recovery_without_floa
     assert abs(final.accuracy - recover.accuracy) < 0.01  # real INT8 of the recovered weights, not plain PTQ's
     md = to_markdown(report)
     assert "2. Recover accuracy" in md and "Kept cle" in md
+
+
+def test_the_recovery_search_tries_brecq_in_place_of_the_rounding_it_kept_when_the_target_is_still_missed():
+    from qcore.analysis.sensitivity import prepare
+    from qcore.quant.qconfig import RecoveryStep
+    from qcore.workflow.recovery_step import _with_step, fitting_steps
+
+    config = QuantConfig().with_default(weight_bits=4, weight_granularity="tensor")
+    p = prepare("fm_resnet", config, calib_size=16, eval_size=50)
+    assert fitting_steps(p, config) == [["cle"], ["adaround", "gptq"], ["brecq"], ["bias_correction"]]
+    eight_bits = QuantConfig()
+    assert ["brecq"] not in fitting_steps(prepare("fm_resnet", eight_bits, calib_size=16, eval_size=50), eight_bits)
+    kept = [RecoveryStep("cle"), RecoveryStep("adaround")]
+    assert [s.name for s in _with_step(kept, "brecq")] == ["cle", "brecq"]
+    assert [s.name for s in _with_step(kept, "bias_correction")] == ["cle", "adaround", "bias_correction"]
