@@ -243,7 +243,7 @@ def test_steps_round_trip_through_the_config_json():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("steps", ["cle", "cle,bias_correction", "adaround:iters=40", "gptq"])
+@pytest.mark.parametrize("steps", ["cle", "cle,bias_correction", "adaround:iters=40", "gptq", "brecq:iters=30"])
 def test_real_int8_matches_the_simulation_after_the_steps(steps, resnet_inputs):
     from qcore.runtime.backends import ort as ort_backend
 
