@@ -218,7 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--model", default="mobilenet_v2", help="a torchvision architecture (random weights)")
     m.add_argument("--images", default="64,256,1024", help="image counts (calibration = evaluation = N)")
     m.add_argument("--commands", default=None, help="only these, e.g. calibrate,recover:gptq,deploy "
-                   "(default: all; 'recover' is all three recover runs)")
+                   "(default: all; 'recover' is every recover run)")
     m.add_argument("--work", default=None, help="folder for the images, weights and logs (default: a temp folder)")
     m.add_argument("--out", default=None)
     return p

@@ -35,6 +35,7 @@ COMMANDS = {
     "recover:cle+bias_correction": ["recover", "--steps", "cle,bias_correction", "--out", "{out}.json"],
     "recover:adaround": ["recover", "--steps", "adaround:iters=50", "--out", "{out}.json"],
     "recover:gptq": ["recover", "--steps", "gptq", "--out", "{out}.json"],
+    "recover:brecq": ["recover", "--steps", "brecq:iters=50", "--out", "{out}.json"],
     "deploy": ["deploy", "--iters", "5", "--out", "{out}"],
 }
 

@@ -22,4 +22,4 @@ def test_a_family_name_selects_its_runs(monkeypatch):
     asked = {}
     monkeypatch.setattr(memory, "bench_memory", lambda model, images, commands, *a, **k: asked.update(c=commands) or {})
     main(["memory", "--commands", "recover,deploy", "--images", "8"])
-    assert asked["c"] == ("recover:cle+bias_correction", "recover:adaround", "recover:gptq", "deploy")
+    assert asked["c"] == ("recover:cle+bias_correction", "recover:adaround", "recover:gptq", "recover:brecq", "deploy")
