@@ -1,12 +1,11 @@
-"""AppTest: the Recover accuracy page runs CLE + bias correction and draws what changed."""
+"""AppTest: the Recover accuracy page runs CLE + bias correction, or BRECQ, and draws what changed."""
 
 import time
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
+from tests.app.navigation import routed
 
 
 def _run_the_form(at: AppTest, seconds: int = 120) -> None:
@@ -23,10 +22,7 @@ def _run_the_form(at: AppTest, seconds: int = 120) -> None:
 
 @pytest.mark.slow
 def test_recover_page_runs_steps_and_shows_per_layer_results():
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["eval_size"] = 300
-    at.session_state["calib_size"] = 128
-    at.switch_page("views/recover.py").run()
+    at = routed("views/recover.py", "en", eval_size=300, calib_size=128)
     assert not at.exception
     _run_the_form(at)
     frames = [df.value for df in at.dataframe]
@@ -37,11 +33,7 @@ def test_recover_page_runs_steps_and_shows_per_layer_results():
 
 @pytest.mark.slow
 def test_brecq_from_the_page_shows_each_blocks_error_before_and_after():
-    at = AppTest.from_file(APP, default_timeout=300)
-    at.session_state["eval_size"] = 200
-    at.session_state["calib_size"] = 64
-    at.session_state["weight_bits"] = 4
-    at.switch_page("views/recover.py").run()
+    at = routed("views/recover.py", "en", eval_size=200, calib_size=64, weight_bits=4)
     at.multiselect(key="recover_steps").set_value(["brecq"])
     at.number_input(key="recover_iters").set_value(20)
     _run_the_form(at, seconds=300)
