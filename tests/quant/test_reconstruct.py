@@ -79,3 +79,20 @@ def test_brecq_is_a_recovery_step_with_its_settings(resnet_inputs):
     sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
     assert [r.name for r in sim.recovery_results] == ["cle", "brecq"]
     assert sim.recovery_results[1].changes["blocks"]
+
+
+def test_a_graph_with_two_outputs_is_refused_with_the_reason():
+    from torch import nn
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.a, self.b = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            x = self.conv(x)
+            return self.a(x), self.b(x)
+
+    sim = QuantSim(TwoHeads(), W4_TENSOR)
+    with pytest.raises(ValueError, match="output is its last computed tensor"):
+        split_blocks(sim)

@@ -74,6 +74,9 @@ def split_blocks(sim: QuantSim, min_layers: int = 2) -> list[Block]:
     if len(inputs) != 1:
         raise ValueError("block-wise reconstruction needs a graph with one input")
     nodes = [inputs[0]] + _compute_nodes(gm.graph)
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    if output.args[0] is not nodes[-1]:
+        raise ValueError("block-wise reconstruction needs a graph whose output is its last computed tensor")
     is_layer = {n: n.op == "call_module" and isinstance(sim.weight_layers.get(n.target), QuantWeightLayer)
                 for n in nodes}
     ends, count = [], 0
