@@ -283,3 +283,19 @@ def test_adaround_holds_only_the_images_its_capture_budget_allows(resnet_inputs,
     total = sum(len(b) for b in resnet_inputs.calib_batches)
     assert 1 <= layers[first]["images"] < total
     assert all(1 <= row["images"] <= total for row in layers.values())
+
+
+def test_gptqs_hessian_summed_a_few_images_at_a_time_is_the_whole_batchs(resnet_inputs, monkeypatch):
+    """The im2col of a whole batch at 224x224 is hundreds of MB in float64: the Hessian sums it a few images at a
+    time, and that sum is the same matrix."""
+    from qcore.quant.recovery import rounding
+
+    sim = calibrated_sim(resnet_inputs.loaded.module, QuantConfig().with_default(weight_bits=4),
+                         resnet_inputs.calib_batches)
+    name = list(sim.weight_layers)[1]
+    whole = rounding._hessian(sim, name, resnet_inputs.calib_batches[:1])
+    cols_per_image = rounding._columns(sim.weight_layers[name].layer,
+                                       rounding.capture_inputs(sim, [name], [resnet_inputs.calib_batches[0][:1]])[name])
+    monkeypatch.setattr(rounding, "IM2COL_BYTES", 3 * cols_per_image.numel() * 8)  # three images per part
+    parts = rounding._hessian(sim, name, resnet_inputs.calib_batches[:1])
+    torch.testing.assert_close(parts, whole)

@@ -41,6 +41,9 @@ CAPTURE_BUDGET_BYTES = int(float(os.environ.get("QX_CAPTURE_BUDGET_MB", "256")) 
 # GPTQ's Hessian of each layer comes from the inputs of at most 256 images at 3x224x224 (the paper uses 128
 # sequences): one pass per layer over every calibration image made the step's cost images x layers.
 HESSIAN_VALUES = 256 * 3 * 224 * 224
+# The Hessian is summed over the im2col of a few images at a time: a batch of 32 at 224x224 is 462 MB in float64 for
+# ResNet50's first 3x3 convolutions (its peak was 4363 MB at 64 images with whole batches).
+IM2COL_BYTES = 64 * 2**20
 
 
 def _layer_out(layer: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -162,8 +165,8 @@ def _first_images(batches, k: int):
 
 
 def _images_that_fit(sim: QuantSim, name: str, batches) -> int:
-    """How many calibration images AdaRound can hold for layer `name`: its quantized and FP32 inputs and its
-    target output, per image, measured on one image, within CAPTURE_BUDGET_BYTES."""
+    """How many calibration images AdaRound (and GPTQ's error probe) can hold for layer `name`: its quantized and
+    FP32 inputs and its target output, per image, measured on one image, within CAPTURE_BUDGET_BYTES."""
     x = capture_inputs(sim, [name], _first_images(batches, 1))[name]
     wl = sim.weight_layers[name]
     with torch.no_grad():
@@ -210,9 +213,12 @@ def _hessian(sim: QuantSim, name: str, batches: list[torch.Tensor]) -> torch.Ten
     layer, acc = sim.weight_layers[name].layer, {"h": None, "n": 0}
 
     def hook(m, i, o):
-        cols = _columns(layer, i[0].detach()).double()
-        acc["h"] = cols.T @ cols + (acc["h"] if acc["h"] is not None else 0)
-        acc["n"] += len(cols)
+        x = i[0].detach()
+        per_image = _columns(layer, x[:1]).numel() * 8  # bytes of one image's im2col in float64
+        for part in x.split(max(1, IM2COL_BYTES // per_image)):
+            cols = _columns(layer, part).double()
+            acc["h"] = cols.T @ cols + (acc["h"] if acc["h"] is not None else 0)
+            acc["n"] += len(cols)
 
     run_hooked(sim, {name: hook}, batches, stop_early=True)
     return 2 * acc["h"] / acc["n"]
@@ -250,7 +256,7 @@ def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progres
     """GPTQ every ungrouped integer-weight layer in graph order; returns per-layer changes and seconds."""
 
     def one(name: str, wl: QuantWeightLayer) -> dict:
-        probe = [torch.cat(list(_first_images(batches, PROBE)))]
+        probe = [torch.cat(list(_first_images(batches, min(PROBE, _images_that_fit(sim, name, batches)))))]
         x_q = capture_inputs(sim, [name], probe)[name]
         target = _fp32_target(sim, name, probe)
         remember(sim, name)
