@@ -152,7 +152,7 @@ def _add_recover(sub) -> None:
     _quant_flags(r)
     r.add_argument("--steps", required=True,
                    help=_("in order, e.g. cle,bias_correction,adaround:iters=500 (settings: adaround iters/reg, "
-                        "gptq damp, brecq iters/reg/drop, smoothquant alpha, cle high_bias=0|1; ';' between settings)"))
+                        "gptq damp, brecq iters/reg/drop/lr, smoothquant alpha, cle high_bias=0|1; ';' between settings)"))
     r.add_argument("--separately", action="store_true", help=_("each step alone (then all), instead of adding them in turn"))
     r.add_argument("--calib-size", type=int, default=512)
     r.add_argument("--out", required=True)

@@ -58,7 +58,7 @@ def _run(step: RecoveryStep, sim: QuantSim, batches: list[torch.Tensor], say: Pr
         return adaround(sim, batches, step.param("iters", 500), step.param("reg", 0.01), progress=say)
     if step.name == "brecq":
         return reconstruct_blocks(sim, batches, step.param("iters", 500), step.param("reg", 0.01),
-                                  step.param("drop", 0.0), progress=say)
+                                  step.param("drop", 0.0), step.param("lr", 0.01), progress=say)
     return gptq(sim, batches, step.param("damp", 0.01), progress=say)
 
 

@@ -71,8 +71,9 @@ def _error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _fit_block(block: Block, roundings: list[SoftRounding], x_q: torch.Tensor, x_fp: torch.Tensor,
-               target: torch.Tensor, iters: int, reg: float, drop: float, batch: int, gen: torch.Generator) -> None:
-    opt = torch.optim.Adam([r.v for r in roundings], lr=1e-2)
+               target: torch.Tensor, settings: dict, gen: torch.Generator) -> None:
+    iters, reg, drop, batch = settings["iters"], settings["reg"], settings["drop"], settings["batch"]
+    opt = torch.optim.Adam([r.v for r in roundings], lr=settings["lr"])
     with torch.enable_grad(), _soft_weights(roundings):
         for it in range(iters):
             idx = torch.randint(0, len(x_q), (min(batch, len(x_q)),), generator=gen)
@@ -85,8 +86,8 @@ def _fit_block(block: Block, roundings: list[SoftRounding], x_q: torch.Tensor, x
             opt.step()
 
 
-def _one_block(sim: QuantSim, blocks: list[Block], k: int, batches, iters: int, reg: float, drop: float,
-               batch: int, gen: torch.Generator, names: list[str]) -> dict:
+def _one_block(sim: QuantSim, blocks: list[Block], k: int, batches, settings: dict, gen: torch.Generator,
+               names: list[str]) -> dict:
     block = blocks[k]
     used = _first_images(batches, _images_that_fit(sim, blocks, k, batches))
     x_q, x_fp = _through(sim, blocks[:k], used, fp32=False), _through(sim, blocks[:k], used, fp32=True)
@@ -97,7 +98,7 @@ def _one_block(sim: QuantSim, blocks: list[Block], k: int, batches, iters: int, 
     for name in names:
         remember(sim, name)
     roundings = [SoftRounding(sim.weight_layers[n]) for n in names]
-    _fit_block(block, roundings, x_q, x_fp, target, iters, reg, drop, batch, gen)
+    _fit_block(block, roundings, x_q, x_fp, target, settings, gen)
     flipped = sum(r.store() for r in roundings)
     sim.weights_changed()
     with torch.no_grad():
@@ -107,7 +108,7 @@ def _one_block(sim: QuantSim, blocks: list[Block], k: int, batches, iters: int, 
 
 
 def reconstruct_blocks(sim: QuantSim, batches, iters: int = 500, reg: float = 0.01, drop: float = 0.0,
-                       batch: int = 32, seed: int = 0, progress: Progress | None = None) -> dict:
+                       lr: float = 0.01, batch: int = 32, seed: int = 0, progress: Progress | None = None) -> dict:
     """Block-wise reconstruction of every block with integer-weight layers, in graph order; returns per-block
     layers, flips, output MSEs (round-to-nearest against reconstructed, on the first PROBE images) and seconds."""
     say, gen, out = progress or silent, torch.Generator().manual_seed(seed), {}
@@ -121,6 +122,7 @@ def reconstruct_blocks(sim: QuantSim, batches, iters: int = 500, reg: float = 0.
             continue
         start = time.perf_counter()
         names = [n for n in block.layers if n in rounded]
-        out[f"block {k + 1}"] = {**_one_block(sim, blocks, k, batches, iters, reg, drop, batch, gen, names),
+        settings = {"iters": iters, "reg": reg, "drop": drop, "lr": lr, "batch": batch}
+        out[f"block {k + 1}"] = {**_one_block(sim, blocks, k, batches, settings, gen, names),
                                  "seconds": round(time.perf_counter() - start, 3)}
     return {"blocks": out}
