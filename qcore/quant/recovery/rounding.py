@@ -256,7 +256,8 @@ def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progres
     """GPTQ every ungrouped integer-weight layer in graph order; returns per-layer changes and seconds."""
 
     def one(name: str, wl: QuantWeightLayer) -> dict:
-        probe = [torch.cat(list(_first_images(batches, min(PROBE, _images_that_fit(sim, name, batches)))))]
+        # batch by batch as they come (one batch of them all ran the network's forward on 64 images at once)
+        probe = list(_first_images(batches, min(PROBE, _images_that_fit(sim, name, batches))))
         x_q = capture_inputs(sim, [name], probe)[name]
         target = _fp32_target(sim, name, probe)
         remember(sim, name)
