@@ -25,7 +25,8 @@ from qcore.quant.progress import Msg, Progress, silent
 from qcore.quant.quantsim import QuantSim, image_count
 from qcore.quant.recovery.blocks import Block, split_blocks
 from qcore.quant.recovery.reference import fp32_reference, remember
-from qcore.quant.recovery.rounding import CAPTURE_BUDGET_BYTES, PROBE, SoftRounding, _first_images, annealed_beta
+from qcore.quant.recovery.rounding import (CAPTURE_BUDGET_BYTES, PROBE, SoftRounding, _first_images, annealed_beta,
+                                           output_error, rounded_layers)
 
 __all__ = ["reconstruct_blocks"]
 
@@ -64,12 +65,6 @@ def _images_that_fit(sim: QuantSim, blocks: list[Block], k: int, batches) -> int
     return max(1, min(image_count(batches), CAPTURE_BUDGET_BYTES // max(1, per_image)))
 
 
-def _error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared error per position summed over channels (per image for logits), averaged: AdaRound's loss."""
-    diff = out - target
-    return diff.pow(2).sum(1 if diff.dim() == 4 else -1).mean()
-
-
 def _fit_block(block: Block, roundings: list[SoftRounding], x_q: torch.Tensor, x_fp: torch.Tensor,
                target: torch.Tensor, settings: dict, gen: torch.Generator) -> None:
     iters, reg, drop, batch = settings["iters"], settings["reg"], settings["drop"], settings["batch"]
@@ -78,7 +73,7 @@ def _fit_block(block: Block, roundings: list[SoftRounding], x_q: torch.Tensor, x
         for it in range(iters):
             idx = torch.randint(0, len(x_q), (min(batch, len(x_q)),), generator=gen)
             mix = torch.rand(x_q[idx].shape, generator=gen) < drop
-            loss = _error(block.module(torch.where(mix, x_fp[idx], x_q[idx])), target[idx])
+            loss = output_error(block.module(torch.where(mix, x_fp[idx], x_q[idx])), target[idx])
             if (beta := annealed_beta(it, iters)) is not None:
                 loss = loss + reg * sum(r.regularizer(beta) for r in roundings)
             opt.zero_grad()
@@ -113,8 +108,7 @@ def reconstruct_blocks(sim: QuantSim, batches, iters: int = 500, reg: float = 0.
     layers, flips, output MSEs (round-to-nearest against reconstructed, on the first PROBE images) and seconds."""
     say, gen, out = progress or silent, torch.Generator().manual_seed(seed), {}
     blocks = split_blocks(sim)
-    rounded = {n for n, wl in sim.weight_layers.items() if wl.enabled and wl.cfg.weight_dtype == "int"
-               and wl.weight_scheme.granularity in ("tensor", "channel")}
+    rounded = set(rounded_layers(sim))
     for k, block in enumerate(blocks):
         say(k / len(blocks), Msg("{method} {layer} ({i}/{n})", method="BRECQ", layer=block.layers[0] if block.layers
                                  else "", i=k + 1, n=len(blocks)))

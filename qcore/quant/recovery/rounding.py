@@ -30,7 +30,7 @@ from qcore.quant.quantsim import QuantSim, QuantWeightLayer, image_count
 from qcore.quant.recovery.graph import capture_inputs, first_images, run_hooked
 from qcore.quant.recovery.reference import fp32_reference, remember
 
-__all__ = ["adaround", "gptq", "SoftRounding", "annealed_beta", "ZETA", "GAMMA"]
+__all__ = ["adaround", "gptq", "SoftRounding", "annealed_beta", "output_error", "rounded_layers", "ZETA", "GAMMA"]
 
 ZETA, GAMMA = 1.1, -0.1
 PROBE = 64  # images on which each layer's output MSE (round-to-nearest vs the step's rounding) is reported
@@ -61,7 +61,8 @@ def _grid(wl: QuantWeightLayer):
     return scheme, scale, zp, scale.reshape(shape).to(w.dtype), zp.reshape(shape).to(w.dtype)
 
 
-def _rounded_layers(sim: QuantSim, include_grouped: bool = True) -> list[str]:
+def rounded_layers(sim: QuantSim, include_grouped: bool = True) -> list[str]:
+    """The layers whose weights a rounding step sets: enabled, integer, per-tensor or per-channel scales."""
     return [n for n, wl in sim.weight_layers.items() if wl.enabled and wl.cfg.weight_dtype == "int"
             and wl.weight_scheme.granularity in ("tensor", "channel")
             and (include_grouped or getattr(wl.layer, "groups", 1) == 1)]
@@ -111,6 +112,12 @@ class SoftRounding:
         return int((hard != self.nearest).sum())
 
 
+def output_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """AdaRound's loss: the squared error at each position summed over channels (per row for a linear), averaged."""
+    diff = out - target
+    return diff.pow(2).sum(1 if diff.dim() == 4 else -1).mean()
+
+
 def annealed_beta(it: int, iters: int) -> float | None:
     """The regularizer's beta at iteration `it`: none during the first 20% (warm-up), then 20 down to 2."""
     warm = int(0.2 * iters)
@@ -123,8 +130,7 @@ def _adaround_layer(wl: QuantWeightLayer, x_in: torch.Tensor, target: torch.Tens
     opt = torch.optim.Adam([rounding.v], lr=1e-2)
     for it in range(iters):
         idx = torch.randint(0, len(x_in), (min(batch, len(x_in)),), generator=gen)
-        diff = _layer_out(layer, x_in[idx], rounding.weight()) - target[idx]
-        loss = diff.pow(2).sum(1 if diff.dim() == 4 else -1).mean()  # per-position error, summed over channels
+        loss = output_error(_layer_out(layer, x_in[idx], rounding.weight()), target[idx])
         if (beta := annealed_beta(it, iters)) is not None:
             loss = loss + reg * rounding.regularizer(beta)
         opt.zero_grad()
@@ -195,7 +201,7 @@ def adaround(sim: QuantSim, batches: list[torch.Tensor], iters: int = 500, reg: 
         with torch.enable_grad():
             return {**_adaround_layer(wl, x_q, target, iters, reg, batch, gen), "images": len(x_q)}
 
-    return _layer_by_layer(sim, _rounded_layers(sim), "AdaRound", one, progress)
+    return _layer_by_layer(sim, rounded_layers(sim), "AdaRound", one, progress)
 
 
 def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -263,4 +269,4 @@ def gptq(sim: QuantSim, batches: list[torch.Tensor], damp: float = 0.01, progres
         remember(sim, name)
         return _gptq_layer(wl, _hessian(sim, name, first_images(batches, HESSIAN_VALUES)), damp, (x_q, target))
 
-    return _layer_by_layer(sim, _rounded_layers(sim, include_grouped=False), "GPTQ", one, progress)
+    return _layer_by_layer(sim, rounded_layers(sim, include_grouped=False), "GPTQ", one, progress)
