@@ -96,3 +96,17 @@ def test_a_graph_with_two_outputs_is_refused_with_the_reason():
     sim = QuantSim(TwoHeads(), W4_TENSOR)
     with pytest.raises(ValueError, match="output is its last computed tensor"):
         split_blocks(sim)
+
+
+def test_a_large_block_takes_fewer_images_per_step(resnet_inputs, monkeypatch):
+    """The autograd graph of a 224x224 block at 32 images per step is gigabytes: under a small budget the step
+    takes fewer images (at least one), and the report says how many."""
+    from qcore.quant.recovery import reconstruct
+
+    sim = calibrated_sim(resnet_inputs.loaded.module, W4_TENSOR, resnet_inputs.calib_batches)
+    monkeypatch.setattr(reconstruct, "CAPTURE_BUDGET_BYTES", 2**20)
+    result = reconstruct.reconstruct_blocks(sim, resnet_inputs.calib_batches, iters=3)["blocks"]
+    assert all(1 <= r["images_per_step"] < 32 for r in result.values())
+    monkeypatch.setattr(reconstruct, "CAPTURE_BUDGET_BYTES", 2**30)
+    assert reconstruct.reconstruct_blocks(sim, resnet_inputs.calib_batches, iters=3)["blocks"]["block 1"][
+        "images_per_step"] == 32

@@ -65,9 +65,18 @@ def _images_that_fit(sim: QuantSim, blocks: list[Block], k: int, batches) -> int
     return max(1, min(image_count(batches), CAPTURE_BUDGET_BYTES // max(1, per_image)))
 
 
+def _step_images(block: Block, x: torch.Tensor, y: torch.Tensor, most: int) -> int:
+    """Images per optimisation step: at most `most`, fewer where the block's autograd graph would pass
+    CAPTURE_BUDGET_BYTES (estimated as one value of the larger of its input and output per graph node and image;
+    ResNet50's first block at 32 images per step peaked the process at 3.7 GB)."""
+    per_image = len(block.module.graph.nodes) * max(x[0].numel(), y[0].numel()) * x.element_size()
+    return max(1, min(most, CAPTURE_BUDGET_BYTES // max(1, per_image)))
+
+
 def _fit_block(block: Block, roundings: list[SoftRounding], x_q: torch.Tensor, x_fp: torch.Tensor,
                target: torch.Tensor, settings: dict, gen: torch.Generator) -> None:
-    iters, reg, drop, batch = settings["iters"], settings["reg"], settings["drop"], settings["batch"]
+    iters, reg, drop = settings["iters"], settings["reg"], settings["drop"]
+    batch = _step_images(block, x_q, target, settings["batch"])
     opt = torch.optim.Adam([r.v for r in roundings], lr=settings["lr"])
     with torch.enable_grad(), _soft_weights(roundings):
         for it in range(iters):
@@ -99,7 +108,8 @@ def _one_block(sim: QuantSim, blocks: list[Block], k: int, batches, settings: di
     with torch.no_grad():
         mse = F.mse_loss(block.module(x_q[probe]), target[probe]).item()
     return {"layers": names, "flipped": flipped, "weights": sum(r.v.numel() for r in roundings),
-            "mse_nearest": mse_nearest, "mse": mse, "images": len(x_q)}
+            "mse_nearest": mse_nearest, "mse": mse, "images": len(x_q),
+            "images_per_step": _step_images(block, x_q, target, settings["batch"])}
 
 
 def reconstruct_blocks(sim: QuantSim, batches, iters: int = 500, reg: float = 0.01, drop: float = 0.0,
