@@ -38,9 +38,9 @@ with st.form("recover_form"):
                            key="recover_steps", **KEPT,
                            help=t("cle: cross-layer equalization with high-bias absorption (ReLU6 becomes ReLU in "
                                   "equalized pairs, as in DFQ). bias_correction: empirical, from calibration images. "
-                                  "adaround/gptq: output-aware weight rounding. brecq: the rounding of each block's layers fitted "
-                                  "at once to the block's output (BRECQ, with QDrop's mixed inputs). smoothquant: "
-                                  "LayerNorm -> Linear."))
+                                  "adaround/gptq: output-aware weight rounding. brecq: the rounding of each block's "
+                                  "layers fitted at once to the block's output (BRECQ). smoothquant: LayerNorm -> "
+                                  "Linear."))
     c1, c2, c3 = st.columns(3)
     iters = c1.number_input(t("Iterations (AdaRound: per layer, BRECQ: per block)"), 20, 5000, 500, step=100,
                             key="recover_iters", **KEPT)

@@ -43,7 +43,7 @@ ROUNDINGS = ("adaround", "gptq", "brecq")  # each sets every weight's rounding: 
 def _has_blocks(p: Prepared) -> bool:
     try:
         return len(split_blocks(p.sim)) > 1
-    except ValueError:  # a graph with several inputs
+    except ValueError:  # a graph with several inputs or outputs
         return False
 
 
