@@ -32,12 +32,13 @@ def app_history(tmp_path_factory) -> Path:
 
 
 @contextmanager
-def running_app(history: Path, log_name: str = "e2e-streamlit.log"):
-    """`streamlit run app.py` on a free loopback port for the duration of the block: (url, process)."""
+def running_app(history: Path, log_name: str = "e2e-streamlit.log", script: str = "app.py"):
+    """`streamlit run <script>` (the app by default) on a free loopback port for the duration of the block:
+    (url, process)."""
     port = _free_port()
     log = open(ROOT / "logs" / log_name, "w") if (ROOT / "logs").is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+        [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1",

@@ -55,10 +55,6 @@ def _load(page, app_url: str, path, folder) -> None:
     wait_idle(page)
     # the input shape is left blank: the .pt2 fixes C, H, W (only its batch is dynamic), so it is read from the file
     expect(page.get_by_label("Input shape C,H,W (.pt2/.onnx)", exact=True)).to_have_value("")
-    # "imagenet" is what "auto" picks for this RGB torchvision model; choosing it is a rerun of its own, which sees
-    # the upload even when the rerun the upload asked for was lost under load (CI: Load stayed disabled for 120 s)
-    page.get_by_test_id("stRadio").filter(has_text="Preprocessing").get_by_text("imagenet", exact=True).click()
-    wait_idle(page)
     load = page.get_by_role("button", name="Load model")
     expect(load).to_be_enabled(timeout=120_000)
     load.click()
