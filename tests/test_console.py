@@ -45,3 +45,19 @@ def test_a_terminal_rewrites_one_line_and_keeps_stages_when_asked():
     # each stage's last update stays on screen, and an epoch's line has its own
     assert lines == ["statistics pass: 1600/1600 images", "timing: round 100/100", "evaluating every path",
                      "epoch 1 (step 10): fake-quant 90.00%", ""]
+
+
+def test_a_long_stage_in_a_file_prints_its_latest_message_every_heartbeat():
+    """Bias correction over 53 layers is one stage of minutes: the log shows where it is at least every 30 s."""
+    from qcore.console import HEARTBEAT_S
+
+    now = [0.0]
+    out = io.StringIO()
+    progress = ConsoleProgress(out, clock=lambda: now[0])
+    for i in range(1, 54):  # one layer every 7 s: 371 s in one stage
+        progress(i / 53, f"bias correction features.{i}.conv.0.0 ({i}/53)")
+        now[0] += 7.0
+    lines = out.getvalue().splitlines()
+    # the first update, then the first update at least HEARTBEAT_S (30 s) after the last line: every 5th (35 s)
+    assert HEARTBEAT_S == 30.0
+    assert lines == [f"bias correction features.{i}.conv.0.0 ({i}/53)" for i in range(1, 54, 5)]
