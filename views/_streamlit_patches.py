@@ -5,7 +5,7 @@ A file dropped on st.file_uploader first asks the server for upload URLs (a `fil
 run starts in between, Streamlit clears that queue, keeping only lifecycle messages, and the answer is among the
 messages it drops. The browser then waits for it forever: the file never shows in the uploader and "Load model"
 stays disabled. On a busy server (a classroom, a job running) runs start often enough to hit this: 1 of 3 students
-in our load test, and 2 of 6 drops into an app that reruns continuously (`tests/e2e/test_upload_race.py`).
+in our load test, and 2 of 8 drops (in each of two runs) into an app that reruns continuously (`tests/e2e/test_upload_race.py`).
 
 The fix keeps `file_urls_response` messages through the clear; they carry no script output, so keeping them
 cannot show a stale element. Streamlit does the same for toasts (its issue #7740). Remove this module when

@@ -2,7 +2,8 @@
 
 Streamlit 1.67 drops the server's answer to the uploader's request for upload URLs when a run starts before the
 answer is sent; the browser then waits for it forever. An app that reruns without pause makes that likely: unpatched,
-2 of 6 drops were lost here (AVX2 class, 2 cores). The app below imports the fix as app.py does."""
+2 of the 8 drops were lost in each of two runs here (AVX2 class, 2 cores). The app below imports the fix as app.py
+does."""
 
 import pytest
 from playwright.sync_api import expect
