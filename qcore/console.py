@@ -5,9 +5,10 @@ On a terminal a carriage return rewrites one status line, which is what a person
 file or a pipe (CI logs, `2> log.txt`, `| tee`) every carriage return is kept, so the same updates
 become hundreds of lines of noise; there the printer writes a line only when the *stage* changes: the
 message with its counters and numbers taken out ("statistics pass: 32/256 images" and
-"statistics pass: 64/256 images" are one stage). A stage can be long: bias correction of mobilenet_v2's 53 layers
-at 224x224 is one stage of six minutes ("bias correction features.#.conv.#.# (#)"), so a stage that has printed
-nothing for HEARTBEAT_S seconds prints its latest message again; a log is never silent longer than that.
+"statistics pass: 64/256 images" are one stage). A stage can be long: most of mobilenet_v2's 53 bias-correction
+layers at 224x224 are one stage ("bias correction features.#.conv.# (#)"), which printed nothing for six minutes.
+So the first update that comes HEARTBEAT_S seconds or more after the last line is printed too: a long stage shows
+where it is about every HEARTBEAT_S seconds (a single update that itself takes longer still prints only when it comes).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ messages it drops. The browser then waits for it forever: the file never shows i
 stays disabled. On a busy server (a classroom, a job running) runs start often enough to hit this: 1 of 3 students
 in our load test, and 2 of 8 drops (in each of two runs) into an app that reruns continuously (`tests/e2e/test_upload_race.py`).
 
-The fix keeps `file_urls_response` messages through the clear; they carry no script output, so keeping them
-cannot show a stale element. Streamlit does the same for toasts (its issue #7740). Remove this module when
+The fix keeps the server's replies to the browser's own requests through the clear: `file_urls_response`, and for
+the same reason `heartbeat_ack` (a lost ack makes the browser drop its connection and reconnect) and
+`backend_operation_response`. They carry no script output, so keeping them cannot show a stale element. Streamlit does the same for toasts (its issue #7740). Remove this module when
 Streamlit keeps them itself: `tests/app/test_streamlit_patches.py` says when.
 """
 
@@ -18,7 +19,8 @@ import functools
 
 from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
 
-KEPT_TYPES = frozenset({"file_urls_response"})
+# replies to requests the browser waits on; none of them is script output
+KEPT_TYPES = frozenset({"file_urls_response", "heartbeat_ack", "backend_operation_response"})
 
 
 def _keeping_answers(clear):

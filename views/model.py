@@ -131,7 +131,13 @@ with tab_model:
                                       "stay dynamic). Needed only when the file leaves them open."))
     with user_errors():
         preset_name, overrides = _preprocess_widgets()
-    if st.button(t("Load model"), disabled=f is None):
+    # never disabled: Load stayed disabled for 30 s after a file was dropped in one full-suite run (cause not pinned
+    # down). A click sends every widget's value, the uploader's too; with no file on the server the click says so
+    load_clicked = st.button(t("Load model"))
+    if load_clicked and f is None:
+        st.warning(t("No model file has reached the server yet: choose one above (or wait until its upload "
+                     "finishes), then press Load model again."))
+    if load_clicked and f is not None:
         path = upload_dir() / f.name
         path.write_bytes(f.getvalue())
         chosen = f"timm:{timm_arch}" if arch == "timm ..." and timm_arch else (None if arch in ("(none)", "timm ...") else arch)

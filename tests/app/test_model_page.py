@@ -51,3 +51,14 @@ def test_lang_query_parameter_picks_the_language(lang, title, header):
     assert not at.exception
     assert at.title[0].value == title
     assert header in [h.value for h in at.sidebar.header]
+
+
+def test_load_model_without_a_file_says_what_to_do():
+    """The button is never disabled (a click carries the uploader's value even where the upload's own rerun did not
+    arrive); pressed with no file on the server it says so instead of doing nothing."""
+    at = run_app(eval_size=10)
+    load = next(b for b in at.button if b.label == "Load model")
+    assert not load.disabled
+    load.click().run()
+    assert not at.exception
+    assert any("No model file has reached the server yet" in w.value for w in at.warning)

@@ -42,3 +42,20 @@ def test_streamlit_itself_still_drops_the_answer_so_the_fix_is_still_needed():
     queue, _ = _queue_with_an_answer_and_output()
     ForwardMsgQueue.clear.__wrapped__(queue, retain_lifecycle_msgs=True)
     assert queue.flush() == [], "Streamlit keeps upload answers now: remove views/_streamlit_patches.py"
+
+
+def test_a_fragment_run_keeps_the_answer_once():
+    """Streamlit keeps non-delta messages through a fragment run's clear itself: the answer must not be doubled."""
+    queue, answer = _queue_with_an_answer_and_output()
+    queue.clear(retain_lifecycle_msgs=True, fragment_ids_this_run=["fragment-1"])
+    assert [m for m in queue.flush() if m.WhichOneof("type") == "file_urls_response"] == [answer]
+
+
+def test_a_heartbeat_ack_survives_a_run_starting():
+    """A lost ack makes the browser drop its connection and reconnect (widgets disabled meanwhile)."""
+    queue = ForwardMsgQueue()
+    ack = ForwardMsg()
+    ack.heartbeat_ack = True
+    queue.enqueue(ack)
+    queue.clear(retain_lifecycle_msgs=True)
+    assert queue.flush() == [ack]

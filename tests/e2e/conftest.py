@@ -119,6 +119,21 @@ def wait_idle(page, timeout_ms: int = 180_000) -> None:
                                                           timeout=timeout_ms)
 
 
+def press_load(page, done, timeout_ms: int = 180_000, tries: int = 4) -> None:
+    """Press Load model as its message asks: again, a few seconds later, while the page says no file has reached
+    the server yet (an upload still finishing); then `done` (a locator) must show."""
+    from playwright.sync_api import expect
+
+    waiting = page.get_by_text("No model file has reached the server yet")
+    for _ in range(tries):
+        page.get_by_role("button", name="Load model").click()
+        expect(done.or_(waiting).first).to_be_visible(timeout=timeout_ms)
+        if done.first.is_visible():
+            return
+        page.wait_for_timeout(3000)
+    expect(done.first).to_be_visible(timeout=1000)
+
+
 def expect_at_least(locator, n: int, timeout_ms: int = 120_000) -> None:
     """Wait until at least n elements match: the browser renders heavy widgets (plotly, tables)
     a while after the script run ends, longer when the machine is busy."""
