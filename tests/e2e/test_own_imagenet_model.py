@@ -9,7 +9,7 @@ import torch
 import torchvision
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import ROOT, expect_at_least, expect_no_exception, press_load, wait_idle
+from tests.e2e.conftest import ROOT, expect_at_least, expect_no_exception, upload_and_load, wait_idle
 from tests.helpers import data_initialized, image_folder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -50,12 +50,9 @@ def _load(page, app_url: str, path, folder) -> None:
         box.fill(value)
         box.press("Enter")
         wait_idle(page)
-    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(path))
-    expect(page.get_by_test_id("stFileUploader").first.get_by_text("small224.pt2")).to_be_visible(timeout=120_000)
-    wait_idle(page)
     # the input shape is left blank: the .pt2 fixes C, H, W (only its batch is dynamic), so it is read from the file
     expect(page.get_by_label("Input shape C,H,W (.pt2/.onnx)", exact=True)).to_have_value("")
-    press_load(page, page.get_by_role("heading", name="user:small224.pt2"), timeout_ms=300_000)
+    upload_and_load(page, path, page.get_by_role("heading", name="user:small224.pt2"), timeout_ms=300_000)
     wait_idle(page)
     expect(page.get_by_text("Format: pt2. Input 3x224x224")).to_be_visible()  # the shape the file declares
     expect_no_exception(page)

@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import ROOT, expect_at_least, expect_no_exception, press_load, wait_idle
+from tests.e2e.conftest import ROOT, expect_at_least, expect_no_exception, upload_and_load, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -99,9 +99,7 @@ def test_bad_model_upload_is_a_message(app_url, page, tmp_path):
     page.goto(app_url)
     expect(page.get_by_text("Your own model or images")).to_be_visible(timeout=180_000)
     wait_idle(page)
-    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(junk))
-    expect(page.get_by_test_id("stFileUploader").first.get_by_text("junk.pt")).to_be_visible(timeout=60_000)
-    press_load(page, page.get_by_text("cannot be loaded safely"), timeout_ms=60_000)
+    upload_and_load(page, junk, page.get_by_text("cannot be loaded safely"), timeout_ms=60_000)
     expect_no_exception(page)
 
 
@@ -122,10 +120,8 @@ def test_an_uploaded_torch_export_program_is_quantized_for_real(app_url, page, t
     data.fill("fashion-mnist")  # an own model's classes are its own: say which images it is scored on
     data.press("Enter")
     wait_idle(page)
-    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(tmp_path / "fm_mobile.pt2"))
-    expect(page.get_by_test_id("stFileUploader").first.get_by_text("fm_mobile.pt2")).to_be_visible(timeout=60_000)
     # no input shape typed: the export fixed 1x28x28, so it is read from the file
-    press_load(page, page.get_by_role("heading", name="user:fm_mobile.pt2"))
+    upload_and_load(page, tmp_path / "fm_mobile.pt2", page.get_by_role("heading", name="user:fm_mobile.pt2"))
     wait_idle(page)
     expect(page.get_by_text("Format: pt2. Input 1x28x28")).to_be_visible()
     quantized = page.get_by_test_id("stMetric").filter(has_text="Quantized layers")
