@@ -48,7 +48,8 @@ def test_a_terminal_rewrites_one_line_and_keeps_stages_when_asked():
 
 
 def test_a_long_stage_in_a_file_prints_its_latest_message_every_heartbeat():
-    """Bias correction over 53 layers is one stage of minutes: the log shows where it is at least every 30 s."""
+    """Bias correction over 53 layers is one stage of minutes: the log shows where it is about every 30 s (the first
+    update 30 s or more after the last line)."""
     from qcore.console import HEARTBEAT_S
 
     now = [0.0]
