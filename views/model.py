@@ -137,7 +137,7 @@ with tab_model:
     if load_clicked and f is None:
         st.warning(t("No model file has reached the server yet: choose one above (or wait until its upload "
                      "finishes), then press Load model again."))
-    if load_clicked and f is not None:
+    elif load_clicked:
         path = upload_dir() / f.name
         path.write_bytes(f.getvalue())
         chosen = f"timm:{timm_arch}" if arch == "timm ..." and timm_arch else (None if arch in ("(none)", "timm ...") else arch)
