@@ -55,14 +55,18 @@ def fp32_eval(loaded: LoadedModel, data_name: str, size: int, seed: int) -> Eval
     store = _shared_results()
     identity = model_identity(loaded)
     key = (identity, data_name, size, seed)
+    # the bar's slot is drawn on every run: an element drawn only when the result is missing moves every later
+    # element down one place in that run, the browser remounts them, and a file being dropped on the page's
+    # uploader meanwhile is lost (it never shows, or shows and vanishes)
+    slot = st.empty()
     if key not in store:
         data = cached_eval_set(data_name, size, seed, decode_for(loaded))
         check_compatible(loaded, data)
-        bar = st.progress(0.0, text=t("FP32 evaluation of {model} on {n} images").format(model=loaded.name, n=len(data)))
+        bar = slot.progress(0.0, text=t("FP32 evaluation of {model} on {n} images").format(model=loaded.name, n=len(data)))
         with page_threads():
             result = evaluate(loaded.module, loaded.spec.preprocess, data,
                               progress=lambda f, _msg: bar.progress(f or 0.0))
-        bar.empty()
+        slot.empty()
         while len(store) >= 32:
             store.pop(next(iter(store)))
         store[key] = result

@@ -131,8 +131,8 @@ with tab_model:
                                       "stay dynamic). Needed only when the file leaves them open."))
     with user_errors():
         preset_name, overrides = _preprocess_widgets()
-    # never disabled: Load stayed disabled for 30 s after a file was dropped in one full-suite run (cause not pinned
-    # down). A click sends every widget's value, the uploader's too; with no file on the server the click says so
+    # never disabled: a click sends every widget's value, the uploader's too, and with no file on the server it says
+    # what to do (an upload can still go missing, e.g. on a lost connection)
     load_clicked = st.button(t("Load model"))
     if load_clicked and f is None:
         st.warning(t("No model file has reached the server yet: choose one above (or wait until its upload "
@@ -159,7 +159,11 @@ with tab_data:
                  "(scored by agreement with FP32). ImageNet synset folder names (n01440764, ...) map to ImageNet "
                  "classes. Images of any size go through the model's preprocessing."))
     z = st.file_uploader(t("Dataset archive"), type=["zip"], key="data_upload")
-    if st.button(t("Use this dataset"), disabled=z is None):
+    use_clicked = st.button(t("Use this dataset"))  # never disabled, as Load model: the click says what is missing
+    if use_clicked and z is None:
+        st.warning(t("No archive has reached the server yet: choose one above (or wait until its upload finishes), "
+                     "then press Use this dataset again."))
+    elif use_clicked:
         archive = upload_dir() / z.name
         archive.write_bytes(z.getvalue())
         try:

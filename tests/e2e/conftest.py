@@ -121,8 +121,7 @@ def wait_idle(page, timeout_ms: int = 180_000) -> None:
 
 def upload_and_load(page, path, done, timeout_ms: int = 180_000, tries: int = 3) -> None:
     """Drop `path` on the model uploader and press Load model as a user does: while the page says no file has
-    reached the server, drop it again and press again; then `done` (a locator) must show. Under load a dropped
-    file was seen to show in the uploader and then vanish from it (not pinned down; the README says so)."""
+    reached the server, drop it again and press again; then `done` (a locator) must show."""
     from playwright.sync_api import expect
 
     waiting = page.get_by_text("No model file has reached the server yet")
