@@ -98,10 +98,12 @@ blocks = block_table(report.rows)
 if blocks:
     st.subheader(t("BRECQ, block by block: block-output MSE against FP32"))
     names = {"block": t("block"), "layers": t("layers"), "nearest MSE": t("nearest MSE"), "brecq MSE": t("BRECQ MSE"),
-             "flipped": t("flipped"), "images": t("images")}
+             "flipped": t("flipped"), "steps learned": t("steps learned"), "images": t("images")}
     st.dataframe(pd.DataFrame(blocks).rename(columns=names), hide_index=True, width="stretch")
     st.caption(t("A block ends where the rest of the network reads one tensor only (after a residual add); its layers' "
                  "rounding is fitted at once to the block's FP32 output, through its activation quantizers."))
+    st.caption(t("steps learned: the block's activation step sizes learned with the rounding and kept (LSQ); 0 where "
+                 "the learned ones gave a higher block error than the calibrated ones, which the block then keeps."))
 if changes.get("smoothquant", {}).get("pairs"):
     st.subheader(t("SmoothQuant: activation maxima per channel"))
     norm = st.selectbox("LayerNorm", list(changes["smoothquant"]["pairs"]), key="recover_norm")

@@ -93,9 +93,11 @@ def rounding_table(rows: list[RecoveryRow]) -> list[dict]:
 
 def block_table(rows: list[RecoveryRow]) -> list[dict]:
     """Per block of the last row that ran BRECQ: its layers, block-output MSE of round-to-nearest and of the
-    reconstruction (on the first calibration images), weights flipped, images it was fitted on."""
+    reconstruction (on the first calibration images), weights flipped, activation step sizes whose learned value
+    it kept (0 where the learned ones raised its error), images it was fitted on."""
     ran = [row for row in rows if "brecq" in row.changes]
     if not ran:
         return []
     return [{"block": name, "layers": ", ".join(r["layers"]), "nearest MSE": r["mse_nearest"], "brecq MSE": r["mse"],
-             "flipped": r["flipped"], "images": r["images"]} for name, r in ran[-1].changes["brecq"]["blocks"].items()]
+             "flipped": r["flipped"], "steps learned": len(r.get("activation_steps", {})) if r.get("activation_steps_kept")
+             else 0, "images": r["images"]} for name, r in ran[-1].changes["brecq"]["blocks"].items()]

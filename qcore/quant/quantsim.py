@@ -125,11 +125,15 @@ class ActQuantizer(nn.Module):
     def quantizes_int(self) -> bool:
         return self.mode == Mode.QUANT and self.dtype == "int"
 
-    def set_range(self, result: RangeResult | None, scheme: QScheme | None, dtype: str) -> None:
+    def set_range(self, result: RangeResult | None, scheme: QScheme | None, dtype: str, exact: bool = False) -> None:
+        """`exact`: the grid is the result's own scale and zero-point, for a fitted grid (a learned step size),
+        which its clip range does not give back exactly on a symmetric scheme."""
         self.range, self.scheme, self.dtype = result, scheme, dtype
         if result is not None and scheme is not None:
-            scale, zp = compute_qparams(result.clip_min, result.clip_max, scheme)
-            self._set_grid(scale, zp)
+            if exact:
+                self._set_grid(torch.tensor(float(result.scale)), torch.tensor(int(result.zero_point)))
+            else:
+                self._set_grid(*compute_qparams(result.clip_min, result.clip_max, scheme))
 
     def _set_grid(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
         self.scale, self.zero_point = scale.reshape(()), zero_point.reshape(()).to(torch.int32)
@@ -471,6 +475,9 @@ class QuantSim(nn.Module):
         self.float_reasons: dict[str, str] = {}  # layers with weights that stay float, and why
         self.recovery_results: list = []  # what each of config.recovery's steps changed (quant.recovery.StepResult)
         self.bias_floors: dict[str, int] = {}  # layers whose weight scale was raised for an int32 bias (bias_range)
+        # activation ranges a recovery step fitted (BRECQ's learned step sizes), by quantizer, with the scheme they
+        # were fitted for: calibration keeps them (apply_ranges), so they are what the sim runs and exports
+        self.learned_ranges: dict[str, tuple[RangeResult, QScheme]] = {}
         self._insert_quantizers(gm)
         if not self.weight_layers:
             raise NothingQuantized(
@@ -628,9 +635,10 @@ class QuantSim(nn.Module):
     def apply_ranges(self, method: str | None = None, ranges: dict[str, RangeResult] | None = None) -> dict[str, RangeResult]:
         """Set every activation quantizer's range and switch to quantized mode.
 
-        By default each layer uses its config's act_method; `method` overrides it for all layers,
-        `ranges` supplies precomputed ranges by name. A layer whose config fixes its range (`act_clip`) gets
-        that range whatever `method` or `ranges` say. Layers configured as float stay float.
+        By default each layer uses its config's act_method, or the range a recovery step fitted for it
+        (`learned_ranges`, for the same scheme); `method` overrides both for all layers, `ranges` supplies
+        precomputed ranges by name. A layer whose config fixes its range (`act_clip`) gets that range whatever
+        `method` or `ranges` say. Layers configured as float stay float.
         """
         if not self.stats:
             raise RuntimeError("collect_stats() must run before ranges can be applied")
@@ -646,16 +654,19 @@ class QuantSim(nn.Module):
                 q.set_range(None, None, cfg.act_dtype)
                 continue
             scheme = cfg.act_scheme(self.config.reduce_range)
+            learned, learned_scheme = self.learned_ranges.get(q.name, (None, None)) if method is None else (None, None)
             if cfg.act_clip is not None:  # a fixed range in the config beats any method and any precomputed range
                 result = fixed_range(self.stats[q.name], *cfg.act_clip, scheme)
             elif ranges is not None and q.name in ranges:
                 result = ranges[q.name]
+            elif learned is not None and learned_scheme == scheme:
+                result = learned
             else:
                 key = (q.name, method or cfg.act_method, scheme)
                 if key not in self._range_cache:  # entropy/mse searches are worth computing once
                     self._range_cache[key] = compute_range(self.stats[q.name], key[1], scheme)
                 result = self._range_cache[key]
-            q.set_range(result, scheme, "int")
+            q.set_range(result, scheme, "int", exact=result is learned)
             applied[q.name] = result
         self.fit_int32_biases()
         return applied

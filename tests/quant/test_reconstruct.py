@@ -81,6 +81,42 @@ def test_brecq_is_a_recovery_step_with_its_settings(resnet_inputs):
     assert sim.recovery_results[1].changes["blocks"]
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_learned_activation_steps_are_kept_where_they_help_and_calibration_keeps_them(resnet_inputs, symmetric):
+    """The blocks' activation step sizes are learned with the rounding; a block keeps its learned steps only with a
+    lower output error, and then a new calibration (statistics and ranges again, as the recovery pipeline does) keeps
+    them exactly, on a symmetric grid too, while an explicit method still gets its own ranges."""
+    config = W4_TENSOR.with_default(act_symmetric=symmetric)
+    sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
+    result = reconstruct_blocks(sim, resnet_inputs.calib_batches, iters=40)["blocks"]
+    kept = {name: steps[1] for r in result.values() if r["activation_steps_kept"]
+            for name, steps in r["activation_steps"].items()}
+    assert kept and set(kept) == set(sim.learned_ranges)
+    assert any(abs(learned - calibrated) > 1e-6 * calibrated for r in result.values()
+               for calibrated, learned in r["activation_steps"].values())
+    for r in result.values():  # a dropped block's quantizers keep their calibrated step
+        for name, (calibrated, _) in r["activation_steps"].items():
+            if not r["activation_steps_kept"]:
+                assert float(sim.quantizer(name).scale) == pytest.approx(calibrated, rel=1e-6)
+    sim.collect_stats(resnet_inputs.calib_batches)
+    sim.apply_ranges()
+    for name, step in kept.items():
+        assert float(sim.quantizer(name).scale) == pytest.approx(step, rel=1e-6), name
+        assert sim.quantizer(name).range.method == "brecq"
+    sim.apply_ranges(method="max")
+    assert all(sim.quantizer(name).range.method == "max" for name in kept)
+
+
+def test_an_overshooting_step_size_is_dropped_not_kept(resnet_inputs):
+    """A learning rate far too high makes the steps worse than calibrated: those blocks keep the calibrated ones."""
+    sim = calibrated_sim(resnet_inputs.loaded.module, W4_TENSOR, resnet_inputs.calib_batches)
+    result = reconstruct_blocks(sim, resnet_inputs.calib_batches, iters=20, act_lr=0.5)["blocks"]
+    dropped = [r for r in result.values() if not r["activation_steps_kept"]]
+    assert dropped
+    for r in dropped:
+        assert not set(r["activation_steps"]) & set(sim.learned_ranges)
+
+
 def test_a_graph_with_two_outputs_is_refused_with_the_reason():
     from torch import nn
 

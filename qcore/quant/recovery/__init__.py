@@ -9,7 +9,7 @@ the sim deep-copied it. Each returns what it changed and how long it took (`Step
 - `cle`: cross-layer equalization + high-bias absorption (cle.py)
 - `bias_correction`: empirical, on calibration data (bias.py)
 - `adaround`, `gptq`: output-aware weight rounding (rounding.py)
-- `brecq`: the rounding of each block's layers fitted at once to the block's output (reconstruct.py)
+- `brecq`: the rounding of each block's layers (and its activation step sizes) fitted at once to the block's output (reconstruct.py)
 - `smoothquant`: activation outliers into the weights, LayerNorm -> Linear (bias.py)
 """
 
@@ -25,7 +25,7 @@ from qcore.quant.qconfig import RecoveryStep
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.recovery.bias import correct_bias, smooth
 from qcore.quant.recovery.cle import absorb_high_bias, choose_rounds, equalize
-from qcore.quant.recovery.reconstruct import reconstruct_blocks
+from qcore.quant.recovery.reconstruct import ACT_LR, reconstruct_blocks
 from qcore.quant.recovery.rounding import adaround, gptq
 
 __all__ = ["StepResult", "apply_recovery", "NEEDS_RANGES"]
@@ -58,7 +58,8 @@ def _run(step: RecoveryStep, sim: QuantSim, batches: list[torch.Tensor], say: Pr
         return adaround(sim, batches, step.param("iters", 500), step.param("reg", 0.01), progress=say)
     if step.name == "brecq":
         return reconstruct_blocks(sim, batches, step.param("iters", 500), step.param("reg", 0.01),
-                                  step.param("drop", 0.0), step.param("lr", 0.01), progress=say)
+                                  step.param("drop", 0.0), step.param("lr", 0.01),
+                                  act_lr=step.param("act_lr", ACT_LR), progress=say)
     return gptq(sim, batches, step.param("damp", 0.01), progress=say)
 
 

@@ -8,6 +8,13 @@ FP32 network with probability `drop`, else from the quantized one, so the roundi
 The default is 0, plain BRECQ: the block then also makes up for the error the blocks before it left (fm_resnet
 W4A8 per-tensor after CLE, full test set, 500 iterations: drop 0 93.18%, drop 0.5 92.90%).
 
+Activation step sizes (`act_lr` > 0, the default): the step size of each activation quantizer inside the block is
+learned with the rounding (LSQ, Esser et al. 2020, as BRECQ's and QDrop's own code do), then kept only if the
+block's output error on the probe images is lower with the learned steps than with the calibrated ones. Kept steps
+go into `sim.learned_ranges`, which calibration keeps. fm_resnet W4A8 per-tensor after CLE, 500 iterations: the
+blocks' summed output error on the calibration images was 0.27 at act_lr 1e-5, 0.24 at 2e-5 and 0.36 at 4e-5, and
+the full test set gave 93.27%, 93.32% and 93.07% (93.18% with the steps as calibrated).
+
 Same soft rounding and regularizer schedule as AdaRound (`rounding.py`); the weights end on the layer's grid,
 pinned, so re-quantizing and exporting keep them. Blocks go in order, each fed by the blocks before it as they
 were rounded. Block inputs and targets are held for as many calibration images as fit in CAPTURE_BUDGET_BYTES.
@@ -22,13 +29,15 @@ import torch
 import torch.nn.functional as F
 
 from qcore.quant.progress import Msg, Progress, silent
-from qcore.quant.quantsim import QuantSim, image_count
+from qcore.quant.quantsim import ActQuantizer, QuantSim, image_count
 from qcore.quant.recovery.blocks import Block, split_blocks
 from qcore.quant.recovery.reference import fp32_reference, remember
 from qcore.quant.recovery.rounding import (CAPTURE_BUDGET_BYTES, PROBE, SoftRounding, _first_images, annealed_beta,
                                            output_error, rounded_layers)
 
-__all__ = ["reconstruct_blocks"]
+__all__ = ["reconstruct_blocks", "ACT_LR"]
+
+ACT_LR = 2e-5  # Adam's learning rate for the activation step sizes (0: they stay as calibrated)
 
 
 @contextmanager
@@ -73,11 +82,19 @@ def _step_images(block: Block, x: torch.Tensor, y: torch.Tensor, most: int) -> i
     return max(1, min(most, CAPTURE_BUDGET_BYTES // max(1, per_image)))
 
 
-def _fit_block(block: Block, roundings: list[SoftRounding], x_q: torch.Tensor, x_fp: torch.Tensor,
-               target: torch.Tensor, settings: dict, gen: torch.Generator) -> None:
+def _block_quantizers(block: Block) -> list[ActQuantizer]:
+    """The integer activation quantizers a block runs (the one on its input belongs to the block before)."""
+    return [m for m in block.module.modules() if isinstance(m, ActQuantizer) and m.quantizes_int]
+
+
+def _fit_block(block: Block, roundings: list[SoftRounding], quantizers: list[ActQuantizer], x_q: torch.Tensor,
+               x_fp: torch.Tensor, target: torch.Tensor, settings: dict, gen: torch.Generator) -> None:
     iters, reg, drop = settings["iters"], settings["reg"], settings["drop"]
     batch = _step_images(block, x_q, target, settings["batch"])
-    opt = torch.optim.Adam([r.v for r in roundings], lr=settings["lr"])
+    groups = [{"params": [r.v for r in roundings], "lr": settings["lr"]}]
+    if quantizers:
+        groups.append({"params": [q.learn_range() for q in quantizers], "lr": settings["act_lr"]})
+    opt = torch.optim.Adam(groups)
     with torch.enable_grad(), _soft_weights(roundings):
         for it in range(iters):
             idx = torch.randint(0, len(x_q), (min(batch, len(x_q)),), generator=gen)
@@ -88,6 +105,28 @@ def _fit_block(block: Block, roundings: list[SoftRounding], x_q: torch.Tensor, x
             opt.zero_grad()
             loss.backward()
             opt.step()
+
+
+def _settle_steps(sim: QuantSim, block: Block, quantizers: list[ActQuantizer], x: torch.Tensor,
+                  target: torch.Tensor) -> dict:
+    """Fix the learned step sizes, and keep them only where the block's output error on `x` is lower than with
+    the calibrated ones (a step size that overshot is dropped, not kept); kept ones go into sim.learned_ranges.
+    Returns {quantizer: [calibrated step, learned step]} and whether they were kept."""
+    calibrated = [(q, q.range, q.scheme) for q in quantizers]
+    for q in quantizers:
+        q.freeze_range("brecq")
+    learned = [(q, q.range) for q in quantizers]
+    with torch.no_grad():
+        learned_mse = F.mse_loss(block.module(x), target).item()
+        for q, result, scheme in calibrated:
+            q.set_range(result, scheme, "int")
+        calibrated_mse = F.mse_loss(block.module(x), target).item()
+    keep = learned_mse < calibrated_mse
+    for q, result in learned if keep else []:
+        q.set_range(result, q.scheme, "int", exact=True)
+        sim.learned_ranges[q.name] = (result, q.scheme)
+    return {"activation_steps": {q.name: [c.scale, r.scale] for (q, c, _), (_, r) in zip(calibrated, learned)},
+            "activation_steps_kept": keep}
 
 
 def _one_block(sim: QuantSim, blocks: list[Block], k: int, batches, settings: dict, gen: torch.Generator,
@@ -102,20 +141,24 @@ def _one_block(sim: QuantSim, blocks: list[Block], k: int, batches, settings: di
     for name in names:
         remember(sim, name)
     roundings = [SoftRounding(sim.weight_layers[n]) for n in names]
-    _fit_block(block, roundings, x_q, x_fp, target, settings, gen)
+    quantizers = _block_quantizers(block) if settings["act_lr"] > 0 else []
+    _fit_block(block, roundings, quantizers, x_q, x_fp, target, settings, gen)
     flipped = sum(r.store() for r in roundings)
     sim.weights_changed()
+    steps = _settle_steps(sim, block, quantizers, x_q[probe], target[probe]) if quantizers else {}
     with torch.no_grad():
         mse = F.mse_loss(block.module(x_q[probe]), target[probe]).item()
     return {"layers": names, "flipped": flipped, "weights": sum(r.v.numel() for r in roundings),
             "mse_nearest": mse_nearest, "mse": mse, "images": len(x_q),
-            "images_per_step": _step_images(block, x_q, target, settings["batch"])}
+            "images_per_step": _step_images(block, x_q, target, settings["batch"]), **steps}
 
 
 def reconstruct_blocks(sim: QuantSim, batches, iters: int = 500, reg: float = 0.01, drop: float = 0.0,
-                       lr: float = 0.01, batch: int = 32, seed: int = 0, progress: Progress | None = None) -> dict:
+                       lr: float = 0.01, batch: int = 32, seed: int = 0, act_lr: float = ACT_LR,
+                       progress: Progress | None = None) -> dict:
     """Block-wise reconstruction of every block with integer-weight layers, in graph order; returns per-block
-    layers, flips, output MSEs (round-to-nearest against reconstructed, on the first PROBE images) and seconds."""
+    layers, flips, output MSEs (round-to-nearest against reconstructed, on the first PROBE images), the
+    activation step sizes (calibrated and learned, and whether they were kept) and seconds."""
     say, gen, out = progress or silent, torch.Generator().manual_seed(seed), {}
     blocks = split_blocks(sim)
     rounded = set(rounded_layers(sim))
@@ -126,7 +169,7 @@ def reconstruct_blocks(sim: QuantSim, batches, iters: int = 500, reg: float = 0.
             continue
         start = time.perf_counter()
         names = [n for n in block.layers if n in rounded]
-        settings = {"iters": iters, "reg": reg, "drop": drop, "lr": lr, "batch": batch}
+        settings = {"iters": iters, "reg": reg, "drop": drop, "lr": lr, "batch": batch, "act_lr": act_lr}
         out[f"block {k + 1}"] = {**_one_block(sim, blocks, k, batches, settings, gen, names),
                                  "seconds": round(time.perf_counter() - start, 3)}
     return {"blocks": out}
