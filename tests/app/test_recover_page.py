@@ -36,6 +36,7 @@ def test_brecq_from_the_page_shows_each_blocks_error_before_and_after():
     at = routed("views/recover.py", "en", eval_size=200, calib_size=64, weight_bits=4)
     at.multiselect(key="recover_steps").set_value(["brecq"])
     at.number_input(key="recover_iters").set_value(20)
+    at.toggle(key="recover_act_steps").set_value(True)
     _run_the_form(at, seconds=300)
     assert any("BRECQ, block by block" in h.value for h in at.subheader)
     blocks = next(df.value for df in at.dataframe if "BRECQ MSE" in df.value.columns)

@@ -8,7 +8,7 @@ from qcore.quant.build import calibrated_sim
 from qcore.quant.qconfig import QuantConfig, parse_steps
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.recovery.blocks import split_blocks
-from qcore.quant.recovery.reconstruct import reconstruct_blocks
+from qcore.quant.recovery.reconstruct import ACT_LR, reconstruct_blocks
 from qcore.zoo.inputs import prepare_inputs
 from qcore.zoo.models import load_model
 
@@ -75,10 +75,15 @@ def test_a_block_holds_only_the_images_its_capture_budget_allows(resnet_inputs, 
 
 
 def test_brecq_is_a_recovery_step_with_its_settings(resnet_inputs):
+    """Its settings reach it: the activation steps stay as calibrated by default and are learned with act_lr."""
     config = QuantConfig(recovery=parse_steps("cle,brecq:iters=10;drop=0")).with_default(weight_bits=4)
     sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
     assert [r.name for r in sim.recovery_results] == ["cle", "brecq"]
-    assert sim.recovery_results[1].changes["blocks"]
+    assert sim.recovery_results[1].changes["blocks"] and not sim.learned_ranges
+    assert not any("activation_steps" in b for b in sim.recovery_results[1].changes["blocks"].values())
+    learning = QuantConfig(recovery=parse_steps("brecq:iters=10;act_lr=2e-5")).with_default(weight_bits=4)
+    sim = calibrated_sim(resnet_inputs.loaded.module, learning, resnet_inputs.calib_batches)
+    assert all("activation_steps" in b for b in sim.recovery_results[0].changes["blocks"].values())
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
@@ -88,7 +93,7 @@ def test_learned_activation_steps_are_kept_where_they_help_and_calibration_keeps
     them exactly, on a symmetric grid too, while an explicit method still gets its own ranges."""
     config = W4_TENSOR.with_default(act_symmetric=symmetric)
     sim = calibrated_sim(resnet_inputs.loaded.module, config, resnet_inputs.calib_batches)
-    result = reconstruct_blocks(sim, resnet_inputs.calib_batches, iters=40)["blocks"]
+    result = reconstruct_blocks(sim, resnet_inputs.calib_batches, iters=40, act_lr=ACT_LR)["blocks"]
     kept = {name: steps[1] for r in result.values() if r["activation_steps_kept"]
             for name, steps in r["activation_steps"].items()}
     assert kept and set(kept) == set(sim.learned_ranges)

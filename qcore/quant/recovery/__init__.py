@@ -25,7 +25,7 @@ from qcore.quant.qconfig import RecoveryStep
 from qcore.quant.quantsim import QuantSim
 from qcore.quant.recovery.bias import correct_bias, smooth
 from qcore.quant.recovery.cle import absorb_high_bias, choose_rounds, equalize
-from qcore.quant.recovery.reconstruct import ACT_LR, reconstruct_blocks
+from qcore.quant.recovery.reconstruct import reconstruct_blocks
 from qcore.quant.recovery.rounding import adaround, gptq
 
 __all__ = ["StepResult", "apply_recovery", "NEEDS_RANGES"]
@@ -59,7 +59,7 @@ def _run(step: RecoveryStep, sim: QuantSim, batches: list[torch.Tensor], say: Pr
     if step.name == "brecq":
         return reconstruct_blocks(sim, batches, step.param("iters", 500), step.param("reg", 0.01),
                                   step.param("drop", 0.0), step.param("lr", 0.01),
-                                  act_lr=step.param("act_lr", ACT_LR), progress=say)
+                                  act_lr=step.param("act_lr", 0.0), progress=say)
     return gptq(sim, batches, step.param("damp", 0.01), progress=say)
 
 
