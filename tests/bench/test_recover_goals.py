@@ -20,3 +20,11 @@ def test_a_named_goal_reads_its_own_row_and_best_reads_the_best_row():
 def test_the_goal_is_inclusive():
     (goal,) = [g for g in goal_rows([_row("fm_resnet", "W4A8 tensor", ["gptq"], 0.933)]) if g["goal"] == "best"]
     assert goal["met"]
+
+
+def test_a_goal_names_the_settings_of_the_row_it_was_met_on():
+    """Two rows of one step list differ by their settings: the verdict says which settings met it."""
+    rows = [{**_row("fm_resnet", "W4A8 tensor", ["cle", "brecq"], 0.9313), "combo": "cle,brecq"},
+            {**_row("fm_resnet", "W4A8 tensor", ["cle", "brecq"], 0.9331), "combo": "cle,brecq:iters=2000;act_lr=2e-5"}]
+    (goal,) = goal_rows(rows)
+    assert goal["met"] and goal["combo"] == "cle,brecq:iters=2000;act_lr=2e-5"
