@@ -29,6 +29,7 @@ import qcore.quant.lowbit  # noqa: F401
 import qcore.quant.qconfig  # noqa: F401
 import qcore.quant.quantsim  # noqa: F401
 import qcore.quant.recovery.graph  # noqa: F401
+import qcore.quant.recovery.reconstruct  # noqa: F401
 import qcore.run.executors  # noqa: F401
 import qcore.run.job_log  # noqa: F401
 import qcore.run.jobs  # noqa: F401
