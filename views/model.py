@@ -114,6 +114,20 @@ def _preprocess_widgets() -> tuple[str | None, dict]:
     return (None if choice == "auto" else choice), overrides
 
 
+def _pressed_or_pending(clicked: bool, upload, key: str) -> bool:
+    """Whether to use the uploaded file in this run: its button was pressed now, or pressed earlier while the file had
+    not reached the server yet (the press is remembered under `key`) and now it has. A press usually lands mid-upload
+    when the user presses as soon as the file's name shows: the name shows while the file still uploads."""
+    pending = st.session_state.pop(key, False)
+    if upload is not None:
+        return clicked or pending
+    if clicked or pending:
+        st.session_state[key] = True
+        st.warning(t("No file has reached the server yet. It is used as soon as its upload finishes; if none is "
+                     "uploading, choose one above."))
+    return False
+
+
 with tab_model:
     st.caption(t("A torch.export program (.pt2, dynamic batch), an ONNX file (.onnx, converted with onnx2torch), or a "
                  "state_dict (.pt/.pth/.bin/.safetensors) for a registry or timm architecture. Every convolution and "
@@ -131,13 +145,9 @@ with tab_model:
                                       "stay dynamic). Needed only when the file leaves them open."))
     with user_errors():
         preset_name, overrides = _preprocess_widgets()
-    # never disabled: a click sends every widget's value, the uploader's too, and with no file on the server it says
-    # what to do (an upload can still go missing, e.g. on a lost connection)
-    load_clicked = st.button(t("Load model"))
-    if load_clicked and f is None:
-        st.warning(t("No model file has reached the server yet: choose one above (or wait until its upload "
-                     "finishes), then press Load model again."))
-    elif load_clicked:
+    # never disabled: a click sends every widget's value, the uploader's too; with no file on the server yet (still
+    # uploading, or none chosen) the press is remembered and the file loads in the run its upload ends with
+    if _pressed_or_pending(st.button(t("Load model")), f, "load_on_arrival"):
         path = upload_dir() / f.name
         path.write_bytes(f.getvalue())
         chosen = f"timm:{timm_arch}" if arch == "timm ..." and timm_arch else (None if arch in ("(none)", "timm ...") else arch)
@@ -159,11 +169,7 @@ with tab_data:
                  "(scored by agreement with FP32). ImageNet synset folder names (n01440764, ...) map to ImageNet "
                  "classes. Images of any size go through the model's preprocessing."))
     z = st.file_uploader(t("Dataset archive"), type=["zip"], key="data_upload")
-    use_clicked = st.button(t("Use this dataset"))  # never disabled, as Load model: the click says what is missing
-    if use_clicked and z is None:
-        st.warning(t("No archive has reached the server yet: choose one above (or wait until its upload finishes), "
-                     "then press Use this dataset again."))
-    elif use_clicked:
+    if _pressed_or_pending(st.button(t("Use this dataset")), z, "use_data_on_arrival"):  # as Load model
         archive = upload_dir() / z.name
         archive.write_bytes(z.getvalue())
         try:

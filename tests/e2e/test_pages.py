@@ -103,6 +103,30 @@ def test_bad_model_upload_is_a_message(app_url, page, tmp_path):
     expect_no_exception(page)
 
 
+def test_a_load_pressed_while_the_file_uploads_loads_it_when_it_arrives(app_url, page, tmp_path):
+    """Users press Load model as soon as the file's name shows, and it shows while the file still uploads. The press
+    is remembered: the page says the file has not arrived, then loads it in the run its upload ends with, with no
+    second press. The browser's upload is slowed (CDP, 200 kB/s for 4 MB) so that the press lands mid-upload."""
+    junk = tmp_path / "slow.pt"
+    junk.write_bytes(b"not a checkpoint" * 250_000)
+    page.goto(app_url)
+    expect(page.get_by_text("Your own model or images")).to_be_visible(timeout=180_000)
+    wait_idle(page)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": 200_000})
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(junk))
+    expect(page.get_by_test_id("stFileChipIconSpinner")).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Load model").click()
+    waiting = page.get_by_text("No file has reached the server yet")
+    expect(waiting).to_be_visible(timeout=60_000)
+    expect(page.get_by_test_id("stFileChipIconSpinner")).to_have_count(1)  # said while the file still uploaded
+    expect(page.get_by_text("cannot be loaded safely")).to_be_visible(timeout=120_000)
+    expect(waiting).to_have_count(0)
+    expect_no_exception(page)
+
+
 def test_an_uploaded_torch_export_program_is_quantized_for_real(app_url, page, tmp_path):
     """The upload path of the done-when: a .pt2 of the trained MobileNet-style model, loaded with its input
     shape and preprocessing, shows its format and quantized layer count, then calibrates in the browser."""

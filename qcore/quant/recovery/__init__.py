@@ -55,11 +55,12 @@ def _run(step: RecoveryStep, sim: QuantSim, batches: list[torch.Tensor], say: Pr
     if step.name == "bias_correction":
         return correct_bias(sim, batches, say)
     if step.name == "adaround":
-        return adaround(sim, batches, step.param("iters", 500), step.param("reg", 0.01), progress=say)
+        return adaround(sim, batches, step.param("iters", 500), step.param("reg", 0.01), seed=step.param("seed", 0),
+                        progress=say)
     if step.name == "brecq":
         return reconstruct_blocks(sim, batches, step.param("iters", 500), step.param("reg", 0.01),
                                   step.param("drop", 0.0), step.param("lr", 0.01),
-                                  act_lr=step.param("act_lr", 0.0), progress=say)
+                                  seed=step.param("seed", 0), act_lr=step.param("act_lr", 0.0), progress=say)
     return gptq(sim, batches, step.param("damp", 0.01), progress=say)
 
 
