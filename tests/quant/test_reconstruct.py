@@ -86,6 +86,19 @@ def test_brecq_is_a_recovery_step_with_its_settings(resnet_inputs):
     assert all("activation_steps" in b for b in sim.recovery_results[0].changes["blocks"].values())
 
 
+@pytest.mark.parametrize("step, function", [("brecq", "reconstruct_blocks"), ("adaround", "adaround")])
+def test_the_seed_setting_reaches_the_rounding_step(resnet_inputs, monkeypatch, step, function):
+    """`seed=` picks the order the images are drawn in: the run-to-run spread of a rounding method is measured by
+    running it with several seeds (README), so the setting must reach the method, and 0 is the default."""
+    import qcore.quant.recovery as recovery
+
+    seen = []
+    monkeypatch.setattr(recovery, function, lambda *a, **kw: seen.append(kw["seed"]) or {})
+    for text in (step, f"{step}:seed=3"):
+        calibrated_sim(resnet_inputs.loaded.module, QuantConfig(recovery=parse_steps(text)), resnet_inputs.calib_batches)
+    assert seen == [0, 3]
+
+
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_learned_activation_steps_are_kept_where_they_help_and_calibration_keeps_them(resnet_inputs, symmetric):
     """The blocks' activation step sizes are learned with the rounding; a block keeps its learned steps only with a
