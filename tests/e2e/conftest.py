@@ -128,8 +128,8 @@ def upload_and_load(page, path, done, timeout_ms: int = 180_000, tries: int = 3)
     for _ in range(tries):
         page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(path))
         expect(page.get_by_test_id("stFileUploader").first.get_by_text(path.name)).to_be_visible(timeout=60_000)
-        # the chip shows the name while the file is still uploading: a press then says no file has arrived, and
-        # the run the finished upload starts clears that message again (2 of 3 sessions of a busy server's load run)
+        # the chip shows the name while the file is still uploading; a press then is remembered and loads it when
+        # it arrives (test_pages.py tests that path), so press as a user who waits does: once the upload has ended
         expect(page.get_by_test_id("stFileChipIconSpinner")).to_have_count(0, timeout=120_000)
         wait_idle(page)
         page.get_by_role("button", name="Load model").click()
