@@ -123,8 +123,12 @@ QUANTIZING = {"calibrate": [], "deploy": ["--out", "d"], "sensitivity": ["--out"
 
 
 def _parsed(argv):
+    """The parsed arguments, with the CLI's messages in English as main() would choose them for an English
+    terminal: the language is module state, and an earlier `main(["--lang", "ko", ...])` leaves it Korean."""
     from qcore.cli import build_parser
+    from qcore.cli.language import set_language
 
+    set_language(["--lang", "en"])
     return build_parser().parse_args(argv)
 
 

@@ -167,10 +167,16 @@ def test_a_recovery_fix_appends_its_step_once():
 
 # --- the whole diagnosis on a tiny model --------------------------------------------------------------------
 def tiny_depthwise(huge: float):
+    """A tiny net whose depthwise channel 0 has weights `huge` times wider, its input scaled down as much (ReLU
+    commutes with the scale), so the function is unchanged and only the weight channels are unequal, as CLE
+    would undo. Scaling the weights alone let that channel's output dominate, so the layer's SQNR stayed near the
+    30 dB line and the cause showed with 7-bit weights (AVX2) but not with 8-bit ones (VNNI, AMX)."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     with torch.no_grad():
+        net[0].weight[0] /= huge
+        net[0].bias[0] /= huge
         net[2].weight[0] *= huge
     base = get_spec("fm_resnet")
     spec = ModelSpec(f"tiny_dw_{huge:g}", "user", "tiny depthwise net", (1, 28, 28), base.preprocess,
