@@ -103,10 +103,25 @@ def browser():
         b.close()
 
 
+def record_browser_log(pg) -> list[str]:
+    """What the browser said that a lost upload would leave behind: console warnings and errors (Streamlit's
+    frontend logs "Cannot request file URLs", "Cannot send message when server is disconnected", ...) and every
+    closed websocket, each with the time since the page opened."""
+    start, log = time.monotonic(), []
+
+    def stamp(text: str) -> None:
+        log.append(f"{time.monotonic() - start:7.1f}s {text}")
+
+    pg.on("console", lambda m: stamp(f"console {m.type}: {m.text[:300]}") if m.type in ("warning", "error") else None)
+    pg.on("websocket", lambda ws: ws.on("close", lambda _ws: stamp(f"websocket closed: {ws.url}")))
+    return log
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
+    pg.browser_log = record_browser_log(pg)
     yield pg
     context.close()
 
@@ -126,8 +141,8 @@ def upload_and_load(page, path, done, timeout_ms: int = 180_000, tries: int = 3)
 
     waiting = page.get_by_text("No file has reached the server yet")
     for _ in range(tries):
-        page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(path))
-        expect(page.get_by_test_id("stFileUploader").first.get_by_text(path.name)).to_be_visible(timeout=60_000)
+        if not _dropped(page, path):
+            continue
         # the chip shows the name while the file is still uploading; a press then is remembered and loads it when
         # it arrives (test_pages.py tests that path), so press as a user who waits does: once the upload has ended
         expect(page.get_by_test_id("stFileChipIconSpinner")).to_have_count(0, timeout=120_000)
@@ -143,7 +158,28 @@ def upload_and_load(page, path, done, timeout_ms: int = 180_000, tries: int = 3)
             return
         except AssertionError:
             pass
-    expect(done.first).to_be_visible(timeout=1000)
+    if not done.first.is_visible():
+        pytest.fail(f"{done} did not show after {tries} drops of {path.name}; the browser logged:\n"
+                    + "\n".join(getattr(page, "browser_log", [])[-30:]))
+
+
+def _dropped(page, path, timeout_ms: int = 45_000) -> bool:
+    """Drop `path` on the model uploader; whether its name showed there. A dropped file shows only once the server
+    has answered the browser's request for upload URLs. On a busy CI server a first drop has never shown, with no
+    error on the page, in two full runs (after the fix in views/_streamlit_patches.py); the cause is not pinned
+    down. A user then drops it again, and so does this helper, with a warning that carries what the browser logged
+    (it shows in pytest's warnings summary), so the next sighting says more."""
+    import warnings
+
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(path))
+    try:
+        page.get_by_test_id("stFileUploader").first.get_by_text(path.name).wait_for(timeout=timeout_ms)
+        return True
+    except Exception:  # playwright's TimeoutError
+        log = "\n".join(getattr(page, "browser_log", [])[-20:]) or "(nothing)"
+        warnings.warn(f"{path.name} never showed in the uploader {timeout_ms / 1000:.0f} s after the drop; the browser "
+                      f"logged:\n{log}")
+        return False
 
 
 def expect_at_least(locator, n: int, timeout_ms: int = 120_000) -> None:
