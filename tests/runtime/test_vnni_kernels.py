@@ -77,7 +77,8 @@ def _run(script: str, *args: str, preload: Path | None = None, timeout: int = 15
 
 
 def test_the_shim_keeps_amx_from_onnx_runtime(shim):
-    assert _run(PERMISSION)["amx_granted"] is True  # without it, ORT runs AMX kernels here
+    if not _run(PERMISSION)["amx_granted"]:  # a kernel older than 5.16 grants no AMX: ORT runs VNNI kernels anyway
+        pytest.skip("this OS grants no AMX tile data, so every test here already runs the VNNI kernels")
     assert _run(PERMISSION, preload=shim)["amx_granted"] is False
 
 
