@@ -86,5 +86,6 @@ def test_the_shim_keeps_amx_from_onnx_runtime(shim):
 def test_every_quantized_op_matches_the_simulation_on_the_vnni_kernels(shim):
     result = _run(MATRIX, *ARCHITECTURES, preload=shim)  # about 30 s for the eight
     print(json.dumps({a: {k: v for k, v in s.items() if k != "departing"} for a, s in result.items()}))
+    assert set(result) == set(ARCHITECTURES)
     for arch, summary in result.items():
         assert summary["int8_ops"] > 0 and not summary["departing"], (arch, summary["departing"])
