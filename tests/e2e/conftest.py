@@ -160,7 +160,12 @@ def upload_and_load(page, path, done, timeout_ms: int = 180_000, tries: int = 3)
             pass
     if not done.first.is_visible():
         pytest.fail(f"{done} did not show after {tries} drops of {path.name}; the browser logged:\n"
-                    + "\n".join(getattr(page, "browser_log", [])[-30:]))
+                    + _last_browser_log(page))
+
+
+def _last_browser_log(page, n: int = 30) -> str:
+    """The last `n` lines `record_browser_log` kept for this page (none for a page made outside the fixture)."""
+    return "\n".join(getattr(page, "browser_log", [])[-n:]) or "(nothing)"
 
 
 def _dropped(page, path, timeout_ms: int = 45_000) -> bool:
@@ -176,9 +181,8 @@ def _dropped(page, path, timeout_ms: int = 45_000) -> bool:
         page.get_by_test_id("stFileUploader").first.get_by_text(path.name).wait_for(timeout=timeout_ms)
         return True
     except Exception:  # playwright's TimeoutError
-        log = "\n".join(getattr(page, "browser_log", [])[-20:]) or "(nothing)"
         warnings.warn(f"{path.name} never showed in the uploader {timeout_ms / 1000:.0f} s after the drop; the browser "
-                      f"logged:\n{log}")
+                      f"logged:\n{_last_browser_log(page)}")
         return False
 
 
