@@ -13,6 +13,7 @@ st.set_page_config(page_title="Quantization Explorer", page_icon=":material/tune
 
 import views._engine  # noqa: E402,F401  (the engine imported once, in one order: simultaneous first visitors)
 import views._streamlit_patches  # noqa: E402,F401  (keeps uploads from being lost when a run starts)
+import views._upload_trace  # noqa: E402,F401  (the upload handshake in the server log, when QX_UPLOAD_TRACE is set)
 from views._jobs import scheduler  # noqa: E402
 from views._errors import user_errors  # noqa: E402  (set_page_config must come first)
 from views._language import init_language, t  # noqa: E402

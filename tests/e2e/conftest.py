@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -42,7 +43,7 @@ def running_app(history: Path, log_name: str = "e2e-streamlit.log", script: str 
          "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1",
-             "QX_HISTORY_DB": str(history), "QX_JOB_GRACE_S": "5"},
+             "QX_HISTORY_DB": str(history), "QX_JOB_GRACE_S": "5", "QX_UPLOAD_TRACE": "1"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -112,9 +113,44 @@ def record_browser_log(pg) -> list[str]:
     def stamp(text: str) -> None:
         log.append(f"{time.monotonic() - start:7.1f}s {text}")
 
-    pg.on("console", lambda m: stamp(f"console {m.type}: {m.text[:300]}") if m.type in ("warning", "error") else None)
-    pg.on("websocket", lambda ws: ws.on("close", lambda _ws: stamp(f"websocket closed: {ws.url}")))
+    def console(m) -> None:
+        if m.type in ("warning", "error") or m.text.startswith("[qx]"):
+            stamp(f"console {m.type}: {m.text[:300]}")
+
+    def sent(payload) -> None:  # the browser's messages: reruns, heartbeats, requests for upload URLs (file names)
+        if len(payload) > 8:
+            text = payload if isinstance(payload, str) else payload.decode("ascii", "replace")
+            stamp(f"websocket sent {len(payload)} B: {''.join(c if c.isprintable() else '.' for c in text)[:120]}")
+
+    def received(payload) -> None:  # only the server's answers that carry upload URLs
+        if b"/_stcore/upload_file" in (payload if isinstance(payload, bytes) else payload.encode()):
+            stamp(f"websocket received {len(payload)} B with upload URLs")
+
+    def websocket(ws) -> None:
+        stamp(f"websocket opened: {ws.url}")
+        ws.on("framesent", sent)
+        ws.on("framereceived", received)
+        ws.on("close", lambda _ws: stamp(f"websocket closed: {ws.url}"))
+
+    pg.on("console", console)
+    pg.on("websocket", websocket)
+    pg.add_init_script(_FILE_INPUT_TRACE)
     return log
+
+
+# what the page looked like when a file input changed (a drop): the files, which uploader took them, whether it was
+# still on the page and enabled, the run and connection state
+_FILE_INPUT_TRACE = """document.addEventListener("change", e => {
+  if (!e.target || e.target.type !== "file") return;
+  const app = document.querySelector("[data-testid=stApp]");
+  const zone = e.target.closest("[data-testid=stFileUploaderDropzone]");
+  const inputs = document.querySelectorAll("[data-testid=stFileUploaderDropzoneInput]");
+  const files = [...e.target.files].map(f => `${f.name} (${f.size} B)`);
+  console.info(`[qx] file input changed: ${files}, connected=${e.target.isConnected}, `
+    + `zone disabled=${zone && zone.getAttribute("aria-disabled")}, script=${app && app.dataset.testScriptState}, `
+    + `connection=${app && app.dataset.testConnectionState}, uploader=${zone && zone.getAttribute("aria-label")}, `
+    + `accept=${e.target.accept}, first of ${inputs.length} inputs=${inputs[0] === e.target}`);
+}, true);"""
 
 
 @pytest.fixture
@@ -141,7 +177,7 @@ def upload_and_load(page, path, done, timeout_ms: int = 180_000, tries: int = 3)
 
     waiting = page.get_by_text("No file has reached the server yet")
     for _ in range(tries):
-        if not _dropped(page, path):
+        if not _dropped(page, [path]):
             continue
         # the chip shows the name while the file is still uploading; a press then is remembered and loads it when
         # it arrives (test_pages.py tests that path), so press as a user who waits does: once the upload has ended
@@ -159,31 +195,51 @@ def upload_and_load(page, path, done, timeout_ms: int = 180_000, tries: int = 3)
         except AssertionError:
             pass
     if not done.first.is_visible():
-        pytest.fail(f"{done} did not show after {tries} drops of {path.name}; the browser logged:\n"
-                    + _last_browser_log(page))
+        pytest.fail(f"{done} did not show after {tries} drops of {path.name}; {_what_was_logged(page)}")
 
 
-def _last_browser_log(page, n: int = 30) -> str:
-    """The last `n` lines `record_browser_log` kept for this page (none for a page made outside the fixture)."""
-    return "\n".join(getattr(page, "browser_log", [])[-n:]) or "(nothing)"
+def drop_files(page, paths, uploader: int = 0, tries: int = 3) -> None:
+    """Drop `paths` on the page's `uploader`-th file uploader as a user does: drop again while their names never
+    show (see `_dropped`); fail with what the browser and the server logged after `tries` lost drops."""
+    for _ in range(tries):
+        if _dropped(page, paths, uploader):
+            return
+    pytest.fail(f"{tries} drops of {[p.name for p in paths]} never showed in uploader {uploader}; "
+                f"{_what_was_logged(page)}")
 
 
-def _dropped(page, path, timeout_ms: int = 45_000) -> bool:
-    """Drop `path` on the model uploader; whether its name showed there. A dropped file shows only once the server
-    has answered the browser's request for upload URLs. On a busy CI server a first drop has never shown, with no
-    error on the page, in two full runs (after the fix in views/_streamlit_patches.py); the cause is not pinned
-    down. A user then drops it again, and so does this helper, with a warning that carries what the browser logged
-    (it shows in pytest's warnings summary), so the next sighting says more."""
+LOST_DROPS = Path(tempfile.gettempdir()) / "qx-e2e-lost-drops.log"
+
+
+def _dropped(page, paths, uploader: int = 0, timeout_ms: int = 45_000) -> bool:
+    """Drop `paths` on the `uploader`-th uploader; whether the first one's name showed there. A dropped file shows
+    only once the server has answered the browser's request for upload URLs. On a busy CI server a drop has never
+    shown, with no error on the page, in two full runs (after the fix in views/_streamlit_patches.py); the cause is
+    not pinned down. A user then drops it again, and so does this helper. What the browser and the server logged
+    goes to pytest's warnings summary and to LOST_DROPS, which outlives a CI clone, so the next sighting says more."""
     import warnings
 
-    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(path))
+    page.get_by_test_id("stFileUploaderDropzoneInput").nth(uploader).set_input_files([str(p) for p in paths])
     try:
-        page.get_by_test_id("stFileUploader").first.get_by_text(path.name).wait_for(timeout=timeout_ms)
+        page.get_by_test_id("stFileUploader").nth(uploader).get_by_text(paths[0].name).wait_for(timeout=timeout_ms)
         return True
     except Exception:  # playwright's TimeoutError
-        warnings.warn(f"{path.name} never showed in the uploader {timeout_ms / 1000:.0f} s after the drop; the browser "
-                      f"logged:\n{_last_browser_log(page)}")
+        said = f"{paths[0].name} never showed in the uploader {timeout_ms / 1000:.0f} s after the drop; " \
+               f"{_what_was_logged(page)}"
+        with LOST_DROPS.open("a") as out:
+            out.write(f"{time.strftime('%F %T')} {os.environ.get('PYTEST_CURRENT_TEST', '')}\n{said}\n\n")
+        warnings.warn(said)
         return False
+
+
+def _what_was_logged(page, n: int = 30) -> str:
+    """The last `n` lines `record_browser_log` kept for this page (none for a page made outside the fixture) and
+    the upload trace of the shared server (views/_upload_trace.py)."""
+    server_log = ROOT / "logs" / "e2e-streamlit.log"
+    trace = [line for line in server_log.read_text(errors="replace").splitlines() if "[upload-trace]" in line] \
+        if server_log.exists() else []
+    return ("the browser logged:\n" + ("\n".join(getattr(page, "browser_log", [])[-n:]) or "(nothing)")
+            + "\nthe shared server's upload trace:\n" + ("\n".join(trace[-n:]) or "(nothing)"))
 
 
 def expect_at_least(locator, n: int, timeout_ms: int = 120_000) -> None:

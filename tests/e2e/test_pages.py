@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import ROOT, expect_at_least, expect_no_exception, upload_and_load, wait_idle
+from tests.e2e.conftest import ROOT, drop_files, expect_at_least, expect_no_exception, upload_and_load, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -116,7 +116,7 @@ def test_a_load_pressed_while_the_file_uploads_loads_it_when_it_arrives(app_url,
     cdp.send("Network.enable")
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
                                                   "uploadThroughput": 200_000})
-    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(junk))
+    drop_files(page, [junk])
     expect(page.get_by_test_id("stFileChipIconSpinner")).to_be_visible(timeout=60_000)
     page.get_by_role("button", name="Load model").click()
     waiting = page.get_by_text("No file has reached the server yet")
@@ -187,7 +187,7 @@ def test_classify_uploaded_images(app_url, page, tmp_path):
     expect(page.get_by_text("Your own model or images")).to_be_visible(timeout=180_000)
     wait_idle(page)
     page.get_by_role("tab", name="Classify images").click()
-    page.get_by_test_id("stFileUploaderDropzoneInput").nth(2).set_input_files([str(picture), str(junk)])
+    drop_files(page, [picture, junk], uploader=2)
     wait_idle(page)
     expect(page.get_by_text("junk.png: not a readable image")).to_be_visible(timeout=60_000)
     expect(page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile(r": \d+\.\d%$"))).to_have_count(5)

@@ -1,0 +1,95 @@
+"""A trace of the upload handshake on the server, for finding where a dropped file got lost: on when QX_UPLOAD_TRACE
+is set (the e2e suite sets it; app.py applies it once).
+
+Why: a dropped file shows in st.file_uploader only after the server has answered the browser's request for upload
+URLs, and Streamlit's browser code waits for that answer with no time limit. In two CI runs a drop never showed and
+nothing on the page said why (views/_streamlit_patches.py fixed one cause; a second is not pinned down). The e2e
+helpers print these lines with the browser's own log when a drop is lost, so a CI failure says which side dropped it:
+the request never arrived, arrived for a session that had gone, its answer was cleared, or it was written out.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+from streamlit.runtime.app_session import AppSession
+from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
+from streamlit.runtime.runtime import Runtime
+
+LOG = logging.getLogger("qx.upload_trace")
+ANSWER = "file_urls_response"
+
+
+def _say(text: str, *args) -> None:
+    LOG.warning("[upload-trace] " + text, *args)  # warning: Streamlit's default log level shows it
+
+
+def _traced_request(handle):
+    @functools.wraps(handle)
+    def traced(self, request):
+        _say("URLs asked: session %s, request %s, files %s", self.id, request.request_id, list(request.file_names))
+        return handle(self, request)
+    return traced
+
+
+def _traced_backmsg(handle):
+    """Runtime.handle_backmsg silently drops a message for a session that disconnected or changed its client."""
+    @functools.wraps(handle)
+    def traced(self, session_id, msg, *, client=None):
+        if msg.WhichOneof("type") == "file_urls_request":
+            info = self._session_mgr.get_active_session_info(session_id)
+            if info is None or (client is not None and info.client is not client):
+                _say("URLs request %s dropped: session %s is %s", msg.file_urls_request.request_id, session_id,
+                     "not active" if info is None else "on another client")
+        return handle(self, session_id, msg, client=client)
+    return traced
+
+
+def _traced_send(send):
+    @functools.wraps(send)
+    def traced(self, session_info, msg):
+        if msg.WhichOneof("type") == ANSWER:
+            _say("URLs sent: session %s, request %s", session_info.session.id, msg.file_urls_response.response_id)
+        return send(self, session_info, msg)
+    return traced
+
+
+def _traced_clear(clear):
+    """Names an answer a run-start clear dropped; a full clear is flush() handing the queue out to be sent."""
+    @functools.wraps(clear)
+    def traced(self, retain_lifecycle_msgs: bool = False, *args, **kwargs):
+        if not retain_lifecycle_msgs:
+            return clear(self, retain_lifecycle_msgs, *args, **kwargs)
+        before = [m.file_urls_response.response_id for m in self._queue if m.WhichOneof("type") == ANSWER]
+        clear(self, retain_lifecycle_msgs, *args, **kwargs)
+        after = {m.file_urls_response.response_id for m in self._queue if m.WhichOneof("type") == ANSWER}
+        for lost in (r for r in before if r not in after):
+            _say("URLs answer %s cleared from the queue before it was sent", lost)
+    return traced  # wraps() copied the upload fix's mark: patches.apply() still sees it applied
+
+
+def _traced_connection(method, what: str):
+    @functools.wraps(method)
+    def traced(self, *args, **kwargs):
+        result = method(self, *args, **kwargs)
+        _say("session %s %s", result if what == "connected" else (args[0] if args else kwargs.get("session_id")), what)
+        return result
+    return traced
+
+
+def apply() -> None:
+    """Install the trace once, when QX_UPLOAD_TRACE is set (after the upload fix, so a clear it mends is not named)."""
+    if not os.environ.get("QX_UPLOAD_TRACE") or getattr(Runtime.handle_backmsg, "upload_traced", False):
+        return
+    AppSession._handle_file_urls_request = _traced_request(AppSession._handle_file_urls_request)
+    Runtime.handle_backmsg = _traced_backmsg(Runtime.handle_backmsg)
+    Runtime._send_message = _traced_send(Runtime._send_message)
+    Runtime.connect_session = _traced_connection(Runtime.connect_session, "connected")
+    Runtime.disconnect_session = _traced_connection(Runtime.disconnect_session, "disconnected")
+    ForwardMsgQueue.clear = _traced_clear(ForwardMsgQueue.clear)
+    Runtime.handle_backmsg.upload_traced = True
+
+
+apply()
