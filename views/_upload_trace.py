@@ -2,10 +2,11 @@
 is set (the e2e suite sets it; app.py applies it once).
 
 Why: a dropped file shows in st.file_uploader only after the server has answered the browser's request for upload
-URLs, and Streamlit's browser code waits for that answer with no time limit. In two CI runs a drop never showed and
-nothing on the page said why (views/_streamlit_patches.py fixed one cause; a second is not pinned down). The e2e
-helpers print these lines with the browser's own log when a drop is lost, so a CI failure says which side dropped it:
-the request never arrived, arrived for a session that had gone, its answer was cleared, or it was written out.
+URLs, and Streamlit's browser code waits for that answer with no time limit. When a drop is lost, nothing on the page
+says why. The e2e helpers print these lines with the browser's own log, so a failure says which side lost it: the
+request never arrived, arrived for a session that had gone, named no files (the browser refused the file: how the
+suite's third lost drop was found, see the README), had its answer cleared (views/_streamlit_patches.py fixes that),
+or was answered.
 """
 
 from __future__ import annotations
