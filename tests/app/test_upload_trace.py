@@ -43,3 +43,27 @@ def test_a_flush_is_not_a_loss_and_without_the_variable_nothing_is_traced():
                 "from streamlit.runtime.runtime import Runtime\nassert not hasattr(Runtime.handle_backmsg, "
                 "'upload_traced')", False)
     assert "upload-trace" not in said
+
+
+def test_a_request_and_its_answer_are_named_with_their_files():
+    said = _run("""
+import types
+import views._upload_trace
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.runtime.app_session import AppSession
+from streamlit.runtime.runtime import Runtime
+sent = []
+session = types.SimpleNamespace(id="s-1", _enqueue_forward_msg=sent.append, _uploaded_file_mgr=types.SimpleNamespace(
+    get_upload_urls=lambda session_id, names: []))
+request = BackMsg().file_urls_request
+request.request_id, request.file_names[:] = "r-1", ["weights.pt"]
+AppSession._handle_file_urls_request(session, request)
+assert sent[0].file_urls_response.response_id == "r-1"
+written = []
+info = types.SimpleNamespace(session=session, client=types.SimpleNamespace(write_forward_msg=written.append))
+Runtime._send_message(object(), info, sent[0])
+assert written == sent
+""", True)
+    assert "URLs asked: session s-1, request r-1, files ['weights.pt']" in said
+    assert "URLs sent: session s-1, request r-1" in said
