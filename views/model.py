@@ -182,7 +182,7 @@ with tab_data:
             st.rerun()
 
 with tab_images:
-    files = st.file_uploader(t("Images"), type=["png", "jpg", "jpeg", "bmp", "webp"], accept_multiple_files=True,
+    files = st.file_uploader(t("Image files"), type=["png", "jpg", "jpeg", "bmp", "webp"], accept_multiple_files=True,
                              key="image_upload")
     if files:
         c = st.columns(4)

@@ -187,7 +187,7 @@ def test_classify_uploaded_images(app_url, page, tmp_path):
     expect(page.get_by_text("Your own model or images")).to_be_visible(timeout=180_000)
     wait_idle(page)
     page.get_by_role("tab", name="Classify images").click()
-    drop_files(page, [picture, junk], uploader="Images")
+    drop_files(page, [picture, junk], uploader="Image files")
     wait_idle(page)
     expect(page.get_by_text("junk.png: not a readable image")).to_be_visible(timeout=60_000)
     expect(page.get_by_test_id("stCaptionContainer").filter(has_text=re.compile(r": \d+\.\d%$"))).to_have_count(5)
