@@ -219,7 +219,7 @@ def _dropped(page, paths, uploader: str = "Model file", timeout_ms: int = 45_000
     """Drop `paths` on the uploader labelled `uploader`; whether the first one's name showed there.
 
     Found by label, not by place: the Model page has three uploaders, and in full e2e runs (CI stops 33 and 34, and
-    3 of 5 runs here) a drop on the first one by place went to the Dataset archive uploader, whose .zip filter
+    4 of 6 runs here) a drop on the first one by place went to the Dataset archive uploader, whose .zip filter
     refused the file in its hidden tab; the trace showed the change on that input, no longer the first one.
     If a name still never shows, a user drops again, and so does this helper. What the browser and the server
     logged goes to pytest's warnings summary and to LOST_DROPS, which outlives a CI clone."""
