@@ -71,24 +71,33 @@ def _traced_clear(clear):
     return traced  # wraps() copied the upload fix's mark: patches.apply() still sees it applied
 
 
-def _traced_connection(method, what: str):
-    @functools.wraps(method)
+def _traced_connect(connect):
+    @functools.wraps(connect)
     def traced(self, *args, **kwargs):
-        result = method(self, *args, **kwargs)
-        _say("session %s %s", result if what == "connected" else (args[0] if args else kwargs.get("session_id")), what)
-        return result
+        session_id = connect(self, *args, **kwargs)
+        _say("session %s connected", session_id)
+        return session_id
+    return traced
+
+
+def _traced_disconnect(disconnect):
+    @functools.wraps(disconnect)
+    def traced(self, session_id, *args, **kwargs):
+        _say("session %s disconnected", session_id)
+        return disconnect(self, session_id, *args, **kwargs)
     return traced
 
 
 def apply() -> None:
-    """Install the trace once, when QX_UPLOAD_TRACE is set (after the upload fix, so a clear it mends is not named)."""
+    """Install the trace once, when QX_UPLOAD_TRACE is set (after the upload fix, so a clear it mends is not named).
+    app.py installs it in its first run, so the first session's connection is not in the log."""
     if not os.environ.get("QX_UPLOAD_TRACE") or getattr(Runtime.handle_backmsg, "upload_traced", False):
         return
     AppSession._handle_file_urls_request = _traced_request(AppSession._handle_file_urls_request)
     Runtime.handle_backmsg = _traced_backmsg(Runtime.handle_backmsg)
     Runtime._send_message = _traced_send(Runtime._send_message)
-    Runtime.connect_session = _traced_connection(Runtime.connect_session, "connected")
-    Runtime.disconnect_session = _traced_connection(Runtime.disconnect_session, "disconnected")
+    Runtime.connect_session = _traced_connect(Runtime.connect_session)
+    Runtime.disconnect_session = _traced_disconnect(Runtime.disconnect_session)
     ForwardMsgQueue.clear = _traced_clear(ForwardMsgQueue.clear)
     Runtime.handle_backmsg.upload_traced = True
 
